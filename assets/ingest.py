@@ -1,0 +1,66 @@
+"""The `logs` asset: one day of landing files into the `logs` table, with its checks."""
+
+import dagster as dg
+
+from assets.partitions import daily_partitions
+from assets.resources import DUCKDB_POOL, FlywheelResource
+from flywheel import quality, store
+from flywheel.ingest.loader import ingest_day, report_markdown, report_summary
+
+LOGS_COLUMNS = dg.TableSchema(
+    columns=[dg.TableColumn(name, sql_type) for name, sql_type in store.schema_columns("logs")]
+)
+QUALITY_DESCRIPTIONS = {
+    "schema": "The logs table has the expected columns and types.",
+    "required_fields": "log_id, ts, day, source, input and a non-empty output are present.",
+    "unique_log_id": "No log_id twice in the day, nor in any other day.",
+    "value_ranges": "Latency, tokens, cost and feedback are within their ranges.",
+    "rejected_share": "The share of rejected records is below FLYWHEEL_MAX_REJECTED_SHARE.",
+}
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    pool=DUCKDB_POOL,
+    group_name="ingest",
+    kinds={"duckdb", "python"},
+    owners=["team:flywheel"],
+    metadata={"dagster/column_schema": LOGS_COLUMNS, "dagster/table_name": "logs"},
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="logs", blocking=True, description=text)
+        for name, text in QUALITY_DESCRIPTIONS.items()
+    ],
+)
+def logs(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
+    """The day's production logs from every file in `landing/YYYY-MM-DD/`, normalized.
+
+    Malformed records go to `rejected_logs`, repeated log ids to `duplicate_logs`; the
+    per-file counts reconcile. Blocking data-quality checks (great-expectations) stop
+    downstream assets on a bad day.
+    """
+    settings = flywheel.settings()
+    day = context.partition_key
+    with store.connection(settings) as con:
+        report = ingest_day(con, settings, day, progress=context.log.info)
+        outcomes = quality.check_partition(con, day, max_rejected_share=settings.max_rejected_share)
+    for f in report.unreadable:
+        context.log.error(f"Unreadable file {f.source_file}: {f.error}")
+    summary = report_summary(report)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": summary["accepted"],
+            "files": dg.MetadataValue.md(report_markdown(report)),
+            **{key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
+               for key, value in summary.items()},
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=o.name,
+                passed=o.passed,
+                description=o.description,
+                metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
+                          for k, v in o.metadata.items()},
+            )
+            for o in outcomes
+        ],
+    )

@@ -1,0 +1,1 @@
+"""Ingestion of production logs: detect each file's format, normalize, validate, store."""

@@ -1,0 +1,516 @@
+"""Load one day of landing files into the `logs` table, losing nothing and doubling nothing.
+
+:func:`ingest_day` is the whole of the `logs` asset's work. For each file of
+``landing/YYYY-MM-DD/`` it detects the format, stages the records in Arrow batches,
+scrubs PII (see :mod:`flywheel.pii`), validates and normalizes them in DuckDB
+(:mod:`flywheel.ingest.normalize`) and writes accepted rows to `logs` and broken ones
+to `rejected_logs`. Then log ids already present (in another partition, or earlier in
+this one) are moved to `duplicate_logs`. Every record read ends up in exactly one of
+the three, and the per-file counts are kept in `ingest_files`.
+
+The day is replaced in one transaction: re-running it gives the same tables, and a
+crash half-way leaves the previous state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from flywheel import pii
+from flywheel.ingest import formats
+from flywheel.ingest.normalize import staged_sql
+from flywheel.ingest.records import RawRecord, UnreadableFile
+from flywheel.settings import Settings
+from flywheel.store import DAILY_TABLES
+
+BATCH_SCHEMA = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("raw", pa.binary()),
+        ("doc", pa.string()),
+        ("pre_error", pa.string()),
+        ("pre_field", pa.string()),
+        ("blank", pa.bool_()),
+    ]
+)
+FIX_SCHEMA = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("input", pa.string()),
+        ("output", pa.string()),
+        ("context", pa.string()),
+        ("messages", pa.string()),
+        ("raw", pa.binary()),
+        ("pii", pa.list_(pa.string())),
+    ]
+)
+LOG_COLUMNS = (
+    "log_id", "ts", "day", "source", "input", "output", "context", "model", "prompt_name",
+    "prompt_version", "feedback", "messages", "git_commit", "session_id", "user_id",
+    "latency_ms", "prompt_tokens", "completion_tokens", "cost_usd", "tags", "metadata", "pii",
+    "source_file", "source_format", "source_line", "ingested_at",
+)
+# Lines per Arrow batch for line-oriented files: large enough to keep DuckDB busy,
+# small enough to bound memory on multi-GB files.
+LINES_BLOCK_BYTES = 128 << 20
+PARSED_BATCH_ROWS = 20_000
+
+
+@dataclass
+class FileReport:
+    """What happened to one landing file."""
+
+    source_file: str
+    format: str | None = None
+    read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    blank_lines: int = 0
+    ignored: int = 0
+    error: str | None = None
+
+    @property
+    def reconciles(self) -> bool:
+        """Return whether every record read is accepted, rejected or a duplicate."""
+        return self.read == self.accepted + self.rejected + self.duplicates
+
+
+@dataclass
+class IngestReport:
+    """What one day's ingestion did; the `logs` asset shows it as metadata."""
+
+    day: str
+    files: list[FileReport] = field(default_factory=list)
+    pii_counts: dict[str, int] = field(default_factory=dict)
+    pii_mode: str = "redact"
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+
+    def total(self, name: str) -> int:
+        return sum(getattr(f, name) for f in self.files)
+
+    @property
+    def unreadable(self) -> list[FileReport]:
+        return [f for f in self.files if f.error]
+
+    @property
+    def reconciles(self) -> bool:
+        return all(f.reconciles for f in self.files)
+
+
+Progress = Callable[[str], None]
+
+
+def ingest_day(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    day: str,
+    *,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Replace the partition ``day`` (``YYYY-MM-DD``) with the records of its landing folder.
+
+    Returns an :class:`IngestReport` with per-file counts that reconcile
+    (read = accepted + rejected + duplicates). A missing landing folder is an empty day.
+    """
+    date.fromisoformat(day)  # a clear error for a malformed partition key
+    say = progress or (lambda _msg: None)
+    report = IngestReport(day=day, pii_mode=settings.pii_mode)
+    folder = settings.landing_for(day)
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in DAILY_TABLES:
+            con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
+        detected, batch_requests = _detect_all(paths, report)
+        for path, fmt in detected:
+            file_report = next(f for f in report.files if f.source_file == str(path))
+            say(f"{day}: reading {path.name} ({fmt})")
+            try:
+                _load_file(con, settings, day, path, fmt, file_report, report, batch_requests)
+            except UnreadableFile as exc:
+                _forget_file(con, day, str(path))
+                file_report.error = exc.reason
+                file_report.read = file_report.blank_lines = file_report.ignored = 0
+                say(f"{day}: cannot read {path}: {exc.reason}")
+        _move_duplicates(con, day)
+        _count(con, day, report)
+        _record_files(con, day, report)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return report
+
+
+def _detect_all(paths: list[Path], report: IngestReport):
+    """Return the (path, format) pairs to load and the OpenAI batch requests by custom_id."""
+    detected: list[tuple[Path, str]] = []
+    batch_requests: dict[str, dict] = {}
+    for path in paths:
+        file_report = FileReport(source_file=str(path))
+        report.files.append(file_report)
+        try:
+            fmt = formats.detect_format(path)
+            file_report.format = fmt
+            if fmt == "openai_batch_input":
+                # Not log records: the requests that complete a batch output file.
+                batch_requests.update(formats.load_batch_requests(path))
+                continue
+        except UnreadableFile as exc:
+            file_report.error = exc.reason
+            continue
+        detected.append((path, fmt))
+    return detected, batch_requests
+
+
+def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests) -> None:
+    """Stage, scrub, validate and store one file's records."""
+    for batch in _batches(con, path, fmt, file_report, batch_requests):
+        if batch.num_rows == 0:
+            continue
+        blank = pc.sum(batch.column("blank").cast(pa.int64())).as_py() or 0
+        file_report.blank_lines += blank
+        file_report.read += batch.num_rows - blank
+        fix = _pii_fixes(con, batch, settings.pii_mode, report)
+        _store_batch(con, day, path, fmt, batch, fix)
+
+
+def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests) -> Iterator[pa.Table]:
+    if fmt == "canonical_jsonl":
+        yield from _line_batches(path)
+    elif fmt in ("canonical_csv", "canonical_parquet"):
+        yield from _tabular_batches(con, path, fmt)
+    else:
+        stats = {"ignored_spans": 0}
+        records = formats.iter_records(path, fmt, batch_requests=batch_requests, stats=stats)
+        yield from _parsed_batches(records)
+        file_report.ignored = stats["ignored_spans"]
+
+
+def _line_batches(path: Path) -> Iterator[pa.Table]:
+    """Yield the lines of a JSON-lines file (gzipped or not) with 1-based line numbers.
+
+    Arrow's CSV reader splits lines in C++; with no delimiter, quote or escape that can
+    occur in JSON text, every line is one value, blank lines included, so line numbers
+    stay exact.
+    """
+    compression = "gzip" if path.name.endswith(".gz") else None
+    try:
+        stream = pa.input_stream(str(path), compression=compression)
+        reader = pcsv.open_csv(
+            stream,
+            read_options=pcsv.ReadOptions(column_names=["raw"], block_size=LINES_BLOCK_BYTES),
+            parse_options=pcsv.ParseOptions(
+                delimiter="\x1f", quote_char=False, escape_char=False,
+                ignore_empty_lines=False, newlines_in_values=False,
+                invalid_row_handler=None,
+            ),
+            convert_options=pcsv.ConvertOptions(column_types={"raw": pa.binary()}, strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+        start = 1
+        for chunk in reader:
+            raw = chunk.column(0)
+            n = len(raw)
+            yield pa.table(
+                {
+                    "line": pa.array(range(start, start + n), pa.int64()),
+                    "raw": raw,
+                    "doc": pa.nulls(n, pa.string()),
+                    "pre_error": pa.nulls(n, pa.string()),
+                    "pre_field": pa.nulls(n, pa.string()),
+                    "blank": _blank_mask(raw),
+                },
+                schema=BATCH_SCHEMA,
+            )
+            start += n
+    except (OSError, pa.ArrowInvalid, EOFError) as exc:
+        raise UnreadableFile(path, _read_error(exc)) from None
+
+
+def _blank_mask(raw: pa.Array) -> pa.Array:
+    """Return True where a line holds only whitespace (no record there)."""
+    short = pc.less_equal(pc.binary_length(raw), 8).to_numpy(zero_copy_only=False)
+    mask = short.copy()
+    for i in mask.nonzero()[0]:
+        mask[i] = not raw[int(i)].as_py().strip()
+    return pa.array(mask, pa.bool_())
+
+
+def _read_error(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if "gzip" in text.lower() or isinstance(exc, EOFError):
+        return f"truncated or corrupt gzip stream ({text})"
+    return text
+
+
+def _tabular_batches(con, path: Path, fmt: str) -> Iterator[pa.Table]:
+    """Yield CSV rows or Parquet rows as JSON documents, numbered as in the file.
+
+    CSV cells are read as text (types are checked later, like every format's); the
+    line number of a CSV row is its row number plus one for the header.
+    """
+    if fmt == "canonical_csv":
+        source = "read_csv(?, all_varchar = true, header = true, auto_detect = true)"
+        first_line = 2
+    else:
+        source = "read_parquet(?)"
+        first_line = 1
+    try:
+        result = con.execute(
+            f"""SELECT row_number() OVER () - 1 + {first_line} AS line,
+                       encode(to_json(t)::VARCHAR) AS raw,
+                       NULL::VARCHAR AS doc, NULL::VARCHAR AS pre_error,
+                       NULL::VARCHAR AS pre_field, false AS blank
+                FROM {source} AS t""",
+            [str(path)],
+        )
+        reader = result.fetch_record_batch(PARSED_BATCH_ROWS)
+        for chunk in reader:
+            yield pa.Table.from_batches([chunk]).cast(BATCH_SCHEMA)
+    except duckdb.Error as exc:
+        raise UnreadableFile(path, f"cannot read as {fmt.split('_')[1].upper()}: {exc}") from None
+
+
+def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
+    """Yield parser records in Arrow batches (canonical dicts serialized to JSON)."""
+    columns: dict[str, list] = {name: [] for name in BATCH_SCHEMA.names}
+
+    def flush() -> pa.Table:
+        table = pa.table(columns, schema=BATCH_SCHEMA)
+        for values in columns.values():
+            values.clear()
+        return table
+
+    for rec in records:
+        columns["line"].append(rec.line)
+        columns["raw"].append(rec.raw.encode("utf-8", "surrogateescape") if isinstance(rec.raw, str) else rec.raw)
+        columns["doc"].append(None if rec.record is None else json.dumps(rec.record, default=str, ensure_ascii=False))
+        columns["pre_error"].append(rec.error if rec.record is None else None)
+        columns["pre_field"].append(rec.field if rec.record is None else None)
+        columns["blank"].append(False)
+        if len(columns["line"]) >= PARSED_BATCH_ROWS:
+            yield flush()
+    if columns["line"]:
+        yield flush()
+
+
+def _pii_fixes(con, batch: pa.Table, mode: str, report: IngestReport) -> pa.Table:
+    """Return the PII fix-ups of a batch: scrubbed values for the rows that hold PII.
+
+    DuckDB's regex engine picks the few candidate rows with one pattern that matches a
+    superset of what the detectors find; only those rows are scanned in Python.
+    """
+    if mode == "off":
+        return FIX_SCHEMA.empty_table()
+    con.register("pii_batch", batch)
+    try:
+        candidates = con.execute(
+            """SELECT line, coalesce(doc, try(decode(raw))) AS text, try(decode(raw)) AS raw_text, doc IS NOT NULL
+               FROM pii_batch
+               WHERE NOT blank AND regexp_matches(coalesce(doc, try(decode(raw)), ''), ?)""",
+            [pii.PREFILTER_PATTERN],
+        ).fetchall()
+    finally:
+        con.unregister("pii_batch")
+    rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
+    redact = mode == "redact"
+    for line, text, raw_text, parsed in candidates:
+        found: set[str] = set()
+        values: dict[str, object] = {}
+        try:
+            doc = json.loads(text) if text is not None else None
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            for name in ("input", "output", "context"):
+                if isinstance(doc.get(name), str):
+                    values[name], kinds = pii.scan(doc[name])
+                    found |= kinds
+            if isinstance(doc.get("messages"), list):
+                messages, kinds = _scan_messages(doc["messages"])
+                found |= kinds
+                values["messages"] = json.dumps(messages, ensure_ascii=False)
+        scrubbed_raw, raw_kinds = pii.scan(raw_text) if raw_text is not None else (None, frozenset())
+        if doc is None:
+            found |= raw_kinds  # a broken record: its raw text is all we keep
+        if not found and not raw_kinds:
+            continue
+        for kind in found:
+            report.pii_counts[kind] = report.pii_counts.get(kind, 0) + 1
+        rows["line"].append(line)
+        for name in ("input", "output", "context", "messages"):
+            rows[name].append(values.get(name) if redact else None)
+        rows["raw"].append(scrubbed_raw.encode("utf-8", "surrogateescape") if redact and raw_kinds else None)
+        rows["pii"].append(sorted(found) or None)
+    return pa.table(rows, schema=FIX_SCHEMA)
+
+
+def _scan_messages(messages: list) -> tuple[list, set[str]]:
+    found: set[str] = set()
+    cleaned = []
+    for message in messages:
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            content, kinds = pii.scan(message["content"])
+            found |= kinds
+            message = {**message, "content": content}
+        cleaned.append(message)
+    return cleaned, found
+
+
+def _store_batch(con, day: str, path: Path, fmt: str, batch: pa.Table, fix: pa.Table) -> None:
+    """Validate a staged batch in DuckDB; write rejected records, then accepted ones."""
+    con.register("stage_batch", batch)
+    con.register("stage_fix", fix)
+    try:
+        select = staged_sql("stage_batch", "stage_fix")
+        con.execute(
+            f"""INSERT INTO rejected_logs (day, source_file, line, reason, field, raw, rejected_at)
+                SELECT ?::DATE, ?, line, reject_reason, reject_field, raw_text, now()
+                FROM ({select}) WHERE reject_reason IS NOT NULL""",
+            [day, str(path)],
+        )
+        columns = ", ".join(LOG_COLUMNS)
+        con.execute(
+            f"""INSERT INTO logs ({columns})
+                SELECT log_id, ts, ?::DATE, source, input, output, context, model, prompt_name,
+                       prompt_version, feedback, messages, git_commit, session_id, user_id,
+                       latency_ms, prompt_tokens, completion_tokens, cost_usd, tags, metadata, pii,
+                       ?, ?, line, now()
+                FROM ({select}) WHERE reject_reason IS NULL""",
+            [day, str(path), fmt],
+        )
+    finally:
+        con.unregister("stage_batch")
+        con.unregister("stage_fix")
+
+
+def _forget_file(con, day: str, source_file: str) -> None:
+    """Remove what a file that turned out unreadable half-way had already stored."""
+    for table in ("logs", "rejected_logs"):
+        con.execute(f"DELETE FROM {table} WHERE day = ? AND source_file = ?", [day, source_file])
+
+
+def _move_duplicates(con, day: str) -> None:
+    """Move rows whose log_id was already stored to `duplicate_logs`.
+
+    A log id is a duplicate when another partition holds it, or when it occurs earlier
+    in this one (files in name order, then line order): the first occurrence stays.
+    """
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE day_duplicates AS
+        WITH today AS (
+            SELECT rowid AS rid, log_id, source_file, source_line FROM logs WHERE day = $day
+        ),
+        repeated AS (
+            SELECT log_id FROM today GROUP BY log_id HAVING count(*) > 1
+        ),
+        ranked AS (
+            SELECT t.*, row_number() OVER (PARTITION BY t.log_id ORDER BY t.source_file, t.source_line) AS n,
+                   first_value(t.source_file) OVER (PARTITION BY t.log_id ORDER BY t.source_file, t.source_line) AS first_file,
+                   first_value(t.source_line) OVER (PARTITION BY t.log_id ORDER BY t.source_file, t.source_line) AS first_line
+            FROM today t SEMI JOIN repeated USING (log_id)
+        ),
+        elsewhere AS (
+            SELECT l.log_id, min(l.day) AS first_day,
+                   arg_min(l.source_file, l.day) AS first_file,
+                   arg_min(l.source_line, l.day) AS first_line
+            FROM logs l SEMI JOIN today USING (log_id)
+            WHERE l.day <> $day
+            GROUP BY l.log_id
+        )
+        SELECT t.rid, t.log_id, t.source_file, t.source_line, e.first_day, e.first_file, e.first_line
+        FROM today t JOIN elsewhere e USING (log_id)
+        UNION ALL
+        SELECT r.rid, r.log_id, r.source_file, r.source_line, $day::DATE, r.first_file, r.first_line
+        FROM ranked r ANTI JOIN elsewhere USING (log_id)
+        WHERE r.n > 1""",
+        {"day": day},
+    )
+    con.execute(
+        """INSERT INTO duplicate_logs (day, log_id, source_file, line, first_day, first_file, first_line)
+           SELECT ?::DATE, log_id, source_file, source_line, first_day, first_file, first_line
+           FROM day_duplicates""",
+        [day],
+    )
+    con.execute("DELETE FROM logs WHERE rowid IN (SELECT rid FROM day_duplicates)")
+    con.execute("DROP TABLE day_duplicates")
+
+
+def _count(con, day: str, report: IngestReport) -> None:
+    """Fill the accepted, rejected and duplicate counts of each file from the tables."""
+    counts = {f.source_file: f for f in report.files}
+    for table, attr, column in (
+        ("logs", "accepted", "source_file"),
+        ("rejected_logs", "rejected", "source_file"),
+        ("duplicate_logs", "duplicates", "source_file"),
+    ):
+        for source_file, n in con.execute(
+            f"SELECT {column}, count(*) FROM {table} WHERE day = ? GROUP BY ALL", [day]
+        ).fetchall():
+            setattr(counts[source_file], attr, n)
+    report.rejected_reasons = dict(
+        con.execute(
+            "SELECT reason, count(*) FROM rejected_logs WHERE day = ? GROUP BY ALL ORDER BY 2 DESC",
+            [day],
+        ).fetchall()
+    )
+
+
+def _record_files(con, day: str, report: IngestReport) -> None:
+    rows = [
+        (day, f.source_file, f.format, f.read, f.accepted, f.rejected, f.duplicates, f.error)
+        for f in report.files
+    ]
+    if rows:
+        con.executemany(
+            """INSERT INTO ingest_files (day, source_file, format, read, accepted, rejected,
+                                         duplicates, error, ingested_at)
+               VALUES (?::DATE, ?, ?, ?, ?, ?, ?, ?, now())""",
+            rows,
+        )
+
+
+def report_markdown(report: IngestReport) -> str:
+    """Return a markdown table of the per-file counts (the reconciliation)."""
+    lines = [
+        "| file | format | read | accepted | rejected | duplicates | reconciles | error |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for f in report.files:
+        name = Path(f.source_file).name
+        ok = "yes" if f.reconciles else "**NO**"
+        error = (f.error or "").replace("|", "\\|")
+        lines.append(
+            f"| {name} | {f.format or '?'} | {f.read} | {f.accepted} | {f.rejected} "
+            f"| {f.duplicates} | {ok} | {error} |"
+        )
+    return "\n".join(lines)
+
+
+def report_summary(report: IngestReport) -> dict[str, object]:
+    """Return the headline numbers of a day's ingestion as plain values."""
+    return {
+        "files": len(report.files),
+        "unreadable_files": [Path(f.source_file).name for f in report.unreadable],
+        "read": report.total("read"),
+        "accepted": report.total("accepted"),
+        "rejected": report.total("rejected"),
+        "duplicates": report.total("duplicates"),
+        "blank_lines": report.total("blank_lines"),
+        "ignored_non_llm_spans": report.total("ignored"),
+        "reconciles": report.reconciles,
+        "rejected_reasons": dict(report.rejected_reasons),
+        "pii_mode": report.pii_mode,
+        "pii_rows_by_type": dict(sorted(report.pii_counts.items())),
+    }

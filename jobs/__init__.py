@@ -1,0 +1,1 @@
+"""Jobs, schedules, sensors, the command line, and the code location (definitions)."""

@@ -1,0 +1,14 @@
+"""The code location: every asset, check, job, schedule and resource of flywheel."""
+
+import dagster as dg
+
+from assets import ingest
+from assets.resources import FlywheelResource
+from jobs.nightly import nightly_job, nightly_schedule
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([ingest]),
+    jobs=[nightly_job],
+    schedules=[nightly_schedule],
+    resources={"flywheel": FlywheelResource()},
+)
