@@ -261,7 +261,7 @@ def _iter_json_items(path) -> Iterator[_Item]:
             yield from _iter_array(path, first + f.read(), lineno)
             return
         try:
-            value, first_error = json.loads(first), None
+            value, first_error = json.loads(first.rstrip("\r\n")), None
         except ValueError as err:
             value, first_error = None, _json_error(err)
         if first_error is not None:
@@ -278,7 +278,9 @@ def _iter_lines(lines: Iterable[str], start: int) -> Iterator[_Item]:
         if not text:
             continue
         try:
-            item = _Item(lineno, text, json.loads(line))  # unstripped: error columns are right
+            # Only the line end is cut: columns stay right, and a cut-off string reads
+            # "Unterminated string", not "Invalid control character".
+            item = _Item(lineno, text, json.loads(line.rstrip("\r\n")))
         except ValueError as err:
             item = _Item(lineno, text, error=_json_error(err))
         yield item
@@ -309,8 +311,9 @@ def _after_broken_first_line(path, first: str, rest: str, lineno: int, first_err
 def _is_broken_document(rest_lines: list[str]) -> bool:
     """Return whether lines after a broken first line belong to one broken document.
 
-    JSON lines have other lines that parse on their own; a pretty-printed document
-    does not. A file with a single (broken) line counts as JSON lines.
+    JSON lines have other lines that are JSON objects on their own; a pretty-printed
+    document does not (a lone ``"prod"`` line of a list parses, but is no object). A
+    file with a single (broken) line counts as JSON lines.
     """
     seen = 0
     for line in rest_lines:
@@ -320,10 +323,10 @@ def _is_broken_document(rest_lines: list[str]) -> bool:
         if seen > _SNIFF_LINES:
             break
         try:
-            json.loads(line)
+            if isinstance(json.loads(line), dict):
+                return False
         except ValueError:
             continue
-        return False
     return seen > 0
 
 
@@ -483,7 +486,9 @@ def _map_items(items: Iterable[_Item], mapper: Callable[[dict], dict]) -> Iterat
         yield _map_value(item.line, item.raw, item.value, mapper, item.error)
 
 
-def _map_value(line: int, raw: str, value: Any, mapper: Callable[[dict], dict], error: str | None = None) -> RawRecord:
+def _map_value(
+    line: int, raw: str, value: Any, mapper: Callable[[dict], dict], error: str | None = None
+) -> RawRecord:
     """Return the RawRecord of one JSON value mapped by ``mapper`` (or of its parse error)."""
     if error is not None:
         return RawRecord(line, raw, error=error)
@@ -567,7 +572,7 @@ def _seconds_to_ms(value: Any) -> float | None:
 
 
 def _dumps(value: Any) -> str:
-    """Return compact-ish JSON text of ``value`` that keeps non-ASCII characters."""
+    """Return the JSON text of ``value``, keeping non-ASCII characters readable."""
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -692,7 +697,8 @@ def _context_from(messages: list[dict]) -> str | None:
     if tool_texts:
         return "\n\n".join(tool_texts)
     for message in messages:
-        if message.get("role") == "system" and isinstance(message.get("content"), str):
+        # "developer" is the system role of OpenAI's reasoning models.
+        if message.get("role") in ("system", "developer") and isinstance(message.get("content"), str):
             tail = _context_line_tail(message["content"])
             if tail:
                 return tail
@@ -783,10 +789,14 @@ def _chat_fields(request: dict, response: dict, record: dict, meta: dict) -> Non
     if reply and reply.get("tool_calls"):
         meta["tool_calls"] = reply["tool_calls"]
     if len(choices) > 1:  # n > 1: the first choice is the record, keep the others' texts
-        meta["other_choices"] = [
-            (_openai_message(c["message"])["content"] if isinstance(c, dict) and isinstance(c.get("message"), dict) else c)
-            for c in choices[1:]
-        ]
+        meta["other_choices"] = [_choice_text(c) for c in choices[1:]]
+
+
+def _choice_text(choice: Any) -> Any:
+    """Return the text of a chat choice (its message content), else the choice as found."""
+    if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+        return _openai_message(choice["message"])["content"]
+    return choice
 
 
 # Top-level keys of a request/response log entry that the mapping consumes.
@@ -820,9 +830,10 @@ def _map_openai_chat(obj: dict) -> dict:
     if latency is None:
         _add(meta, "latency", obj.get("latency"))
     for key, value in obj.items():
-        if key in _CANONICAL and key != "metadata":
-            record[key] = value
-        elif key not in _OPENAI_CHAT_CONSUMED and key not in _CANONICAL:
+        if key in _CANONICAL:
+            if key != "metadata" and value is not None:  # a null does not erase a derived value
+                record[key] = value
+        elif key not in _OPENAI_CHAT_CONSUMED:
             _add(meta, key, value)  # workload_id, client_id and anything unknown
     record["metadata"] = meta
     return record
@@ -953,8 +964,9 @@ def _otel_spans(doc: dict) -> Iterator[tuple[dict, dict, Any]]:
         if not isinstance(resource_spans, dict):
             continue
         resource = _otel_attrs((resource_spans.get("resource") or {}).get("attributes"))
-        scope_list = resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or ()
-        for scope_spans in scope_list:
+        # instrumentationLibrarySpans: the name before OTLP 0.15, still in old files.
+        scope_list = resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans")
+        for scope_spans in scope_list or ():
             if not isinstance(scope_spans, dict):
                 continue
             scope = scope_spans.get("scope") or scope_spans.get("instrumentationLibrary") or {}
@@ -1168,7 +1180,9 @@ def _finish(message: dict) -> dict:
     return {} if reason is None else {"finish_reason": reason}
 
 
-def _messages_indexed(attrs: dict, used: set[str], pattern: re.Pattern, in_prefix: str, out_prefix: str) -> tuple[list, list]:
+def _messages_indexed(
+    attrs: dict, used: set[str], pattern: re.Pattern, in_prefix: str, out_prefix: str
+) -> tuple[list, list]:
     """Return messages flattened into indexed attributes.
 
     OpenLLMetry: ``gen_ai.prompt.N.role/content``, ``gen_ai.completion.N.content``;
@@ -1241,12 +1255,13 @@ def _messages_from_events(events: list[dict]) -> tuple[list, list, list]:
         elif name == "gen_ai.choice":
             outputs.append(_event_message(event, attrs, "assistant"))
         elif name in ("gen_ai.content.prompt", "gen_ai.content.completion"):
-            target = inputs if name == "gen_ai.content.prompt" else outputs
-            messages = _parse_json_text(attrs.get("gen_ai.prompt" if target is inputs else "gen_ai.completion"))
+            is_prompt = name == "gen_ai.content.prompt"
+            target = inputs if is_prompt else outputs
+            messages = _parse_json_text(attrs.get("gen_ai.prompt" if is_prompt else "gen_ai.completion"))
             if isinstance(messages, list):
                 target.extend(_openai_message(m) for m in messages if isinstance(m, dict))
             elif isinstance(messages, str):
-                target.append({"role": "user" if target is inputs else "assistant", "content": messages})
+                target.append({"role": "user" if is_prompt else "assistant", "content": messages})
         else:
             others.append({"name": name, "attributes": attrs})
     return inputs, outputs, others
@@ -1255,7 +1270,9 @@ def _messages_from_events(events: list[dict]) -> tuple[list, list, list]:
 def _event_message(event: dict, attrs: dict, role: str) -> dict:
     """Return the message a gen_ai message/choice event carries."""
     body = _parse_json_text(_first(attrs, "message", "body") or event.get("body"))
-    message = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), dict) else body
+    message = body
+    if isinstance(body, dict) and isinstance(body.get("message"), dict):
+        message = body["message"]  # gen_ai.choice: {index, finish_reason, message}
     if isinstance(message, dict):
         out = _openai_message({"role": message.get("role") or role, **message})
     else:
@@ -1292,7 +1309,8 @@ def _read_langfuse(path, batch_requests, stats) -> Iterator[RawRecord]:
     """Yield one record per trace of a Langfuse export (array, JSON lines or {"data": [...]})."""
     for item in _iter_json_items(path):
         value = item.value
-        if item.error is None and isinstance(value, dict) and isinstance(value.get("data"), list) and "id" not in value:
+        is_wrapper = isinstance(value, dict) and isinstance(value.get("data"), list) and "id" not in value
+        if item.error is None and is_wrapper:
             finder = _LineFinder(item.raw, item.line)
             for trace in value["data"]:
                 line = finder.line_of("id", trace.get("id") if isinstance(trace, dict) else None)
@@ -1328,8 +1346,15 @@ def _map_langfuse(trace: dict) -> dict:
     _put(record, "prompt_name", generation.get("promptName"))
     _put(record, "prompt_version", generation.get("promptVersion"))
     usage = _as_dict(generation.get("usageDetails")) or _as_dict(generation.get("usage"))
-    _put(record, "prompt_tokens", _first(usage, "input", "promptTokens", "prompt_tokens") or generation.get("promptTokens"))
-    _put(record, "completion_tokens", _first(usage, "output", "completionTokens", "completion_tokens") or generation.get("completionTokens"))
+    # usageDetails/usage {input, output} (v3), usage {promptTokens, ...} (v2 SDKs), or
+    # promptTokens/completionTokens on the observation itself (public API v2).
+    prompt_tokens = _first(usage, "input", "promptTokens", "prompt_tokens")
+    completion_tokens = _first(usage, "output", "completionTokens", "completion_tokens")
+    _put(record, "prompt_tokens", prompt_tokens if prompt_tokens is not None else generation.get("promptTokens"))
+    _put(
+        record, "completion_tokens",
+        completion_tokens if completion_tokens is not None else generation.get("completionTokens"),
+    )
     latency = _seconds_to_ms(trace.get("latency"))
     _put(record, "latency_ms", latency)
     if latency is None:
@@ -1450,7 +1475,8 @@ def _langfuse_feedback(scores: list) -> int | None:
         if not isinstance(score, dict):
             continue
         name = str(score.get("name", "")).lower().replace("_", "-").replace(" ", "-")
-        if name not in _FEEDBACK_SCORE_NAMES or str(score.get("source", "")).upper() not in _FEEDBACK_SCORE_SOURCES:
+        source = str(score.get("source", "")).upper()
+        if name not in _FEEDBACK_SCORE_NAMES or source not in _FEEDBACK_SCORE_SOURCES:
             continue
         value = _feedback_value(score, name)
         if value is not None:

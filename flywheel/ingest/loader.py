@@ -27,7 +27,7 @@ import pyarrow.csv as pcsv
 
 from flywheel import pii
 from flywheel.ingest import formats
-from flywheel.ingest.normalize import staged_sql
+from flywheel.ingest.normalize import accepted_sql, rejected_sql
 from flywheel.ingest.records import RawRecord, UnreadableFile
 from flywheel.settings import Settings
 from flywheel.store import DAILY_TABLES
@@ -132,14 +132,14 @@ def ingest_day(
     try:
         for table in DAILY_TABLES:
             con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
-        detected, batch_requests = _detect_all(paths, report)
+        detected, batch_requests = _detect_all(paths, report, settings.home)
         for path, fmt in detected:
-            file_report = next(f for f in report.files if f.source_file == str(path))
+            file_report = next(f for f in report.files if f.source_file == source_name(path, settings.home))
             say(f"{day}: reading {path.name} ({fmt})")
             try:
                 _load_file(con, settings, day, path, fmt, file_report, report, batch_requests)
             except UnreadableFile as exc:
-                _forget_file(con, day, str(path))
+                _forget_file(con, day, file_report.source_file)
                 file_report.error = exc.reason
                 file_report.read = file_report.blank_lines = file_report.ignored = 0
                 say(f"{day}: cannot read {path}: {exc.reason}")
@@ -153,12 +153,20 @@ def ingest_day(
     return report
 
 
-def _detect_all(paths: list[Path], report: IngestReport):
+def source_name(path: Path, home: Path) -> str:
+    """Return how a file is named in the tables: relative to the home when inside it."""
+    try:
+        return path.resolve().relative_to(home.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _detect_all(paths: list[Path], report: IngestReport, home: Path):
     """Return the (path, format) pairs to load and the OpenAI batch requests by custom_id."""
     detected: list[tuple[Path, str]] = []
     batch_requests: dict[str, dict] = {}
     for path in paths:
-        file_report = FileReport(source_file=str(path))
+        file_report = FileReport(source_file=source_name(path, home))
         report.files.append(file_report)
         try:
             fmt = formats.detect_format(path)
@@ -183,7 +191,7 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
         file_report.blank_lines += blank
         file_report.read += batch.num_rows - blank
         fix = _pii_fixes(con, batch, settings.pii_mode, report)
-        _store_batch(con, day, path, fmt, batch, fix)
+        _store_batch(con, day, file_report.source_file, fmt, batch, fix)
 
 
 def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests) -> Iterator[pa.Table]:
@@ -368,17 +376,19 @@ def _scan_messages(messages: list) -> tuple[list, set[str]]:
     return cleaned, found
 
 
-def _store_batch(con, day: str, path: Path, fmt: str, batch: pa.Table, fix: pa.Table) -> None:
+def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, fix: pa.Table) -> None:
     """Validate a staged batch in DuckDB; write rejected records, then accepted ones."""
     con.register("stage_batch", batch)
     con.register("stage_fix", fix)
     try:
-        select = staged_sql("stage_batch", "stage_fix")
         con.execute(
-            f"""INSERT INTO rejected_logs (day, source_file, line, reason, field, raw, rejected_at)
-                SELECT ?::DATE, ?, line, reject_reason, reject_field, raw_text, now()
-                FROM ({select}) WHERE reject_reason IS NOT NULL""",
-            [day, str(path)],
+            f"""CREATE OR REPLACE TEMP TABLE stage_rejected AS
+                {rejected_sql("stage_batch", "stage_fix")}"""
+        )
+        con.execute(
+            """INSERT INTO rejected_logs (day, source_file, line, reason, field, raw, rejected_at)
+               SELECT ?::DATE, ?, line, reason, field, raw_text, now() FROM stage_rejected""",
+            [day, source_file],
         )
         columns = ", ".join(LOG_COLUMNS)
         con.execute(
@@ -387,8 +397,8 @@ def _store_batch(con, day: str, path: Path, fmt: str, batch: pa.Table, fix: pa.T
                        prompt_version, feedback, messages, git_commit, session_id, user_id,
                        latency_ms, prompt_tokens, completion_tokens, cost_usd, tags, metadata, pii,
                        ?, ?, line, now()
-                FROM ({select}) WHERE reject_reason IS NULL""",
-            [day, str(path), fmt],
+                FROM ({accepted_sql("stage_batch", "stage_fix", "stage_rejected")})""",
+            [day, source_file, fmt],
         )
     finally:
         con.unregister("stage_batch")
@@ -422,14 +432,13 @@ def _move_duplicates(con, day: str) -> None:
             FROM today t SEMI JOIN repeated USING (log_id)
         ),
         elsewhere AS (
-            SELECT l.log_id, min(l.day) AS first_day,
-                   arg_min(l.source_file, l.day) AS first_file,
-                   arg_min(l.source_line, l.day) AS first_line
+            SELECT l.log_id, min({'day': l.day, 'file': l.source_file, 'line': l.source_line}) AS first
             FROM logs l SEMI JOIN today USING (log_id)
             WHERE l.day <> $day
             GROUP BY l.log_id
         )
-        SELECT t.rid, t.log_id, t.source_file, t.source_line, e.first_day, e.first_file, e.first_line
+        SELECT t.rid, t.log_id, t.source_file, t.source_line,
+               e.first.day AS first_day, e.first.file AS first_file, e.first.line AS first_line
         FROM today t JOIN elsewhere e USING (log_id)
         UNION ALL
         SELECT r.rid, r.log_id, r.source_file, r.source_line, $day::DATE, r.first_file, r.first_line

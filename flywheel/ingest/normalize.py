@@ -39,185 +39,186 @@ REASONS = {
     "bad_value": "value out of range",
 }
 
-_STRUCTURE = "{" + ",".join(f'"{name}":"JSON"' for name in CANONICAL_FIELDS) + "}"
+# Two statements per batch. The first finds the rejected records and why: one parse
+# gives every field's JSON type (and whether the text is JSON at all), one more gives
+# the values the checks need. The second parses only the accepted records' values.
+_JSON_FIELDS = ("messages", "tags", "metadata")
+_STRUCTURE = "{" + ",".join(
+    f'"{name}":"{"JSON" if name in _JSON_FIELDS else "VARCHAR"}"' for name in CANONICAL_FIELDS
+) + "}"
+_TYPE_PATHS = "['$', " + ",".join(f"'$.\"{name}\"'" for name in CANONICAL_FIELDS) + "]"
 _KNOWN_KEYS = "[" + ",".join(f"'{name}'" for name in CANONICAL_FIELDS) + "]"
+_SCALAR_TYPES = "('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE')"
 
 
-def _is_null(expr: str) -> str:
-    return f"({expr} IS NULL OR json_type({expr}) = 'NULL')"
+def _type(name: str) -> str:
+    """SQL for the JSON type of a canonical field ('NULL' for null, NULL when absent)."""
+    return f"t[{CANONICAL_FIELDS.index(name) + 2}]"
 
 
-def _is_number(expr: str) -> str:
-    return f"json_type({expr}) IN ('BIGINT', 'UBIGINT', 'DOUBLE')"
+def _present(name: str) -> str:
+    return f"coalesce({_type(name)}, 'NULL') <> 'NULL'"
 
 
-def _scalar_text(expr: str) -> str:
-    """SQL for the text of a JSON scalar (string as is, numbers printed); NULL otherwise."""
+def _number(name: str, sql_type: str) -> str:
+    """SQL for a number, or a string holding one, cast to ``sql_type`` (NULL otherwise)."""
+    return f"TRY_CAST(trim(v.{name}) AS {sql_type})"
+
+
+def _json_of(name: str, kind: str) -> str:
+    """SQL for a field's JSON value of the given kind ('ARRAY' or 'OBJECT'), also when it
+    came as JSON text inside a string (CSV cells); NULL when it is neither."""
+    value = f"v.{name}"
+    text = f"({value} ->> '$')"
     return (
-        f"CASE WHEN json_type({expr}) IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE') "
-        f"THEN {expr} ->> '$' END"
+        f"CASE WHEN json_type({value}) = '{kind}' THEN {value} "
+        f"WHEN json_type({value}) = 'VARCHAR' AND json_valid({text}) "
+        f"AND json_type({text}) = '{kind}' THEN {text}::JSON END"
     )
 
 
-def _number(expr: str, sql_type: str) -> str:
-    """SQL for a JSON number, or a string holding one, cast to ``sql_type``."""
-    return (
-        f"CASE WHEN {_is_number(expr)} OR json_type({expr}) = 'VARCHAR' "
-        f"THEN TRY_CAST(trim({expr} ->> '$') AS {sql_type}) END"
-    )
+def _tags() -> str:
+    """SQL for tags as a list of strings: a JSON list, or a comma-separated string."""
+    text = "(v.tags ->> '$')"
+    return f"""TRY_CAST(CASE
+            WHEN json_type(v.tags) = 'VARCHAR' AND NOT starts_with(ltrim({text}), '[')
+            THEN to_json(list_filter(list_transform(string_split({text}, ','), x -> trim(x)), x -> x <> ''))
+            ELSE {_json_of('tags', 'ARRAY')} END AS VARCHAR[])"""
 
 
-def _json_text_of(expr: str, kind: str) -> str:
-    """SQL for a JSON value of the given kind ('ARRAY' or 'OBJECT'), also when it came as
-    JSON text inside a string (CSV cells); NULL when it is neither."""
-    return (
-        f"CASE WHEN json_type({expr}) = '{kind}' THEN {expr} "
-        f"WHEN json_type({expr}) = 'VARCHAR' AND json_valid({expr} ->> '$') "
-        f"AND json_type(({expr} ->> '$')::JSON) = '{kind}' THEN ({expr} ->> '$')::JSON END"
-    )
-
-
-def _timestamp(expr: str) -> str:
-    """SQL turning ISO-8601 text or epoch seconds (or ms, or ns) into TIMESTAMPTZ."""
-    epoch = f"TRY_CAST({expr} ->> '$' AS DOUBLE)"
+def _timestamp() -> str:
+    """SQL turning ISO-8601 text or epoch seconds (or ms, us, ns) into TIMESTAMPTZ."""
+    epoch = "TRY_CAST(v.ts AS DOUBLE)"
     return f"""CASE
         WHEN {epoch} IS NOT NULL THEN CASE
             WHEN abs({epoch}) >= 1e17 THEN to_timestamp({epoch} / 1e9)
             WHEN abs({epoch}) >= 1e14 THEN to_timestamp({epoch} / 1e6)
             WHEN abs({epoch}) >= 1e11 THEN to_timestamp({epoch} / 1e3)
             ELSE to_timestamp({epoch}) END
-        WHEN json_type({expr}) = 'VARCHAR' THEN TRY_CAST({expr} ->> '$' AS TIMESTAMPTZ)
+        ELSE TRY_CAST(v.ts AS TIMESTAMPTZ)
     END"""
 
 
-def staged_sql(batch: str, fix: str) -> str:
-    """Return the SELECT that validates ``batch`` and yields one row per record.
+def _feedback() -> str:
+    """SQL for feedback as -1, 0 or 1 (true: thumbs up, 1; false: down, -1); NULL otherwise."""
+    value = "TRY_CAST(trim(v.feedback) AS DOUBLE)"
+    return f"""CASE
+            WHEN v.feedback = 'true' THEN 1 WHEN v.feedback = 'false' THEN -1
+            WHEN {value} IN (-1, 0, 1) THEN CAST({value} AS TINYINT)
+        END"""
 
-    Columns: ``line``, ``reject_reason``, ``reject_field``, ``raw_text`` and the `logs`
-    columns (``log_id`` ... ``pii``). ``reject_reason`` is NULL for accepted records.
-    Rows flagged ``blank`` (whitespace-only lines) are dropped: they are no records.
-    """
-    r = "r"
-    # (condition, reason, field) in priority order; reason and field are SQL expressions.
-    checks: list[tuple[str, str, str]] = [
+
+def _checks() -> list[tuple[str, str, str]]:
+    """Return (condition, reason, field) SQL triples in priority order: the first that
+    holds is the reason a record is rejected."""
+    checks = [
         ("text IS NULL", f"'{REASONS['bad_encoding']}'", "NULL"),
         ("pre_error IS NOT NULL", "pre_error", "pre_field"),
-        ("NOT is_json", f"'{REASONS['invalid_json']}'", "NULL"),
-        (f"{r} IS NULL", f"'{REASONS['not_object']}'", "NULL"),
+        ("t IS NULL", f"'{REASONS['invalid_json']}'", "NULL"),
+        ("t[1] <> 'OBJECT'", f"'{REASONS['not_object']}'", "NULL"),
     ]
 
     def check(condition: str, reason: str, field: str) -> None:
         checks.append((condition, f"'{REASONS[reason]}'", f"'{field}'"))
 
     for name in ("log_id", "ts", "input", "output"):
-        check(_is_null(f"{r}.{name}"), "missing", name)
-    check(f"json_type({r}.log_id) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT') "
-          f"OR trim({r}.log_id ->> '$') = ''", "wrong_type", "log_id")
+        check(f"NOT {_present(name)}", "missing", name)
+    check(f"{_type('log_id')} NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT') OR trim(v.log_id) = ''",
+          "wrong_type", "log_id")
     for name in ("input", "output", "context"):
-        check(f"NOT {_is_null(f'{r}.{name}')} AND json_type({r}.{name}) <> 'VARCHAR'", "wrong_type", name)
+        check(f"{_present(name)} AND {_type(name)} <> 'VARCHAR'", "wrong_type", name)
     for name in TEXT_FIELDS:
-        check(f"NOT {_is_null(f'{r}.{name}')} AND json_type({r}.{name}) "
-              "NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE')", "wrong_type", name)
+        check(f"{_present(name)} AND {_type(name)} NOT IN {_SCALAR_TYPES}", "wrong_type", name)
     for name, sql_type in NUMBER_FIELDS.items():
-        value = _number(f"{r}.{name}", sql_type)
-        check(f"NOT {_is_null(f'{r}.{name}')} AND ({value}) IS NULL", "wrong_type", name)
-        check(f"({value}) < 0", "bad_value", name)
-    check(f"NOT {_is_null(f'{r}.feedback')} AND ({_feedback(f'{r}.feedback')}) IS NULL", "bad_value", "feedback")
-    check(f"NOT {_is_null(f'{r}.tags')} AND TRY_CAST(tags_json AS VARCHAR[]) IS NULL", "wrong_type", "tags")
-    check(f"NOT {_is_null(f'{r}.messages')} AND ({_json_text_of(f'{r}.messages', 'ARRAY')}) IS NULL",
-          "wrong_type", "messages")
-    check(f"NOT {_is_null(f'{r}.metadata')} AND metadata_json IS NULL", "wrong_type", "metadata")
-    check("ts_value IS NULL", "bad_ts", "ts")
-    check("trim(coalesce(output_text, '')) = ''", "empty_output", "output")
+        check(f"{_present(name)} AND ({_type(name)} NOT IN {_SCALAR_TYPES} "
+              f"OR {_number(name, sql_type)} IS NULL)", "wrong_type", name)
+        check(f"{_number(name, sql_type)} < 0", "bad_value", name)
+    check(f"{_present('feedback')} AND ({_type('feedback')} NOT IN ('BOOLEAN', {_SCALAR_TYPES[1:-1]}) "
+          f"OR ({_feedback()}) IS NULL)", "bad_value", "feedback")
+    check(f"{_present('tags')} AND ({_tags()}) IS NULL", "wrong_type", "tags")
+    check(f"{_present('messages')} AND ({_json_of('messages', 'ARRAY')}) IS NULL", "wrong_type", "messages")
+    check(f"{_present('metadata')} AND ({_json_of('metadata', 'OBJECT')}) IS NULL", "wrong_type", "metadata")
+    check(f"{_type('ts')} NOT IN {_SCALAR_TYPES} OR ({_timestamp()}) IS NULL", "bad_ts", "ts")
+    check("trim(coalesce(fix_output, v.output, '')) = ''", "empty_output", "output")
+    return checks
 
-    def case(pick: int) -> str:
-        whens = "\n".join(f"            WHEN {c[0]} THEN {c[pick]}" for c in checks)
-        return f"CASE\n{whens}\n        END"
 
+def _decoded(batch: str, fix: str) -> str:
+    return f"""decoded AS (
+    SELECT b.line, b.pre_error, b.pre_field, b.raw,
+           try(decode(coalesce(f.raw, b.raw))) AS text,
+           coalesce(b.doc, try(decode(coalesce(f.raw, b.raw)))) AS j,
+           f.input AS fix_input, f.output AS fix_output, f.context AS fix_context,
+           f.messages AS fix_messages, f.pii AS fix_pii
+    FROM {batch} AS b LEFT JOIN {fix} AS f USING (line)
+    WHERE NOT b.blank
+)"""
+
+
+def rejected_sql(batch: str, fix: str) -> str:
+    """Return a SELECT of the batch's rejected records: ``line, reason, field, raw_text``.
+
+    ``batch`` has the columns ``line, raw, doc, pre_error, pre_field, blank`` (see the
+    module docstring); rows flagged ``blank`` are no records and are skipped.
+    """
+    checks = _checks()
+    reason = "CASE\n" + "\n".join(f"    WHEN {c} THEN {r}" for c, r, _ in checks) + "\nEND"
+    field = "CASE\n" + "\n".join(f"    WHEN {c} THEN {f}" for c, _, f in checks) + "\nEND"
+    return f"""
+WITH {_decoded(batch, fix)},
+typed AS (
+    SELECT *, CASE WHEN pre_error IS NULL THEN try(json_type(j, {_TYPE_PATHS})) END AS t
+    FROM decoded
+),
+fields AS (
+    SELECT *, CASE WHEN t[1] = 'OBJECT' THEN from_json(j, '{_STRUCTURE}') END AS v
+    FROM typed
+),
+judged AS (
+    SELECT line, raw, text, {reason} AS reason, {field} AS field FROM fields
+)
+SELECT line, reason, field, coalesce(text, raw::VARCHAR) AS raw_text
+FROM judged
+WHERE reason IS NOT NULL
+"""
+
+
+def accepted_sql(batch: str, fix: str, rejected_lines: str) -> str:
+    """Return a SELECT of the batch's accepted records as `logs` columns (``line``, then
+    ``log_id`` ... ``pii``): every record whose line is not in ``rejected_lines``."""
     extra_keys = f"list_filter(json_keys(j), k -> NOT list_contains({_KNOWN_KEYS}, k))"
     extras = (
         "to_json(map_from_entries(list_transform(extra_keys, "
         "k -> struct_pack(k := k, v := json_extract(j, '/' || replace(replace(k, '~', '~0'), '/', '~1'))))))"
     )
-    metadata = f"""CASE
-            WHEN len(extra_keys) = 0 THEN metadata_json
-            ELSE json_merge_patch(coalesce(metadata_json, '{{}}'), {extras})
-        END"""
-
     return f"""
-WITH decoded AS (
-    SELECT b.line, b.blank, b.pre_error, b.pre_field,
-           try(decode(coalesce(f.raw::BLOB, b.raw))) AS text,
-           b.raw, b.doc, f.input AS fix_input, f.output AS fix_output,
-           f.context AS fix_context, f.messages AS fix_messages, f.pii AS fix_pii
-    FROM {batch} AS b LEFT JOIN {fix} AS f USING (line)
-),
-parsed AS (
-    SELECT *, coalesce(doc, text) AS j, json_valid(coalesce(doc, text)) AS is_json
-    FROM decoded
-    WHERE NOT blank
-),
+WITH {_decoded(batch, fix)},
 fields AS (
-    SELECT *,
-        CASE WHEN pre_error IS NULL AND is_json THEN
-            CASE WHEN json_type(j) = 'OBJECT' THEN from_json(j, '{_STRUCTURE}') END
-        END AS {r}
-    FROM parsed
+    SELECT *, from_json(j, '{_STRUCTURE}') AS v, {extra_keys} AS extra_keys
+    FROM decoded ANTI JOIN {rejected_lines} AS rejected USING (line)
 ),
 typed AS (
-    SELECT *,
-        coalesce(fix_input, {_scalar_text(f'{r}.input')}) AS input_text,
-        coalesce(fix_output, {_scalar_text(f'{r}.output')}) AS output_text,
-        {_timestamp(f'{r}.ts')} AS ts_value,
-        CASE WHEN json_type({r}.tags) = 'ARRAY' THEN {r}.tags
-             WHEN json_type({r}.tags) = 'VARCHAR' THEN CASE
-                 WHEN json_valid({r}.tags ->> '$') AND json_type(({r}.tags ->> '$')::JSON) = 'ARRAY'
-                     THEN ({r}.tags ->> '$')::JSON
-                 ELSE to_json(list_filter(list_transform(string_split({r}.tags ->> '$', ','), t -> trim(t)), t -> t <> ''))
-             END
-        END AS tags_json,
-        {_json_text_of(f'{r}.metadata', 'OBJECT')} AS metadata_json,
-        CASE WHEN {r} IS NOT NULL THEN {extra_keys} END AS extra_keys
-    FROM fields
-),
-judged AS (
-    SELECT *, {case(1)} AS reject_reason, {case(2)} AS reject_field
-    FROM typed
+    SELECT *, {_json_of('metadata', 'OBJECT')} AS metadata_json FROM fields
 )
 SELECT
     line,
-    reject_reason,
-    reject_field,
-    coalesce(text, raw::VARCHAR) AS raw_text,
-    trim({r}.log_id ->> '$') AS log_id,
-    ts_value AS ts,
-    coalesce({_scalar_text(f'{r}.source')}, 'unknown') AS source,
-    input_text AS input,
-    output_text AS output,
-    coalesce(fix_context, {_scalar_text(f'{r}.context')}) AS context,
-    {_scalar_text(f'{r}.model')} AS model,
-    {_scalar_text(f'{r}.prompt_name')} AS prompt_name,
-    {_scalar_text(f'{r}.prompt_version')} AS prompt_version,
-    {_feedback(f'{r}.feedback')} AS feedback,
-    coalesce(fix_messages::JSON, {_json_text_of(f'{r}.messages', 'ARRAY')}) AS messages,
-    {_scalar_text(f'{r}.git_commit')} AS git_commit,
-    {_scalar_text(f'{r}.session_id')} AS session_id,
-    {_scalar_text(f'{r}.user_id')} AS user_id,
-    {_number(f'{r}.latency_ms', 'DOUBLE')} AS latency_ms,
-    {_number(f'{r}.prompt_tokens', 'BIGINT')} AS prompt_tokens,
-    {_number(f'{r}.completion_tokens', 'BIGINT')} AS completion_tokens,
-    {_number(f'{r}.cost_usd', 'DOUBLE')} AS cost_usd,
-    TRY_CAST(tags_json AS VARCHAR[]) AS tags,
-    {metadata} AS metadata,
+    trim(v.log_id) AS log_id,
+    {_timestamp()} AS ts,
+    coalesce(v.source, 'unknown') AS source,
+    coalesce(fix_input, v.input) AS input,
+    coalesce(fix_output, v.output) AS output,
+    coalesce(fix_context, v.context) AS context,
+    v.model, v.prompt_name, v.prompt_version,
+    {_feedback()} AS feedback,
+    coalesce(fix_messages::JSON, {_json_of('messages', 'ARRAY')}) AS messages,
+    v.git_commit, v.session_id, v.user_id,
+    {_number('latency_ms', 'DOUBLE')} AS latency_ms,
+    {_number('prompt_tokens', 'BIGINT')} AS prompt_tokens,
+    {_number('completion_tokens', 'BIGINT')} AS completion_tokens,
+    {_number('cost_usd', 'DOUBLE')} AS cost_usd,
+    {_tags()} AS tags,
+    CASE WHEN len(extra_keys) = 0 THEN metadata_json
+         ELSE json_merge_patch(coalesce(metadata_json, '{{}}'), {extras}) END AS metadata,
     fix_pii AS pii
-FROM judged
+FROM typed
 """
-
-
-def _feedback(expr: str) -> str:
-    """SQL for feedback as -1, 0 or 1 (booleans: thumbs up 1, down -1); NULL otherwise."""
-    value = f"TRY_CAST(trim({expr} ->> '$') AS DOUBLE)"
-    return f"""CASE
-            WHEN json_type({expr}) = 'BOOLEAN' THEN CASE WHEN {expr} ->> '$' = 'true' THEN 1 ELSE -1 END
-            WHEN {value} IN (-1, 0, 1) THEN CAST({value} AS TINYINT)
-        END"""

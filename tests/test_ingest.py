@@ -1,0 +1,187 @@
+"""Ingestion of a landing folder into logs / rejected_logs / duplicate_logs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import pytest
+
+from flywheel import store
+from flywheel.ingest.loader import ingest_day, report_summary
+from tests.conftest import FIXTURES, land, rows
+
+DAY = "2026-11-20"
+
+
+def good(log_id: str, **fields) -> dict:
+    record = {
+        "log_id": log_id,
+        "ts": "2026-11-20T09:14:03Z",
+        "source": "support-bot",
+        "input": "How do I change my billing email?",
+        "output": "Go to Settings > Billing and edit the contact email.",
+    }
+    record.update(fields)
+    return record
+
+
+def jsonl(*records) -> str:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
+
+
+def ingest(settings, day=DAY):
+    with store.connection(settings) as con:
+        return ingest_day(con, settings, day)
+
+
+def test_every_fixture_format_lands_and_reconciles(settings):
+    settings.landing_for(DAY).mkdir(parents=True)
+    for path in (FIXTURES / "logs").iterdir():
+        if path.name not in ("README.md", "make_parquet.py"):
+            shutil.copy(path, settings.landing_for(DAY) / path.name)
+    report = ingest(settings)
+    by_name = {f.source_file.rsplit("/", 1)[-1]: f for f in report.files}
+    assert report.reconciles, [(f.source_file, f.read, f.accepted, f.rejected, f.duplicates) for f in report.files]
+    # Unreadable files are named with a reason, and the other files still load.
+    assert by_name["truncated.jsonl.gz"].error and "gzip" in by_name["truncated.jsonl.gz"].error
+    assert by_name["unknown.txt"].error
+    for name in ("canonical.jsonl", "canonical.csv", "canonical.parquet", "openai_chat.jsonl",
+                 "openai_batch_output.jsonl", "otel_genai.json", "otel_legacy.jsonl",
+                 "otel_openinference.json", "langfuse_traces.json", "langfuse_traces.jsonl"):
+        assert by_name[name].accepted > 0, name
+        assert by_name[name].error is None, name
+    assert by_name["openai_batch_input.jsonl"].format == "openai_batch_input"
+    formats = dict(rows(settings, "SELECT source_format, count(*) FROM logs GROUP BY 1"))
+    assert {"canonical_jsonl", "canonical_csv", "canonical_parquet", "openai_chat",
+            "openai_batch_output", "otel", "langfuse"} <= set(formats)
+    # The gzipped canonical file holds the same ids as the plain one: they are duplicates.
+    assert by_name["canonical.jsonl.gz"].duplicates > 0 or by_name["canonical.jsonl"].duplicates > 0
+    # Every stored row has the required fields.
+    assert rows(settings, "SELECT count(*) FROM logs WHERE log_id IS NULL OR ts IS NULL OR trim(output) = ''") == [(0,)]
+    # And the counts kept in ingest_files are those of the report.
+    stored = rows(settings, "SELECT sum(read), sum(accepted), sum(rejected), sum(duplicates) FROM ingest_files WHERE day = ?", [DAY])
+    assert stored == [(report.total("read"), report.total("accepted"), report.total("rejected"), report.total("duplicates"))]
+
+
+def test_each_rejection_reason_is_recorded_with_line_and_raw(settings):
+    lines = [
+        good("ok-1"),
+        '{"log_id": "broken", "ts": ',
+        {k: v for k, v in good("no-output").items() if k != "output"},
+        good("bad-latency", latency_ms="fast"),
+        good("bad-ts", ts="the day before yesterday"),
+        good("empty-out", output="   "),
+        "",
+        '["not", "an", "object"]',
+        good("bad-feedback", feedback=5),
+        good("bad-tokens", prompt_tokens=-3),
+        good("bad-input", input={"question": "?"}),
+        good("ok-2", latency_ms="980", feedback="-1", ts=1763630100),
+    ]
+    land(settings, DAY, "app.jsonl", jsonl(*lines))
+    report = ingest(settings)
+    got = rows(settings, "SELECT line, reason, field, raw FROM rejected_logs ORDER BY line")
+    expected = [
+        (2, "invalid JSON", None),
+        (3, "missing required field", "output"),
+        (4, "wrong type", "latency_ms"),
+        (5, "unparseable timestamp", "ts"),
+        (6, "empty output", "output"),
+        (8, "not a JSON object", None),
+        (9, "value out of range", "feedback"),
+        (10, "value out of range", "prompt_tokens"),
+        (11, "wrong type", "input"),
+    ]
+    assert [(line, reason, field) for line, reason, field, _ in got] == expected
+    assert got[0][3] == '{"log_id": "broken", "ts": '
+    assert json.loads(got[2][3])["latency_ms"] == "fast"
+    f = report.files[0]
+    assert (f.read, f.accepted, f.rejected, f.duplicates, f.blank_lines) == (11, 2, 9, 0, 1)
+    ok2 = rows(settings, "SELECT latency_ms, feedback, ts::VARCHAR FROM logs WHERE log_id = 'ok-2'")
+    assert ok2 == [(980.0, -1, "2025-11-20 09:15:00+00")]
+
+
+def test_rerun_replaces_the_partition_exactly(settings):
+    land(settings, DAY, "a.jsonl", jsonl(good("a"), good("b"), "{oops"))
+    ingest(settings)
+    query = "SELECT * EXCLUDE (ingested_at) FROM logs ORDER BY log_id"
+    first = (rows(settings, query), rows(settings, "SELECT line, reason FROM rejected_logs"))
+    ingest(settings)
+    second = (rows(settings, query), rows(settings, "SELECT line, reason FROM rejected_logs"))
+    assert first == second
+    assert len(first[0]) == 2 and len(first[1]) == 1
+    assert rows(settings, "SELECT count(*) FROM ingest_files") == [(1,)]
+
+
+def test_log_ids_seen_before_are_duplicates_not_new_rows(settings):
+    land(settings, "2026-11-19", "a.jsonl", jsonl(good("x"), good("y")))
+    ingest(settings, "2026-11-19")
+    land(settings, DAY, "a.jsonl", jsonl(good("y"), good("z"), good("z", output="second copy")))
+    report = ingest(settings, DAY)
+    assert rows(settings, "SELECT log_id, day::VARCHAR FROM logs ORDER BY 1") == [
+        ("x", "2026-11-19"), ("y", "2026-11-19"), ("z", DAY)]
+    assert rows(settings, "SELECT log_id, line, first_day::VARCHAR, first_line FROM duplicate_logs ORDER BY line") == [
+        ("y", 1, "2026-11-19", 2), ("z", 3, DAY, 2)]
+    f = report.files[0]
+    assert (f.read, f.accepted, f.duplicates) == (3, 1, 2) and f.reconciles
+    # The kept copy is the first one, not the later one.
+    assert rows(settings, "SELECT output FROM logs WHERE log_id = 'z'") == [(good("z")["output"],)]
+    # Re-running the earlier day does not turn its own rows into duplicates.
+    ingest(settings, "2026-11-19")
+    assert rows(settings, "SELECT count(*) FROM logs WHERE day = '2026-11-19'") == [(2,)]
+
+
+def test_gzip_is_read_and_truncated_gzip_is_named(settings):
+    land(settings, DAY, "ok.jsonl.gz", gzip.compress(jsonl(good("g1"), good("g2")).encode()))
+    whole = gzip.compress(jsonl(*[good(f"t{i}", output="x" * 200) for i in range(200)]).encode())
+    land(settings, DAY, "cut.jsonl.gz", whole[: len(whole) // 2])
+    report = ingest(settings)
+    by_name = {f.source_file.rsplit("/", 1)[-1]: f for f in report.files}
+    assert by_name["ok.jsonl.gz"].accepted == 2
+    assert "cut.jsonl.gz" in report_summary(report)["unreadable_files"]
+    assert by_name["cut.jsonl.gz"].error
+    # Nothing of the broken file was kept half-way.
+    assert rows(settings, "SELECT count(*) FROM logs WHERE source_file LIKE '%cut%'") == [(0,)]
+
+
+def test_unknown_fields_go_to_metadata(settings):
+    land(settings, DAY, "a.jsonl", jsonl(good("m", region="eu-west", ab={"bucket": "B"}, metadata={"channel": "web"})))
+    ingest(settings)
+    (metadata,), = rows(settings, "SELECT metadata FROM logs")
+    assert json.loads(metadata) == {"channel": "web", "region": "eu-west", "ab": {"bucket": "B"}}
+
+
+PII_INPUT = "Mail me at jane.doe@example.com or call +1 (415) 555-0132, card 4111 1111 1111 1111"
+
+
+@pytest.mark.parametrize("mode", ["redact", "flag", "off"])
+def test_pii_modes(settings, mode):
+    settings = settings.replace(pii_mode=mode)
+    land(settings, DAY, "a.jsonl", jsonl(
+        good("p1", input=PII_INPUT, messages=[{"role": "user", "content": PII_INPUT}]),
+        good("p2"),
+        '{"log_id": "p3", "input": "key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD", ',
+    ))
+    report = ingest(settings)
+    (text, messages, pii), = rows(settings, "SELECT input, messages, pii FROM logs WHERE log_id = 'p1'")
+    (raw,), = rows(settings, "SELECT raw FROM rejected_logs")
+    assert rows(settings, "SELECT pii FROM logs WHERE log_id = 'p2'") == [(None,)]
+    if mode == "redact":
+        assert "jane.doe@example.com" not in text and "[EMAIL]" in text and "[PHONE]" in text and "[CARD]" in text
+        assert "jane.doe" not in messages
+        assert "sk-proj" not in raw and "[SECRET]" in raw
+    else:
+        assert text == PII_INPUT and "sk-proj" in raw
+    if mode == "off":
+        assert pii is None and report.pii_counts == {}
+    else:
+        assert sorted(pii) == ["card", "email", "phone"]
+        assert report.pii_counts["email"] == 1 and report.pii_counts["secret"] == 1
+
+
+def test_missing_landing_folder_is_an_empty_day(settings):
+    report = ingest(settings)
+    assert report.files == [] and report.reconciles
+    assert rows(settings, "SELECT count(*) FROM logs") == [(0,)]

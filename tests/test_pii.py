@@ -1,0 +1,201 @@
+"""The PII guardrail: detectors, redaction, and the RE2 prefilter run inside DuckDB."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import duckdb
+import pytest
+
+from flywheel import pii
+
+# (text, type, the exact value that must be found)
+POSITIVES = [
+    ("Write to jane.roe@example.org for the refund", "email", "jane.roe@example.org"),
+    ("cc: Ops-Team+alerts@mail.corp.example.co.uk.", "email", "Ops-Team+alerts@mail.corp.example.co.uk"),
+    ("Call me at +1 (415) 555-0132 tomorrow", "phone", "+1 (415) 555-0132"),
+    ("my cell is 415-555-0132.", "phone", "415-555-0132"),
+    ("office (415) 555-0132 ext", "phone", "(415) 555-0132"),
+    ("dial 415.555.0132", "phone", "415.555.0132"),
+    ("toll free 1-800-555-0199", "phone", "1-800-555-0199"),
+    ("London office +44 20 7946 0958", "phone", "+44 20 7946 0958"),
+    ("Berlin: 0049 30 1234567", "phone", "0049 30 1234567"),
+    ("Berlin +49 (0)30 1234567", "phone", "+49 (0)30 1234567"),
+    ("Paris +33 1 23 45 67 89", "phone", "+33 1 23 45 67 89"),
+    ("E.164 +14155550132", "phone", "+14155550132"),
+    ("UK national 020 7946 0958", "phone", "020 7946 0958"),
+    ("Tel. 030/1234567", "phone", "030/1234567"),
+    ("mobile 06 12 34 56 78", "phone", "06 12 34 56 78"),
+    ("my card is 4111 1111 1111 1111 exp 12/27", "card", "4111 1111 1111 1111"),
+    ("pay with 4242424242424242 please", "card", "4242424242424242"),
+    ("mastercard 5555-5555-5555-4444", "card", "5555-5555-5555-4444"),
+    ("amex 3782 822463 10005 ok", "card", "3782 822463 10005"),
+    ("discover 6011111111111117", "card", "6011111111111117"),
+    ("key sk-proj-abc123DEF456ghi789JKL012mno", "secret", "sk-proj-abc123DEF456ghi789JKL012mno"),
+    ("OPENAI_API_KEY=sk-AbCdEf1234567890GhIjKl", "secret", "sk-AbCdEf1234567890GhIjKl"),
+    ("aws AKIAIOSFODNN7EXAMPLE in the config", "secret", "AKIAIOSFODNN7EXAMPLE"),
+    ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "secret", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+    (
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+        "secret",
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+    ),
+    ("slack xoxb-1234567890-0987654321-AbCdEfGh", "secret", "xoxb-1234567890-0987654321-AbCdEfGh"),
+    ("maps AIzaSyA-1234567890abcdefghijklmnopqrstu", "secret", "AIzaSyA-1234567890abcdefghijklmnopqrstu"),
+    (
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOjF9.abc123",
+        "secret",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOjF9.abc123",
+    ),
+    ('{"api_key": "abcd1234efgh5678ijkl"}', "secret", "abcd1234efgh5678ijkl"),
+    ("DB_PASSWORD=s3cr3tP4ssw0rd!xyz", "secret", "s3cr3tP4ssw0rd!xyz"),
+    ("client secret: 9f8e7d6c5b4a39281706f5e4", "secret", "9f8e7d6c5b4a39281706f5e4"),
+]
+
+# Texts that look numeric or key-like but hold no PII.
+NEGATIVES = [
+    "Your order A-100234 ships tomorrow",
+    "order ORD-2026-000123 and 100234567",
+    "delivered on 2026-11-20 at 14:05",
+    "dates 01/02/2026, 01.02.2026 and 01-02-2026",
+    "It costs $1,299.00 (or €1.299,00), 1,299,000 units sold",
+    "ISBN 978-0-306-40615-7, ISBN 9780306406157, ISBN 0-306-40615-2",
+    "upgrade to version 1.13.2 or v2.10.13-rc1",
+    "request 123e4567-e89b-12d3-a456-426614174000 failed",
+    "timestamp 2026-11-20T10:15:00Z, epoch 1763630100, ms 1763630100123",
+    "2026-11-20 10:15:00.123456+00:00",
+    "host 192.168.1.100 port 8080",
+    "pi is 3.14159265358979",
+    "sha 3f786850e387550fdab836ed7e6dc881de23001b",
+    "tracking 1Z999AA10123456784",
+    "growth of +5.3% to 1 234 567 users",
+    "meeting 09 00 - 12 00, page 12 of 300",
+    "the task-management-system-overview-doc",
+    "bearer tokens are sent in a header",
+    "The primary key: customer identifier",
+    "max_tokens: 2048, temperature: 0.7",
+    "retina image logo@2x.png",
+    "@alice said hi",
+]
+
+
+def _types(text: str) -> frozenset[str]:
+    return pii.scan(text)[1]
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), POSITIVES)
+def test_detects_and_redacts_each_kind(text, kind, value):
+    findings = pii.find(text)
+    assert [(f.type, f.value) for f in findings] == [(kind, value)]
+    redacted, types = pii.scan(text)
+    assert types == frozenset({kind})
+    assert redacted == text.replace(value, pii.PLACEHOLDERS[kind])
+
+
+@pytest.mark.parametrize("text", NEGATIVES)
+def test_lookalikes_are_not_flagged(text):
+    assert pii.find(text) == []
+    assert pii.scan(text) == (text, frozenset())
+
+
+def test_luhn_invalid_number_is_not_a_card():
+    assert pii.luhn_ok("4111111111111111")
+    assert not pii.luhn_ok("4111111111111112")
+    assert _types("card 4111 1111 1111 1112 on file") == frozenset()
+    assert _types("random 8273645190283746 digits") == frozenset()
+
+
+def test_long_runs_of_digits_are_not_cards_or_phones():
+    # 30 digits with a valid Luhn sum somewhere inside: not written like a card.
+    assert _types("id 411111111111111141111111111111") == frozenset()
+
+
+def test_none_and_empty():
+    assert pii.scan(None) == (None, frozenset())
+    assert pii.scan("") == ("", frozenset())
+    assert pii.find(None) == []
+
+
+def test_several_findings_in_order():
+    text = "Mail a.b@example.com or call +44 20 7946 0958, card 4111-1111-1111-1111."
+    findings = pii.find(text)
+    assert [f.type for f in findings] == ["email", "phone", "card"]
+    assert all(text[f.start : f.end] == f.value for f in findings)
+    assert pii.scan(text) == (
+        "Mail [EMAIL] or call [PHONE], card [CARD].",
+        frozenset({"email", "phone", "card"}),
+    )
+
+
+def test_secret_wins_over_card_and_phone_inside_it():
+    # The value of the assignment is all digits and passes Luhn: a secret, not a card.
+    text = "api_key=4111111111111111abc9"
+    assert [(f.type, f.value) for f in pii.find(text)] == [("secret", "4111111111111111abc9")]
+    text = "token: 415-555-0132-xyz-9876543"
+    assert _types(text) == frozenset({"secret"})
+
+
+def test_findings_never_overlap():
+    text = "contact +1 415 555 0132 or 4111 1111 1111 1111 / bob@example.com sk-abcdefghij0123456789XYZ"
+    findings = pii.find(text)
+    assert findings == sorted(findings, key=lambda f: f.start)
+    assert all(a.end <= b.start for a, b in zip(findings, findings[1:]))
+
+
+def test_redact_text_uses_typed_placeholders():
+    text = "x 415-555-0132 y"
+    findings = [pii.Finding("phone", 2, 14, "415-555-0132")]
+    assert pii.redact_text(text, findings) == "x [PHONE] y"
+    assert set(pii.PLACEHOLDERS) == set(pii.PII_TYPES)
+
+
+# --- the prefilter --------------------------------------------------------------------
+
+
+def _duckdb_matches(texts: list[str]) -> list[bool]:
+    """Run PREFILTER_PATTERN through DuckDB's RE2 on each text (order kept)."""
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT regexp_matches(t, ?) FROM unnest(?::VARCHAR[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
+        [pii.PREFILTER_PATTERN, texts],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_prefilter_is_valid_re2_and_matches_every_positive():
+    texts = [t for t, _, _ in POSITIVES]
+    assert all(_duckdb_matches(texts))
+    assert all(re.search(pii.PREFILTER_PATTERN, t, re.ASCII) for t in texts)
+
+
+def test_prefilter_skips_plain_prose():
+    prose = [
+        "The assistant explained the refund policy and the user thanked it.",
+        "Summarize the attached meeting notes in three bullet points.",
+        "Delivered on 2026-11-20 for $1,299.00, order A-100234, version 1.13.2.",
+    ]
+    assert _duckdb_matches(prose) == [False, False, False]
+
+
+def _random_text(rng: random.Random) -> str:
+    """A text made of digits, separators and pieces of PII, where detectors and the
+    prefilter are most likely to disagree."""
+    pieces = [t for t, _, _ in POSITIVES] + NEGATIVES
+    alphabet = "0123456789" * 4 + " -.()+/:,@_=\"'abkeyAKIA"
+    parts = []
+    for _ in range(rng.randint(1, 4)):
+        if rng.random() < 0.4:
+            parts.append(rng.choice(pieces))
+        else:
+            parts.append("".join(rng.choice(alphabet) for _ in range(rng.randint(5, 40))))
+    return rng.choice(["", " ", "x"]).join(parts)
+
+
+def test_prefilter_is_a_superset_of_the_detectors():
+    rng = random.Random(7)
+    texts = [_random_text(rng) for _ in range(4000)]
+    flagged = [t for t in texts if pii.find(t)]
+    assert len(flagged) > 1000  # the check below is not vacuous
+    misses = [t for t, hit in zip(flagged, _duckdb_matches(flagged)) if not hit]
+    assert misses == []
