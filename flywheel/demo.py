@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -494,7 +495,7 @@ _KB: dict[str, list[dict]] = {
                 "How long is the warranty on {wclass}?",
                 "My {wproduct} stopped working after {n} days, is it still under warranty?",
                 "does the warranty cover water damage on my {wproduct}?",
-                "Can I still buy Acme Care for a {wproduct} I bought on {date}?",
+                "Can I still buy Acme Care for the {wproduct} I bought on {date}?",
                 "how do I file a warranty claim for my {wproduct}",
                 "My {wproduct} is broken, can I get a refund or a replacement under warranty?",
             ],
@@ -1214,28 +1215,25 @@ def _day_plan(spec: DemoSpec, index: int, rows: int | None = None) -> _DayPlan:
 # ---------------------------------------------------------------------------------------
 
 
-class _Row:
+class _Row(NamedTuple):
     """One generated log record: the canonical record plus what only the truth knows.
 
     ``u`` is a uniform number drawn with the row, used by the format writers for their
-    variations (so that rendering a row is a pure function of the row).
+    variations (so that rendering a row is a pure function of the row). Built in the hot
+    loop with ``tuple.__new__`` (cheaper than a class with slots).
     """
 
-    __slots__ = ("rec", "i", "epoch", "topic", "hallucinated", "off_topic", "planted",
-                 "pii", "passages", "system", "u")
-
-    def __init__(self, rec, i, epoch, topic, hallucinated, off_topic, planted, pii, passages, system, u):
-        self.rec = rec
-        self.i = i
-        self.epoch = epoch
-        self.topic = topic
-        self.hallucinated = hallucinated
-        self.off_topic = off_topic
-        self.planted = planted
-        self.pii = pii
-        self.passages = passages
-        self.system = system
-        self.u = u
+    rec: dict
+    i: int
+    epoch: float
+    topic: str
+    hallucinated: bool
+    off_topic: bool
+    planted: tuple[str, ...]
+    pii: str | None
+    passages: list[str]
+    system: str
+    u: float
 
 
 _CANONICAL_FORMATS = frozenset({"canonical_jsonl", "canonical_jsonl_gz", "parquet", "csv"})
@@ -1266,75 +1264,124 @@ def _pii_text(rng: random.Random) -> tuple[str, str]:
     return kind, rng.choice((f" Here's the key we use: {key}", f" (key {key})"))
 
 
+# Lognormal latency noise, drawn from a table: exp(N(0, 0.3)) at 4096 quantiles.
+_LATENCY_NOISE = tuple(
+    math.exp(0.3 * __import__("statistics").NormalDist().inv_cdf((k + 0.5) / 4096)) for k in range(4096)
+)
+
+
+@dataclass(frozen=True)
+class _Session:
+    """The part of a row that stays the same for all turns of a session."""
+
+    model: str
+    version: str
+    mh: float
+    mo: float
+    planted: tuple[str, ...]
+    price_in: float
+    price_out: float
+    base_ms: float
+    per_token_ms: float
+    system: str
+    system_words: int
+    commit: str
+
+
+def _sessions(src: _Source) -> dict[tuple[str, str], _Session]:
+    """Return the session settings of one source for every (model, prompt version)."""
+    out = {}
+    for model in MODELS:
+        _alias, _provider, price_in, price_out, base_ms, per_token_ms = _MODEL_INFO[model]
+        for version in PROMPT_VERSIONS:
+            system = _SYSTEM_PROMPTS[version]
+            out[(model, version)] = _Session(
+                model=model,
+                version=version,
+                mh=max(_multiplier("source", src.name, "hallucination"),
+                       _multiplier("prompt_version", version, "hallucination"),
+                       _multiplier("model", model, "hallucination")),
+                mo=max(_multiplier("source", src.name, "off_topic"),
+                       _multiplier("prompt_version", version, "off_topic"),
+                       _multiplier("model", model, "off_topic")),
+                planted=(_planted_names("source", src.name) + _planted_names("prompt_version", version)
+                         + _planted_names("model", model)),
+                price_in=price_in / 1e6,
+                price_out=price_out / 1e6,
+                base_ms=base_ms + (_MOBILE_EXTRA_MS if src.name == "mobile" else 0.0),
+                per_token_ms=per_token_ms,
+                system=system,
+                system_words=system.count(" ") + 1,
+                commit=_GIT_COMMITS[version],
+            )
+    return out
+
+
 def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") -> Iterator[_Row]:
     """Yield the ``count`` rows of one source on one day, in time order.
 
     All randomness comes from one generator seeded by (seed, day, source, salt), so the
     rows are the same whatever else is generated. This loop is the hot path: it draws
-    from precomputed tables and formats a handful of short templates per row.
+    from precomputed tables, formats a handful of short templates per row, and keeps
+    everything it looks up in local variables.
     """
     spec = plan.spec
     rng = random.Random(f"flywheel-demo|{spec.seed}|{plan.day}|{src.name}|{salt}")
     r = rng.random
-    gauss = rng.gauss
     bisect_right = bisect.bisect_right
+    new_row = tuple.__new__
     topics = _TOPICS
     n_topics = len(topics)
     tcum = _cumulative(src.topic_weights)
     mcum = _cumulative(src.model_weights)
     vcum = _cumulative(plan.version_weights)
+    sessions_by_kind = _sessions(src)
     all_passages = _ALL_PASSAGES
     n_passages = len(all_passages)
+    openers, n_openers = _OPENERS, len(_OPENERS)
+    confident, n_confident = _CONFIDENT_OPENERS, len(_CONFIDENT_OPENERS)
+    closers, n_closers = _CLOSERS, len(_CLOSERS)
+    dates, n_dates = _DATES, len(_DATES)
+    names, n_names = _FIRST_NAMES, len(_FIRST_NAMES)
+    noise = _LATENCY_NOISE
+    diurnal = _DIURNAL
     hms = _hms_table()
     epoch0 = plan.epoch0
     ts_prefix = plan.day + "T"
     id_prefix = f"{src.name}-{plan.ymd}-"
     fmt = src.fmt
     canonical = fmt in _CANONICAL_FORMATS
-    date, seed, sidx = plan.date, spec.seed, src.index
+    date, seed, sidx, name = plan.date, spec.seed, src.index, src.name
+    prompt_name = src.prompt_name
     base_h, base_o, pii_rate = plan.base_h, plan.base_o, spec.pii_rate
-    src_mh = _multiplier("source", src.name, "hallucination")
-    src_mo = _multiplier("source", src.name, "off_topic")
-    src_planted = _planted_names("source", src.name)
-    extra_ms = _MOBILE_EXTRA_MS if src.name == "mobile" else 0.0
     n_users = max(50, count // 3)
     step = 1.0 / count
-    left = turn = sessions = 0
+    left = turn = n_sessions = 0
     for i in range(count):
         if left == 0:  # a new session: user, model and prompt version stay for its turns
             left = _SESSION_TURNS[int(r() * len(_SESSION_TURNS))]
             turn = 0
-            session_id = "s-" + _hex16(_id_key(seed, date, sidx, _KIND_SESSION, sessions))[:12]
-            sessions += 1
+            session_id = "s-" + _hex16(_id_key(seed, date, sidx, _KIND_SESSION, n_sessions))[:12]
+            n_sessions += 1
             user_id = f"u-{int(r() * r() * n_users):05d}"
             locale = _LOCALES[int(r() * len(_LOCALES))]
-            model = MODELS[bisect_right(mcum, r())]
-            version = PROMPT_VERSIONS[bisect_right(vcum, r())]
-            sess_mh = max(src_mh, _multiplier("prompt_version", version, "hallucination"),
-                          _multiplier("model", model, "hallucination"))
-            sess_mo = max(src_mo, _multiplier("prompt_version", version, "off_topic"),
-                          _multiplier("model", model, "off_topic"))
-            sess_planted = src_planted + _planted_names("prompt_version", version) + _planted_names("model", model)
-            _alias, _provider, price_in, price_out, base_ms, per_token_ms = _MODEL_INFO[model]
-            system = _SYSTEM_PROMPTS[version]
-            system_words = system.count(" ") + 1
-            commit = _GIT_COMMITS[version]
+            sess = sessions_by_kind[(MODELS[bisect_right(mcum, r())], PROMPT_VERSIONS[bisect_right(vcum, r())])]
+            model, version, system, commit = sess.model, sess.version, sess.system, sess.commit
         left -= 1
 
         topic = topics[bisect_right(tcum, r())]
-        intent = topic.intents[int(r() * len(topic.intents))]
+        intents = topic.intents
+        intent = intents[int(r() * len(intents))]
         e = int(r() * len(intent.facts))
-        q = int(r() * len(intent.queries))
-        slots = {
-            "order": f"A{100000 + int(r() * 900000)}",
-            "date": _DATES[int(r() * 336)],
-            "amount": f"${12 + int(r() * 400)}.{int(r() * 100):02d}",
-            "name": _FIRST_NAMES[int(r() * 18)],
-            "n": str(2 + int(r() * 88)),
-        }
+        queries = intent.queries
+        q = int(r() * len(queries))
         facts = intent.facts[e].copy()
-        facts.update(slots)
-        question = intent.queries[q].format_map(facts)
+        facts["order"] = f"A{100000 + int(r() * 900000)}"
+        facts["date"] = dates[int(r() * n_dates)]
+        facts["amount"] = f"${12 + int(r() * 400)}.{int(r() * 100):02d}"
+        facts["name"] = names[int(r() * n_names)]
+        facts["n"] = str(2 + int(r() * 88))
+        question = queries[q].format_map(facts)
         if turn and r() < 0.4:
             question = _FOLLOW_UPS[int(r() * 5)] + question
         pii = None
@@ -1343,8 +1390,10 @@ def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") ->
             question += extra
 
         # Is the answer bad? Planted slices multiply the day's baseline probabilities.
-        p_h = min(0.9, base_h * max(sess_mh, topic.mh, intent.query_mh[q]))
-        p_o = min(0.9 - p_h, base_o * max(sess_mo, topic.mo, intent.query_mo[q]))
+        p_h = base_h * max(sess.mh, topic.mh, intent.query_mh[q])
+        if p_h > 0.9:
+            p_h = 0.9
+        p_o = base_o * max(sess.mo, topic.mo, intent.query_mo[q])
         u = r()
         hallucinated = u < p_h
         off_topic = not hallucinated and u < p_h + p_o
@@ -1355,10 +1404,11 @@ def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") ->
         if len(own) > 1 and r() < 0.35:
             passages.append(own[1])
         u = r()
-        for _ in range(0 if u < 0.45 else 1 if u < 0.85 else 2):
-            p = all_passages[int(r() * n_passages)]
-            if len(passages) < 3 and p not in passages:
-                passages.append(p)
+        if u >= 0.45:
+            for _ in range(1 if u < 0.85 else 2):
+                p = all_passages[int(r() * n_passages)]
+                if len(passages) < 3 and p not in passages:
+                    passages.append(p)
 
         if off_topic:
             if r() < 0.4:
@@ -1368,7 +1418,8 @@ def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") ->
                 o_intent = other.intents[int(r() * len(other.intents))]
                 oe = int(r() * len(o_intent.facts))
                 o_facts = o_intent.facts[oe].copy()
-                o_facts.update(slots)
+                for key in ("order", "date", "amount", "name", "n"):
+                    o_facts[key] = facts[key]
                 body = o_intent.grounded[int(r() * len(o_intent.grounded))].format_map(o_facts)
                 o_passage = o_intent.passages[oe][0]
                 if o_passage not in passages:
@@ -1376,49 +1427,57 @@ def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") ->
                         passages[-1] = o_passage
                     else:
                         passages.append(o_passage)
-            opener = _OPENERS[int(r() * len(_OPENERS))]
+            opener = openers[int(r() * n_openers)]
         elif hallucinated:
             alts = intent.alts[e]
             facts.update(alts[int(r() * len(alts))])
-            body = intent.hallucinated[int(r() * len(intent.hallucinated))].format_map(facts)
-            opener = _CONFIDENT_OPENERS[int(r() * len(_CONFIDENT_OPENERS))]
+            templates = intent.hallucinated
+            body = templates[int(r() * len(templates))].format_map(facts)
+            opener = confident[int(r() * n_confident)]
         else:
-            body = intent.grounded[int(r() * len(intent.grounded))].format_map(facts)
-            opener = _OPENERS[int(r() * len(_OPENERS))]
-        output = opener + body + _CLOSERS[int(r() * len(_CLOSERS))]
+            templates = intent.grounded
+            body = templates[int(r() * len(templates))].format_map(facts)
+            opener = openers[int(r() * n_openers)]
+        output = opener + body + closers[int(r() * n_closers)]
         if len(passages) > 1 and r() < 0.3:  # the retriever does not always rank it first
             passages.append(passages.pop(0))
         context = "\n\n".join(passages)
 
-        prompt_tokens = int((system_words + context.count(" ") + question.count(" ") + 4) * 1.3) + 9
+        prompt_tokens = int((sess.system_words + context.count(" ") + question.count(" ") + 4) * 1.3) + 9
         completion_tokens = int((output.count(" ") + 1) * 1.3) + 1
-        latency_ms = int((base_ms + per_token_ms * completion_tokens) * math.exp(gauss(0.0, 0.3)) + extra_ms)
-        cost_usd = round((prompt_tokens * price_in + completion_tokens * price_out) / 1e6, 6)
+        latency_ms = int((sess.base_ms + sess.per_token_ms * completion_tokens) * noise[int(r() * 4096)])
+        cost_usd = round(prompt_tokens * sess.price_in + completion_tokens * sess.price_out, 6)
         u = r()
         if hallucinated or off_topic:
             feedback = -1 if u < 0.30 else 1 if u < 0.33 else 0 if u < 0.45 else None
         else:
             feedback = -1 if u < 0.03 else 1 if u < 0.15 else 0 if u < 0.25 else None
 
-        epoch = epoch0 + _second_of_day((i + r()) * step)
+        # Time of day: the (i + u)/count traffic quantile, through the diurnal curve.
+        u = (i + r()) * step
+        m = bisect_right(diurnal, u) - 1
+        lo = diurnal[m]
+        second = (m + (u - lo) / (diurnal[m + 1] - lo)) * 60.0
+        if second > 86399.999:
+            second = 86399.999
+        epoch = epoch0 + second
         if canonical:
-            log_id = id_prefix + f"{i:06d}"
+            log_id = f"{id_prefix}{i:06d}"
         elif fmt == "otel":
             log_id = _hex16(_id_key(seed, date, sidx, _KIND_SPAN, i))
         elif fmt == "langfuse":
             log_id = _uuid(_id_key(seed, date, sidx, _KIND_TRACE, i))
         else:
             log_id = _chat_id(_id_key(seed, date, sidx, _KIND_CHAT, i))
-        tags = [topic.name, "beta"] if r() < 0.1 else [topic.name]
         rec = {
             "log_id": log_id,
-            "ts": ts_prefix + hms[int(epoch - epoch0)] + "Z",
-            "source": src.name,
+            "ts": ts_prefix + hms[int(second)] + "Z",
+            "source": name,
             "input": question,
             "output": output,
             "context": context,
             "model": model,
-            "prompt_name": src.prompt_name,
+            "prompt_name": prompt_name,
             "prompt_version": version,
             "git_commit": commit,
             "session_id": session_id,
@@ -1428,12 +1487,13 @@ def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") ->
             "completion_tokens": completion_tokens,
             "cost_usd": cost_usd,
             "feedback": feedback,
-            "tags": tags,
+            "tags": [topic.name, "beta"] if r() < 0.1 else [topic.name],
             "metadata": {"locale": locale, "turn": turn + 1},
         }
         turn += 1
-        yield _Row(rec, i, epoch, topic.name, hallucinated, off_topic,
-                   sess_planted + topic.planted + intent.query_planted[q], pii, passages, system, r())
+        yield new_row(_Row, (rec, i, epoch, topic.name, hallucinated, off_topic,
+                             sess.planted + topic.planted + intent.query_planted[q],
+                             pii, passages, system, r()))
 
 
 def iter_canonical_records(spec: DemoSpec, day_index: int, *, rows: int | None = None) -> Iterator[dict]:
@@ -1449,3 +1509,329 @@ def iter_canonical_records(spec: DemoSpec, day_index: int, *, rows: int | None =
         if n:
             for row in _source_rows(plan, src, n):
                 yield row.rec
+
+
+# ---------------------------------------------------------------------------------------
+# Writing: shared helpers
+# ---------------------------------------------------------------------------------------
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
+class _TextFile:
+    """A UTF-8 text file written in batches of lines; gzipped (mtime 0) for ``.gz`` paths.
+
+    The gzip header holds no name and no time, so the same lines give the same bytes.
+    """
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._raw = open(path, "wb")
+        self._gz = None
+        stream = self._raw
+        if path.suffix == ".gz":
+            self._gz = stream = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0, compresslevel=6)
+        self._text = io.TextIOWrapper(stream, encoding="utf-8", newline="\n", write_through=False)
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Write the lines, each followed by a newline."""
+        if lines:
+            self._text.write("\n".join(lines))
+            self._text.write("\n")
+
+    def write(self, text: str) -> None:
+        self._text.write(text)
+
+    def close(self) -> None:
+        self._text.flush()
+        self._text.detach()
+        if self._gz is not None:
+            self._gz.close()
+        self._raw.close()
+
+
+class _JsonArray:
+    """A JSON array written one element at a time (``[``, elements one a line, ``]``)."""
+
+    def __init__(self, path: Path):
+        self._file = _TextFile(path)
+        self._first = True
+        self._file.write("[")
+
+    def write(self, items: list[str]) -> None:
+        """Append already-encoded JSON elements."""
+        if not items:
+            return
+        self._file.write(("\n" if self._first else ",\n") + ",\n".join(items))
+        self._first = False
+
+    def close(self) -> None:
+        self._file.write("\n]\n")
+        self._file.close()
+
+
+def write_canonical_jsonl(path: Path, records: Iterable[dict]) -> int:
+    """Write records as compact JSON lines (gzipped when ``path`` ends in ``.gz``).
+
+    Records are encoded and written in batches of :data:`CHUNK_ROWS`, so any number of
+    them can be streamed through. Returns the number of rows written.
+    """
+    out = _TextFile(Path(path))
+    n = 0
+    batch: list[str] = []
+    append = batch.append
+    try:
+        for rec in records:
+            append(_dumps(rec))
+            if len(batch) >= CHUNK_ROWS:
+                out.write_lines(batch)
+                n += len(batch)
+                batch.clear()
+        out.write_lines(batch)
+        n += len(batch)
+    finally:
+        out.close()
+    return n
+
+
+def _chunks(rows: Iterator[_Row], size: int = CHUNK_ROWS) -> Iterator[list[_Row]]:
+    """Yield lists of up to ``size`` rows."""
+    while True:
+        chunk = list(islice(rows, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _iso_ms(epoch: float) -> str:
+    """Return ``YYYY-MM-DDTHH:MM:SS.mmmZ`` for a UTC epoch."""
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _without_null_feedback(rec: dict) -> dict:
+    """Return the record without ``feedback`` when it has none (most logs omit it)."""
+    if rec["feedback"] is None:
+        rec = dict(rec)
+        del rec["feedback"]
+    return rec
+
+
+def _system_message(row: _Row) -> str:
+    """Return the system prompt of a row with its retrieved context appended."""
+    return f"{row.system}\n\nContext:\n{row.rec['context']}"
+
+
+def _usage(rec: dict) -> dict:
+    pt, ct = rec["prompt_tokens"], rec["completion_tokens"]
+    return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+
+
+def _request_metadata(rec: dict) -> dict:
+    """Return what the app attaches to its OpenAI requests (``metadata``, strings only)."""
+    return {"prompt_name": rec["prompt_name"], "prompt_version": rec["prompt_version"],
+            "git_commit": rec["git_commit"], "session_id": rec["session_id"]}
+
+
+def _completion(row: _Row, created: int, message: dict, finish_reason: str = "stop") -> dict:
+    """Return an OpenAI chat.completion response body for a row."""
+    rec = row.rec
+    return {
+        "id": rec["log_id"],
+        "object": "chat.completion",
+        "created": created,
+        "model": rec["model"],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": _usage(rec),
+        "system_fingerprint": "fp_" + rec["git_commit"] + "e1",
+    }
+
+
+class _Writer:
+    """Writes the rows of one source in one format into a day's landing folder."""
+
+    files: tuple[str, ...] = ()
+
+    def __init__(self, folder: Path, plan: _DayPlan, src: _Source):
+        self.folder, self.plan, self.src = folder, plan, src
+
+    def write(self, rows: list[_Row]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------
+# Canonical formats
+# ---------------------------------------------------------------------------------------
+
+
+def _web_chat_line(row: _Row) -> str:
+    """Return the JSON line of a web-chat row, with the variations real files have:
+    ts as epoch seconds (5%), an unknown extra field (8%), explicit null feedback (2%)."""
+    rec = row.rec
+    u = row.u
+    if u < 0.02:
+        out = dict(rec)
+    else:
+        out = _without_null_feedback(rec)
+        if u < 0.07:
+            out = dict(out) if out is rec else out
+            out["ts"] = int(row.epoch)
+        elif u < 0.15:
+            out = dict(out) if out is rec else out
+            out["client_version"] = f"web-4.{12 + int(u * 100) % 3}.{int(u * 1000) % 10}"
+    return _dumps(out)
+
+
+def _bad_records(plan: _DayPlan, src: _Source, n_good: int) -> list[tuple[int, str, str]]:
+    """Return the malformed lines of a day as (insert after good row #, kind, line).
+
+    There are ``max(5, bad_record_rate * day's rows)`` of them, the kinds in turn (so
+    every kind appears every day), spread evenly through the file; their log ids follow
+    the good ones (``...-<n_good + j>``) so they never clash with a good record.
+    """
+    n_bad = max(len(BAD_RECORD_KINDS), round(plan.spec.bad_record_rate * plan.total_rows))
+    out = []
+    for j, row in enumerate(_source_rows(plan, src, n_bad, salt="bad")):
+        kind = BAD_RECORD_KINDS[j % len(BAD_RECORD_KINDS)]
+        rec = _without_null_feedback(dict(row.rec))
+        rec["log_id"] = f"{src.name}-{plan.ymd}-{n_good + j:06d}"
+        if kind == "missing_field":
+            del rec["input"]
+        elif kind == "wrong_type":
+            rec["latency_ms"] = ("fast", "n/a", "1.2s")[j % 3]
+        elif kind == "bad_timestamp":
+            rec["ts"] = ("2025-13-45T99:00:00Z", "not a date", "31/02/2025 25:61")[j % 3]
+        elif kind == "empty_output":
+            rec["output"] = ""
+        line = _dumps(rec)
+        if kind == "broken_json":  # a line cut short, as a crashed writer leaves it
+            line = line[: len(line) * 3 // 5]
+        out.append(((j + 1) * n_good // (n_bad + 1), kind, line))
+    return out
+
+
+def _duplicate_lines(plan: _DayPlan, src: _Source) -> list[str]:
+    """Return the first records of the previous day's file again, byte for byte (a
+    client that re-sent its buffer): exact duplicates across partitions."""
+    if plan.index == 0 or plan.spec.duplicates_per_day <= 0:
+        return []
+    prev = _day_plan(plan.spec, plan.index - 1)
+    n_prev = prev.counts.get(src.name, 0)
+    rows = islice(_source_rows(prev, src, n_prev), min(plan.spec.duplicates_per_day, n_prev))
+    return [_web_chat_line(row) for row in rows]
+
+
+class _CanonicalJsonlWriter(_Writer):
+    """``web-chat.jsonl``: canonical lines, plus the day's bad records and duplicates."""
+
+    def __init__(self, folder, plan, src):
+        super().__init__(folder, plan, src)
+        self.files = (f"{src.name}.jsonl",)
+        self.out = _TextFile(folder / self.files[0])
+        self.duplicates = _duplicate_lines(plan, src)
+        self.bad = _bad_records(plan, src, plan.counts[src.name])
+        self.out.write_lines(self.duplicates)
+        self._next_bad = 0
+
+    def write(self, rows):
+        lines = []
+        bad, k = self.bad, self._next_bad
+        for row in rows:
+            while k < len(bad) and bad[k][0] <= row.i:
+                lines.append(bad[k][2])
+                k += 1
+            lines.append(_web_chat_line(row))
+        self._next_bad = k
+        self.out.write_lines(lines)
+
+    def close(self):
+        self.out.write_lines([line for _, _, line in self.bad[self._next_bad:]])
+        self.out.close()
+
+    def bad_counts(self) -> dict[str, int]:
+        """Return the number of malformed lines written, per kind."""
+        counts = {kind: 0 for kind in BAD_RECORD_KINDS}
+        for _, kind, _ in self.bad:
+            counts[kind] += 1
+        return counts
+
+
+class _GzipJsonlWriter(_Writer):
+    """``docs-assistant.jsonl.gz``: canonical lines, gzipped."""
+
+    def __init__(self, folder, plan, src):
+        super().__init__(folder, plan, src)
+        self.files = (f"{src.name}.jsonl.gz",)
+        self.out = _TextFile(folder / self.files[0])
+
+    def write(self, rows):
+        self.out.write_lines([_dumps(_without_null_feedback(row.rec)) for row in rows])
+
+    def close(self):
+        self.out.close()
+
+
+_CANONICAL_COLUMNS = ("log_id", "ts", "source", "input", "output", "context", "model", "prompt_name",
+                      "prompt_version", "git_commit", "session_id", "user_id", "latency_ms",
+                      "prompt_tokens", "completion_tokens", "cost_usd", "feedback", "tags", "metadata")
+_PARQUET_SCHEMA = pa.schema(
+    [(c, pa.string()) for c in _CANONICAL_COLUMNS[:12]]
+    + [("latency_ms", pa.int64()), ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
+       ("cost_usd", pa.float64()), ("feedback", pa.int64()), ("tags", pa.list_(pa.string())),
+       ("metadata", pa.string())]
+)
+
+
+class _ParquetWriter(_Writer):
+    """``api.parquet``: canonical columns, one row group per chunk; metadata as JSON text."""
+
+    def __init__(self, folder, plan, src):
+        super().__init__(folder, plan, src)
+        self.files = (f"{src.name}.parquet",)
+        self.out = pq.ParquetWriter(folder / self.files[0], _PARQUET_SCHEMA, compression="zstd")
+
+    def write(self, rows):
+        columns = {c: [row.rec[c] for row in rows] for c in _CANONICAL_COLUMNS[:-1]}
+        columns["metadata"] = [_dumps(row.rec["metadata"]) for row in rows]
+        self.out.write_table(pa.Table.from_pydict(columns, schema=_PARQUET_SCHEMA), row_group_size=len(rows))
+
+    def close(self):
+        self.out.close()
+
+
+class _CsvWriter(_Writer):
+    """``partner.csv``: canonical columns; tags and metadata as JSON text; empty = null."""
+
+    def __init__(self, folder, plan, src):
+        super().__init__(folder, plan, src)
+        self.files = (f"{src.name}.csv",)
+        self.out = _TextFile(folder / self.files[0])
+        self.out.write_lines([",".join(_CANONICAL_COLUMNS)])
+
+    def write(self, rows):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        for row in rows:
+            rec = row.rec
+            values = [rec[c] for c in _CANONICAL_COLUMNS[:-2]]
+            values[16] = "" if values[16] is None else values[16]
+            writer.writerow(values + [_dumps(rec["tags"]), _dumps(rec["metadata"])])
+        self.out.write(buffer.getvalue())
+
+    def close(self):
+        self.out.close()
+
+
+# ---------------------------------------------------------------------------------------
+# OpenAI request/response logs and the Batch API
+# ---------------------------------------------------------------------------------------
+
+
+def _tool_call(row: _Row) -> dict:
+    """Return a help-center search tool call; its arguments are a JSON string (as the API
+    returns them) or, from some loggers, an already-decoded object."""
+    args = {"query": row.rec["input"][:80], "top_k": 3}
+    key = _id_key(row.plan_seed, row.plan_date, 4, _KIND_MISC, row.i) if False else _mix64(hash(()) & 0)  # placeholder
+    return {}

@@ -74,9 +74,9 @@ def _contains_any(*needles: str) -> Callable[[str], bool]:
     return lambda text: any(n in text for n in needles)
 
 
-def _searches(pattern: str, flags: int = 0) -> Callable[[str], bool]:
+def _searches(pattern: str) -> Callable[[str], bool]:
     """Return a gate that is True when the pattern occurs in the text."""
-    regex = re.compile(pattern, re.ASCII | flags)
+    regex = _compile(pattern)
     return lambda text: regex.search(text) is not None
 
 

@@ -14,6 +14,23 @@ from :func:`detect_format` or, when the damage is further in, during iteration.
 JSON layouts accepted by every JSON format: JSON lines (one value per line; blank lines
 are skipped, a broken line becomes an error record), one top-level JSON array, or one
 (pretty-printed) JSON document. Langfuse exports may also be ``{"data": [...]}``.
+
+Mapping, per format (unknown fields always end up in ``record["metadata"]``):
+
+- openai_chat: log_id = top-level ``log_id``/``id``, else ``response.id``; ts =
+  ``timestamp``, else ``response.created``; source = ``workload_id``, else ``client_id``;
+  top-level canonical keys win over derived values.
+- openai_batch_output: log_id = ``response.body.id``, else the line's ``id``; messages
+  from the input line with the same ``custom_id``; source = the input body's
+  ``metadata.source``; failed requests and unknown custom_ids are error records.
+- otel: one record per LLM span (others are counted in ``stats["ignored_spans"]``);
+  log_id = ``spanId``; ts = start time as ISO-8601 UTC; source = resource
+  ``service.name``; attribute names accepted per field: see ``_OTEL_FIELDS``.
+- langfuse: one record per trace; log_id = trace ``id``; source = ``name``, else
+  ``environment``; feedback rule: see ``_langfuse_feedback``.
+- context, for chat-shaped inputs: tool/function result messages if any, else what
+  follows a ``Context:`` line in the system prompt; Langfuse dict inputs give it
+  under ``context``/``documents``.
 """
 
 from __future__ import annotations

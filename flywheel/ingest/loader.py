@@ -510,7 +510,7 @@ def report_markdown(report: IngestReport) -> str:
 def report_summary(report: IngestReport) -> dict[str, object]:
     """Return the headline numbers of a day's ingestion as plain values."""
     return {
-        "files": len(report.files),
+        "file_count": len(report.files),
         "unreadable_files": [Path(f.source_file).name for f in report.unreadable],
         "read": report.total("read"),
         "accepted": report.total("accepted"),
