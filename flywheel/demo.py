@@ -1616,6 +1616,12 @@ def _without_null_feedback(rec: dict) -> dict:
     return rec
 
 
+def _second_uniform(u: float) -> float:
+    """Return another uniform number in [0, 1) derived from ``u``, nearly independent of
+    it (for a second variation of the same row)."""
+    return (u * 7919.0) % 1.0
+
+
 def _system_message(row: _Row) -> str:
     """Return the system prompt of a row with its retrieved context appended."""
     return f"{row.system}\n\nContext:\n{row.rec['context']}"
@@ -1833,5 +1839,365 @@ def _tool_call(row: _Row) -> dict:
     """Return a help-center search tool call; its arguments are a JSON string (as the API
     returns them) or, from some loggers, an already-decoded object."""
     args = {"query": row.rec["input"][:80], "top_k": 3}
-    key = _id_key(row.plan_seed, row.plan_date, 4, _KIND_MISC, row.i) if False else _mix64(hash(()) & 0)  # placeholder
-    return {}
+    return {
+        "id": "call_" + row.rec["log_id"][-24:],
+        "type": "function",
+        "function": {"name": "search_help_center", "arguments": _dumps(args) if row.u < 0.88 else args},
+    }
+
+
+class _OpenAILogWriter(_Writer):
+    """``mobile-openai.jsonl``: one request/response pair per line.
+
+    Follow-up turns of a session carry the previous turn in ``messages``; about 10% of
+    responses also call a tool (finish_reason ``tool_calls``, the answer in ``content``).
+    """
+
+    def __init__(self, folder, plan, src):
+        super().__init__(folder, plan, src)
+        self.files = (f"{src.name}-openai.jsonl",)
+        self.out = _TextFile(folder / self.files[0])
+        self.previous: dict | None = None
+
+    def write(self, rows):
+        lines = []
+        for row in rows:
+            rec = row.rec
+            messages = [{"role": "system", "content": _system_message(row)}]
+            prev = self.previous
+            if prev is not None and prev["session_id"] == rec["session_id"]:
+                messages += [{"role": "user", "content": prev["input"]},
+                             {"role": "assistant", "content": prev["output"]}]
+            messages.append({"role": "user", "content": rec["input"]})
+            message = {"role": "assistant", "content": rec["output"]}
+            finish = "stop"
+            if row.u > 0.80 and row.u < 0.90:
+                message["tool_calls"] = [_tool_call(row)]
+                finish = "tool_calls"
+            created = int(row.epoch)
+            lines.append(_dumps({
+                "timestamp": created,
+                "workload_id": self.src.name,
+                "client_id": "acme-mobile-ios" if row.u < 0.55 else "acme-mobile-android",
+                "request": {
+                    "model": _MODEL_INFO[rec["model"]][0],
+                    "messages": messages,
+                    "temperature": 0.2,
+                    "user": rec["user_id"],
+                    "metadata": _request_metadata(rec),
+                },
+                "response": _completion(row, created, message, finish),
+            }))
+            self.previous = rec
+        self.out.write_lines(lines)
+
+    def close(self):
+        self.out.close()
+
+
+class _BatchWriter(_Writer):
+    """``batch-input.jsonl`` and ``batch-output.jsonl``: requests and results of the Batch
+    API, matched by ``custom_id``; results come back in a different order, as they do."""
+
+    files = ("batch-input.jsonl", "batch-output.jsonl")
+
+    def __init__(self, folder, plan, src):
+        super().__init__(folder, plan, src)
+        self.inputs = _TextFile(folder / self.files[0])
+        self.outputs = _TextFile(folder / self.files[1])
+        self.chunk = 0
+
+    def write(self, rows):
+        plan, seed = self.plan, self.plan.spec.seed
+        inputs, outputs = [], []
+        for row in rows:
+            rec = row.rec
+            custom_id = f"req-{plan.ymd}-{row.i:06d}"
+            metadata = _request_metadata(rec) | {"source": self.src.name, "user_id": rec["user_id"]}
+            inputs.append(_dumps({
+                "custom_id": custom_id,
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": _MODEL_INFO[rec["model"]][0],
+                    "messages": [{"role": "system", "content": _system_message(row)},
+                                 {"role": "user", "content": rec["input"]}],
+                    "temperature": 0.2,
+                    "metadata": metadata,
+                },
+            }))
+            key = _id_key(seed, plan.date, self.src.index, _KIND_MISC, row.i)
+            message = {"role": "assistant", "content": rec["output"]}
+            outputs.append(_dumps({
+                "id": f"batch_req_{key:016x}",
+                "custom_id": custom_id,
+                "response": {
+                    "status_code": 200,
+                    "request_id": f"req_{_mix64(key):016x}",
+                    "body": _completion(row, int(row.epoch), message),
+                },
+                "error": None,
+            }))
+        random.Random(f"batch-order|{seed}|{plan.day}|{self.chunk}").shuffle(outputs)
+        self.chunk += 1
+        self.inputs.write_lines(inputs)
+        self.outputs.write_lines(outputs)
+
+    def close(self):
+        self.inputs.close()
+        self.outputs.close()
+
+
+# ---------------------------------------------------------------------------------------
+# OpenTelemetry GenAI spans (OTLP/JSON)
+# ---------------------------------------------------------------------------------------
+
+
+def _attr(key: str, value) -> dict:
+    """Return one OTLP/JSON attribute (ints as strings, as the protobuf JSON mapping has it)."""
+    if isinstance(value, bool):
+        return {"key": key, "value": {"boolValue": value}}
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}
+    if isinstance(value, float):
+        return {"key": key, "value": {"doubleValue": value}}
+    if isinstance(value, list):
+        return {"key": key, "value": {"arrayValue": {"values": [{"stringValue": v} for v in value]}}}
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _nanos(epoch: float) -> str:
+    return str(int(round(epoch * 1000)) * 1_000_000)
+
+
+def _genai_attributes(row: _Row) -> tuple[str, list[dict]]:
+    """Return (instrumentation scope, attributes) of a row's LLM span in the current
+    ``gen_ai.*`` conventions (72%), older OpenLLMetry names (16%) or OpenInference (12%).
+
+    Every variant also carries OpenInference's ``session.id``, ``user.id`` and
+    ``llm.prompt_template.version``, which is where the app puts them.
+    """
+    rec = row.rec
+    alias, provider = _MODEL_INFO[rec["model"]][:2]
+    system = _system_message(row)
+    common = [_attr("session.id", rec["session_id"]), _attr("user.id", rec["user_id"]),
+              _attr("llm.prompt_template.version", rec["prompt_version"])]
+    if row.u < 0.72:
+        return "opentelemetry.instrumentation.openai_v2", [
+            _attr("gen_ai.operation.name", "chat"),
+            _attr("gen_ai.provider.name", provider),
+            _attr("gen_ai.request.model", alias),
+            _attr("gen_ai.request.temperature", 0.2),
+            _attr("gen_ai.response.model", rec["model"]),
+            _attr("gen_ai.response.finish_reasons", ["stop"]),
+            _attr("gen_ai.usage.input_tokens", rec["prompt_tokens"]),
+            _attr("gen_ai.usage.output_tokens", rec["completion_tokens"]),
+            _attr("gen_ai.input.messages", _dumps([
+                {"role": "system", "parts": [{"type": "text", "content": system}]},
+                {"role": "user", "parts": [{"type": "text", "content": rec["input"]}]},
+            ])),
+            _attr("gen_ai.output.messages", _dumps([
+                {"role": "assistant", "parts": [{"type": "text", "content": rec["output"]}], "finish_reason": "stop"},
+            ])),
+        ] + common
+    if row.u < 0.88:
+        return "opentelemetry.instrumentation.openai", [
+            _attr("gen_ai.system", provider),
+            _attr("llm.request.type", "chat"),
+            _attr("gen_ai.request.model", alias),
+            _attr("gen_ai.response.model", rec["model"]),
+            _attr("gen_ai.usage.prompt_tokens", rec["prompt_tokens"]),
+            _attr("gen_ai.usage.completion_tokens", rec["completion_tokens"]),
+            _attr("gen_ai.prompt.0.role", "system"),
+            _attr("gen_ai.prompt.0.content", system),
+            _attr("gen_ai.prompt.1.role", "user"),
+            _attr("gen_ai.prompt.1.content", rec["input"]),
+            _attr("gen_ai.completion.0.role", "assistant"),
+            _attr("gen_ai.completion.0.content", rec["output"]),
+            _attr("gen_ai.completion.0.finish_reason", "stop"),
+        ] + common
+    pt, ct = rec["prompt_tokens"], rec["completion_tokens"]
+    return "openinference.instrumentation.openai", [
+        _attr("openinference.span.kind", "LLM"),
+        _attr("llm.model_name", rec["model"]),
+        _attr("llm.provider", provider),
+        _attr("llm.invocation_parameters", '{"temperature": 0.2}'),
+        _attr("llm.input_messages.0.message.role", "system"),
+        _attr("llm.input_messages.0.message.content", system),
+        _attr("llm.input_messages.1.message.role", "user"),
+        _attr("llm.input_messages.1.message.content", rec["input"]),
+        _attr("llm.output_messages.0.message.role", "assistant"),
+        _attr("llm.output_messages.0.message.content", rec["output"]),
+        _attr("llm.token_count.prompt", pt),
+        _attr("llm.token_count.completion", ct),
+        _attr("llm.token_count.total", pt + ct),
+        _attr("input.value", rec["input"]),
+        _attr("input.mime_type", "text/plain"),
+        _attr("output.value", rec["output"]),
+        _attr("output.mime_type", "text/plain"),
+    ] + common
+
+
+class _OtelWriter(_Writer):
+    """``support-bot-otel.jsonl``: one ExportTraceServiceRequest per line, 1-6 traces each.
+
+    A trace is the LLM span (its spanId is the log id), in 40% of traces under an HTTP
+    server span, which in half of those also has a knowledge-base HTTP client span.
+    """
+
+    def __init__(self, folder, plan, src):
+        super().__init__(folder, plan, src)
+        self.files = (f"{src.name}-otel.jsonl",)
+        self.out = _TextFile(folder / self.files[0])
+        self.resource = {"attributes": [
+            _attr("service.name", src.name), _attr("service.version", "2.8.1"),
+            _attr("deployment.environment.name", "production"), _attr("telemetry.sdk.language", "python"),
+        ]}
+
+    def _key(self, kind: int, i: int) -> int:
+        return _id_key(self.plan.spec.seed, self.plan.date, self.src.index, kind, i)
+
+    def _spans(self, row: _Row) -> list[tuple[str, dict]]:
+        """Return the (scope, span) pairs of one row's trace."""
+        rec = row.rec
+        i = row.i
+        trace_id = f"{self._key(_KIND_TRACE, i):016x}{_mix64(self._key(_KIND_TRACE, i)):016x}"
+        start = row.epoch
+        end = start + rec["latency_ms"] / 1000.0
+        scope, attributes = _genai_attributes(row)
+        llm = {"traceId": trace_id, "spanId": rec["log_id"], "name": f"chat {_MODEL_INFO[rec['model']][0]}",
+               "kind": 3, "startTimeUnixNano": _nanos(start), "endTimeUnixNano": _nanos(end),
+               "attributes": attributes, "status": {}}
+        v = _second_uniform(row.u)  # independent of the attribute variant chosen by u
+        if v >= 0.4:  # 60% of traces are the LLM span only
+            return [(scope, llm)]
+        root_id = f"{self._key(_KIND_HTTP, 2 * i):016x}"
+        llm["parentSpanId"] = root_id
+        root = {"traceId": trace_id, "spanId": root_id, "name": "POST /api/support/chat", "kind": 2,
+                "startTimeUnixNano": _nanos(start - 0.12), "endTimeUnixNano": _nanos(end + 0.02),
+                "attributes": [_attr("http.request.method", "POST"), _attr("url.path", "/api/support/chat"),
+                               _attr("http.route", "/api/support/chat"), _attr("http.response.status_code", 200)],
+                "status": {}}
+        spans = [("opentelemetry.instrumentation.fastapi", root)]
+        if v < 0.2:
+            spans.append(("opentelemetry.instrumentation.requests", {
+                "traceId": trace_id, "spanId": f"{self._key(_KIND_HTTP, 2 * i + 1):016x}",
+                "parentSpanId": root_id, "name": "GET", "kind": 3,
+                "startTimeUnixNano": _nanos(start - 0.11), "endTimeUnixNano": _nanos(start - 0.01),
+                "attributes": [_attr("http.request.method", "GET"), _attr("url.full", "http://kb-search:8080/search"),
+                               _attr("server.address", "kb-search"), _attr("http.response.status_code", 200)],
+                "status": {}}))
+        return spans + [(scope, llm)]
+
+    def write(self, rows):
+        lines = []
+        k = 0
+        while k < len(rows):
+            size = 1 + int(rows[k].u * 997) % 6  # 1-6 traces per export request
+            scopes: dict[str, list[dict]] = {}
+            for row in rows[k:k + size]:
+                for scope, span in self._spans(row):
+                    scopes.setdefault(scope, []).append(span)
+            k += size
+            lines.append(_dumps({"resourceSpans": [{
+                "resource": self.resource,
+                "scopeSpans": [{"scope": {"name": name}, "spans": spans} for name, spans in scopes.items()],
+            }]}))
+        self.out.write_lines(lines)
+
+    def close(self):
+        self.out.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Langfuse trace export
+# ---------------------------------------------------------------------------------------
+
+
+def _langfuse_observation_id(plan: _DayPlan, src: _Source, i: int) -> str:
+    """Return the id of the GENERATION observation of a Langfuse trace (row ``i``)."""
+    return _uuid(_id_key(plan.spec.seed, plan.date, src.index, _KIND_OBS, i))
+
+
+class _LangfuseWriter(_Writer):
+    """``langfuse-traces.json``: a JSON array of traces with one GENERATION each; thumbs
+    up/down feedback is a ``user-feedback`` score (1 or 0) sent through the API."""
+
+    def __init__(self, folder, plan, src):
+        super().__init__(folder, plan, src)
+        self.files = ("langfuse-traces.json",)
+        self.out = _JsonArray(folder / self.files[0])
+
+    def _trace(self, row: _Row) -> dict:
+        rec = row.rec
+        start = row.epoch
+        end = start + rec["latency_ms"] / 1000.0
+        version = rec["prompt_version"]
+        observation = {
+            "id": _langfuse_observation_id(self.plan, self.src, row.i),
+            "traceId": rec["log_id"],
+            "type": "GENERATION",
+            "name": "llm",
+            "startTime": _iso_ms(start),
+            "endTime": _iso_ms(end),
+            "model": rec["model"],
+            "modelParameters": {"temperature": 0.2},
+            "input": [{"role": "system", "content": _system_message(row)},
+                      {"role": "user", "content": rec["input"]}],
+            "output": {"role": "assistant", "content": rec["output"]},
+            "usage": {"input": rec["prompt_tokens"], "output": rec["completion_tokens"],
+                      "total": rec["prompt_tokens"] + rec["completion_tokens"], "unit": "TOKENS"},
+            "promptName": rec["prompt_name"],
+            "promptVersion": int(version.lstrip("v")),
+            "level": "DEFAULT",
+            "calculatedTotalCost": rec["cost_usd"],
+        }
+        scores = []
+        if rec["feedback"] in (-1, 1):
+            scores.append({
+                "id": "fb-" + rec["log_id"],
+                "traceId": rec["log_id"],
+                "name": "user-feedback",
+                "source": "API",
+                "dataType": "NUMERIC",
+                "value": 1 if rec["feedback"] == 1 else 0,
+                "timestamp": _iso_ms(end + 30),
+                "comment": None,
+            })
+        return {
+            "id": rec["log_id"],
+            "timestamp": _iso_ms(start),
+            "name": self.src.name,
+            "input": {"question": rec["input"], "context": rec["context"]},
+            "output": rec["output"],
+            "sessionId": rec["session_id"],
+            "userId": rec["user_id"],
+            "release": rec["git_commit"],
+            "version": version,
+            "tags": rec["tags"],
+            "metadata": {"source": self.src.name, "prompt_name": rec["prompt_name"], "locale": rec["metadata"]["locale"]},
+            "environment": "production",
+            "public": False,
+            "latency": round(end - start, 3),
+            "totalCost": rec["cost_usd"],
+            "observations": [observation],
+            "scores": scores,
+        }
+
+    def write(self, rows):
+        self.out.write([_dumps(self._trace(row)) for row in rows])
+
+    def close(self):
+        self.out.close()
+
+
+_WRITERS: dict[str, type[_Writer]] = {
+    "canonical_jsonl": _CanonicalJsonlWriter,
+    "canonical_jsonl_gz": _GzipJsonlWriter,
+    "parquet": _ParquetWriter,
+    "csv": _CsvWriter,
+    "openai": _OpenAILogWriter,
+    "openai_batch": _BatchWriter,
+    "otel": _OtelWriter,
+    "langfuse": _LangfuseWriter,
+}

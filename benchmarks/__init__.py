@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks NAME [options]`; the last line printed is one JSON object."""
