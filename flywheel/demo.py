@@ -36,6 +36,22 @@ numbers, names and policies; an off-topic one deflects or answers another questi
 The rates are calibrated per day so that the overall shares match the spec, while the
 slices in :data:`PLANTED_SLICES` are clearly worse.
 
+What the ingestion must cope with, all counted in the summary (``demo/summary.json``):
+``web-chat.jsonl`` holds about 0.3% of the day's rows (at least one of each kind) of
+malformed lines that must be rejected (:data:`BAD_RECORD_KINDS`: a line cut short, no
+``input``, ``latency_ms`` not a number, an unparseable ``ts``, an empty ``output``), and
+from the second day on starts with exact copies of the previous day's first records
+(same log ids). About 2% of inputs carry personal data (an e-mail address, a phone
+number, a Luhn-valid test card number or an ``sk-`` API key).
+
+The truth file has one row per good record: ``log_id, day, source, topic, model,
+prompt_version, hallucinated, off_topic, planted`` (names of the planted slices the row
+is in), ``pii`` (the kind of personal data in the input, or null) and ``feedback`` (as
+the format carries it). The inbox gets, per day, ``labels-DAY.csv`` (canonical),
+``label-studio-DAY.json``, ``argilla-DAY.jsonl`` and ``langfuse-scores-DAY.csv`` with
+``hallucination`` and ``relevance`` labels of about 8% of the day's records, some by 2 or
+3 annotators, with a few percent of annotator errors.
+
 Everything is streamed in chunks of :data:`CHUNK_ROWS` rows, so memory does not grow
 with the number of rows, and the same spec always gives byte-identical files.
 """
@@ -99,7 +115,8 @@ it belongs to, as ``"dimension=value"`` (e.g. ``"keyword=refund"``).
 # Each intent has entities (the fixed facts of the help center), "alts" (plausible wrong
 # values a hallucination uses as x_<key>), passages (the first is the one that answers),
 # queries (slots: the entity's facts and the row slots {order} {date} {amount} {name}
-# {n}), grounded answers (facts from the passages only) and hallucinated answers (x_ facts
+# {n}; words after "||" only help pair the query with the answers that address it),
+# grounded answers (facts from the passages only) and hallucinated answers (x_ facts
 # that are not in the context, or contradictions of it). A key written with a capital
 # first letter ({Kind}) is the value with a capital first letter.
 
@@ -124,12 +141,12 @@ _KB: dict[str, list[dict]] = {
             ],
             "queries": [
                 "How much does the {plan} plan cost?",
-                "what's the yearly price for {plan}",
-                "How many users can we add on the {plan} plan?",
+                "what's the yearly price for {plan}||{annual} annually",
+                "How many users can we add on the {plan} plan?||{seats} seats",
                 "Is there a free trial for {plan}, and do I need a credit card?",
                 "We're on {plan} with {n} people. What will we pay per month?",
                 "Hi, {name} here. I was billed {amount} on {date} - is that the normal {plan} price?",
-                "If we upgrade from {plan} in the middle of the month, how is it billed?",
+                "If we upgrade from {plan} in the middle of the month, how is it billed?||upgrade upgrades prorated",
             ],
             "grounded": [
                 "The {plan} plan is {price} per user per month, or {annual} per user per year if you pay annually. It covers up to {seats} seats.",
@@ -201,7 +218,7 @@ _KB: dict[str, list[dict]] = {
             "queries": [
                 "How do I get a refund for order {order}?",
                 "Can I still return the {kind} from order {order}? It arrived on {date}.",
-                "how long does a refund take to show up on my card",
+                "how long does a refund take to show up on my card||issued {processing} business days",
                 "Is there a restocking fee if I send back opened {kind}?",
                 "I want a refund for {kind} I bought {n} days ago",
                 "What's your refund policy for {kind}?",
@@ -277,9 +294,9 @@ _KB: dict[str, list[dict]] = {
                 "When will order {order} arrive? I chose {method} shipping.",
                 "how much is {method} shipping?",
                 "Which carrier do you use for {method} delivery?",
-                "If I place an order this afternoon with {method}, does it ship today?",
-                "Is {method} shipping free if my cart is {amount}?",
-                "I ordered on {date} with {method} delivery, shouldn't it be here by now?",
+                "If I place an order this afternoon with {method}, does it ship today?||{cutoff} same",
+                "Is {method} shipping free if my cart is {amount}?||{free_over} {cost}",
+                "I ordered on {date} with {method} delivery, shouldn't it be here by now?||{days} takes",
             ],
             "grounded": [
                 "{method} shipping takes {days} with {carrier} and costs {cost}, or nothing on orders over {free_over}. Orders placed before {cutoff} ship the same business day.",
@@ -339,10 +356,10 @@ _KB: dict[str, list[dict]] = {
                 "[kb/account/sso] Workspaces with single sign-on manage passwords in their identity provider (Okta, Azure AD or Google Workspace); Acme cannot reset SSO passwords.",
             ],
             "queries": [
-                "I forgot my password, how do I reset it?",
+                "I forgot my password, how do I reset it?||forgot reset link",
                 "the reset link says it expired??",
-                "I'm locked out after too many tries. How long do I have to wait?",
-                "How do I change my password? We log in with Okta.",
+                "I'm locked out after too many tries. How long do I have to wait?||{attempts} {lock_min} locked",
+                "How do I change my password? We log in with Okta.||sso identity provider",
                 "{name} here, I can't sign in since {date}. Help?",
             ],
             "grounded": [
@@ -390,7 +407,7 @@ _KB: dict[str, list[dict]] = {
             "queries": [
                 "How do I delete my account?",
                 "if I delete our workspace can I get the data back later?",
-                "Can I export everything before closing the account?",
+                "Can I export everything before closing the account?||export {export} copy",
             ],
             "grounded": [
                 "The workspace owner can delete it under Settings > Account > Delete workspace. We keep the data for {delete_days} days in case you change your mind, then erase it permanently.",
@@ -424,11 +441,11 @@ _KB: dict[str, list[dict]] = {
             ],
             "queries": [
                 "What's the battery life of the {product}?",
-                "does the {product} support wifi 6e",
-                "How heavy is the {product}?",
-                "How many ports does the {product} have?",
+                "does the {product} support wifi 6e||supports {wifi}",
+                "How heavy is the {product}?||weighs {weight}",
+                "How many ports does the {product} have?||{ports} has",
                 "Is the {product} worth {amount}? What specs does it have?",
-                "does {product} come with a charger?",
+                "does {product} come with a charger?||ships cable adapter box",
             ],
             "grounded": [
                 "The {product} runs for up to {battery} on a full charge and weighs {weight}.",
@@ -496,7 +513,7 @@ _KB: dict[str, list[dict]] = {
                 "My {wproduct} stopped working after {n} days, is it still under warranty?",
                 "does the warranty cover water damage on my {wproduct}?",
                 "Can I still buy Acme Care for the {wproduct} I bought on {date}?",
-                "how do I file a warranty claim for my {wproduct}",
+                "how do I file a warranty claim for my {wproduct}||file claim serial replace",
                 "My {wproduct} is broken, can I get a refund or a replacement under warranty?",
             ],
             "grounded": [
@@ -519,7 +536,7 @@ _KB: dict[str, list[dict]] = {
                 "[kb/warranty/claim-status] Warranty claims are reviewed within {review_days} business days. Once approved, the replacement ships within {replace_days} business days and the faulty device must be returned within 30 days using the prepaid label.",
             ],
             "queries": [
-                "I filed a warranty claim on {date}, when will I hear back?",
+                "I filed a warranty claim on {date}, when will I hear back?||reviewed {review_days}",
                 "my warranty claim was approved, when does the replacement ship?",
                 "do I have to send the broken device back after a warranty replacement?",
             ],
@@ -552,8 +569,8 @@ _KB: dict[str, list[dict]] = {
             "queries": [
                 "What's the API rate limit on the {tier} plan?",
                 "getting 429 errors from /v2/orders on {tier}, why?",
-                "How many API calls per day can we make on {tier}?",
-                "our integration retries failed calls immediately, is that ok? we are on {tier}",
+                "How many API calls per day can we make on {tier}?||{daily} day",
+                "our integration retries failed calls immediately, is that ok? we are on {tier}||retrying retries back off backoff",
             ],
             "grounded": [
                 "On {tier} the API allows {rpm} requests per minute and {daily} requests per day per workspace.",
@@ -600,7 +617,7 @@ _KB: dict[str, list[dict]] = {
                 "[docs/api/keys] API keys are created under Settings > Developers. Each workspace can have up to {max_keys} active keys; keys that are not used for {revoke_days} days are revoked automatically. Keys are shown only once, at creation.",
             ],
             "queries": [
-                "My API key stopped working, was it revoked?",
+                "My API key stopped working, was it revoked?||revoked {revoke_days}",
                 "How many API keys can one workspace have?",
                 "I lost my API key, can you show it to me again?",
             ],
@@ -636,10 +653,10 @@ _KB: dict[str, list[dict]] = {
                 "[hr/policies/leave-overview] Leave balances are shown in Workday under Time Off. Up to 5 unused days of paid time off can be carried over to the next year.",
             ],
             "queries": [
-                "How much {leave} do I get?",
+                "How much {leave} do I get?||{amount} entitled",
                 "Who approves {leave} requests?",
-                "how far in advance do I need to request {leave}?",
-                "Do I get paid during {leave}?",
+                "how far in advance do I need to request {leave}?||{notice} {x_notice} submit submitted",
+                "Do I get paid during {leave}?||{pay} {x_pay} {amount} paid",
                 "I'm planning {leave} starting {date}, what do I need to do?",
             ],
             "grounded": [
@@ -663,7 +680,7 @@ _KB: dict[str, list[dict]] = {
             ],
             "queries": [
                 "What's the hotel limit for business travel?",
-                "Can I expense a {amount} dinner on a work trip?",
+                "Can I expense a {amount} dinner on a work trip?||meals meal {meal} receipt",
                 "how long do I have to submit expenses from my trip on {date}?",
                 "when do I get reimbursed for travel expenses?",
             ],
@@ -686,7 +703,7 @@ TOPICS: tuple[str, ...] = tuple(_KB)
 # Wording shared by all topics. Openers and closers are drawn for every kind of answer
 # alike (no marker of the label); hallucinations lean a little more on confident openers.
 _OPENERS = ("", "", "", "", "Sure! ", "Good question. ", "Happy to help. ", "Thanks for asking. ",
-            "Of course. ", "According to our help center, ", "Great question! ", "Absolutely. ")
+            "Of course. ", "From our help center: ", "Great question! ", "Absolutely. ")
 _CONFIDENT_OPENERS = _OPENERS + ("Absolutely. ", "Good news! ", "Yes, definitely. ", "Great question! ")
 _CLOSERS = ("", "", "", "", " Let me know if there's anything else I can help with.", " Hope that helps!",
             " Anything else I can do for you?", " You can find more details in the Help Center.")
@@ -797,10 +814,21 @@ ANNOTATION_FILES: tuple[str, ...] = ("labels-{day}.csv", "label-studio-{day}.jso
 class DemoSpec:
     """What to generate.
 
-    ``start`` is the first day (default: today in UTC minus ``days``). ``format_shares``
-    maps each name of :data:`FORMATS` to its share of a day's rows (default
-    :data:`DEFAULT_FORMAT_SHARES`; a format with share 0 is not written); a mapping is
-    stored as a sorted tuple of pairs so that the spec stays hashable.
+    Attributes:
+        days, rows_per_day: how many days, and good records per day (all formats).
+        seed: the same seed gives the same bytes; another seed, other data and ids.
+        start: the first day (default: today in UTC minus ``days``).
+        hallucination_rate, off_topic_rate: overall shares of hallucinated and of
+            off-topic answers (planted slices have more, the others less).
+        pii_rate: share of inputs with an e-mail, phone, card number or API key.
+        annotation_rate: share of each day's records that get human labels.
+        bad_record_rate: malformed lines per good record of the day (at least one of
+            each kind per day).
+        duplicates_per_day: previous-day records repeated at the start of each day.
+        format_shares: each name of :data:`FORMATS` to its share of a day's rows
+            (default :data:`DEFAULT_FORMAT_SHARES`; a format with share 0 is not
+            written). A mapping is stored as a sorted tuple of pairs so that the spec
+            stays hashable.
     """
 
     days: int = 7
@@ -888,8 +916,7 @@ class DemoSummary:
         spec = asdict(self.spec)
         spec["start"] = self.spec.first_day().isoformat()
         spec["format_shares"] = self.spec.shares()
-        return {
-            "home": str(self.home),
+        return {  # no absolute paths: the same spec gives the same file in any home
             "spec": spec,
             "planted_slices": PLANTED_SLICES,
             "total_rows": self.total_rows,
@@ -928,8 +955,8 @@ class _Intent:
     query_planted: tuple[tuple[str, ...], ...]  # planted keyword slices each query is in
     query_mh: tuple[float, ...]
     query_mo: tuple[float, ...]
-    grounded: tuple[str, ...]
-    hallucinated: tuple[str, ...]
+    grounded: tuple[tuple[str, ...], ...]  # per query: the grounded answers that fit it
+    hallucinated: tuple[tuple[str, ...], ...]  # per query: the hallucinated answers that fit it
 
 
 @dataclass(frozen=True)
@@ -951,8 +978,35 @@ def _with_capitals(facts: dict[str, str]) -> dict[str, str]:
     return out
 
 
+_STOPWORDS = frozenset(
+    "a an the is are was be i we you your our my me it its to of for on in at by with and or if "
+    "do does did can how what when which who whats there this that from up so as after before "
+    "get got will would should have has not no any per all than then".split()
+)
+
+
+def _content_words(template: str) -> set[str]:
+    """Return the lowercased content words of a template (slots count as words)."""
+    return {w for w in re.findall(r"\{?[a-z0-9_]+\}?", template.lower()) if w not in _STOPWORDS}
+
+
+def _answers_for(query: str, answers: list[str], keep: int = 2) -> tuple[str, ...]:
+    """Return the ``keep`` answer templates that share the most content words with the
+    query (all of them when none shares any): answers that address the question."""
+    words = _content_words(query)
+    scored = sorted(range(len(answers)), key=lambda k: (-len(words & _content_words(answers[k])), k))
+    if not words & _content_words(answers[scored[0]]):
+        return tuple(answers)
+    return tuple(answers[k] for k in sorted(scored[:keep]))
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _keyword_multiplier(planted: tuple[str, ...], kind: str) -> float:
+    """Return the largest multiplier of ``kind`` among planted keyword slices (or 1.0)."""
+    return max([1.0] + [_multiplier("keyword", name.split("=", 1)[1], kind) for name in planted])
 
 
 def _compile_intent(topic: str, number: int, spec: dict) -> _Intent:
@@ -976,18 +1030,19 @@ def _compile_intent(topic: str, number: int, spec: dict) -> _Intent:
             sets.append(x)
         alts.append(tuple(sets))
     passages = tuple(tuple(p.format_map(f) for p in spec["passages"]) for f in facts)
-    planted = tuple(tuple(f"keyword={k}" for k in _KEYWORDS if k.lower() in q.lower())
-                    for q in spec["queries"])
+    # A query template may end with "||<words>": hints for pairing it with answers.
+    queries = [q.split("||", 1)[0] for q in spec["queries"]]
+    planted = tuple(tuple(f"keyword={k}" for k in _KEYWORDS if k.lower() in q.lower()) for q in queries)
     return _Intent(
         facts=tuple(facts),
         alts=tuple(alts),
         passages=passages,
-        queries=tuple(spec["queries"]),
+        queries=tuple(queries),
         query_planted=planted,
-        query_mh=tuple(max([1.0] + [_multiplier("keyword", n.split("=", 1)[1], "hallucination") for n in p]) for p in planted),
-        query_mo=tuple(max([1.0] + [_multiplier("keyword", n.split("=", 1)[1], "off_topic") for n in p]) for p in planted),
-        grounded=tuple(spec["grounded"]),
-        hallucinated=tuple(spec["hallucinated"]),
+        query_mh=tuple(_keyword_multiplier(p, "hallucination") for p in planted),
+        query_mo=tuple(_keyword_multiplier(p, "off_topic") for p in planted),
+        grounded=tuple(_answers_for(q, spec["grounded"]) for q in spec["queries"]),
+        hallucinated=tuple(_answers_for(q, spec["hallucinated"]) for q in spec["queries"]),
     )
 
 
@@ -1022,14 +1077,19 @@ def _mix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def _id_base(seed: int, day: dt.date, source_index: int, kind: int) -> tuple[int, int]:
+    """Return (packed fields, seed mask) for :func:`_id_key` (precomputed in hot loops)."""
+    return (kind << 52) | (day.toordinal() << 32) | (source_index << 28), _mix64(seed & _M64)
+
+
 def _id_key(seed: int, day: dt.date, source_index: int, kind: int, i: int) -> int:
     """Return a 64-bit id, unique for each (kind, day, source, i < 2**28) of one seed.
 
     The fields are packed without overlap and then mixed by bijections, so distinct
     inputs can never collide, and the output still looks random.
     """
-    packed = (kind << 52) | (day.toordinal() << 32) | (source_index << 28) | (i & 0xFFFFFFF)
-    return _mix64(packed ^ _mix64(seed & _M64))
+    packed, mask = _id_base(seed, day, source_index, kind)
+    return _mix64((packed | (i & 0xFFFFFFF)) ^ mask)
 
 
 def _hex16(key: int) -> str:
@@ -1073,13 +1133,6 @@ def _diurnal_cumulative() -> list[float]:
 
 
 _DIURNAL = _diurnal_cumulative()
-
-
-def _second_of_day(u: float) -> float:
-    """Return the second of the day at traffic quantile ``u`` in [0, 1) (monotonic in u)."""
-    m = bisect.bisect_right(_DIURNAL, u) - 1
-    lo, hi = _DIURNAL[m], _DIURNAL[m + 1]
-    return min(86399.999, (m + (u - lo) / (hi - lo)) * 60.0)
 
 
 def _cumulative(weights: Iterable[float]) -> list[float]:
@@ -1197,6 +1250,8 @@ def _calibrate(spec: DemoSpec, counts: Mapping[str, int], versions: tuple[float,
                     for (qh, qo), pq_ in _TOPIC_QUERY_MIX[topic.index].items():
                         eh += w * pq_ * max(sh, topic.mh, qh)
                         eo += w * pq_ * max(so, topic.mo, qo)
+    if not eh:  # no rows at all
+        return spec.hallucination_rate, spec.off_topic_rate
     return spec.hallucination_rate / eh, spec.off_topic_rate / eo
 
 
@@ -1252,7 +1307,8 @@ def _pii_text(rng: random.Random) -> tuple[str, str]:
     if kind == "email":
         first, last = rng.choice(_FIRST_NAMES).lower(), rng.choice(_LAST_NAMES).lower()
         email = f"{first}.{last}{rng.randrange(1, 99)}@{rng.choice(_EMAIL_DOMAINS)}"
-        return kind, rng.choice((f" My email is {email}.", f" You can reach me at {email}", f" (account email: {email})"))
+        return kind, rng.choice((f" My email is {email}.", f" You can reach me at {email}",
+                                 f" (account email: {email})"))
     if kind == "phone":
         n = rng.randrange(100, 200)
         phone = rng.choice((f"+1 (415) 555-0{n}", f"415-555-0{n}", f"+44 20 7946 0{n}", f"+1 212 555 0{n}"))
@@ -1355,7 +1411,12 @@ def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") ->
     prompt_name = src.prompt_name
     base_h, base_o, pii_rate = plan.base_h, plan.base_o, spec.pii_rate
     n_users = max(50, count // 3)
-    step = 1.0 / count
+    if count > 0xFFFFFFF:
+        raise ValueError(f"at most {0xFFFFFFF} rows per source and day")
+    id_kind = {"otel": _KIND_SPAN, "langfuse": _KIND_TRACE}.get(fmt, _KIND_CHAT)
+    id_packed, id_mask = _id_base(seed, date, sidx, id_kind)
+    mix64 = _mix64
+    step = 1.0 / max(count, 1)
     left = turn = n_sessions = 0
     for i in range(count):
         if left == 0:  # a new session: user, model and prompt version stay for its turns
@@ -1420,7 +1481,8 @@ def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") ->
                 o_facts = o_intent.facts[oe].copy()
                 for key in ("order", "date", "amount", "name", "n"):
                     o_facts[key] = facts[key]
-                body = o_intent.grounded[int(r() * len(o_intent.grounded))].format_map(o_facts)
+                o_answers = o_intent.grounded[int(r() * len(o_intent.queries))]
+                body = o_answers[int(r() * len(o_answers))].format_map(o_facts)
                 o_passage = o_intent.passages[oe][0]
                 if o_passage not in passages:
                     if len(passages) >= 3:
@@ -1431,11 +1493,11 @@ def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") ->
         elif hallucinated:
             alts = intent.alts[e]
             facts.update(alts[int(r() * len(alts))])
-            templates = intent.hallucinated
+            templates = intent.hallucinated[q]
             body = templates[int(r() * len(templates))].format_map(facts)
             opener = confident[int(r() * n_confident)]
         else:
-            templates = intent.grounded
+            templates = intent.grounded[q]
             body = templates[int(r() * len(templates))].format_map(facts)
             opener = openers[int(r() * n_openers)]
         output = opener + body + closers[int(r() * n_closers)]
@@ -1463,12 +1525,9 @@ def _source_rows(plan: _DayPlan, src: _Source, count: int, *, salt: str = "") ->
         epoch = epoch0 + second
         if canonical:
             log_id = f"{id_prefix}{i:06d}"
-        elif fmt == "otel":
-            log_id = _hex16(_id_key(seed, date, sidx, _KIND_SPAN, i))
-        elif fmt == "langfuse":
-            log_id = _uuid(_id_key(seed, date, sidx, _KIND_TRACE, i))
         else:
-            log_id = _chat_id(_id_key(seed, date, sidx, _KIND_CHAT, i))
+            key = mix64((id_packed | i) ^ id_mask)
+            log_id = f"{key:016x}" if fmt == "otel" else _uuid(key) if fmt == "langfuse" else _chat_id(key)
         rec = {
             "log_id": log_id,
             "ts": ts_prefix + hms[int(second)] + "Z",
@@ -2175,7 +2234,8 @@ class _LangfuseWriter(_Writer):
             "release": rec["git_commit"],
             "version": version,
             "tags": rec["tags"],
-            "metadata": {"source": self.src.name, "prompt_name": rec["prompt_name"], "locale": rec["metadata"]["locale"]},
+            "metadata": {"source": self.src.name, "prompt_name": rec["prompt_name"],
+                         "locale": rec["metadata"]["locale"]},
             "environment": "production",
             "public": False,
             "latency": round(end - start, 3),
@@ -2201,3 +2261,324 @@ _WRITERS: dict[str, type[_Writer]] = {
     "otel": _OtelWriter,
     "langfuse": _LangfuseWriter,
 }
+
+
+# ---------------------------------------------------------------------------------------
+# The ground truth
+# ---------------------------------------------------------------------------------------
+
+TRUTH_SCHEMA = pa.schema([
+    ("log_id", pa.string()),
+    ("day", pa.string()),
+    ("source", pa.string()),
+    ("topic", pa.string()),
+    ("model", pa.string()),
+    ("prompt_version", pa.string()),
+    ("hallucinated", pa.bool_()),
+    ("off_topic", pa.bool_()),
+    ("planted", pa.list_(pa.string())),
+    ("pii", pa.string()),  # email | phone | card | api_key, or null
+    ("feedback", pa.int64()),  # as the logs carry it (null where the format has none)
+])
+_FORMATS_WITH_FEEDBACK = _CANONICAL_FORMATS
+
+
+def _visible_feedback(fmt: str, feedback: int | None) -> int | None:
+    """Return the feedback a format carries: all of it in canonical formats, thumbs up or
+    down in Langfuse scores, nothing in OpenAI logs and spans."""
+    if fmt in _FORMATS_WITH_FEEDBACK:
+        return feedback
+    if fmt == "langfuse" and feedback in (-1, 1):
+        return feedback
+    return None
+
+
+class _TruthWriter:
+    """``demo/truth-YYYY-MM-DD.parquet``: one row per good record, by the ingested id."""
+
+    def __init__(self, path: Path, day: str):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.day = path, day
+        self.out = pq.ParquetWriter(path, TRUTH_SCHEMA, compression="zstd")
+
+    def write(self, rows: list[_Row], src: _Source) -> None:
+        recs = [row.rec for row in rows]
+        self.out.write_table(pa.Table.from_pydict({
+            "log_id": [r["log_id"] for r in recs],
+            "day": [self.day] * len(rows),
+            "source": [src.name] * len(rows),
+            "topic": [row.topic for row in rows],
+            "model": [r["model"] for r in recs],
+            "prompt_version": [r["prompt_version"] for r in recs],
+            "hallucinated": [row.hallucinated for row in rows],
+            "off_topic": [row.off_topic for row in rows],
+            "planted": [list(row.planted) for row in rows],
+            "pii": [row.pii for row in rows],
+            "feedback": [_visible_feedback(src.fmt, r["feedback"]) for r in recs],
+        }, schema=TRUTH_SCHEMA))
+
+    def close(self) -> None:
+        self.out.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Annotations
+# ---------------------------------------------------------------------------------------
+
+# Three annotators per tool, each with their own error rate (label flips).
+_NOISE = (0.04, 0.07, 0.10)
+_CSV_ANNOTATORS = ("maria.k", "devon.r", "li.wei")
+_CSV_VALUE_STYLES = (("1", "0"), ("true", "false"), ("yes", "no"))  # each annotator writes values their way
+_LS_USERS = ({"id": 10, "email": "maria.k@acme.example"}, {"id": 11, "email": "devon.r@acme.example"},
+             {"id": 12, "email": "li.wei@acme.example"})
+_LS_CANCELLING_USER = {"id": 13, "email": "temp.annotator@acme.example"}
+_ARGILLA_USERS = ("5c1e3f0a-7d2b-4c61-9a3e-0b8f1d2c4e51", "9a7f2b6c-1e4d-4f3a-8c5b-6d0e2f1a3b72",
+                  "e2d4a6b8-3c5e-4a7f-9b1d-2f4e6a8c0d93")
+_LANGFUSE_ANNOTATORS = ("lena.h@acme.example", "omar.s@acme.example", "julia.p@acme.example")
+_LANGFUSE_SCORE_COLUMNS = ("id", "traceId", "sessionId", "datasetRunId", "timestamp", "source", "name",
+                           "dataType", "value", "stringValue", "comment", "metadata", "observationId",
+                           "traceName", "userId", "traceTags", "environment")
+_HALLUCINATION_COMMENTS = ("number not in the context", "made-up policy", "contradicts the help center article",
+                           "invented detail")
+_IRRELEVANT_COMMENTS = ("answers a different question", "generic deflection", "doesn't address the question")
+
+
+class _Annotations:
+    """The day's label files in the annotations inbox, written as rows stream by.
+
+    A share ``annotation_rate`` of each source's rows (and always its first row, so that
+    every tool gets some items even on tiny days) is labelled for ``hallucination`` and
+    ``relevance`` by 1 (65%), 2 (25%) or 3 (10%) annotators of one tool. Rows of the
+    Langfuse source are labelled in Langfuse (score CSV, one annotator); the others go
+    to the canonical CSV, Label Studio or Argilla (the first three items of the day one
+    each). Labels are the truth, flipped with the annotator's error rate.
+    """
+
+    def __init__(self, inbox: Path, plan: _DayPlan):
+        inbox.mkdir(parents=True, exist_ok=True)
+        self.plan = plan
+        self.rng = random.Random(f"flywheel-demo|{plan.spec.seed}|{plan.day}|annotations")
+        names = [f.format(day=plan.day) for f in ANNOTATION_FILES]
+        self.files = names
+        self.labels = {n: 0 for n in names}
+        self.csv_file = _TextFile(inbox / names[0])
+        self.csv_file.write_lines(["log_id,annotator,label,value,comment,created_at"])
+        self.label_studio = _JsonArray(inbox / names[1])
+        self.argilla = _TextFile(inbox / names[2])
+        self.langfuse = _TextFile(inbox / names[3])
+        self.langfuse.write_lines([",".join(_LANGFUSE_SCORE_COLUMNS)])
+        self.forced = ["csv", "label_studio", "argilla"]
+        self.next_task = 1 + 10_000_000 * plan.index  # room for the tasks of 10M-row days
+        self.cancelled_written = False
+        self.next_day = (plan.date + dt.timedelta(days=1)).isoformat()
+
+    # -- choosing -------------------------------------------------------------------
+    def offer(self, rows: list[_Row], src: _Source) -> None:
+        """Sample rows of a chunk and write their labels."""
+        buffers = {"csv": [], "label_studio": [], "argilla": [], "langfuse": []}
+        rate = self.plan.spec.annotation_rate
+        r = self.rng.random
+        for row in rows:
+            if not (r() < rate or row.i == 0):
+                continue
+            if src.fmt == "langfuse":
+                tool, n = "langfuse", 1
+            else:
+                tool = self.forced.pop(0) if self.forced else self._pick_tool()
+                u = r()
+                n = 1 if u < 0.65 else 2 if u < 0.90 else 3
+            annotators = sorted(self.rng.sample(range(3), n))
+            getattr(self, "_" + tool)(row, src, annotators, buffers[tool])
+        self.csv_file.write_lines(buffers["csv"])
+        self.label_studio.write(buffers["label_studio"])
+        self.argilla.write_lines(buffers["argilla"])
+        self.langfuse.write_lines(buffers["langfuse"])
+
+    def _pick_tool(self) -> str:
+        u = self.rng.random()
+        return "csv" if u < 0.45 else "label_studio" if u < 0.75 else "argilla"
+
+    def _labels(self, row: _Row, annotator: int) -> tuple[int, int]:
+        """Return (hallucination, relevance) as one annotator labels the row (1 = yes)."""
+        hall, rel = int(row.hallucinated), int(not row.off_topic)
+        if self.rng.random() < _NOISE[annotator]:
+            hall = 1 - hall
+        if self.rng.random() < _NOISE[annotator]:
+            rel = 1 - rel
+        return hall, rel
+
+    def _created_at(self) -> str:
+        """Return a time on the next day (people label yesterday's logs)."""
+        return f"{self.next_day}T{_hms_table()[int(self.rng.random() * 86400)]}Z"
+
+    def _csv_line(self, values: list) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="").writerow(values)
+        return buffer.getvalue()
+
+    # -- tools ----------------------------------------------------------------------
+    def _csv(self, row, src, annotators, out):
+        for a in annotators:
+            hall, rel = self._labels(row, a)
+            created = self._created_at()
+            yes, no = _CSV_VALUE_STYLES[a]
+            for label, value, comments in (("hallucination", hall, _HALLUCINATION_COMMENTS),
+                                           ("relevance", rel, _IRRELEVANT_COMMENTS)):
+                bad = value == 1 if label == "hallucination" else value == 0
+                comment = self.rng.choice(comments) if bad and self.rng.random() < 0.3 else ""
+                out.append(self._csv_line([row.rec["log_id"], _CSV_ANNOTATORS[a], label,
+                                           yes if value else no, comment, created]))
+        self.labels[self.files[0]] += 2 * len(annotators)
+
+    def _ls_annotation(self, task_id: int, number: int, user: dict, hall: int, rel: int, cancelled: bool) -> dict:
+        created = self._created_at()
+        ann_id = task_id * 10 + number
+        return {
+            "id": ann_id,
+            "completed_by": user if self.rng.random() < 0.5 else user["id"],
+            "result": [
+                {"id": f"h{ann_id}", "type": "choices", "value": {"choices": ["Yes" if hall else "No"]},
+                 "origin": "manual", "to_name": "output", "from_name": "hallucination"},
+                {"id": f"r{ann_id}", "type": "choices", "value": {"choices": ["Relevant" if rel else "Irrelevant"]},
+                 "origin": "manual", "to_name": "output", "from_name": "relevance"},
+            ],
+            "was_cancelled": cancelled,
+            "ground_truth": False,
+            "created_at": created,
+            "updated_at": created,
+            "lead_time": round(5 + self.rng.random() * 90, 3),
+            "task": task_id,
+        }
+
+    def _label_studio(self, row, src, annotators, out):
+        task_id = self.next_task
+        self.next_task += 1
+        annotations = []
+        for k, a in enumerate(annotators):
+            hall, rel = self._labels(row, a)
+            annotations.append(self._ls_annotation(task_id, k, _LS_USERS[a], hall, rel, False))
+        cancelled = 0
+        if not self.cancelled_written:  # one skipped annotation a day: not a label
+            hall, rel = int(not row.hallucinated), int(row.off_topic)
+            annotations.append(self._ls_annotation(task_id, 9, _LS_CANCELLING_USER, hall, rel, True))
+            self.cancelled_written = True
+            cancelled = 1
+        rec = row.rec
+        out.append(_dumps({
+            "id": task_id,
+            "data": {"log_id": rec["log_id"], "input": rec["input"], "output": rec["output"],
+                     "context": rec["context"], "source": src.name},
+            "annotations": annotations,
+            "predictions": [],
+            "meta": {},
+            "created_at": f"{self.plan.day}T23:30:00Z",
+            "project": 7,
+            "total_annotations": len(annotators),
+            "cancelled_annotations": cancelled,
+        }))
+        self.labels[self.files[1]] += 2 * len(annotators)
+
+    def _argilla(self, row, src, annotators, out):
+        responses = {"hallucination": [], "relevance": []}
+        for a in annotators:
+            hall, rel = self._labels(row, a)
+            responses["hallucination"].append({"value": "yes" if hall else "no", "user_id": _ARGILLA_USERS[a]})
+            responses["relevance"].append({"value": "relevant" if rel else "unrelated", "user_id": _ARGILLA_USERS[a]})
+        rec = row.rec
+        out.append(_dumps({
+            "id": rec["log_id"],
+            "status": "completed",
+            "fields": {"input": rec["input"], "output": rec["output"], "context": rec["context"]},
+            "metadata": {"source": src.name, "log_id": rec["log_id"]},
+            "suggestions": {},
+            "responses": responses,
+        }))
+        self.labels[self.files[2]] += 2 * len(annotators)
+
+    def _langfuse(self, row, src, annotators, out):
+        rec = row.rec
+        observation = _langfuse_observation_id(self.plan, src, row.i)
+        for a in annotators:
+            hall, rel = self._labels(row, a)
+            created = self._created_at()
+            for label, value in (("hallucination", hall), ("relevance", rel)):
+                out.append(self._csv_line([
+                    f"{label[:3]}-{rec['log_id']}-{a}", rec["log_id"], rec["session_id"], "", created,
+                    "ANNOTATION", label, "BOOLEAN", value, "True" if value else "False", "",
+                    _dumps({"annotator": _LANGFUSE_ANNOTATORS[a]}), observation, src.name,
+                    rec["user_id"], _dumps(rec["tags"]), "production",
+                ]))
+        self.labels[self.files[3]] += 2 * len(annotators)
+
+    def close(self) -> None:
+        self.csv_file.close()
+        self.label_studio.close()
+        self.argilla.close()
+        self.langfuse.close()
+
+
+# ---------------------------------------------------------------------------------------
+# generate()
+# ---------------------------------------------------------------------------------------
+
+
+def _generate_day(home: Path, spec: DemoSpec, index: int, progress: Callable[[str], None]) -> DaySummary:
+    """Write one day: landing files, truth, annotation files. Returns its summary."""
+    plan = _day_plan(spec, index)
+    landing = home / "landing" / plan.day
+    landing.mkdir(parents=True, exist_ok=True)
+    truth_path = home / "demo" / f"truth-{plan.day}.parquet"
+    truth = _TruthWriter(truth_path, plan.day)
+    annotations = _Annotations(home / "annotations" / "inbox", plan)
+    rows: dict[str, int] = {}
+    files: list[str] = []
+    bad: dict[str, int] = {kind: 0 for kind in BAD_RECORD_KINDS}
+    duplicates = 0
+    for src in SOURCES:
+        n = plan.counts.get(src.name, 0)
+        if not n:
+            continue
+        writer = _WRITERS[src.fmt](landing, plan, src)
+        for chunk in _chunks(_source_rows(plan, src, n)):
+            writer.write(chunk)
+            truth.write(chunk, src)
+            annotations.offer(chunk, src)
+        writer.close()
+        if isinstance(writer, _CanonicalJsonlWriter):
+            bad = writer.bad_counts()
+            duplicates = len(writer.duplicates)
+        rows[src.fmt] = n
+        files.extend(writer.files)
+        progress(f"{plan.day}: {n} rows of {src.name} -> {', '.join(writer.files)}")
+    truth.close()
+    annotations.close()
+    progress(f"{plan.day}: {sum(annotations.labels.values())} labels in {len(annotations.files)} inbox files")
+    return DaySummary(
+        day=plan.day,
+        rows=rows,
+        files=files,
+        bad_records=bad,
+        duplicates=duplicates,
+        annotation_files=annotations.files,
+        annotation_labels=annotations.labels,
+        truth_file=str(truth_path.relative_to(home)),
+    )
+
+
+def generate(home: Path, spec: DemoSpec, *, progress: Callable[[str], None] | None = None) -> DemoSummary:
+    """Write the demo data of every day of ``spec`` into the flywheel home ``home``.
+
+    Writes ``landing/YYYY-MM-DD/*`` (see the module docstring), ``annotations/inbox/*``,
+    ``demo/truth-YYYY-MM-DD.parquet`` and ``demo/summary.json``, streaming in chunks so
+    memory stays flat. Existing files of the same names are replaced. Returns the
+    summary (rows per format, bad records, duplicates, annotation files, per day).
+    """
+    home = Path(home)
+    report = progress or (lambda message: None)
+    summary = DemoSummary(home=home, spec=spec)
+    for index in range(spec.days):
+        summary.days.append(_generate_day(home, spec, index, report))
+    path = home / "demo" / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return summary

@@ -35,6 +35,7 @@ from flywheel.store import DAILY_TABLES
 BATCH_SCHEMA = pa.schema(
     [
         ("line", pa.int64()),
+        ("text", pa.string()),
         ("raw", pa.binary()),
         ("doc", pa.string()),
         ("pre_error", pa.string()),
@@ -49,7 +50,7 @@ FIX_SCHEMA = pa.schema(
         ("output", pa.string()),
         ("context", pa.string()),
         ("messages", pa.string()),
-        ("raw", pa.binary()),
+        ("text", pa.string()),
         ("pii", pa.list_(pa.string())),
     ]
 )
@@ -63,6 +64,7 @@ LOG_COLUMNS = (
 # small enough to bound memory on multi-GB files.
 LINES_BLOCK_BYTES = 128 << 20
 PARSED_BATCH_ROWS = 20_000
+PARALLEL_CHUNK_ROWS = 8_192
 
 
 @dataclass
@@ -230,20 +232,51 @@ def _line_batches(path: Path) -> Iterator[pa.Table]:
         for chunk in reader:
             raw = chunk.column(0)
             n = len(raw)
-            yield pa.table(
+            text, undecodable = _as_text(raw)
+            yield _parallel(pa.table(
                 {
                     "line": pa.array(range(start, start + n), pa.int64()),
-                    "raw": raw,
+                    "text": text,
+                    "raw": undecodable,
                     "doc": pa.nulls(n, pa.string()),
                     "pre_error": pa.nulls(n, pa.string()),
                     "pre_field": pa.nulls(n, pa.string()),
                     "blank": _blank_mask(raw),
                 },
                 schema=BATCH_SCHEMA,
-            )
+            ))
             start += n
     except (OSError, pa.ArrowInvalid, EOFError) as exc:
         raise UnreadableFile(path, _read_error(exc)) from None
+
+
+def _as_text(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Return the lines as text, and the bytes of the lines that are not valid UTF-8.
+
+    The cast validates UTF-8 in C++ for the whole block; only a block with a bad line
+    is looked at line by line.
+    """
+    try:
+        return raw.cast(pa.string()), pa.nulls(len(raw), pa.binary())
+    except pa.ArrowInvalid:
+        texts, bad = [], []
+        for value in raw.to_pylist():
+            try:
+                texts.append(value.decode("utf-8"))
+                bad.append(None)
+            except UnicodeDecodeError:
+                texts.append(None)
+                bad.append(value)
+        return pa.array(texts, pa.string()), pa.array(bad, pa.binary())
+
+
+def _parallel(table: pa.Table) -> pa.Table:
+    """Return the table cut into record batches of a few thousand rows (zero-copy).
+
+    DuckDB scans an Arrow table one record batch per thread: a single large batch would
+    keep the whole validation on one core.
+    """
+    return pa.Table.from_batches(table.to_batches(max_chunksize=PARALLEL_CHUNK_ROWS), table.schema)
 
 
 def _blank_mask(raw: pa.Array) -> pa.Array:
@@ -277,7 +310,7 @@ def _tabular_batches(con, path: Path, fmt: str) -> Iterator[pa.Table]:
     try:
         result = con.execute(
             f"""SELECT row_number() OVER () - 1 + {first_line} AS line,
-                       encode(to_json(t)::VARCHAR) AS raw,
+                       to_json(t)::VARCHAR AS text, NULL::BLOB AS raw,
                        NULL::VARCHAR AS doc, NULL::VARCHAR AS pre_error,
                        NULL::VARCHAR AS pre_field, false AS blank
                 FROM {source} AS t""",
@@ -285,7 +318,7 @@ def _tabular_batches(con, path: Path, fmt: str) -> Iterator[pa.Table]:
         )
         reader = result.fetch_record_batch(PARSED_BATCH_ROWS)
         for chunk in reader:
-            yield pa.Table.from_batches([chunk]).cast(BATCH_SCHEMA)
+            yield _parallel(pa.Table.from_batches([chunk]).cast(BATCH_SCHEMA))
     except duckdb.Error as exc:
         raise UnreadableFile(path, f"cannot read as {fmt.split('_')[1].upper()}: {exc}") from None
 
@@ -295,14 +328,15 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
     columns: dict[str, list] = {name: [] for name in BATCH_SCHEMA.names}
 
     def flush() -> pa.Table:
-        table = pa.table(columns, schema=BATCH_SCHEMA)
+        table = _parallel(pa.table(columns, schema=BATCH_SCHEMA))
         for values in columns.values():
             values.clear()
         return table
 
     for rec in records:
         columns["line"].append(rec.line)
-        columns["raw"].append(rec.raw.encode("utf-8", "surrogateescape") if isinstance(rec.raw, str) else rec.raw)
+        columns["text"].append(rec.raw)
+        columns["raw"].append(None)
         columns["doc"].append(None if rec.record is None else json.dumps(rec.record, default=str, ensure_ascii=False))
         columns["pre_error"].append(rec.error if rec.record is None else None)
         columns["pre_field"].append(rec.field if rec.record is None else None)
@@ -324,16 +358,16 @@ def _pii_fixes(con, batch: pa.Table, mode: str, report: IngestReport) -> pa.Tabl
     con.register("pii_batch", batch)
     try:
         candidates = con.execute(
-            """SELECT line, coalesce(doc, try(decode(raw))) AS text, try(decode(raw)) AS raw_text, doc IS NOT NULL
+            """SELECT line, coalesce(doc, text) AS j, text
                FROM pii_batch
-               WHERE NOT blank AND regexp_matches(coalesce(doc, try(decode(raw)), ''), ?)""",
+               WHERE NOT blank AND regexp_matches(coalesce(doc, text, ''), ?)""",
             [pii.PREFILTER_PATTERN],
         ).fetchall()
     finally:
         con.unregister("pii_batch")
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
-    for line, text, raw_text, parsed in candidates:
+    for line, text, raw_text in candidates:
         found: set[str] = set()
         values: dict[str, object] = {}
         try:
@@ -359,7 +393,7 @@ def _pii_fixes(con, batch: pa.Table, mode: str, report: IngestReport) -> pa.Tabl
         rows["line"].append(line)
         for name in ("input", "output", "context", "messages"):
             rows[name].append(values.get(name) if redact else None)
-        rows["raw"].append(scrubbed_raw.encode("utf-8", "surrogateescape") if redact and raw_kinds else None)
+        rows["text"].append(scrubbed_raw if redact and raw_kinds else None)
         rows["pii"].append(sorted(found) or None)
     return pa.table(rows, schema=FIX_SCHEMA)
 
@@ -377,29 +411,37 @@ def _scan_messages(messages: list) -> tuple[list, set[str]]:
 
 
 def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, fix: pa.Table) -> None:
-    """Validate a staged batch in DuckDB; write rejected records, then accepted ones."""
+    """Write a staged batch's accepted records to `logs`, then say why the others failed.
+
+    The insert returns the lines it took; the records it left out (few, usually) are
+    judged again on their own to record the reason in `rejected_logs`.
+    """
     con.register("stage_batch", batch)
     con.register("stage_fix", fix)
     try:
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE stage_rejected AS
-                {rejected_sql("stage_batch", "stage_fix")}"""
-        )
-        con.execute(
-            """INSERT INTO rejected_logs (day, source_file, line, reason, field, raw, rejected_at)
-               SELECT ?::DATE, ?, line, reason, field, raw_text, now() FROM stage_rejected""",
-            [day, source_file],
-        )
         columns = ", ".join(LOG_COLUMNS)
-        con.execute(
+        taken = con.execute(
             f"""INSERT INTO logs ({columns})
                 SELECT log_id, ts, ?::DATE, source, input, output, context, model, prompt_name,
                        prompt_version, feedback, messages, git_commit, session_id, user_id,
                        latency_ms, prompt_tokens, completion_tokens, cost_usd, tags, metadata, pii,
                        ?, ?, line, now()
-                FROM ({accepted_sql("stage_batch", "stage_fix", "stage_rejected")})""",
+                FROM ({accepted_sql("stage_batch", "stage_fix")})
+                RETURNING source_line""",
             [day, source_file, fmt],
+        ).fetch_arrow_table().column(0)
+        records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
+        left_out = pc.filter(records, pc.invert(pc.is_in(records, value_set=taken)))
+        if len(left_out) == 0:
+            return
+        con.register("stage_left_out", pa.table({"line": left_out}))
+        con.execute(
+            f"""INSERT INTO rejected_logs (day, source_file, line, reason, field, raw, rejected_at)
+                SELECT ?::DATE, ?, line, reason, field, raw_text, now()
+                FROM ({rejected_sql("(SELECT * FROM stage_batch SEMI JOIN stage_left_out USING (line))", "stage_fix", every_row=True)})""",
+            [day, source_file],
         )
+        con.unregister("stage_left_out")
     finally:
         con.unregister("stage_batch")
         con.unregister("stage_fix")
