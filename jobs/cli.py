@@ -65,7 +65,8 @@ def demo(
         _fail(f"--start {start!r} is not a date (YYYY-MM-DD)", 2)
     spec = DemoSpec(days=days, rows_per_day=rows_per_day, seed=seed, start=first)
     summary = generate(settings.home, spec, progress=typer.echo)
-    typer.echo(f"demo data written under {settings.home} ({summary})")
+    total = sum(sum(day.rows.values()) for day in summary.days)
+    typer.echo(f"demo data written under {settings.home}: {len(summary.days)} days, {total} log records")
 
 
 def _landing_days(settings: flywheel_settings.Settings) -> list[str]:

@@ -185,3 +185,30 @@ def test_missing_landing_folder_is_an_empty_day(settings):
     report = ingest(settings)
     assert report.files == [] and report.reconciles
     assert rows(settings, "SELECT count(*) FROM logs") == [(0,)]
+
+
+def test_pii_fixups_land_on_their_own_record_when_records_share_a_line(settings):
+    # One OTLP/JSON document per line: several spans share a line number.
+    def span(span_id: str, text: str) -> dict:
+        messages = json.dumps([{"role": "user", "parts": [{"type": "text", "content": text}]}])
+        answer = json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "Noted."}]}])
+        attrs = [
+            {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+            {"key": "gen_ai.input.messages", "value": {"stringValue": messages}},
+            {"key": "gen_ai.output.messages", "value": {"stringValue": answer}},
+        ]
+        return {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": span_id, "name": "chat gpt-4o",
+                "startTimeUnixNano": "1763630100000000000", "endTimeUnixNano": "1763630101000000000",
+                "attributes": attrs}
+
+    texts = {"aaaaaaaaaaaaaaa1": "plain question", "aaaaaaaaaaaaaaa2": "mail me: a.b@example.com",
+             "aaaaaaaaaaaaaaa3": "another plain one", "aaaaaaaaaaaaaaa4": "call +44 20 7946 0958"}
+    document = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [
+        {"scope": {"name": "test"}, "spans": [span(k, v) for k, v in texts.items()]}]}]}
+    land(settings, DAY, "spans.jsonl", json.dumps(document) + "\n")
+    report = ingest(settings)
+    got = dict(rows(settings, "SELECT log_id, input FROM logs"))
+    assert got == {"aaaaaaaaaaaaaaa1": "plain question", "aaaaaaaaaaaaaaa2": "mail me: [EMAIL]",
+                   "aaaaaaaaaaaaaaa3": "another plain one", "aaaaaaaaaaaaaaa4": "call [PHONE]"}
+    assert report.total("duplicates") == 0 and report.reconciles

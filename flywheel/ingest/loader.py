@@ -15,6 +15,7 @@ crash half-way leaves the previous state.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -32,8 +33,11 @@ from flywheel.ingest.records import RawRecord, UnreadableFile
 from flywheel.settings import Settings
 from flywheel.store import DAILY_TABLES
 
+# `rid` numbers the rows of one batch; `line` is not unique (an OTLP/JSON line can hold
+# several spans), so fix-ups are matched by `rid`.
 BATCH_SCHEMA = pa.schema(
     [
+        ("rid", pa.int64()),
         ("line", pa.int64()),
         ("text", pa.string()),
         ("raw", pa.binary()),
@@ -45,7 +49,7 @@ BATCH_SCHEMA = pa.schema(
 )
 FIX_SCHEMA = pa.schema(
     [
-        ("line", pa.int64()),
+        ("rid", pa.int64()),
         ("input", pa.string()),
         ("output", pa.string()),
         ("context", pa.string()),
@@ -235,6 +239,7 @@ def _line_batches(path: Path) -> Iterator[pa.Table]:
             text, undecodable = _as_text(raw)
             yield _parallel(pa.table(
                 {
+                    "rid": pa.array(range(n), pa.int64()),
                     "line": pa.array(range(start, start + n), pa.int64()),
                     "text": text,
                     "raw": undecodable,
@@ -309,7 +314,7 @@ def _tabular_batches(con, path: Path, fmt: str) -> Iterator[pa.Table]:
         first_line = 1
     try:
         result = con.execute(
-            f"""SELECT row_number() OVER () - 1 + {first_line} AS line,
+            f"""SELECT row_number() OVER () - 1 AS rid, row_number() OVER () - 1 + {first_line} AS line,
                        to_json(t)::VARCHAR AS text, NULL::BLOB AS raw,
                        NULL::VARCHAR AS doc, NULL::VARCHAR AS pre_error,
                        NULL::VARCHAR AS pre_field, false AS blank
@@ -334,6 +339,7 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
         return table
 
     for rec in records:
+        columns["rid"].append(len(columns["line"]))
         columns["line"].append(rec.line)
         columns["text"].append(rec.raw)
         columns["raw"].append(None)
@@ -358,7 +364,7 @@ def _pii_fixes(con, batch: pa.Table, mode: str, report: IngestReport) -> pa.Tabl
     con.register("pii_batch", batch)
     try:
         candidates = con.execute(
-            """SELECT line, coalesce(doc, text) AS j, text
+            """SELECT rid, coalesce(doc, text) AS j, text
                FROM pii_batch
                WHERE NOT blank AND regexp_matches(coalesce(doc, text, ''), ?)""",
             [pii.PREFILTER_PATTERN],
@@ -367,7 +373,7 @@ def _pii_fixes(con, batch: pa.Table, mode: str, report: IngestReport) -> pa.Tabl
         con.unregister("pii_batch")
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
-    for line, text, raw_text in candidates:
+    for rid, text, raw_text in candidates:
         found: set[str] = set()
         values: dict[str, object] = {}
         try:
@@ -390,7 +396,7 @@ def _pii_fixes(con, batch: pa.Table, mode: str, report: IngestReport) -> pa.Tabl
             continue
         for kind in found:
             report.pii_counts[kind] = report.pii_counts.get(kind, 0) + 1
-        rows["line"].append(line)
+        rows["rid"].append(rid)
         for name in ("input", "output", "context", "messages"):
             rows[name].append(values.get(name) if redact else None)
         rows["text"].append(scrubbed_raw if redact and raw_kinds else None)
@@ -431,14 +437,17 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, fix
             [day, source_file, fmt],
         ).fetch_arrow_table().column(0)
         records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
-        left_out = pc.filter(records, pc.invert(pc.is_in(records, value_set=taken)))
-        if len(left_out) == 0:
+        if len(taken) == len(records):
             return
+        # Lines with fewer rows taken than records: judge their records again.
+        wanted = Counter(records.to_pylist())
+        wanted.subtract(Counter(taken.to_pylist()))
+        left_out = pa.array([line for line, missing in wanted.items() if missing > 0], pa.int64())
         con.register("stage_left_out", pa.table({"line": left_out}))
         con.execute(
             f"""INSERT INTO rejected_logs (day, source_file, line, reason, field, raw, rejected_at)
                 SELECT ?::DATE, ?, line, reason, field, raw_text, now()
-                FROM ({rejected_sql("(SELECT * FROM stage_batch SEMI JOIN stage_left_out USING (line))", "stage_fix", every_row=True)})""",
+                FROM ({rejected_sql("(SELECT * FROM stage_batch SEMI JOIN stage_left_out USING (line))", "stage_fix")})""",
             [day, source_file],
         )
         con.unregister("stage_left_out")

@@ -8,12 +8,12 @@ reason and the field it is about. Doing this in DuckDB keeps the
 hot path vectorized: a day of a million records is validated in seconds.
 
 The staged batch (a relation named by the caller) has the columns:
-``line BIGINT, text VARCHAR, raw BLOB, doc VARCHAR, pre_error VARCHAR, pre_field VARCHAR,
+``rid BIGINT`` (the row's number in the batch), ``line BIGINT, text VARCHAR, raw BLOB, doc VARCHAR, pre_error VARCHAR, pre_field VARCHAR,
 blank BOOLEAN`` where ``text`` is the record's original text (NULL when it is not valid
 UTF-8; ``raw`` then holds the bytes) and
 ``doc`` is the canonical JSON of a parsed record (NULL: parse ``text`` itself, the case
 of canonical JSON lines) and ``pre_error`` is a parser's reason for a broken record.
-A PII fix-up relation ``fix(line, input, output, context, messages, text, pii)`` is
+A PII fix-up relation ``fix(rid, input, output, context, messages, text, pii)`` is
 joined in: where it has a row, its values replace the record's own.
 """
 
@@ -44,7 +44,6 @@ REASONS = {
 # Accepted rows are written in the same statement that validates them; only the few rows
 # it leaves out are judged again to say why (see the loader). A second parse lists each
 # record's keys to find unknown fields for `metadata`.
-UNEXPLAINED = "not accepted (no check explains why; please report)"
 # One parse per record: scalars come out as text (JSON strings unescaped, numbers and
 # booleans printed, objects and arrays as their JSON text), nested fields as JSON.
 _NESTED = ("messages", "tags", "metadata")
@@ -163,7 +162,7 @@ WITH staged AS (
            coalesce(f.text, b.text) AS text, coalesce(b.doc, b.text) AS j,
            f.input AS fix_input, f.output AS fix_output, f.context AS fix_context,
            f.messages AS fix_messages, f.pii AS fix_pii
-    FROM {batch} AS b LEFT JOIN {fix} AS f USING (line)
+    FROM {batch} AS b LEFT JOIN {fix} AS f USING (rid)
     WHERE NOT b.blank
 ),
 parsed AS (
@@ -182,18 +181,17 @@ judged AS (
 )"""
 
 
-def rejected_sql(batch: str, fix: str, *, every_row: bool = False) -> str:
+def rejected_sql(batch: str, fix: str) -> str:
     """Return a SELECT of the batch's rejected records: ``line, reason, field, raw_text``.
 
     ``batch`` has the columns of the module docstring; rows flagged ``blank`` are no
-    records and are skipped. ``fix`` holds the PII fix-ups. With ``every_row`` (rows
-    known to be rejected) a row no check explains is still returned, never dropped.
+    records and are skipped. ``fix`` holds the PII fix-ups.
     """
     return f"""{_judged(batch, fix, with_values=False)}
-SELECT line, coalesce(reject_reason, '{UNEXPLAINED}') AS reason, reject_field AS field,
+SELECT line, reject_reason AS reason, reject_field AS field,
        coalesce(text, raw::VARCHAR) AS raw_text
 FROM judged
-{"" if every_row else "WHERE reject_reason IS NOT NULL"}
+WHERE reject_reason IS NOT NULL
 """
 
 
