@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 
 from flywheel import settings as flywheel_settings
 
-# Read once, when the code location loads.
+# Read once, when the code location loads: what the definitions themselves need
+# (partitions, schedule). Assets get theirs from FlywheelResource at run time.
 SETTINGS = flywheel_settings.load()
 
 # DuckDB allows one writing process per file: every asset that writes to it runs in
@@ -17,16 +19,25 @@ DUCKDB_POOL = "flywheel_duckdb"
 
 
 class FlywheelResource(dg.ConfigurableResource):
-    """Where the flywheel home is and how it behaves; defaults come from the environment."""
+    """Where the flywheel home is and how it behaves.
 
-    home: str = str(SETTINGS.home)
-    pii_mode: str = SETTINGS.pii_mode
-    max_rejected_share: float = SETTINGS.max_rejected_share
+    Fields left unset come from the FLYWHEEL_* environment variables (see the README's
+    Settings table); set them in the launchpad or in code to override one run.
+    """
+
+    home: Optional[str] = None
+    pii_mode: Optional[str] = None
+    max_rejected_share: Optional[float] = None
 
     def settings(self) -> flywheel_settings.Settings:
         """Return the :class:`flywheel.settings.Settings` this resource stands for."""
-        return SETTINGS.replace(
-            home=Path(self.home).expanduser().resolve(),
-            pii_mode=self.pii_mode,
-            max_rejected_share=self.max_rejected_share,
-        )
+        overrides = {
+            name: value
+            for name, value in (
+                ("home", Path(self.home).expanduser().resolve() if self.home else None),
+                ("pii_mode", self.pii_mode),
+                ("max_rejected_share", self.max_rejected_share),
+            )
+            if value is not None
+        }
+        return flywheel_settings.load().replace(**overrides)

@@ -118,7 +118,13 @@ def run(
     failed = []
     for i, partition in enumerate(days, 1):
         typer.echo(f"[{i}/{len(days)}] nightly run for {partition} ...")
-        result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            partition_key=partition,
+            instance=instance,
+            raise_on_error=False,
+            # Step events go to the Dagster UI; the terminal gets warnings and errors only.
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
         if result.success:
             typer.echo(f"[{i}/{len(days)}] {partition}: ok (run {result.run_id})")
         else:
