@@ -45,9 +45,14 @@ from the second day on starts with exact copies of the previous day's first reco
 number, a Luhn-valid test card number or an ``sk-`` API key).
 
 The truth file has one row per good record: ``log_id, day, source, topic, model,
-prompt_version, hallucinated, off_topic, planted`` (names of the planted slices the row
-is in), ``pii`` (the kind of personal data in the input, or null) and ``feedback`` (as
-the format carries it). The inbox gets, per day, ``labels-DAY.csv`` (canonical),
+prompt_version, user_id, hallucinated, off_topic, planted`` (names of the planted slices
+the row is in), ``pii`` (the kind of personal data in the input, or null) and
+``feedback`` (as the format carries it). Ids and values are the ones ingestion reads:
+OpenAI logs and Batch requests carry ``prompt_name``, ``prompt_version``, ``git_commit``
+and ``session_id`` in the request's ``metadata`` and the user in ``user``; spans carry
+them as attributes; Langfuse traces link a prompt by name and integer version, so the
+intranet's prompt versions are ``"11"``, ``"12"``, ``"13"`` (see :data:`PLANTED_SLICES`);
+Langfuse thumbs are BOOLEAN ``user-feedback`` scores (1 up, 0 down), read as 1 and -1. The inbox gets, per day, ``labels-DAY.csv`` (canonical),
 ``label-studio-DAY.json``, ``argilla-DAY.jsonl`` and ``langfuse-scores-DAY.csv`` with
 ``hallucination`` and ``relevance`` labels of about 8% of the day's records, some by 2 or
 3 annotators, with a few percent of annotator errors.
@@ -102,6 +107,13 @@ baseline hallucination rate (rows in no planted slice) is about 5%, and it is ab
 in ``source=mobile``, ``prompt_version=v13`` (a prompt that asks for confident, short
 answers, rolled out over the days) and ``topic=warranty``, and about 12% in
 ``keyword=refund``; ``model=llama-3.1-70b-instruct`` answers off topic about 3x as often.
+
+Slices are defined on the values as ingested (and as the truth records them). The
+``intranet`` source logs to Langfuse, whose prompt management numbers versions: its
+prompt versions are ``"11"``, ``"12"`` and ``"13"``, not ``v11``-``v13``, so its rows are
+never in ``prompt_version=v13`` and get no prompt-version multiplier (the ``"13"`` rows
+are not planted). The ``v13`` slice is every other source's ``v13`` rows, in all their
+formats (canonical files, OpenAI ``request.metadata``, span attributes).
 
 Negative feedback follows from the answers: a hallucinated or off-topic answer gets -1
 with probability 0.30, a good one with 0.03, so the planted slices also have about 2-3x
@@ -769,6 +781,17 @@ def _source(index, name, fmt, prompt_name, topics, models) -> _Source:
     return _Source(name, fmt, index, prompt_name, tuple(topics), tuple(models))
 
 
+def _logged_version(src: _Source, version: str) -> str:
+    """Return a prompt version (one of :data:`PROMPT_VERSIONS`) as the logs of ``src``
+    carry it, which is also what ingestion reads and the truth records.
+
+    The Langfuse source keeps its prompts in Langfuse prompt management, which numbers
+    versions: ``v13`` is its prompt version 13, an integer ``promptVersion`` that
+    ingestion reads as ``"13"``. Every other source logs the name (``"v13"``).
+    """
+    return version.lstrip("v") if src.fmt == "langfuse" else version
+
+
 #                                       billing refunds shipping account specs warranty api  hr
 SOURCES: tuple[_Source, ...] = (
     _source(0, "web-chat", "canonical_jsonl", "acme-assistant",
@@ -1236,6 +1259,7 @@ def _calibrate(spec: DemoSpec, counts: Mapping[str, int], versions: tuple[float,
         if not n:
             continue
         for version, pv in zip(PROMPT_VERSIONS, versions):
+            version = _logged_version(src, version)
             for model, pm in zip(MODELS, src.model_weights):
                 sh = max(_multiplier("source", src.name, "hallucination"),
                          _multiplier("prompt_version", version, "hallucination"),
@@ -1349,9 +1373,10 @@ def _sessions(src: _Source) -> dict[tuple[str, str], _Session]:
     out = {}
     for model in MODELS:
         _alias, _provider, price_in, price_out, base_ms, per_token_ms = _MODEL_INFO[model]
-        for version in PROMPT_VERSIONS:
-            system = _SYSTEM_PROMPTS[version]
-            out[(model, version)] = _Session(
+        for internal in PROMPT_VERSIONS:
+            system = _SYSTEM_PROMPTS[internal]
+            version = _logged_version(src, internal)  # what the logs and the truth carry
+            out[(model, internal)] = _Session(
                 model=model,
                 version=version,
                 mh=max(_multiplier("source", src.name, "hallucination"),
@@ -1368,7 +1393,7 @@ def _sessions(src: _Source) -> dict[tuple[str, str], _Session]:
                 per_token_ms=per_token_ms,
                 system=system,
                 system_words=system.count(" ") + 1,
-                commit=_GIT_COMMITS[version],
+                commit=_GIT_COMMITS[internal],
             )
     return out
 
@@ -1972,7 +1997,7 @@ class _BatchWriter(_Writer):
         for row in rows:
             rec = row.rec
             custom_id = f"req-{plan.ymd}-{row.i:06d}"
-            metadata = _request_metadata(rec) | {"source": self.src.name, "user_id": rec["user_id"]}
+            metadata = _request_metadata(rec) | {"source": self.src.name}
             inputs.append(_dumps({
                 "custom_id": custom_id,
                 "method": "POST",
@@ -1982,6 +2007,7 @@ class _BatchWriter(_Writer):
                     "messages": [{"role": "system", "content": _system_message(row)},
                                  {"role": "user", "content": rec["input"]}],
                     "temperature": 0.2,
+                    "user": rec["user_id"],
                     "metadata": metadata,
                 },
             }))
@@ -2180,7 +2206,9 @@ def _langfuse_observation_id(plan: _DayPlan, src: _Source, i: int) -> str:
 
 class _LangfuseWriter(_Writer):
     """``langfuse-traces.json``: a JSON array of traces with one GENERATION each; thumbs
-    up/down feedback is a ``user-feedback`` score (1 or 0) sent through the API."""
+    up/down feedback is a BOOLEAN ``user-feedback`` score (1 = up, 0 = down) sent through
+    the API, which ingestion reads as feedback 1 and -1. The generation links the prompt
+    by ``promptName`` and its integer ``promptVersion`` (see :func:`_logged_version`)."""
 
     def __init__(self, folder, plan, src):
         super().__init__(folder, plan, src)
@@ -2191,7 +2219,7 @@ class _LangfuseWriter(_Writer):
         rec = row.rec
         start = row.epoch
         end = start + rec["latency_ms"] / 1000.0
-        version = rec["prompt_version"]
+        number = int(rec["prompt_version"].lstrip("v"))
         observation = {
             "id": _langfuse_observation_id(self.plan, self.src, row.i),
             "traceId": rec["log_id"],
@@ -2207,7 +2235,7 @@ class _LangfuseWriter(_Writer):
             "usage": {"input": rec["prompt_tokens"], "output": rec["completion_tokens"],
                       "total": rec["prompt_tokens"] + rec["completion_tokens"], "unit": "TOKENS"},
             "promptName": rec["prompt_name"],
-            "promptVersion": int(version.lstrip("v")),
+            "promptVersion": number,
             "level": "DEFAULT",
             "calculatedTotalCost": rec["cost_usd"],
         }
@@ -2218,8 +2246,9 @@ class _LangfuseWriter(_Writer):
                 "traceId": rec["log_id"],
                 "name": "user-feedback",
                 "source": "API",
-                "dataType": "NUMERIC",
+                "dataType": "BOOLEAN",
                 "value": 1 if rec["feedback"] == 1 else 0,
+                "stringValue": "True" if rec["feedback"] == 1 else "False",
                 "timestamp": _iso_ms(end + 30),
                 "comment": None,
             })
@@ -2232,7 +2261,7 @@ class _LangfuseWriter(_Writer):
             "sessionId": rec["session_id"],
             "userId": rec["user_id"],
             "release": rec["git_commit"],
-            "version": version,
+            "version": f"v{number}",  # the app's own name of the prompt release
             "tags": rec["tags"],
             "metadata": {"source": self.src.name, "prompt_name": rec["prompt_name"],
                          "locale": rec["metadata"]["locale"]},
@@ -2273,7 +2302,8 @@ TRUTH_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("topic", pa.string()),
     ("model", pa.string()),
-    ("prompt_version", pa.string()),
+    ("prompt_version", pa.string()),  # as the logs carry it ("13" in Langfuse traces)
+    ("user_id", pa.string()),
     ("hallucinated", pa.bool_()),
     ("off_topic", pa.bool_()),
     ("planted", pa.list_(pa.string())),
@@ -2310,6 +2340,7 @@ class _TruthWriter:
             "topic": [row.topic for row in rows],
             "model": [r["model"] for r in recs],
             "prompt_version": [r["prompt_version"] for r in recs],
+            "user_id": [r["user_id"] for r in recs],
             "hallucinated": [row.hallucinated for row in rows],
             "off_topic": [row.off_topic for row in rows],
             "planted": [list(row.planted) for row in rows],

@@ -326,7 +326,10 @@ def test_records_are_canonical_and_realistic():
     assert len(records) == SMALL.rows_per_day
     for rec in records:
         assert all(isinstance(rec[f], str) and rec[f] for f in REQUIRED)
-        assert rec["model"] in demo.MODELS and rec["prompt_version"] in demo.PROMPT_VERSIONS
+        assert rec["model"] in demo.MODELS
+        # Langfuse numbers prompt versions: the intranet's are "11".."13", as ingested.
+        versions = ("11", "12", "13") if rec["source"] == "intranet" else demo.PROMPT_VERSIONS
+        assert rec["prompt_version"] in versions
         assert rec["feedback"] in (-1, 0, 1, None)
         assert 1 <= rec["context"].count("[") <= 3  # 1-3 retrieved passages
         assert rec["latency_ms"] > 0 and rec["completion_tokens"] > 0 and rec["cost_usd"] > 0
@@ -408,8 +411,12 @@ def test_langfuse_traces(large):
     assert all(isinstance(t["output"], str) for t in traces)
     assert all([o["type"] for o in t["observations"]] == ["GENERATION"] for t in traces)
     scores = [s for t in traces for s in t["scores"]]
-    assert scores and all(s["name"] == "user-feedback" and s["source"] == "API" and s["dataType"] == "NUMERIC"
-                          and s["value"] in (0, 1) for s in scores)
+    assert scores and all(s["name"] == "user-feedback" and s["source"] == "API" and s["dataType"] == "BOOLEAN"
+                          and s["value"] in (0, 1) and s["stringValue"] == str(bool(s["value"]))
+                          for s in scores)
+    assert {s["value"] for s in scores} == {0, 1}
+    versions = {o["promptVersion"] for t in traces for o in t["observations"]}
+    assert versions <= {11, 12, 13} and 13 in versions
 
 
 def test_format_shares_are_a_parameter(tmp_path):
@@ -552,3 +559,55 @@ def test_progress_is_reported(tmp_path):
 def test_default_start_is_days_before_today():
     spec = DemoSpec(days=3)
     assert spec.first_day() == dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=3)
+
+
+# ------------------------------------------------------------------------------------
+# Through the real loader
+# ------------------------------------------------------------------------------------
+
+
+def test_real_loader_ingests_the_demo_as_the_truth_says(tmp_path):
+    """The truth is what ingestion sees: ids, prompt versions, feedback and users of
+    every format, the bad records rejected and the duplicates counted."""
+    from flywheel import store
+    from flywheel.ingest.loader import ingest_day
+    from flywheel.settings import load
+
+    spec = DemoSpec(days=2, rows_per_day=400, start=START)
+    home = tmp_path / "home"
+    summary = generate(home, spec)
+    settings = load({"FLYWHEEL_HOME": str(home)})
+    seen_v13 = Counter()
+    with store.connection(settings) as con:
+        for day_summary in summary.days:  # in order: day 2's duplicates are day 1's rows
+            day = day_summary.day
+            report = ingest_day(con, settings, day)
+            assert report.reconciles
+            assert not report.unreadable
+            assert report.total("rejected") == sum(day_summary.bad_records.values())
+            assert report.total("duplicates") == day_summary.duplicates
+            truth = {r["log_id"]: r for r in _truth(home, day)}
+            assert report.total("accepted") == len(truth)
+            rows = con.execute(
+                "SELECT log_id, source, prompt_version, feedback, user_id FROM logs WHERE day = ?", [day]
+            ).fetchall()
+            logs = {log_id: (source, version, feedback, user) for log_id, source, version, feedback, user in rows}
+            assert len(logs) == len(rows)
+            assert set(truth) <= set(logs), sorted(set(truth) - set(logs))[:5]
+            assert set(logs) == set(truth)
+            for log_id, row in truth.items():
+                source, version, feedback, user = logs[log_id]
+                assert source == row["source"], log_id
+                assert version == row["prompt_version"], (log_id, row["source"], version, row["prompt_version"])
+                assert feedback == row["feedback"], (log_id, row["source"], feedback, row["feedback"])
+                if row["user_id"] is not None:
+                    assert user == row["user_id"], (log_id, row["source"])
+                if version == "v13":
+                    seen_v13[source] += 1
+                assert ("prompt_version=v13" in row["planted"]) == (version == "v13")
+            # Every format's feedback that the truth records is visible after ingestion.
+            with_feedback = {row["source"] for row in truth.values() if row["feedback"] is not None}
+            assert {"web-chat", "docs-assistant", "api", "partner", "intranet"} <= with_feedback
+            assert {f for (_s, _v, f, _u) in logs.values() if f is not None} == {-1, 0, 1}
+    # The planted v13 slice is visible in every source that names its prompt versions so.
+    assert set(seen_v13) == {s.name for s in demo.SOURCES} - {"intranet"}

@@ -342,6 +342,38 @@ def test_openai_chat_tool_results_are_the_context():
     assert rec["messages"][1]["content"] == 'search_orders({"order_id": "A-1"})'
 
 
+def test_openai_chat_request_user_and_metadata_fill_canonical_fields():
+    ids = by_id(read("openai_chat.jsonl"))
+    rec = ids["chatcmpl-tool3"].record
+    assert rec["user_id"] == "u-88"  # request.user
+    # Stored-completions metadata: canonical keys fill the record's fields, as found.
+    assert (rec["prompt_name"], rec["prompt_version"], rec["session_id"]) == ("router", "v4", "s-31")
+    assert (rec["git_commit"], rec["feedback"], rec["tags"]) == ("9c1e2ab", "1", "orders,tracking")
+    meta = rec["metadata"]
+    assert meta["experiment"] == "rerank-b"  # not a canonical field
+    # A field the record has already keeps its value; the other one is kept in metadata.
+    assert rec["source"] == "tool_router" and meta["source"] == "other-app"
+    for used in ("prompt_name", "prompt_version", "session_id", "git_commit", "feedback", "tags"):
+        assert used not in meta
+    assert set(rec) - {"metadata"} <= set(CANONICAL_FIELDS)
+
+
+def test_openai_chat_own_and_derived_values_win_over_request_metadata():
+    ids = by_id(read("openai_chat.jsonl"))
+    top = ids["log-3"].record
+    assert top["session_id"] == "s-top" and top["metadata"]["session_id"] == "s-meta"
+    assert top["prompt_version"] == "v2"
+    assert "user_id" not in top  # no request.user, no metadata user_id
+    rag = ids["chatcmpl-rag1"].record
+    assert rag["user_id"] == "u-docs-1" and rag["prompt_version"] == "docs-7"
+    assert rag["context"] == "The X200 battery lasts 12 hours.\nThe X200 charges fully in 2 hours."
+    meta = rag["metadata"]
+    assert meta["context"] == "Stale context."  # derived from the system prompt, so kept aside
+    assert meta["region"] == "eu" and meta["_region"] == "us"  # the log's own metadata first
+    first = by_id(read("openai_chat.jsonl"))["chatcmpl-abc123"].record
+    assert "user_id" not in first and "prompt_version" not in first
+
+
 def test_openai_chat_broken_line():
     records = read("openai_chat.jsonl")
     assert errors(records) == [(8, "invalid JSON: Expecting ',' delimiter (col 157)")]
@@ -375,6 +407,21 @@ def test_openai_batch_output_joins_the_input_file():
     assert second["input"] == "Summarize: customer cannot log in after password reset, tried twice."
     assert second["messages"][0] == {"role": "system", "content": "Summarize the ticket in one sentence."}
     assert "source" not in second  # no body.metadata.source: absent (the loader defaults it)
+
+
+def test_openai_batch_body_user_and_metadata_fill_canonical_fields():
+    requests = load_batch_requests(LOGS / "openai_batch_input.jsonl")
+    records = by_id(read("openai_batch_output.jsonl", batch_requests=requests))
+    summary = records["chatcmpl-b1"].record
+    assert summary["user_id"] == "u-3"  # body.user wins over metadata.user_id
+    assert summary["metadata"]["user_id"] == "u-other"
+    assert (summary["prompt_version"], summary["session_id"]) == ("sum-2", "s-77")
+    assert "prompt_version" not in summary["metadata"] and "session_id" not in summary["metadata"]
+    assert "source" not in summary
+    invoice = records["chatcmpl-b2"].record
+    assert (invoice["source"], invoice["prompt_name"]) == ("nightly-summaries", "ticket-summary")
+    assert "user_id" not in invoice and "prompt_name" not in invoice["metadata"]
+    assert invoice["metadata"]["ticket"] == "T-2291"
 
 
 def test_openai_batch_output_failures_and_orphans_are_error_records():

@@ -19,10 +19,14 @@ Mapping, per format (unknown fields always end up in ``record["metadata"]``):
 
 - openai_chat: log_id = top-level ``log_id``/``id``, else ``response.id``; ts =
   ``timestamp``, else ``response.created``; source = ``workload_id``, else ``client_id``;
-  top-level canonical keys win over derived values.
+  user_id = ``request.user``; top-level canonical keys win over derived values. The
+  request's ``metadata`` (stored-completions metadata, a dict of strings) fills the
+  canonical fields its keys name (``prompt_version``, ``session_id``, ``source``, ...)
+  where the record has no value; its other keys go to the record's metadata.
 - openai_batch_output: log_id = ``response.body.id``, else the line's ``id``; messages
-  from the input line with the same ``custom_id``; source = the input body's
-  ``metadata.source``; failed requests and unknown custom_ids are error records.
+  from the input line with the same ``custom_id``; user_id = the input body's ``user``;
+  the input body's ``metadata`` is used as for openai_chat (so source = its
+  ``metadata.source``); failed requests and unknown custom_ids are error records.
 - otel: one record per LLM span (others are counted in ``stats["ignored_spans"]``);
   log_id = ``spanId``; ts = start time as ISO-8601 UTC; source = resource
   ``service.name``; attribute names accepted per field: see ``_OTEL_FIELDS``.
@@ -786,8 +790,6 @@ def _chat_fields(request: dict, response: dict, record: dict, meta: dict) -> Non
     _put(record, "completion_tokens", _first(usage, "completion_tokens", "output_tokens"))
     _put(record, "user_id", request.get("user"))
 
-    for key, value in _as_dict(request.get("metadata")).items():
-        _add(meta, key, value)
     for key, value in request.items():
         if key not in ("messages", "model", "metadata", "user", "prompt"):
             _add(meta, key, value)
@@ -807,6 +809,25 @@ def _chat_fields(request: dict, response: dict, record: dict, meta: dict) -> Non
         meta["tool_calls"] = reply["tool_calls"]
     if len(choices) > 1:  # n > 1: the first choice is the record, keep the others' texts
         meta["other_choices"] = [_choice_text(c) for c in choices[1:]]
+
+
+def _fill_from_request_metadata(record: dict, meta: dict, request: dict) -> None:
+    """Use a request's ``metadata`` object (OpenAI's stored-completions metadata).
+
+    Its keys that are canonical fields (``source``, ``prompt_version``, ``session_id``,
+    ``feedback``, ...) fill those fields when the record has no value for them yet;
+    values as found (strings, as the API requires; the loader validates them). Every
+    other key, and a canonical key whose field already has another value, goes to
+    ``meta``. Called last, so a record's own and derived values win.
+    """
+    for key, value in _as_dict(request.get("metadata")).items():
+        if key in _CANONICAL and key != "metadata" and value is not None:
+            if record.get(key) is None:
+                record[key] = value
+                continue
+            if record[key] == value:
+                continue  # nothing to keep: the field holds it already
+        _add(meta, key, value)
 
 
 def _choice_text(choice: Any) -> Any:
@@ -852,6 +873,7 @@ def _map_openai_chat(obj: dict) -> dict:
                 record[key] = value
         elif key not in _OPENAI_CHAT_CONSUMED:
             _add(meta, key, value)  # workload_id, client_id and anything unknown
+    _fill_from_request_metadata(record, meta, request)
     record["metadata"] = meta
     return record
 
@@ -887,13 +909,10 @@ def _map_batch_output(obj: dict, requests: dict[str, dict]) -> dict:
     _chat_fields(request, body, record, meta)
     _put(record, "log_id", body.get("id") or obj.get("id"))
     _put(record, "ts", body.get("created"))
-    source = _as_dict(request.get("metadata")).get("source")
-    if source is not None:
-        record["source"] = source
-        meta.pop("source", None)  # copied there from the request metadata
     for key, value in obj.items():
         if key not in ("id", "custom_id", "response", "error"):
             _add(meta, key, value)
+    _fill_from_request_metadata(record, meta, request)  # source, prompt_version, ...
     record["metadata"] = meta
     return record
 

@@ -196,8 +196,7 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
         blank = pc.sum(batch.column("blank").cast(pa.int64())).as_py() or 0
         file_report.blank_lines += blank
         file_report.read += batch.num_rows - blank
-        fix = _pii_fixes(con, batch, settings.pii_mode, report)
-        _store_batch(con, day, file_report.source_file, fmt, batch, fix)
+        _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report)
 
 
 def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests) -> Iterator[pa.Table]:
@@ -353,53 +352,30 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
         yield flush()
 
 
-def _pii_fixes(con, batch: pa.Table, mode: str, report: IngestReport) -> pa.Table:
-    """Return the PII fix-ups of a batch: scrubbed values for the rows that hold PII.
-
-    DuckDB's regex engine picks the few candidate rows with one pattern that matches a
-    superset of what the detectors find; only those rows are scanned in Python.
+def _pii_fixes(docs: list[tuple[int, str]], mode: str, report: IngestReport) -> pa.Table:
+    """Return the PII fix-ups of records held back by the prefilter: per row (``rid``),
+    the scrubbed input, output, context and messages (redact mode) and the types found.
     """
-    if mode == "off":
-        return FIX_SCHEMA.empty_table()
-    con.register("pii_batch", batch)
-    try:
-        candidates = con.execute(
-            """SELECT rid, coalesce(doc, text) AS j, text
-               FROM pii_batch
-               WHERE NOT blank AND regexp_matches(coalesce(doc, text, ''), ?)""",
-            [pii.PREFILTER_PATTERN],
-        ).fetchall()
-    finally:
-        con.unregister("pii_batch")
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
-    for rid, text, raw_text in candidates:
+    for rid, text in docs:
+        doc = json.loads(text)  # valid: the record passed every check
         found: set[str] = set()
         values: dict[str, object] = {}
-        try:
-            doc = json.loads(text) if text is not None else None
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict):
-            for name in ("input", "output", "context"):
-                if isinstance(doc.get(name), str):
-                    values[name], kinds = pii.scan(doc[name])
-                    found |= kinds
-            if isinstance(doc.get("messages"), list):
-                messages, kinds = _scan_messages(doc["messages"])
+        for name in ("input", "output", "context"):
+            if isinstance(doc.get(name), str):
+                values[name], kinds = pii.scan(doc[name])
                 found |= kinds
-                values["messages"] = json.dumps(messages, ensure_ascii=False)
-        scrubbed_raw, raw_kinds = pii.scan(raw_text) if raw_text is not None else (None, frozenset())
-        if doc is None:
-            found |= raw_kinds  # a broken record: its raw text is all we keep
-        if not found and not raw_kinds:
-            continue
+        if isinstance(doc.get("messages"), list):
+            messages, kinds = _scan_messages(doc["messages"])
+            found |= kinds
+            values["messages"] = json.dumps(messages, ensure_ascii=False)
         for kind in found:
             report.pii_counts[kind] = report.pii_counts.get(kind, 0) + 1
         rows["rid"].append(rid)
         for name in ("input", "output", "context", "messages"):
-            rows[name].append(values.get(name) if redact else None)
-        rows["text"].append(scrubbed_raw if redact and raw_kinds else None)
+            rows[name].append(values.get(name) if redact and found else None)
+        rows["text"].append(None)
         rows["pii"].append(sorted(found) or None)
     return pa.table(rows, schema=FIX_SCHEMA)
 
@@ -416,44 +392,87 @@ def _scan_messages(messages: list) -> tuple[list, set[str]]:
     return cleaned, found
 
 
-def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, fix: pa.Table) -> None:
-    """Write a staged batch's accepted records to `logs`, then say why the others failed.
+def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mode: str,
+                 report: IngestReport) -> None:
+    """Write a staged batch: accepted records to `logs`, broken ones to `rejected_logs`.
 
-    The insert returns the lines it took; the records it left out (few, usually) are
-    judged again on their own to record the reason in `rejected_logs`.
+    One statement validates the batch and inserts the records that pass and hold no
+    possible PII (DuckDB's regex engine tests a pattern that matches a superset of what
+    the detectors find). It returns the lines it took; only the few records it left
+    out are looked at again: broken ones get their reason, and the PII candidates are
+    scrubbed in Python, then inserted.
     """
+    no_fix = FIX_SCHEMA.empty_table()
     con.register("stage_batch", batch)
-    con.register("stage_fix", fix)
+    con.register("stage_fix", no_fix)
     try:
-        columns = ", ".join(LOG_COLUMNS)
-        taken = con.execute(
-            f"""INSERT INTO logs ({columns})
-                SELECT log_id, ts, ?::DATE, source, input, output, context, model, prompt_name,
-                       prompt_version, feedback, messages, git_commit, session_id, user_id,
-                       latency_ms, prompt_tokens, completion_tokens, cost_usd, tags, metadata, pii,
-                       ?, ?, line, now()
-                FROM ({accepted_sql("stage_batch", "stage_fix")})
-                RETURNING source_line""",
-            [day, source_file, fmt],
-        ).fetch_arrow_table().column(0)
+        hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
+        taken = _insert_accepted(con, day, source_file, fmt, "stage_batch", "stage_fix", hold_back)
         records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
         if len(taken) == len(records):
             return
-        # Lines with fewer rows taken than records: judge their records again.
+        # Lines with fewer rows taken than records: their records need a second look.
         wanted = Counter(records.to_pylist())
         wanted.subtract(Counter(taken.to_pylist()))
-        left_out = pa.array([line for line, missing in wanted.items() if missing > 0], pa.int64())
-        con.register("stage_left_out", pa.table({"line": left_out}))
-        con.execute(
-            f"""INSERT INTO rejected_logs (day, source_file, line, reason, field, raw, rejected_at)
-                SELECT ?::DATE, ?, line, reason, field, raw_text, now()
-                FROM ({rejected_sql("(SELECT * FROM stage_batch SEMI JOIN stage_left_out USING (line))", "stage_fix")})""",
-            [day, source_file],
-        )
-        con.unregister("stage_left_out")
+        left_out = [line for line, missing in wanted.items() if missing > 0]
+        con.register("stage_left_out", pa.table({"line": pa.array(left_out, pa.int64())}))
+        second_look = "(SELECT * FROM stage_batch SEMI JOIN stage_left_out USING (line))"
+        rejected = con.execute(f"SELECT * FROM ({rejected_sql(second_look, 'stage_fix')})").fetchall()
+        _insert_rejected(con, day, source_file, rejected, mode, report)
+        if hold_back is None:
+            return
+        docs = con.execute(
+            f"""SELECT rid, coalesce(doc, text) FROM stage_batch SEMI JOIN (
+                    SELECT rid FROM ({accepted_sql(second_look, 'stage_fix', hold_back=hold_back, held=True)})
+                ) USING (rid)"""
+        ).fetchall()
+        if docs:
+            fix = _pii_fixes(docs, mode, report)
+            con.register("stage_fix", fix)
+            con.register("stage_candidates", pa.table({"rid": fix.column("rid")}))
+            _insert_accepted(
+                con, day, source_file, fmt,
+                "(SELECT * FROM stage_batch SEMI JOIN stage_candidates USING (rid))", "stage_fix", None,
+            )
     finally:
-        con.unregister("stage_batch")
-        con.unregister("stage_fix")
+        for name in ("stage_batch", "stage_fix", "stage_left_out", "stage_candidates"):
+            con.unregister(name)
+
+
+def _insert_accepted(con, day, source_file, fmt, batch: str, fix: str, hold_back: str | None) -> pa.Array:
+    """Insert the accepted records of ``batch`` into `logs`; return the lines taken."""
+    columns = ", ".join(LOG_COLUMNS)
+    return con.execute(
+        f"""INSERT INTO logs ({columns})
+            SELECT log_id, ts, ?::DATE, source, input, output, context, model, prompt_name,
+                   prompt_version, feedback, messages, git_commit, session_id, user_id,
+                   latency_ms, prompt_tokens, completion_tokens, cost_usd, tags, metadata, pii,
+                   ?, ?, line, now()
+            FROM ({accepted_sql(batch, fix, hold_back=hold_back)})
+            RETURNING source_line""",
+        [day, source_file, fmt],
+    ).fetch_arrow_table().column(0)
+
+
+def _insert_rejected(con, day: str, source_file: str, rejected: list[tuple], mode: str,
+                     report: IngestReport) -> None:
+    """Insert rejected records; in redact mode their raw text is scrubbed of PII first."""
+    if not rejected:
+        return
+    rows = []
+    for _rid, line, reason, field, raw_text in rejected:
+        if mode != "off" and raw_text is not None:
+            scrubbed, kinds = pii.scan(raw_text)
+            for kind in kinds:
+                report.pii_counts[kind] = report.pii_counts.get(kind, 0) + 1
+            if mode == "redact":
+                raw_text = scrubbed
+        rows.append((day, source_file, line, reason, field, raw_text))
+    con.executemany(
+        """INSERT INTO rejected_logs (day, source_file, line, reason, field, raw, rejected_at)
+           VALUES (?::DATE, ?, ?, ?, ?, ?, now())""",
+        rows,
+    )
 
 
 def _forget_file(con, day: str, source_file: str) -> None:

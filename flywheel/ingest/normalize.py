@@ -158,7 +158,7 @@ def _judged(batch: str, fix: str, *, with_values: bool) -> str:
     numbers = ", ".join(f"TRY_CAST(trim(v.{name}) AS {sql_type}) AS n_{name}" for name, sql_type in NUMBER_FIELDS.items())
     return f"""
 WITH staged AS (
-    SELECT b.line, b.pre_error, b.pre_field, b.raw,
+    SELECT b.rid, b.line, b.pre_error, b.pre_field, b.raw,
            coalesce(f.text, b.text) AS text, coalesce(b.doc, b.text) AS j,
            f.input AS fix_input, f.output AS fix_output, f.context AS fix_context,
            f.messages AS fix_messages, f.pii AS fix_pii
@@ -182,28 +182,41 @@ judged AS (
 
 
 def rejected_sql(batch: str, fix: str) -> str:
-    """Return a SELECT of the batch's rejected records: ``line, reason, field, raw_text``.
+    """Return a SELECT of the batch's rejected records: ``rid, line, reason, field, raw_text``.
 
     ``batch`` has the columns of the module docstring; rows flagged ``blank`` are no
     records and are skipped. ``fix`` holds the PII fix-ups.
     """
     return f"""{_judged(batch, fix, with_values=False)}
-SELECT line, reject_reason AS reason, reject_field AS field,
+SELECT rid, line, reject_reason AS reason, reject_field AS field,
        coalesce(text, raw::VARCHAR) AS raw_text
 FROM judged
 WHERE reject_reason IS NOT NULL
 """
 
 
-def accepted_sql(batch: str, fix: str) -> str:
-    """Return a SELECT of the batch's accepted records as `logs` columns: ``line``, then
-    ``log_id`` ... ``pii``. The same checks as :func:`rejected_sql` decide."""
+def accepted_sql(batch: str, fix: str, *, hold_back: str | None = None, held: bool = False) -> str:
+    """Return a SELECT of the batch's accepted records as `logs` columns: ``rid``, ``line``,
+    then ``log_id`` ... ``pii``. The same checks as :func:`rejected_sql` decide.
+
+    ``hold_back`` is a regular expression (RE2): records whose input, output, context or
+    messages match it are left out too, for the caller to scrub first (PII); with
+    ``held``, only those are returned.
+    """
+    condition = ""
+    if hold_back is not None:
+        pattern = "'" + hold_back.replace("'", "''") + "'"
+        condition = ("AND (" if held else "AND NOT (") + " OR ".join(
+            f"coalesce(regexp_matches({column}, {pattern}), false)"
+            for column in ("v.input", "v.output", "v.context", "messages::VARCHAR")
+        ) + ")"
     extras = (
         "to_json(map_from_entries(list_transform(extra_keys, "
         "k -> struct_pack(k := k, v := json_extract(j, '/' || replace(replace(k, '~', '~0'), '/', '~1'))))))"
     )
     return f"""{_judged(batch, fix, with_values=True)}
 SELECT
+    rid,
     line,
     trim(v.log_id) AS log_id,
     ts,
@@ -222,5 +235,5 @@ SELECT
          ELSE json_merge_patch(coalesce(metadata_json, '{{}}'), {extras}) END AS metadata,
     fix_pii AS pii
 FROM judged
-WHERE reject_reason IS NULL
+WHERE reject_reason IS NULL {condition}
 """
