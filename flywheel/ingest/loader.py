@@ -14,7 +14,9 @@ crash half-way leaves the previous state.
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,9 +24,9 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 
 from flywheel import pii
 from flywheel.ingest import formats
@@ -66,7 +68,7 @@ LOG_COLUMNS = (
 )
 # Lines per Arrow batch for line-oriented files: large enough to keep DuckDB busy,
 # small enough to bound memory on multi-GB files.
-LINES_BLOCK_BYTES = 128 << 20
+LINES_BLOCK_BYTES = 64 << 20
 PARSED_BATCH_ROWS = 20_000
 PARALLEL_CHUNK_ROWS = 8_192
 
@@ -214,44 +216,58 @@ def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests)
 def _line_batches(path: Path) -> Iterator[pa.Table]:
     """Yield the lines of a JSON-lines file (gzipped or not) with 1-based line numbers.
 
-    Arrow's CSV reader splits lines in C++; with no delimiter, quote or escape that can
-    occur in JSON text, every line is one value, blank lines included, so line numbers
-    stay exact.
+    Blocks of the file are split at newlines with numpy and handed to Arrow without
+    copying; every line is one value, blank lines included, so line numbers stay exact.
     """
-    compression = "gzip" if path.name.endswith(".gz") else None
+    start = 1
     try:
-        stream = pa.input_stream(str(path), compression=compression)
-        reader = pcsv.open_csv(
-            stream,
-            read_options=pcsv.ReadOptions(column_names=["raw"], block_size=LINES_BLOCK_BYTES),
-            parse_options=pcsv.ParseOptions(
-                delimiter="\x1f", quote_char=False, escape_char=False,
-                ignore_empty_lines=False, newlines_in_values=False,
-                invalid_row_handler=None,
-            ),
-            convert_options=pcsv.ConvertOptions(column_types={"raw": pa.binary()}, strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-        start = 1
-        for chunk in reader:
-            raw = chunk.column(0)
-            n = len(raw)
-            text, undecodable = _as_text(raw)
-            yield _parallel(pa.table(
-                {
-                    "rid": pa.array(range(n), pa.int64()),
-                    "line": pa.array(range(start, start + n), pa.int64()),
-                    "text": text,
-                    "raw": undecodable,
-                    "doc": pa.nulls(n, pa.string()),
-                    "pre_error": pa.nulls(n, pa.string()),
-                    "pre_field": pa.nulls(n, pa.string()),
-                    "blank": _blank_mask(raw),
-                },
-                schema=BATCH_SCHEMA,
-            ))
-            start += n
-    except (OSError, pa.ArrowInvalid, EOFError) as exc:
+        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as stream:
+            for raw in _split_lines(stream):
+                n = len(raw)
+                text, undecodable = _as_text(raw)
+                yield _parallel(pa.table(
+                    {
+                        "rid": pa.array(range(n), pa.int64()),
+                        "line": pa.array(range(start, start + n), pa.int64()),
+                        "text": text,
+                        "raw": undecodable,
+                        "doc": pa.nulls(n, pa.string()),
+                        "pre_error": pa.nulls(n, pa.string()),
+                        "pre_field": pa.nulls(n, pa.string()),
+                        "blank": _blank_mask(raw),
+                    },
+                    schema=BATCH_SCHEMA,
+                ))
+                start += n
+    except (OSError, EOFError, zlib.error) as exc:
         raise UnreadableFile(path, _read_error(exc)) from None
+
+
+def _split_lines(stream) -> Iterator[pa.Array]:
+    """Yield Arrow binary arrays of whole lines (each with its newline) read from ``stream``."""
+    carry = b""
+    while True:
+        block = stream.read(LINES_BLOCK_BYTES)
+        if not block:
+            break
+        data = carry + block if carry else block
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            carry = data
+            continue
+        carry = data[cut:]
+        yield _lines_array(memoryview(data)[:cut])
+    if carry:
+        yield _lines_array(memoryview(carry + b"\n"))
+
+
+def _lines_array(body: memoryview) -> pa.Array:
+    """Return the newline-terminated lines of ``body`` as an Arrow binary array (no copy)."""
+    ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
+    offsets = np.empty(len(ends) + 1, dtype=np.int32)
+    offsets[0] = 0
+    offsets[1:] = ends + 1
+    return pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(body)])
 
 
 def _as_text(raw: pa.Array) -> tuple[pa.Array, pa.Array]:

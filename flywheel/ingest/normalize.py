@@ -189,7 +189,7 @@ def rejected_sql(batch: str, fix: str) -> str:
     """
     return f"""{_judged(batch, fix, with_values=False)}
 SELECT rid, line, reject_reason AS reason, reject_field AS field,
-       coalesce(text, raw::VARCHAR) AS raw_text
+       rtrim(coalesce(text, raw::VARCHAR), chr(10) || chr(13)) AS raw_text
 FROM judged
 WHERE reject_reason IS NOT NULL
 """
@@ -206,10 +206,11 @@ def accepted_sql(batch: str, fix: str, *, hold_back: str | None = None, held: bo
     condition = ""
     if hold_back is not None:
         pattern = "'" + hold_back.replace("'", "''") + "'"
-        condition = ("AND (" if held else "AND NOT (") + " OR ".join(
-            f"coalesce(regexp_matches({column}, {pattern}), false)"
-            for column in ("v.input", "v.output", "v.context", "messages::VARCHAR")
-        ) + ")"
+        # One scan over the text fields joined is three times cheaper than one per field.
+        text = " || chr(10) || ".join(
+            f"coalesce({column}, '')" for column in ("v.input", "v.output", "v.context", "messages::VARCHAR")
+        )
+        condition = f"AND {'' if held else 'NOT '}regexp_matches({text}, {pattern})"
     extras = (
         "to_json(map_from_entries(list_transform(extra_keys, "
         "k -> struct_pack(k := k, v := json_extract(j, '/' || replace(replace(k, '~', '~0'), '/', '~1'))))))"
