@@ -79,6 +79,15 @@ CREATE TABLE IF NOT EXISTS ingest_files (
 );
 """
 
+# Tables of the annotation loop (annotations, rejected_annotations, consensus, ...):
+# owned by flywheel/annotations/.
+ANNOTATION_SCHEMA = """
+"""
+
+# Tables of the slicing (slice_membership, slice_metrics, ...): owned by flywheel/slicing/.
+SLICE_SCHEMA = """
+"""
+
 # Partition-owned tables: re-materializing a day replaces exactly these rows.
 DAILY_TABLES = ("logs", "rejected_logs", "duplicate_logs", "ingest_files")
 
@@ -104,7 +113,7 @@ def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyCo
     # DuckDB insert in parallel.
     con.execute("SET preserve_insertion_order = false")
     if not read_only:
-        con.execute(SCHEMA)
+        con.execute(SCHEMA + ANNOTATION_SCHEMA + SLICE_SCHEMA)
     return con
 
 
