@@ -14,6 +14,7 @@ crash half-way leaves the previous state.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import zlib
@@ -27,6 +28,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from flywheel import pii
 from flywheel.ingest import formats
@@ -318,29 +321,59 @@ def _read_error(exc: BaseException) -> str:
 def _tabular_batches(con, path: Path, fmt: str) -> Iterator[pa.Table]:
     """Yield CSV rows or Parquet rows as JSON documents, numbered as in the file.
 
-    CSV cells are read as text (types are checked later, like every format's); the
-    line number of a CSV row is its row number plus one for the header.
+    Arrow reads the file in order and the numbers are attached before DuckDB sees a
+    row, so they stay right however DuckDB schedules its work. CSV cells are read as
+    text (types are checked later, like every format's); a CSV row's line number is its
+    row number plus one for the header (a quoted cell spanning lines shifts it).
     """
-    if fmt == "canonical_csv":
-        source = "read_csv(?, all_varchar = true, header = true, auto_detect = true)"
-        first_line = 2
-    else:
-        source = "read_parquet(?)"
-        first_line = 1
+    first_line = 2 if fmt == "canonical_csv" else 1
     try:
-        result = con.execute(
-            f"""SELECT row_number() OVER () - 1 AS rid, row_number() OVER () - 1 + {first_line} AS line,
-                       to_json(t)::VARCHAR AS text, NULL::BLOB AS raw,
-                       NULL::VARCHAR AS doc, NULL::VARCHAR AS pre_error,
-                       NULL::VARCHAR AS pre_field, false AS blank
-                FROM {source} AS t""",
-            [str(path)],
-        )
-        reader = result.fetch_record_batch(PARSED_BATCH_ROWS)
-        for chunk in reader:
-            yield _parallel(pa.Table.from_batches([chunk]).cast(BATCH_SCHEMA))
-    except duckdb.Error as exc:
+        for batch in _arrow_rows(path, fmt):
+            n = batch.num_rows
+            rows = pa.StructArray.from_arrays(batch.columns, names=batch.schema.names)
+            con.register("stage_rows", pa.table({"row": rows}))
+            try:
+                text = con.execute("SELECT to_json(row)::VARCHAR FROM stage_rows").fetch_arrow_table().column(0)
+            finally:
+                con.unregister("stage_rows")
+            yield _parallel(pa.table(
+                {
+                    "rid": pa.array(range(n), pa.int64()),
+                    "line": pa.array(range(first_line, first_line + n), pa.int64()),
+                    "text": text,
+                    "raw": pa.nulls(n, pa.binary()),
+                    "doc": pa.nulls(n, pa.string()),
+                    "pre_error": pa.nulls(n, pa.string()),
+                    "pre_field": pa.nulls(n, pa.string()),
+                    "blank": pa.array([False] * n, pa.bool_()),
+                },
+                schema=BATCH_SCHEMA,
+            ))
+            first_line += n
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error, duckdb.Error) as exc:
         raise UnreadableFile(path, f"cannot read as {fmt.split('_')[1].upper()}: {exc}") from None
+
+
+def _arrow_rows(path: Path, fmt: str) -> Iterator[pa.RecordBatch]:
+    """Yield the rows of a CSV (all cells as text) or Parquet file in Arrow batches."""
+    if fmt == "canonical_parquet":
+        yield from pq.ParquetFile(path).iter_batches(batch_size=PARSED_BATCH_ROWS)
+        return
+    compression = "gzip" if path.name.endswith(".gz") else None
+    with (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if compression
+          else open(path, encoding="utf-8-sig", newline="")) as text:
+        header = next(csv.reader(text), [])
+    with pa.input_stream(str(path), compression=compression) as stream:
+        reader = pcsv.open_csv(
+            stream,
+            read_options=pcsv.ReadOptions(encoding="utf8"),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            # An empty cell is a missing value, as in the canonical JSON.
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.string() for name in header}, strings_can_be_null=True
+            ),
+        )
+        yield from reader
 
 
 def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
