@@ -144,8 +144,7 @@ def ingest_day(
         for table in DAILY_TABLES:
             con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
         detected, batch_requests = _detect_all(paths, report, settings.home)
-        for path, fmt in detected:
-            file_report = next(f for f in report.files if f.source_file == source_name(path, settings.home))
+        for path, fmt, file_report in detected:
             say(f"{day}: reading {path.name} ({fmt})")
             try:
                 _load_file(con, settings, day, path, fmt, file_report, report, batch_requests)
@@ -173,8 +172,9 @@ def source_name(path: Path, home: Path) -> str:
 
 
 def _detect_all(paths: list[Path], report: IngestReport, home: Path):
-    """Return the (path, format) pairs to load and the OpenAI batch requests by custom_id."""
-    detected: list[tuple[Path, str]] = []
+    """Return the (path, format, report) of each file to load, and the OpenAI batch
+    requests by custom_id (batch input files hold no log records of their own)."""
+    detected: list[tuple[Path, str, FileReport]] = []
     batch_requests: dict[str, dict] = {}
     for path in paths:
         file_report = FileReport(source_file=source_name(path, home))
@@ -183,13 +183,12 @@ def _detect_all(paths: list[Path], report: IngestReport, home: Path):
             fmt = formats.detect_format(path)
             file_report.format = fmt
             if fmt == "openai_batch_input":
-                # Not log records: the requests that complete a batch output file.
                 batch_requests.update(formats.load_batch_requests(path))
                 continue
         except UnreadableFile as exc:
             file_report.error = exc.reason
             continue
-        detected.append((path, fmt))
+        detected.append((path, fmt, file_report))
     return detected, batch_requests
 
 
