@@ -132,3 +132,20 @@ def test_flywheel_package_never_imports_dagster():
                 names = [node.module]
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0].startswith("dagster")]
     assert offenders == []
+
+
+def test_landing_sensor_requests_a_run_for_new_and_changed_days(settings, monkeypatch):
+    from jobs.sensors import landing_sensor
+
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    land(settings, "2026-11-19", "a.jsonl", record("a"))
+    land(settings, DAY, "b.jsonl", record("b"))
+    context = dg.build_sensor_context(repository_def=defs.get_repository_def())
+    first = list(landing_sensor(context))
+    assert sorted(r.partition_key for r in first) == ["2026-11-19", DAY]
+    # Nothing new: no run. A changed file: a run for that day only.
+    context = dg.build_sensor_context(cursor=context.cursor, repository_def=defs.get_repository_def())
+    assert list(landing_sensor(context)) == []
+    land(settings, DAY, "c.jsonl", record("c"))
+    context = dg.build_sensor_context(cursor=context.cursor, repository_def=defs.get_repository_def())
+    assert [r.partition_key for r in landing_sensor(context)] == [DAY]
