@@ -114,29 +114,38 @@ def run(
     instance = _instance()
     from jobs.definitions import defs
 
-    job = defs.resolve_job_def("nightly")
     failed = []
     for i, partition in enumerate(days, 1):
         typer.echo(f"[{i}/{len(days)}] nightly run for {partition} ...")
-        result = job.execute_in_process(
-            partition_key=partition,
-            instance=instance,
-            raise_on_error=False,
-            # Step events go to the Dagster UI; the terminal gets warnings and errors only.
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
-        if result.success:
-            typer.echo(f"[{i}/{len(days)}] {partition}: ok (run {result.run_id})")
-        else:
+        if not _execute(defs.resolve_job_def("nightly"), instance, partition_key=partition):
             failed.append(partition)
-            for event in result.all_events:
-                if event.is_step_failure:
-                    error = event.step_failure_data.error
-                    typer.echo(f"    step {event.step_key} failed: {error.message.strip() if error else '?'}", err=True)
-            typer.echo(f"[{i}/{len(days)}] {partition}: FAILED (run {result.run_id})", err=True)
+    typer.echo("annotations: importing the inbox and rebuilding the consensus ...")
+    if not _execute(defs.resolve_job_def("import_annotations"), instance):
+        failed.append("import_annotations")
     _print_where(settings)
     if failed:
         _fail(f"{len(failed)} of {len(days)} runs failed: {', '.join(failed)}", 1)
+
+
+def _execute(job, instance, *, partition_key: str | None = None) -> bool:
+    """Run ``job`` in this process; print its outcome and any failed step. Return success."""
+    result = job.execute_in_process(
+        partition_key=partition_key,
+        instance=instance,
+        raise_on_error=False,
+        # Step events go to the Dagster UI; the terminal gets warnings and errors only.
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    what = partition_key or job.name
+    if result.success:
+        typer.echo(f"    {what}: ok (run {result.run_id})")
+        return True
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            typer.echo(f"    step {event.step_key} failed: {error.message.strip() if error else '?'}", err=True)
+    typer.echo(f"    {what}: FAILED (run {result.run_id})", err=True)
+    return False
 
 
 def _print_where(settings: flywheel_settings.Settings) -> None:
@@ -148,10 +157,16 @@ def _print_where(settings: flywheel_settings.Settings) -> None:
         ).fetchall()
         rejected = con.execute("SELECT count(*) FROM rejected_logs").fetchone()[0]
         duplicates = con.execute("SELECT count(*) FROM duplicate_logs").fetchone()[0]
+        labels = con.execute("SELECT count(*) FROM annotations").fetchone()[0]
+        consensus = con.execute(
+            "SELECT label, count(*) FILTER (WHERE value = 1), count(*) FROM consensus GROUP BY 1 ORDER BY 1"
+        ).fetchall()
     total = sum(n for _, n in rows)
     typer.echo("")
     typer.echo(f"Results: {settings.database_path}")
     typer.echo(f"  logs: {total} rows over {len(rows)} days; rejected_logs: {rejected}; duplicate_logs: {duplicates}")
+    typer.echo(f"  annotations: {labels} labels; consensus: "
+               + (", ".join(f"{label} {pos} of {n}" for label, pos, n in consensus) or "none yet"))
     typer.echo(f"  query them: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.database_path}', read_only=True).sql('SELECT day, source, count(*) FROM logs GROUP BY ALL ORDER BY ALL'))\"")
     typer.echo("Open the UI: DAGSTER_HOME=$PWD .venv/bin/dagster dev   (then http://127.0.0.1:3000)")
 

@@ -2,15 +2,15 @@
 
 import dagster as dg
 
-from assets import ingest
+from assets import annotations, ingest
 from assets.resources import FlywheelResource
-from jobs.nightly import nightly_job, nightly_schedule
-from jobs.sensors import landing_sensor
+from jobs.nightly import annotations_job, nightly_annotations_schedule, nightly_job, nightly_schedule
+from jobs.sensors import inbox_sensor, landing_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest]),
-    jobs=[nightly_job],
-    schedules=[nightly_schedule],
-    sensors=[landing_sensor],
+    assets=dg.load_assets_from_modules([ingest, annotations]),
+    jobs=[nightly_job, annotations_job],
+    schedules=[nightly_schedule, nightly_annotations_schedule],
+    sensors=[landing_sensor, inbox_sensor],
     resources={"flywheel": FlywheelResource()},
 )

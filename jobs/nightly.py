@@ -6,12 +6,23 @@ import dagster as dg
 
 from assets.resources import SETTINGS
 
-# Every asset of the flywheel. Steps run in one process: DuckDB takes one writer
-# process at a time, and the work inside each step is already parallel (DuckDB threads).
+# Groups of the daily-partitioned assets; the whole-history assets (annotations,
+# consensus, ...) run in their own jobs or follow by automation conditions.
+DAILY_GROUPS = ("ingest",)
+
+# Steps run in one process: DuckDB takes one writer process at a time, and the work
+# inside each step is already parallel (DuckDB threads).
 nightly_job = dg.define_asset_job(
     name="nightly",
-    selection=dg.AssetSelection.all(),
-    description="The nightly flywheel: ingest the day's logs and everything downstream of them.",
+    selection=dg.AssetSelection.groups(*DAILY_GROUPS),
+    description="The nightly flywheel for one day: ingest the day's logs and the daily assets after them.",
+    executor_def=dg.in_process_executor,
+)
+
+annotations_job = dg.define_asset_job(
+    name="import_annotations",
+    selection=dg.AssetSelection.groups("annotations"),
+    description="Import new annotation files from the inbox and rebuild the consensus.",
     executor_def=dg.in_process_executor,
 )
 
@@ -26,3 +37,15 @@ def nightly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Run the nightly job for the day that ended before this tick (02:00 UTC by default)."""
     day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
     return dg.RunRequest(run_key=f"nightly-{day}", partition_key=day)
+
+
+@dg.schedule(
+    job=annotations_job,
+    cron_schedule=SETTINGS.nightly_cron,
+    execution_timezone=SETTINGS.timezone,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def nightly_annotations_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Import the inbox and rebuild the consensus every night too (the inbox sensor also
+    does it as soon as files arrive)."""
+    return dg.RunRequest(run_key=f"annotations-{context.scheduled_execution_time:%Y-%m-%d}")

@@ -1,4 +1,5 @@
-"""Sensors: start the day's run when log files land for it."""
+"""Sensors: start the day's run when log files land for it, and the import when
+annotation files arrive in the inbox."""
 
 import hashlib
 import json
@@ -8,7 +9,8 @@ import dagster as dg
 
 from assets.resources import SETTINGS
 from flywheel.settings import load
-from jobs.nightly import nightly_job
+from flywheel.annotations import inbox_files
+from jobs.nightly import annotations_job, nightly_job
 
 
 def landed_days(landing_dir) -> dict[str, str]:
@@ -26,8 +28,7 @@ def landed_days(landing_dir) -> dict[str, str]:
             continue
         files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
         if files:
-            stats = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
-            days[folder.name] = hashlib.sha1(repr(stats).encode()).hexdigest()[:12]
+            days[folder.name] = _signature(files)
     return days
 
 
@@ -45,3 +46,26 @@ def landing_sensor(context: dg.SensorEvaluationContext):
         if seen.get(day) != signature:
             yield dg.RunRequest(run_key=f"landing-{day}-{signature}", partition_key=day)
     context.update_cursor(json.dumps(current))
+
+
+def _signature(paths) -> str:
+    stats = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in paths]
+    return hashlib.sha1(repr(stats).encode()).hexdigest()[:12]
+
+
+@dg.sensor(
+    job=annotations_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Imports annotation files (and rebuilds the consensus) when they arrive in annotations/inbox/.",
+)
+def inbox_sensor(context: dg.SensorEvaluationContext):
+    """Request one import run when the inbox holds files not seen at the last tick."""
+    files = inbox_files(load())
+    if not files:
+        context.update_cursor(None)
+        return
+    signature = _signature(files)
+    if signature != context.cursor:
+        context.update_cursor(signature)
+        yield dg.RunRequest(run_key=f"inbox-{signature}")

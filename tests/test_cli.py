@@ -18,7 +18,7 @@ def test_demo_then_run_all_days(settings, monkeypatch, tmp_path):
     assert "2 days" in demo.output
     result = runner.invoke(app, ["run", "--all"])
     assert result.exit_code == 0, result.output
-    assert "[2/2] 2026-11-02: ok" in result.output
+    assert "2026-11-02: ok" in result.output and "import_annotations: ok" in result.output
     assert str(settings.database_path) in result.output
     per_day = rows(settings, "SELECT day::VARCHAR, count(*) FROM logs GROUP BY 1 ORDER BY 1")
     assert [day for day, _ in per_day] == ["2026-11-01", "2026-11-02"]
@@ -26,6 +26,10 @@ def test_demo_then_run_all_days(settings, monkeypatch, tmp_path):
     (read, accepted, rejected, duplicates), = rows(
         settings, "SELECT sum(read), sum(accepted), sum(rejected), sum(duplicates) FROM ingest_files")
     assert read == accepted + rejected + duplicates and rejected > 0 and accepted == sum(n for _, n in per_day)
+    # The demo's inbox files were imported and archived; the consensus has both labels.
+    labels = dict(rows(settings, "SELECT label, count(*) FROM consensus GROUP BY 1"))
+    assert set(labels) == {"hallucination", "relevance"} and min(labels.values()) > 10
+    assert not list(settings.annotations_inbox.glob("*"))
 
 
 def test_bad_usage_exits_2_with_a_one_line_error(settings, monkeypatch):

@@ -149,3 +149,37 @@ def test_landing_sensor_requests_a_run_for_new_and_changed_days(settings, monkey
     land(settings, DAY, "c.jsonl", record("c"))
     context = dg.build_sensor_context(cursor=context.cursor, repository_def=defs.get_repository_def())
     assert [r.partition_key for r in landing_sensor(context)] == [DAY]
+
+
+def test_annotations_and_consensus_assets_with_the_agreement_check(settings, monkeypatch):
+    from assets.annotations import annotations, consensus
+    from jobs.sensors import inbox_sensor
+
+    land(settings, DAY, "app.jsonl", "".join(record(f"x{i}") for i in range(4)))
+    assert materialize(settings, logs).success
+    settings.annotations_inbox.mkdir(parents=True)
+    # Two annotators who disagree on half of the items: kappa 0, below the 0.4 warning.
+    lines = ["log_id,annotator,label,value,comment,created_at"]
+    for i, (a, b) in enumerate([(1, 1), (0, 0), (1, 0), (0, 1)]):
+        lines += [f"x{i},ann-a,hallucination,{a},,", f"x{i},ann-b,hallucination,{b},,"]
+    lines.append("nope,ann-a,hallucination,1,,")
+    (settings.annotations_inbox / "labels.csv").write_text("\n".join(lines) + "\n")
+
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    context = dg.build_sensor_context(repository_def=defs.get_repository_def())
+    assert len(list(inbox_sensor(context))) == 1
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [annotations, consensus], instance=instance,
+            resources={"flywheel": FlywheelResource(home=str(settings.home))},
+        )
+    assert result.success
+    (imported,) = result.asset_materializations_for_node("annotations")
+    assert imported.metadata["accepted"].value == 8 and imported.metadata["rejected"].value == 1
+    assert rows(settings, "SELECT reason FROM rejected_annotations") == [("unknown log_id",)]
+    assert rows(settings, "SELECT count(*), count(*) FILTER (WHERE status = 'tie') FROM consensus") == [(4, 2)]
+    assert check_results(result) == {"agreement": False}
+    # The imported file was archived, so the sensor has nothing new to start.
+    context = dg.build_sensor_context(cursor=context.cursor, repository_def=defs.get_repository_def())
+    assert list(inbox_sensor(context)) == []
