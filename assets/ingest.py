@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.metadata import as_metadata
 from assets.partitions import daily_partitions
 from assets.resources import DUCKDB_POOL, FlywheelResource
 from flywheel import quality, store
@@ -50,16 +51,14 @@ def logs(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.Ma
         metadata={
             "dagster/row_count": summary["accepted"],
             "files": dg.MetadataValue.md(report_markdown(report)),
-            **{key: dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
-               for key, value in summary.items()},
+            **as_metadata(summary),
         },
         check_results=[
             dg.AssetCheckResult(
                 check_name=o.name,
                 passed=o.passed,
                 description=o.description,
-                metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
-                          for k, v in o.metadata.items()},
+                metadata=as_metadata(o.metadata),
             )
             for o in outcomes
         ],
