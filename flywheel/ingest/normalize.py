@@ -152,10 +152,16 @@ def _judged(batch: str, fix: str, *, with_values: bool) -> str:
     reason = "CASE\n" + "\n".join(f"    WHEN {c} THEN {r}" for c, r, _ in checks) + "\nEND"
     field = "CASE\n" + "\n".join(f"    WHEN {c} THEN {f}" for c, _, f in checks) + "\nEND"
     keys = (
-        f", CASE WHEN v IS NOT NULL THEN list_filter(json_keys(j), k -> NOT list_contains({_KNOWN_KEYS}, k)) END AS extra_keys"
+        f", CASE WHEN v IS NOT NULL THEN json_keys(j) END AS record_keys"
         if with_values else ""
     )
     types = ", ".join(f"json_type(v.{name}) AS t_{name}" for name in _NESTED)
+    # Most records have only known keys: a set test settles them without a lambda per key.
+    extras = (
+        f"CASE WHEN list_has_all({_KNOWN_KEYS}, record_keys) THEN []::VARCHAR[] "
+        f"ELSE list_filter(record_keys, k -> NOT list_contains({_KNOWN_KEYS}, k)) END AS extra_keys,"
+        if with_values else ""
+    )
     numbers = ", ".join(f"TRY_CAST(trim(v.{name}) AS {sql_type}) AS n_{name}" for name, sql_type in NUMBER_FIELDS.items())
     return f"""
 WITH staged AS (
@@ -171,7 +177,7 @@ parsed AS (
     FROM staged
 ),
 typed AS (
-    SELECT *, {types}, TRY_CAST(v.ts AS DOUBLE) AS ts_epoch,
+    SELECT *, {types}, {extras} TRY_CAST(v.ts AS DOUBLE) AS ts_epoch,
            TRY_CAST(trim(v.feedback) AS DOUBLE) AS feedback_number
     FROM parsed
 ),
