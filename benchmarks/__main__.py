@@ -9,6 +9,7 @@ import sys
 
 BENCHMARKS = {
     "ingest": "benchmarks.ingest",
+    "slicing": "benchmarks.slicing",
 }
 
 

@@ -145,6 +145,18 @@ CREATE TABLE IF NOT EXISTS annotation_agreement (
     observed       DOUBLE,
     updated_at     TIMESTAMPTZ NOT NULL
 );
+
+-- The items queued for people to label, per day (flywheel/annotations/queue.py).
+CREATE TABLE IF NOT EXISTS annotation_queue (
+    day            DATE NOT NULL,
+    log_id         VARCHAR NOT NULL,
+    strategy       VARCHAR NOT NULL,
+    reason         VARCHAR NOT NULL,
+    priority       INTEGER NOT NULL,
+    queued_at      TIMESTAMPTZ NOT NULL,
+    detail         JSON,
+    seed           BIGINT
+);
 """
 
 # Tables of the slicing (slice_membership, slice_metrics, ...): owned by flywheel/slicing/.

@@ -8,7 +8,7 @@ from assets.resources import SETTINGS
 
 # Groups of the daily-partitioned assets; the whole-history assets (annotations,
 # consensus, ...) run in their own jobs or follow by automation conditions.
-DAILY_GROUPS = ("ingest",)
+DAILY_GROUPS = ("ingest", "slicing", "queue")
 
 # Steps run in one process: DuckDB takes one writer process at a time, and the work
 # inside each step is already parallel (DuckDB threads).

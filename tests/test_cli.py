@@ -30,6 +30,11 @@ def test_demo_then_run_all_days(settings, monkeypatch, tmp_path):
     labels = dict(rows(settings, "SELECT label, count(*) FROM consensus GROUP BY 1"))
     assert set(labels) == {"hallucination", "relevance"} and min(labels.values()) > 10
     assert not list(settings.annotations_inbox.glob("*"))
+    # Slices, their metrics and a queue exported to the outbox exist for each day.
+    assert rows(settings, "SELECT count(DISTINCT day) FROM slice_metrics") == [(2,)]
+    assert rows(settings, "SELECT count(DISTINCT day), count(*) = count(DISTINCT log_id) FROM annotation_queue") == [(2, True)]
+    assert (settings.annotations_outbox / "labelstudio-tasks-2026-11-02.json").exists()
+    assert list(settings.reports_dir.glob("worst-slices-*.png"))
 
 
 def test_bad_usage_exits_2_with_a_one_line_error(settings, monkeypatch):
