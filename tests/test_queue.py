@@ -274,13 +274,12 @@ def test_round_trip_label_studio_argilla_and_csv(demo):
         h, r = right[row["log_id"]]
         row.update(annotator="maria.k", hallucination=words["hallucination"][h] if n % 2 else str(h),
                    relevance=words["relevance"][r], comment="checked the context" if n == 0 else "")
-    filled = settings.home / "filled" / f"queue-{day}.csv"
-    filled.parent.mkdir()
+    # The filled queue CSV goes back as it is: the importer reads its label columns.
+    filled = inbox / f"labels-queue-{day}.csv"
     with filled.open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(csv_rows)
-    assert queue_csv_to_canonical(filled, inbox / f"labels-queue-{day}.csv") == 2 * len(queued)
 
     with store.connection(settings) as con:
         before = con.execute("SELECT count(*) FROM annotations").fetchone()[0]
@@ -302,7 +301,7 @@ def test_round_trip_label_studio_argilla_and_csv(demo):
     assert ls_file.skipped_reasons == {"cancelled annotation": 1}
     half = len(queued[::2])
     assert (ar_file.format, ar_file.accepted, ar_file.rejected) == ("argilla", 2 * (n + half), 0)
-    assert (csv_file_.format, csv_file_.accepted, csv_file_.rejected) == ("canonical_csv", 2 * n, 0)
+    assert (csv_file_.format, csv_file_.accepted, csv_file_.rejected) == ("wide_csv", 2 * n, 0)
     assert result.reconciles and result.total("rejected") == 0 and rejected == 0
     assert result.total("duplicates") == 0 and new == 4 * n + 2 * (n + half) + 2 * n
 

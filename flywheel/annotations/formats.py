@@ -20,6 +20,9 @@ argilla            argilla      a response of one user to one question of a reco
                                 (``record.to_dict()``, or the flattened ``to_list()``)
 langfuse_scores    langfuse     a score row with ``source`` = ``ANNOTATION`` (CSV export,
                                 or score objects as JSON)
+wide_csv           canonical    a filled cell of a label column (``hallucination``,
+                                ``relevance``) of a row with ``log_id`` and ``annotator``:
+                                the queue CSV of the outbox, filled in by a person
 =================  ===========  =====================================================
 
 Log ids: canonical ``log_id``; Label Studio ``data.log_id``, else ``data.id``, else the
@@ -54,6 +57,7 @@ RAW_LIMIT = 20_000  # characters of raw text kept with a rejection
 TOOL_OF_FORMAT: dict[str, str] = {
     "canonical_csv": "canonical",
     "canonical_json": "canonical",
+    "wide_csv": "canonical",
     "label_studio": "label_studio",
     "argilla": "argilla",
     "langfuse_scores": "langfuse",
@@ -308,6 +312,9 @@ def _csv_file(text: str) -> tuple[str, Iterator[ParsedRecord]]:
     if "log_id" in lower and "label" in lower:
         fmt, reader = "canonical_csv", _canonical
         names = [n.lower() for n in names]
+    elif "log_id" in lower and lower & set(WIDE_LABEL_COLUMNS):
+        fmt, reader = "wide_csv", _wide
+        names = [n.lower() for n in names]
     elif {"traceid", "name"} <= lower and lower & {"value", "stringvalue"}:
         fmt, reader = "langfuse_scores", _langfuse_score
     else:
@@ -349,6 +356,23 @@ def _text(value: Any) -> Any:
 def _canonical(obj: dict, line: int, raw: str) -> Iterator[ParsedRecord]:
     get = {str(k).lower(): v for k, v in obj.items()}
     yield ParsedRecord(line=line, raw=raw, **{name: _text(get.get(name)) for name in CANONICAL_FIELDS})
+
+
+WIDE_LABEL_COLUMNS = ("hallucination", "relevance")
+
+
+def _wide(obj: dict, line: int, raw: str) -> Iterator[ParsedRecord]:
+    """One record per filled label column; a row with none filled is skipped (not labelled)."""
+    filled = [name for name in WIDE_LABEL_COLUMNS if _text(obj.get(name)) is not None]
+    if not filled:
+        yield ParsedRecord(line=line, raw=raw, log_id=_text(obj.get("log_id")), skip="not labelled")
+        return
+    for name in filled:
+        yield ParsedRecord(
+            line=line, raw=raw, log_id=_text(obj.get("log_id")), annotator=_text(obj.get("annotator")),
+            label=name, value=_text(obj.get(name)), comment=_text(obj.get("comment")),
+            created_at=_text(obj.get("created_at")),
+        )
 
 
 def _dumps(value: Any) -> str:
