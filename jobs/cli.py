@@ -167,6 +167,7 @@ def _print_where(settings: flywheel_settings.Settings) -> None:
     typer.echo(f"  logs: {total} rows over {len(rows)} days; rejected_logs: {rejected}; duplicate_logs: {duplicates}")
     typer.echo(f"  annotations: {labels} labels; consensus: "
                + (", ".join(f"{label} {pos} of {n}" for label, pos, n in consensus) or "none yet"))
+    typer.echo(f"  worst slices and charts: {settings.reports_dir}/; items to label: {settings.annotations_outbox}/")
     typer.echo(f"  query them: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.database_path}', read_only=True).sql('SELECT day, source, count(*) FROM logs GROUP BY ALL ORDER BY ALL'))\"")
     typer.echo("Open the UI: DAGSTER_HOME=$PWD .venv/bin/dagster dev   (then http://127.0.0.1:3000)")
 
