@@ -65,6 +65,13 @@ class Settings:
     def database_path(self) -> Path:
         return self.home / "flywheel.duckdb"
 
+    def source_name(self, path: Path) -> str:
+        """Return how a file is named in the tables: relative to the home when inside it."""
+        try:
+            return path.resolve().relative_to(self.home.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
     def landing_for(self, day: str) -> Path:
         """Return the landing folder of one day (``YYYY-MM-DD``)."""
         return self.landing_dir / day

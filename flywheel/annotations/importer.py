@@ -237,7 +237,7 @@ def import_file(
     path = Path(path)
     if archive is None:
         archive = path.resolve().parent == settings.annotations_inbox.resolve()
-    report = FileReport(source_file=source_name(path, settings.home), sha256=_sha256(path))
+    report = FileReport(source_file=settings.source_name(path), sha256=_sha256(path))
     previous = None if force else con.execute(
         "SELECT format FROM annotation_files WHERE sha256 = ? AND error IS NULL LIMIT 1", [report.sha256]
     ).fetchone()
@@ -247,19 +247,11 @@ def import_file(
         mapping = mapping or ValueMapping.load(settings)
         _import(con, settings, path, report, mapping)
     if archive:
-        report.archived_to = source_name(_archive(path, report.sha256, archive_dir(settings)), settings.home)
+        report.archived_to = settings.source_name(_archive(path, report.sha256, archive_dir(settings)))
         if not report.already_imported:
             con.execute("UPDATE annotation_files SET archived_to = ? WHERE source_file = ? AND sha256 = ?",
                         [report.archived_to, report.source_file, report.sha256])
     return report
-
-
-def source_name(path: Path, home: Path) -> str:
-    """Return how a file is named in the tables: relative to the home when inside it."""
-    try:
-        return path.resolve().relative_to(home.resolve()).as_posix()
-    except ValueError:
-        return str(path)
 
 
 # ---------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def ingest_day(
     try:
         for table in DAILY_TABLES:
             con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
-        detected, batch_requests = _detect_all(paths, report, settings.home)
+        detected, batch_requests = _detect_all(paths, report, settings)
         for path, fmt, file_report in detected:
             say(f"{day}: reading {path.name} ({fmt})")
             try:
@@ -163,21 +163,13 @@ def ingest_day(
     return report
 
 
-def source_name(path: Path, home: Path) -> str:
-    """Return how a file is named in the tables: relative to the home when inside it."""
-    try:
-        return path.resolve().relative_to(home.resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _detect_all(paths: list[Path], report: IngestReport, home: Path):
+def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
     """Return the (path, format, report) of each file to load, and the OpenAI batch
     requests by custom_id (batch input files hold no log records of their own)."""
     detected: list[tuple[Path, str, FileReport]] = []
     batch_requests: dict[str, dict] = {}
     for path in paths:
-        file_report = FileReport(source_file=source_name(path, home))
+        file_report = FileReport(source_file=settings.source_name(path))
         report.files.append(file_report)
         try:
             fmt = formats.detect_format(path)
