@@ -2,17 +2,10 @@
 
 import dagster as dg
 
-from assets.metadata import as_metadata
+from assets.metadata import as_metadata, table_schema
 from assets.resources import DUCKDB_POOL, FlywheelResource
 from flywheel import store
 from flywheel.annotations import AGREEMENT_WARNING_THRESHOLD, build_consensus, import_inbox, report_markdown
-
-ANNOTATIONS_COLUMNS = dg.TableSchema(
-    columns=[dg.TableColumn(name, sql_type) for name, sql_type in store.schema_columns("annotations")]
-)
-CONSENSUS_COLUMNS = dg.TableSchema(
-    columns=[dg.TableColumn(name, sql_type) for name, sql_type in store.schema_columns("consensus")]
-)
 
 
 @dg.asset(
@@ -20,7 +13,7 @@ CONSENSUS_COLUMNS = dg.TableSchema(
     group_name="annotations",
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],
-    metadata={"dagster/column_schema": ANNOTATIONS_COLUMNS, "dagster/table_name": "annotations"},
+    metadata={"dagster/column_schema": table_schema("annotations"), "dagster/table_name": "annotations"},
 )
 def annotations(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """Labels people gave, imported from every new file in `annotations/inbox/`
@@ -48,7 +41,7 @@ def annotations(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -
     group_name="annotations",
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],
-    metadata={"dagster/column_schema": CONSENSUS_COLUMNS, "dagster/table_name": "consensus"},
+    metadata={"dagster/column_schema": table_schema("consensus"), "dagster/table_name": "consensus"},
     check_specs=[
         dg.AssetCheckSpec(
             "agreement",

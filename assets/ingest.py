@@ -2,15 +2,12 @@
 
 import dagster as dg
 
-from assets.metadata import as_metadata
+from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
 from assets.resources import DUCKDB_POOL, FlywheelResource
 from flywheel import quality, store
 from flywheel.ingest.loader import ingest_day, report_markdown, report_summary
 
-LOGS_COLUMNS = dg.TableSchema(
-    columns=[dg.TableColumn(name, sql_type) for name, sql_type in store.schema_columns("logs")]
-)
 QUALITY_DESCRIPTIONS = {
     "schema": "The logs table has the expected columns and types.",
     "required_fields": "log_id, ts, day, source, input and a non-empty output are present.",
@@ -26,7 +23,7 @@ QUALITY_DESCRIPTIONS = {
     group_name="ingest",
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],
-    metadata={"dagster/column_schema": LOGS_COLUMNS, "dagster/table_name": "logs"},
+    metadata={"dagster/column_schema": table_schema("logs"), "dagster/table_name": "logs"},
     check_specs=[
         dg.AssetCheckSpec(name, asset="logs", blocking=True, description=text)
         for name, text in QUALITY_DESCRIPTIONS.items()

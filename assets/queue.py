@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.metadata import as_metadata
+from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
 from assets.resources import DUCKDB_POOL, FlywheelResource
 from flywheel import store
@@ -18,9 +18,7 @@ from flywheel.annotations.queue import build_queue
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],
     metadata={
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(n, t) for n, t in store.schema_columns("annotation_queue")]
-        ),
+        "dagster/column_schema": table_schema("annotation_queue"),
         "dagster/table_name": "annotation_queue",
     },
 )

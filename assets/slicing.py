@@ -3,15 +3,11 @@
 
 import dagster as dg
 
-from assets.metadata import as_metadata
+from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
 from assets.resources import DUCKDB_POOL, FlywheelResource
 from flywheel import store
 from flywheel.slicing.run import slice_day
-
-
-def _schema(table: str) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in store.schema_columns(table)])
 
 
 @dg.multi_asset(
@@ -24,7 +20,7 @@ def _schema(table: str) -> dg.TableSchema:
             owners=["team:flywheel"],
             description="Which slice each log of the day belongs to: source, model, prompt version, "
             "keyword rules (slices.toml) and topics (TF-IDF + k-means, ids stable across nights).",
-            metadata={"dagster/column_schema": _schema("slice_membership"), "dagster/table_name": "slice_membership"},
+            metadata={"dagster/column_schema": table_schema("slice_membership"), "dagster/table_name": "slice_membership"},
         ),
         dg.AssetSpec(
             "slice_metrics",
@@ -35,7 +31,7 @@ def _schema(table: str) -> dg.TableSchema:
             description="Per slice and day: volume, share, failure and negative-feedback rates with "
             "Wilson intervals, scores, latency, tokens, cost and changes; the worst slices ranked by "
             "a significance test, with a chart.",
-            metadata={"dagster/column_schema": _schema("slice_metrics"), "dagster/table_name": "slice_metrics"},
+            metadata={"dagster/column_schema": table_schema("slice_metrics"), "dagster/table_name": "slice_metrics"},
         ),
     ],
     check_specs=[
