@@ -26,10 +26,13 @@ def _fail(message: str, code: int = 1) -> None:
 
 def _settings() -> flywheel_settings.Settings:
     try:
-        return flywheel_settings.load()
+        settings = flywheel_settings.load()
     except flywheel_settings.SettingsError as exc:
         _fail(str(exc), 2)
         raise  # unreachable
+    # Runs read the settings again, possibly from another working directory: pin the home.
+    os.environ["FLYWHEEL_HOME"] = str(settings.home)
+    return settings
 
 
 def _instance():
@@ -42,8 +45,10 @@ def _instance():
 
     if not os.environ.get("DAGSTER_HOME") and (REPO_ROOT / "dagster.yaml").exists():
         os.environ["DAGSTER_HOME"] = str(REPO_ROOT)
-        os.chdir(REPO_ROOT)  # dagster.yaml's storage paths are relative to the root
-    if os.environ.get("DAGSTER_HOME"):
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        if (Path(home) / "dagster.yaml").exists():
+            os.chdir(home)  # our dagster.yaml's storage paths are relative to its folder
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 
@@ -170,6 +175,67 @@ def _print_where(settings: flywheel_settings.Settings) -> None:
     typer.echo(f"  worst slices and charts: {settings.reports_dir}/; items to label: {settings.annotations_outbox}/")
     typer.echo(f"  query them: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.database_path}', read_only=True).sql('SELECT day, source, count(*) FROM logs GROUP BY ALL ORDER BY ALL'))\"")
     typer.echo("Open the UI: DAGSTER_HOME=$PWD .venv/bin/dagster dev   (then http://127.0.0.1:3000)")
+
+
+@app.command()
+def status() -> None:
+    """Print a summary: recent runs, ingested days, worst slices, labels and the queue."""
+    from flywheel import store
+
+    settings = _settings()
+    if not settings.database_path.exists():
+        _fail(f"no database at {settings.database_path}; run `flywheel demo` and `flywheel run --all` first", 1)
+    instance = _instance()
+    runs = instance.get_runs(limit=5)
+    typer.echo("Recent runs:")
+    for run in runs or []:
+        partition = run.tags.get("dagster/partition", "")
+        typer.echo(f"  {run.job_name:<20} {partition:<12} {run.status.value:<10} {run.run_id[:8]}")
+    if not runs:
+        typer.echo("  none recorded in this Dagster instance")
+    with store.connection(settings, read_only=True) as con:
+        def has(table: str) -> bool:
+            return store.table_exists(con, table)
+
+        days = con.execute(
+            """SELECT f.day, sum(f.read), sum(f.accepted), sum(f.rejected), sum(f.duplicates),
+                      count(*) FILTER (WHERE f.error IS NOT NULL)
+               FROM ingest_files f GROUP BY 1 ORDER BY 1 DESC LIMIT 7"""
+        ).fetchall()
+        typer.echo("Ingested days (latest first): day, read, accepted, rejected, duplicates, unreadable files")
+        for day, read, accepted, rejected, duplicates, unreadable in days:
+            typer.echo(f"  {day}  {read:>8} {accepted:>8} {rejected:>6} {duplicates:>6} {unreadable:>3}")
+        if has("worst_slices"):
+            latest = con.execute("SELECT max(day) FROM worst_slices").fetchone()[0]
+            worst = con.execute(
+                """SELECT rank, slice_type || '=' || slice_value, failures, n_signal, failure_rate, rest_rate, q_value
+                   FROM worst_slices WHERE day = ? ORDER BY rank LIMIT 5""", [latest]
+            ).fetchall()
+            typer.echo(f"Worst slices on {latest}:" if worst else "Worst slices: none significant")
+            for rank, name, failures, n, rate, rest, q in worst:
+                typer.echo(f"  {rank}. {name}: {failures}/{n} = {rate:.1%} (rest {rest:.1%}, q={q:.2g})")
+        if has("consensus"):
+            labels = con.execute(
+                """SELECT label, count(*) FILTER (WHERE value = 1), count(*) FILTER (WHERE value IS NOT NULL),
+                          count(*) FILTER (WHERE status = 'tie') FROM consensus GROUP BY 1 ORDER BY 1"""
+            ).fetchall()
+            typer.echo("Labels (consensus): " + (", ".join(
+                f"{label} {pos}/{n} positive, {ties} ties" for label, pos, n, ties in labels) or "none yet"))
+        if has("annotation_agreement"):
+            kappas = con.execute(
+                "SELECT label, round(avg(kappa), 2) FROM annotation_agreement GROUP BY 1 ORDER BY 1").fetchall()
+            typer.echo("Agreement (mean pairwise kappa): " + (", ".join(f"{l} {k}" for l, k in kappas) or "n/a"))
+        if has("annotation_queue"):
+            queued, labelled = con.execute(
+                """SELECT count(*), count(*) FILTER (WHERE log_id IN (SELECT log_id FROM annotations))
+                   FROM annotation_queue"""
+            ).fetchone()
+            typer.echo(f"Annotation queue: {queued} items queued, {labelled} labelled so far")
+        if has("models"):
+            for row in con.execute("SELECT task, version, metrics FROM models WHERE status = 'champion'").fetchall():
+                typer.echo(f"Champion {row[0]}: {row[1]} {row[2]}")
+        else:
+            typer.echo("Classifiers: none trained yet")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -35,6 +35,12 @@ def test_demo_then_run_all_days(settings, monkeypatch, tmp_path):
     assert rows(settings, "SELECT count(DISTINCT day), count(*) = count(DISTINCT log_id) FROM annotation_queue") == [(2, True)]
     assert (settings.annotations_outbox / "labelstudio-tasks-2026-11-02.json").exists()
     assert list(settings.reports_dir.glob("worst-slices-*.png"))
+    # `flywheel status` summarizes it: the runs just made, the days, labels and queue.
+    summary = runner.invoke(app, ["status"])
+    assert summary.exit_code == 0, summary.output
+    assert "nightly" in summary.output and "2026-11-02" in summary.output
+    assert "Labels (consensus): hallucination" in summary.output
+    assert "Annotation queue:" in summary.output
 
 
 def test_bad_usage_exits_2_with_a_one_line_error(settings, monkeypatch):
