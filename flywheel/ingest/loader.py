@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import queue
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -186,7 +188,10 @@ def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
 
 def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests) -> None:
     """Stage, scrub, validate and store one file's records."""
-    for batch in _batches(con, path, fmt, file_report, batch_requests):
+    batches = _batches(con, path, fmt, file_report, batch_requests)
+    if fmt == "canonical_jsonl":
+        batches = _read_ahead(batches)
+    for batch in batches:
         if batch.num_rows == 0:
             continue
         blank = pc.sum(batch.column("blank").cast(pa.int64())).as_py() or 0
@@ -205,6 +210,46 @@ def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests)
         records = formats.iter_records(path, fmt, batch_requests=batch_requests, stats=stats)
         yield from _parsed_batches(records)
         file_report.ignored = stats["ignored_spans"]
+
+
+def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """Yield ``batches`` while a thread reads and splits the next one.
+
+    Reading a block and finding its lines runs while DuckDB validates and writes the
+    previous one (both release the GIL); at most one block waits, so memory stays bounded.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                handoff.put(batch)
+            handoff.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            handoff.put(exc)
+
+    thread = threading.Thread(target=produce, name="flywheel-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        # The consumer may stop early (an error): free the producer and let it end.
+        stop.set()
+        while thread.is_alive():
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 def _line_batches(path: Path) -> Iterator[pa.Table]:
