@@ -10,6 +10,7 @@ import sys
 BENCHMARKS = {
     "ingest": "benchmarks.ingest",
     "slicing": "benchmarks.slicing",
+    "quality": "benchmarks.quality",
 }
 
 

@@ -1,0 +1,136 @@
+"""Classifier features and pipelines: hand-made examples and a demo-data training run."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupShuffleSplit
+
+from flywheel import store
+from flywheel.classifiers import build_pipeline
+from flywheel.classifiers.features import GroundingFeatures, StyleFeatures, TextColumn, text_tfidf
+from flywheel.demo import DemoSpec, generate
+from flywheel.ingest.loader import ingest_day
+from flywheel.settings import load
+
+G = {name: i for i, name in enumerate(GroundingFeatures.feature_names)}
+S = {name: i for i, name in enumerate(StyleFeatures.feature_names)}
+
+CONTEXT = "The Eiffel Tower in Paris was completed in 1889 and is 330 metres tall."
+
+
+def grounding(rows: list[dict], **params) -> np.ndarray:
+    return GroundingFeatures(**params).fit_transform(pd.DataFrame(rows))
+
+
+def test_copied_response_has_full_overlap_and_nothing_novel():
+    x = grounding([{"input": "How tall is it?", "output": CONTEXT, "context": CONTEXT}])[0]
+    for name in ("unigram_overlap", "content_overlap", "bigram_overlap", "trigram_overlap", "copied", "has_reference"):
+        assert x[G[name]] == 1.0, name
+    for name in ("novel_bigram_share", "novel_trigram_share", "has_novel_number", "has_novel_name", "has_novel_date"):
+        assert x[G[name]] == 0.0, name
+    assert x[G["length_ratio"]] == pytest.approx(0.0)
+
+
+def test_novel_number_name_and_date_are_flagged():
+    rows = [
+        {"input": "q", "output": "The Eiffel Tower is 330 metres tall.", "context": CONTEXT},
+        {"input": "q", "output": "The Eiffel Tower is 450 metres tall.", "context": CONTEXT},
+        {"input": "q", "output": "It was designed by Gustave Eiffel in Paris.", "context": CONTEXT},
+        {"input": "q", "output": "The tower was finished on March 31, 1887.", "context": CONTEXT},
+    ]
+    x = grounding(rows)
+    assert x[0, G["has_novel_number"]] == 0.0 and x[1, G["has_novel_number"]] == 1.0
+    assert x[2, G["has_novel_name"]] == 1.0  # "Gustave" is not in the context ("Eiffel", "Paris" are)
+    assert x[0, G["has_novel_name"]] == 0.0 and x[1, G["has_novel_name"]] == 0.0
+    assert x[3, G["has_novel_date"]] == 1.0 and x[0, G["has_novel_date"]] == 0.0
+    assert x[1, G["unigram_overlap"]] < 1.0 and x[1, G["novel_bigram_share"]] > 0.0
+
+
+def test_grounding_falls_back_to_input_without_context():
+    with_none = [{"input": "Name a prime number below 10.", "output": "Seven is a prime number.", "context": None}]
+    no_column = [{"input": "Name a prime number below 10.", "output": "Seven is a prime number."}]
+    a, b = grounding(with_none), grounding(no_column)
+    np.testing.assert_array_equal(a, b)
+    assert a[0, G["has_reference"]] == 0.0
+    assert 0.0 < a[0, G["unigram_overlap"]] < 1.0
+    assert np.isfinite(grounding([{"input": None, "output": None}])).all()
+
+
+def test_style_flags_hedges_and_refusals():
+    x = StyleFeatures().fit_transform(pd.DataFrame({"output": [
+        "I have no comment.", "It might possibly be about 5 km.", "Paris is the capital of France.", None]}))
+    assert x[0, S["has_refusal"]] == 1.0 and x[0, S["starts_with_refusal"]] == 1.0
+    assert x[1, S["has_hedge"]] == 1.0 and x[1, S["has_refusal"]] == 0.0
+    assert x[2, S["has_hedge"]] == 0.0 and x[2, S["has_refusal"]] == 0.0
+    assert x[3, S["empty"]] == 1.0
+
+
+def test_text_column_join_and_tfidf():
+    frame = pd.DataFrame({"input": ["a question", "another"], "output": ["an answer", None]})
+    assert TextColumn(join=("input", "output")).transform(frame) == ["a question\nan answer", "another\n"]
+    assert TextColumn(name="context", fallback="input").transform(frame) == ["a question", "another"]
+    assert text_tfidf(name="output", min_df=1).fit_transform(frame).shape[0] == 2
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown task"):
+        build_pipeline("toxicity", has_context=False)
+
+
+def _synthetic(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    cities = ["Paris", "Rome", "Berlin", "Madrid", "Vienna", "Lisbon"]
+    rows = []
+    for i in range(n):
+        city, year, height = cities[i % len(cities)], int(rng.integers(1800, 2000)), int(rng.integers(50, 500))
+        context = f"The tower of {city} was built in {year} and is {height} metres tall."
+        bad = i % 2 == 1
+        output = (f"The {city} tower is {height + int(rng.integers(5, 90))} metres tall, built by Count Orlov in {year + 7}."
+                  if bad else f"The tower of {city} is {height} metres tall and was built in {year}.")
+        rows.append({"input": f"Tell me about the tower in {city}.", "output": output,
+                     "context": context if i % 7 else None, "label": int(bad), "group": i // 2})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("has_context", [True, False])
+def test_pipeline_separates_synthetic_classes(has_context):
+    train, test = _synthetic(240, 1), _synthetic(120, 2)
+    model = build_pipeline("hallucination", has_context=has_context).fit(train, train["label"])
+    p = model.predict_proba(test)[:, 1]
+    assert ((p >= 0) & (p <= 1)).all()
+    assert roc_auc_score(test["label"], p) > 0.9
+    # clone-able (cross-validation needs it) and deterministic
+    again = clone(model).fit(train, train["label"]).predict_proba(test)[:, 1]
+    np.testing.assert_allclose(p, again)
+
+
+@pytest.fixture(scope="module")
+def demo_logs(tmp_path_factory) -> pd.DataFrame:
+    settings = load({"FLYWHEEL_HOME": str(tmp_path_factory.mktemp("demo") / "home")})
+    summary = generate(settings.home, DemoSpec(days=1, rows_per_day=800, seed=1, start=dt.date(2026, 3, 1)))
+    day = summary.days[0].day
+    with store.connection(settings) as con:
+        ingest_day(con, settings, day)
+        return con.execute(
+            "SELECT l.log_id, l.input, l.output, l.context, t.hallucinated::INT AS label "
+            "FROM logs l JOIN read_parquet(?) t USING (log_id) ORDER BY l.log_id",
+            [str(settings.home / "demo" / f"truth-{day}.parquet")],
+        ).df()
+
+
+def test_pipeline_learns_demo_hallucinations(demo_logs):
+    frame = demo_logs
+    assert len(frame) > 500 and 10 < frame["label"].sum() < len(frame) - 10
+    train_idx, test_idx = next(GroupShuffleSplit(n_splits=1, test_size=0.3, random_state=0)
+                               .split(frame, groups=frame["input"]))
+    train, test = frame.iloc[train_idx], frame.iloc[test_idx]
+    model = build_pipeline("hallucination", has_context=True).fit(train, train["label"])
+    p = model.predict_proba(test)[:, 1]
+    assert ((p >= 0) & (p <= 1)).all()
+    assert roc_auc_score(test["label"], p) > 0.8
