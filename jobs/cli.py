@@ -129,7 +129,7 @@ def run(
         failed.append("import_annotations")
     _print_where(settings)
     if failed:
-        _fail(f"{len(failed)} of {len(days)} runs failed: {', '.join(failed)}", 1)
+        _fail(f"{len(failed)} of {len(days) + 1} runs failed: {', '.join(failed)}", 1)
 
 
 def _execute(job, instance, *, partition_key: str | None = None) -> bool:
