@@ -3,13 +3,14 @@
 import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
-from assets.resources import DUCKDB_POOL, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
 from flywheel import store
 from flywheel.annotations import AGREEMENT_WARNING_THRESHOLD, build_consensus, import_inbox, report_markdown
 
 
 @dg.asset(
     pool=DUCKDB_POOL,
+    retry_policy=RETRY,
     group_name="annotations",
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],
@@ -38,6 +39,7 @@ def annotations(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -
 @dg.asset(
     deps=[annotations],
     pool=DUCKDB_POOL,
+    retry_policy=RETRY,
     group_name="annotations",
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],

@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
-from assets.resources import DUCKDB_POOL, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
 from flywheel import quality, store
 from flywheel.ingest.loader import ingest_day, report_markdown, report_summary
 
@@ -20,6 +20,7 @@ QUALITY_DESCRIPTIONS = {
 @dg.asset(
     partitions_def=daily_partitions,
     pool=DUCKDB_POOL,
+    retry_policy=RETRY,
     group_name="ingest",
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],

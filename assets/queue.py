@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
-from assets.resources import DUCKDB_POOL, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
 from flywheel import store
 from flywheel.annotations.export import export_queue
 from flywheel.annotations.queue import build_queue
@@ -14,6 +14,7 @@ from flywheel.annotations.queue import build_queue
     deps=["logs", "slice_metrics"],
     partitions_def=daily_partitions,
     pool=DUCKDB_POOL,
+    retry_policy=RETRY,
     group_name="queue",
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],

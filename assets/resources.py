@@ -17,6 +17,10 @@ SETTINGS = flywheel_settings.load()
 # this pool, whose limit is 1 (dagster.yaml), so parallel steps wait instead of failing.
 DUCKDB_POOL = "flywheel_duckdb"
 
+# A step that fails (a file lock held by a process outside Dagster, a full disk that
+# clears) is tried again twice, 15 s then 30 s later, before the run fails.
+RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
+
 
 class FlywheelResource(dg.ConfigurableResource):
     """Where the flywheel home is and how it behaves.

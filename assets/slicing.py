@@ -5,7 +5,7 @@ import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
-from assets.resources import DUCKDB_POOL, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
 from flywheel import store
 from flywheel.slicing.run import slice_day
 
@@ -44,6 +44,7 @@ from flywheel.slicing.run import slice_day
     ],
     partitions_def=daily_partitions,
     pool=DUCKDB_POOL,
+    retry_policy=RETRY,
 )
 def slicing(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     settings = flywheel.settings()

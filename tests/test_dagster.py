@@ -108,7 +108,11 @@ def test_definitions_load_with_the_nightly_job_and_a_running_schedule():
     assert "logs" in {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert nightly_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert nightly_schedule.cron_schedule == "0 2 * * *"
-    assert logs.op.pool == "flywheel_duckdb"
+    # Every asset that writes to DuckDB takes its turn in the pool and retries transient failures.
+    for key in ("logs", "slice_metrics", "annotation_queue", "annotations", "consensus"):
+        assets_def = defs.resolve_assets_def(key)
+        assert assets_def.op.pool == "flywheel_duckdb"
+        assert assets_def.op.retry_policy.max_retries == 2
 
 
 def test_the_schedule_runs_the_day_that_just_ended():
