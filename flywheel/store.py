@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import duckdb
 
@@ -327,10 +326,6 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     ).fetchone()
     return bool(row and row[0])
 
-
-def database_file(settings: Settings) -> Path:
-    """Return the path of the DuckDB file (for messages and the README)."""
-    return settings.database_path
 
 
 def schema_columns(table: str) -> list[tuple[str, str]]:

@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 a run or a step failed, 2 bad usage or settings.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Optional
@@ -238,9 +237,5 @@ def status() -> None:
             typer.echo("Classifiers: none trained yet")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    app()

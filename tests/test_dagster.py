@@ -5,7 +5,6 @@ job and schedule, and the boundary between flywheel/ and the orchestrator."""
 import ast
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 

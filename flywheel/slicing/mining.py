@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import duckdb
-import numpy as np
 import pandas as pd
 
 from flywheel.slicing import stats
