@@ -280,6 +280,23 @@ CREATE TABLE IF NOT EXISTS topics (
 );
 """
 
+# Model registry and classifier scores (#5). Filled in by the classifiers work.
+MODEL_SCHEMA = """
+"""
+
+# LLM calls, judges and prompts (#6). Filled in by the judges and prompts work.
+LLM_SCHEMA = """
+"""
+
+PROMPT_SCHEMA = """
+"""
+
+
+def all_schemas() -> str:
+    """Return the DDL of every table flywheel keeps, in creation order."""
+    return SCHEMA + ANNOTATION_SCHEMA + SLICE_SCHEMA + MODEL_SCHEMA + LLM_SCHEMA + PROMPT_SCHEMA
+
+
 # Partition-owned tables: re-materializing a day replaces exactly these rows.
 DAILY_TABLES = ("logs", "rejected_logs", "duplicate_logs", "ingest_files")
 
@@ -305,7 +322,7 @@ def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyCo
     # DuckDB insert in parallel.
     con.execute("SET preserve_insertion_order = false")
     if not read_only:
-        con.execute(SCHEMA + ANNOTATION_SCHEMA + SLICE_SCHEMA)
+        con.execute(all_schemas())
     return con
 
 
@@ -330,7 +347,7 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 def schema_columns(table: str) -> list[tuple[str, str]]:
     """Return the (column, type) pairs of one table as the schema declares it."""
-    schema = SCHEMA + ANNOTATION_SCHEMA + SLICE_SCHEMA
+    schema = all_schemas()
     start = schema.index(f"CREATE TABLE IF NOT EXISTS {table} (")
     body = schema[schema.index("(", start) + 1 : schema.index(");", start)]
     columns = []
