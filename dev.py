@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Set up the project's environment and run the quick start or the tests.
 
-    python3 dev.py demo    create .venv, install, generate demo data, run the nightly job
+    python3 dev.py demo    create .venv, install, generate demo data, run every demo day,
+                           print the status
     python3 dev.py test    create .venv, install with the test extras, run the tests
+                           (installs Debian's chromium for the report test when missing)
 
 Only the standard library is used here: this script runs before anything is installed.
 Each command can be run again; it reinstalls only when pyproject.toml changed.
@@ -65,10 +67,38 @@ def demo() -> None:
     env = environment()
     must(BIN / "flywheel", "demo", env=env)
     must(BIN / "flywheel", "run", "--all", env=env)
+    print()
+    must(BIN / "flywheel", "status", env=env)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> None:
+    """Install Debian's chromium (the report test opens the report in it) when it is
+    missing and this machine can: apt-get, as root or through sudo. Says what it does."""
+    import shutil
+
+    if CHROMIUM.exists() or not shutil.which("apt-get"):
+        return
+    if os.geteuid() == 0:
+        prefix: list[str] = []
+    elif shutil.which("sudo") and subprocess.call(["sudo", "-n", "true"], stderr=subprocess.DEVNULL) == 0:
+        prefix = ["sudo", "-n"]
+    else:
+        print(f"dev.py: {CHROMIUM} is missing and this user cannot apt-get install it: the report test will skip")
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"dev.py: installing chromium for the report test: {' '.join(prefix + ['apt-get', 'install', '-y', 'chromium'])}")
+    subprocess.call(prefix + ["apt-get", "update", "-qq"], env=env)
+    code = subprocess.call(prefix + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env)
+    if code != 0:
+        print(f"dev.py: apt-get install chromium failed ({code}): the report test will skip (and fail under CI)")
 
 
 def test(pytest_args: list[str]) -> None:
     ensure_environment("test")
+    ensure_chromium()
     env = environment()
     # pytest exits 5 when it collected no test: that is a failure here, not a pass.
     code = run(PYTHON, "-m", "pytest", *pytest_args, env=env)

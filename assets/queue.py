@@ -11,7 +11,7 @@ from flywheel.annotations.queue import build_queue
 
 
 @dg.asset(
-    deps=["logs", "slice_metrics"],
+    deps=["logs", "slice_metrics", "log_scores"],
     partitions_def=daily_partitions,
     pool=DUCKDB_POOL,
     retry_policy=RETRY,

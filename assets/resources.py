@@ -45,3 +45,41 @@ class FlywheelResource(dg.ConfigurableResource):
             if value is not None
         }
         return flywheel_settings.load().replace(**overrides)
+
+
+class LLMResource(dg.ConfigurableResource):
+    """The OpenAI-compatible endpoint the judges and prompt evaluations talk to.
+
+    Fields left unset come from OPENAI_BASE_URL, OPENAI_API_KEY and the FLYWHEEL_LLM_*
+    variables, read at run time (see the README's Settings table). With no base URL,
+    :meth:`client` raises :class:`flywheel.llm.NoEndpoint` and the LLM assets skip.
+    """
+
+    base_url: Optional[str] = None
+    api_key: Optional[str] = None  # prefer the OPENAI_API_KEY environment variable
+    model: Optional[str] = None
+    timeout: Optional[float] = None
+    max_retries: Optional[int] = None
+    concurrency: Optional[int] = None
+    max_calls: Optional[int] = None
+    max_tokens: Optional[int] = None
+
+    def apply(self, settings: flywheel_settings.Settings) -> flywheel_settings.Settings:
+        """Return ``settings`` with the fields set on this resource in place of theirs."""
+        overrides = {
+            f"llm_{name}": value
+            for name, value in (
+                ("base_url", self.base_url), ("api_key", self.api_key), ("model", self.model),
+                ("timeout", self.timeout), ("max_retries", self.max_retries),
+                ("concurrency", self.concurrency), ("max_calls", self.max_calls),
+                ("max_tokens", self.max_tokens),
+            )
+            if value is not None
+        }
+        return settings.replace(**overrides)
+
+    def client(self, settings: flywheel_settings.Settings, con, *, run_id: Optional[str] = None):
+        """Return a :class:`flywheel.llm.LLMClient` for one run (raises NoEndpoint)."""
+        from flywheel.llm import LLMClient
+
+        return LLMClient.from_settings(self.apply(settings), con, run_id=run_id)

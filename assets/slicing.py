@@ -24,7 +24,7 @@ from flywheel.slicing.run import slice_day
         ),
         dg.AssetSpec(
             "slice_metrics",
-            deps=["slices"],
+            deps=["slices", "log_scores"],
             group_name="slicing",
             kinds={"duckdb", "python"},
             owners=["team:flywheel"],

@@ -2596,12 +2596,28 @@ def _generate_day(home: Path, spec: DemoSpec, index: int, progress: Callable[[st
     )
 
 
+def write_prompt_templates(home: Path) -> list[Path]:
+    """Write ``prompts/templates/<prompt_name>.txt`` for every prompt name of the demo
+    application (its v12 system prompt with a ``{few_shot}`` place), keeping templates
+    that exist already. Returns the files written."""
+    folder = Path(home) / "prompts" / "templates"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in sorted({src.prompt_name for src in SOURCES}):
+        path = folder / f"{name}.txt"
+        if not path.exists():
+            path.write_text(_SYSTEM_PROMPTS["v12"] + "\n\n{few_shot}\n", encoding="utf-8")
+            written.append(path)
+    return written
+
+
 def generate(home: Path, spec: DemoSpec, *, progress: Callable[[str], None] | None = None) -> DemoSummary:
     """Write the demo data of every day of ``spec`` into the flywheel home ``home``.
 
     Writes ``landing/YYYY-MM-DD/*`` (see the module docstring), ``annotations/inbox/*``,
-    ``demo/truth-YYYY-MM-DD.parquet`` and ``demo/summary.json``, streaming in chunks so
-    memory stays flat. Existing files of the same names are replaced. Returns the
+    ``demo/truth-YYYY-MM-DD.parquet``, ``demo/summary.json`` and the prompt templates of
+    :func:`write_prompt_templates`, streaming in chunks so memory stays flat. Existing
+    files of the same names are replaced (templates are kept). Returns the
     summary (rows per format, bad records, duplicates, annotation files, per day).
     """
     home = Path(home)
@@ -2609,6 +2625,8 @@ def generate(home: Path, spec: DemoSpec, *, progress: Callable[[str], None] | No
     summary = DemoSummary(home=home, spec=spec)
     for index in range(spec.days):
         summary.days.append(_generate_day(home, spec, index, report))
+    for written in write_prompt_templates(home):
+        report(f"prompt template {written.relative_to(home)}")
     path = home / "demo" / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")

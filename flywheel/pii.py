@@ -182,9 +182,11 @@ _SECRET_PREFILTER = "|".join(
 _DIGIT_RUN = _compile(r"(?<![\w.,-])\d+(?:[ -]\d+)*(?![\w]|[.,]\d)")
 _DIGIT_GROUP = _compile(r"\d+")
 _CARD_GATE = _searches(r"[0-9][0-9 -]{12}")
-# 13 digits with at most one separator between them, starting a run or after a
-# separator. RE2 has no lookbehind: "(?:^|[^...])" stands in for it (a superset).
-_CARD_PREFILTER = r"(?:^|[^\w.,])\d(?:[ -]?\d){12}"
+# 13 digits with at most one separator between them, from the start of a digit run
+# (a card window later in a run is reached from the run's start, so that is enough).
+# RE2 has no lookbehind: "(?:^|[^...])" stands in for it (a superset).
+_CARD_BEFORE = r"[^\w.,-]"
+_CARD_PREFILTER = r"(?:^|" + _CARD_BEFORE + r")\d(?:[ -]?\d){12}"
 _MAX_CARD_GROUPS = 6  # 4-4-4-4-3 is the longest common grouping
 
 
@@ -298,10 +300,11 @@ _PHONE_DETECTORS = (
     ),
 )
 
+_NA_PHONE_PREFILTER = r"(?:\)[ .-]?|\d[ .-])\d{3}[ .-]\d{4}(?:$|\W)"
 _PHONE_PREFILTER = "|".join(
     (
         r"(?:^|[^\w+./-])(?:\+|00)[1-9][0-9 ().-]{7}",  # intl: 8+ digits after the prefix
-        r"\d{3}[ .-]\d{4}(?:$|\W)",  # every North American form ends like this
+        _NA_PHONE_PREFILTER,  # every North American form ends like this
         r"(?:^|[^\w+./-])\(?0\d[0-9 ()/-]{7}",  # national: 9+ digits from the trunk 0
     )
 )
@@ -341,6 +344,36 @@ _EMAIL_PREFILTER = r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.[A-Za-z0-9]"
 
 PREFILTER_PATTERN: str = "|".join(
     (_SECRET_PREFILTER, _CARD_PREFILTER, _EMAIL_PREFILTER, _PHONE_PREFILTER)
+)
+
+# The prefilter for a whole JSON document (a JSON line) instead of one decoded text.
+# Running it once over each raw line is much cheaper than over each field. It matches
+# wherever PREFILTER_PATTERN matches the decoded value of any string in the document
+# (and, harmlessly, more often): each branch is the decoded one with room for JSON
+# escapes. A character before a number may be escaped (``\n``, ``\u00e9``); a tab,
+# quote or slash inside a match may be written ``\t``, ``\"``, ``\/``; and any other
+# escaped ASCII character (``\u0040`` ...) makes the line a candidate by itself.
+_JSON_ESCAPED = r"|\\[bfnrt]|\\u[0-9A-Fa-f]{4})"
+_JSON_BOUNDARY = r"(?:^|" + _CARD_BEFORE + _JSON_ESCAPED
+_JSON_PHONE_BOUNDARY = r"(?:^|[^\w+./-]" + _JSON_ESCAPED
+_JSON_BLANK = r"(?:[ \t]|\\t)"
+JSON_PREFILTER_PATTERN: str = "|".join(
+    (
+        r"sk-[A-Za-z0-9_-]{20}",
+        r"(?:AKIA|ASIA)[0-9A-Z]{16}",
+        r"gh[pousr]_[A-Za-z0-9]{30}",
+        r"github_pat_",
+        r"xox[abprs]-",
+        r"AIza[0-9A-Za-z_-]{35}",
+        _BEARER + _JSON_BLANK,
+        r"(?i:" + _SECRET_NAME + r")(?:\\?[\"'])?" + _JSON_BLANK + "*[:=]",
+        _JSON_BOUNDARY + r"\d(?:[ -]?\d){12}",
+        _EMAIL_PREFILTER,
+        _JSON_PHONE_BOUNDARY + r"(?:\+|00)[1-9][0-9 ().-]{7}",
+        _NA_PHONE_PREFILTER,
+        _JSON_PHONE_BOUNDARY + r"\(?0\d(?:[0-9 ()/-]|\\/){7}",
+        r"\\u00[0-7][0-9A-Fa-f]",
+    )
 )
 
 # Detectors in families behind one cheap test each, so that a clean text costs a few

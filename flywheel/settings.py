@@ -8,11 +8,11 @@ nothing else in the project reads the environment for configuration.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 PII_MODES = ("redact", "flag", "off")
-STORAGE_MODES = ("duckdb",)
+STORAGE_MODES = ("duckdb", "ducklake")
 
 
 class SettingsError(ValueError):
@@ -35,6 +35,36 @@ class Settings:
     storage: str = "duckdb"
     duckdb_threads: int = 0  # 0: DuckDB's default (all cores)
     duckdb_memory_limit: str = ""  # "": DuckDB's default (80% of RAM)
+    # Classifiers (#5).
+    min_labels_per_class: int = 50  # fewer consensus labels of either class: the task is not trained
+    gate_confidence: float = 0.95  # a candidate is kept out only when worse at this confidence
+    scoring_batch_rows: int = 100_000  # logs scored per Arrow batch
+    scoring_threads: int = 0  # threads scoring a batch (0: one per core)
+    # Storage mode "ducklake": where the lake's catalog and its Parquet files live.
+    lake_catalog: str = ""  # "": SQLite file HOME/lake/catalog.sqlite; or "postgres:dbname=... host=..."
+    lake_data_path: str = ""  # "": HOME/lake/data/; or s3://bucket/prefix/
+    # LLM endpoint (#6): OPENAI_BASE_URL / OPENAI_API_KEY (no FLYWHEEL_ prefix, see ENV_NAMES).
+    llm_base_url: str = ""  # "": no endpoint, LLM assets are skipped
+    llm_api_key: str = field(default="", repr=False)  # a secret: never printed
+    llm_model: str = "gpt-4o-mini-2024-07-18"
+    llm_timeout: float = 60.0  # seconds per HTTP attempt
+    llm_max_retries: int = 3  # on 408/409/429/5xx/timeouts, exponential backoff
+    llm_concurrency: int = 4  # parallel requests
+    llm_max_calls: int = 2000  # per-run budget: paid requests
+    llm_max_tokens: int = 2_000_000  # per-run budget: prompt + completion tokens
+    llm_prompt_price_per_1k: float = 0.00015  # USD per 1k prompt tokens (cost estimate)
+    llm_completion_price_per_1k: float = 0.0006  # USD per 1k completion tokens
+    # LLM judges (#6).
+    judge_min_kappa: float = 0.4  # below: the judge prompt version is not trusted
+    judge_min_items: int = 20  # fewer held-out items: not trusted
+    judge_holdout_size: int = 200  # consensus items per criterion held out for alignment
+    judge_few_shot: int = 4  # few-shot examples per judge prompt (half positive)
+    judge_sample_size: int = 200  # recent logs judged per run (besides the held-out set)
+    # Prompts and few-shot refresh (#6).
+    few_shot_k: int = 4  # few-shot examples per prompt
+    few_shot_lambda: float = 0.7  # MMR trade-off: 1 = most typical, 0 = most diverse
+    prompt_eval_size: int = 60  # logs in each prompt's fixed evaluation set
+    prompt_eval_alpha: float = 0.05  # significance level for promoting a candidate prompt
 
     # Derived locations inside the home.
     @property
@@ -65,6 +95,16 @@ class Settings:
     def database_path(self) -> Path:
         return self.home / "flywheel.duckdb"
 
+    @property
+    def lake_catalog_uri(self) -> str:
+        """Return the DuckLake catalog (``ducklake:`` URI without the prefix) of the lake mode."""
+        return self.lake_catalog or f"sqlite:{self.home / 'lake' / 'catalog.sqlite'}"
+
+    @property
+    def lake_data_uri(self) -> str:
+        """Return where the lake mode writes its Parquet files (a folder or an object-store prefix)."""
+        return self.lake_data_path or f"{self.home / 'lake' / 'data'}/"
+
     def source_name(self, path: Path) -> str:
         """Return how a file is named in the tables: relative to the home when inside it."""
         try:
@@ -85,6 +125,9 @@ class Settings:
 
 ENV_PREFIX = "FLYWHEEL_"
 
+# Settings read from a variable other than FLYWHEEL_<NAME>: the OpenAI client's own names.
+ENV_NAMES = {"llm_base_url": "OPENAI_BASE_URL", "llm_api_key": "OPENAI_API_KEY"}
+
 
 def _validated(settings: Settings) -> Settings:
     if settings.pii_mode not in PII_MODES:
@@ -95,10 +138,32 @@ def _validated(settings: Settings) -> Settings:
         raise SettingsError(
             f"FLYWHEEL_STORAGE={settings.storage!r} is not one of {', '.join(STORAGE_MODES)}"
         )
+    if settings.few_shot_k < 0 or settings.prompt_eval_size < 1:
+        raise SettingsError(
+            f"FLYWHEEL_FEW_SHOT_K={settings.few_shot_k} must be >= 0 and "
+            f"FLYWHEEL_PROMPT_EVAL_SIZE={settings.prompt_eval_size} >= 1"
+        )
+    if not 0.0 <= settings.few_shot_lambda <= 1.0:
+        raise SettingsError(f"FLYWHEEL_FEW_SHOT_LAMBDA={settings.few_shot_lambda} must be between 0 and 1")
+    if not 0.0 < settings.prompt_eval_alpha < 1.0:
+        raise SettingsError(f"FLYWHEEL_PROMPT_EVAL_ALPHA={settings.prompt_eval_alpha} must be between 0 and 1")
     if not 0.0 <= settings.max_rejected_share <= 1.0:
         raise SettingsError(
             f"FLYWHEEL_MAX_REJECTED_SHARE={settings.max_rejected_share} must be between 0 and 1"
         )
+    if settings.llm_timeout <= 0:
+        raise SettingsError(f"FLYWHEEL_LLM_TIMEOUT={settings.llm_timeout} must be above 0 seconds")
+    for name, low in (("llm_concurrency", 1), ("llm_max_retries", 0), ("llm_max_calls", 0),
+                      ("llm_max_tokens", 0), ("judge_holdout_size", 1), ("judge_few_shot", 0)):
+        if getattr(settings, name) < low:
+            raise SettingsError(f"FLYWHEEL_{name.upper()}={getattr(settings, name)} must be at least {low}")
+    if not -1.0 <= settings.judge_min_kappa <= 1.0:
+        raise SettingsError(f"FLYWHEEL_JUDGE_MIN_KAPPA={settings.judge_min_kappa} must be between -1 and 1")
+    for name, low in (("min_labels_per_class", 2), ("scoring_batch_rows", 1), ("scoring_threads", 0)):
+        if getattr(settings, name) < low:
+            raise SettingsError(f"FLYWHEEL_{name.upper()}={getattr(settings, name)} must be at least {low}")
+    if not 0.5 <= settings.gate_confidence < 1.0:
+        raise SettingsError(f"FLYWHEEL_GATE_CONFIDENCE={settings.gate_confidence} must be in [0.5, 1)")
     return settings
 
 
@@ -111,7 +176,8 @@ def load(environ: dict[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
     for f in fields(Settings):
-        raw = env.get(ENV_PREFIX + f.name.upper())
+        env_name = ENV_NAMES.get(f.name, ENV_PREFIX + f.name.upper())
+        raw = env.get(env_name)
         if raw is None or raw == "":
             continue
         kind = type(f.default)
@@ -126,7 +192,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
                 values[f.name] = raw
         except ValueError as exc:
             raise SettingsError(
-                f"{ENV_PREFIX}{f.name.upper()}={raw!r}: expected {kind.__name__} ({exc})"
+                f"{env_name}={raw!r}: expected {kind.__name__} ({exc})"
             ) from None
     settings = Settings(**values)
     return settings.replace(home=settings.home.expanduser().resolve())

@@ -8,7 +8,13 @@ writing process per file; the orchestration layer makes sure writers take turns.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import importlib.util
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -280,15 +286,171 @@ CREATE TABLE IF NOT EXISTS topics (
 );
 """
 
-# Model registry and classifier scores (#5). Filled in by the classifiers work.
+# Model registry and classifier scores (#5): owned by flywheel/classifiers/.
 MODEL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    version          VARCHAR NOT NULL,
+    task             VARCHAR NOT NULL,
+    status           VARCHAR NOT NULL,   -- candidate | champion | retired
+    trained_at       TIMESTAMPTZ NOT NULL,
+    data_hash        VARCHAR NOT NULL,
+    code_version     VARCHAR NOT NULL,
+    settings         JSON,
+    metrics          JSON,
+    artifact_path    VARCHAR,
+    reason           VARCHAR,
+    artifact_sha256  VARCHAR,
+    n_train          BIGINT,
+    n_eval           BIGINT,
+    promoted_at      TIMESTAMPTZ,
+    retired_at       TIMESTAMPTZ
+);
+
+CREATE TABLE IF NOT EXISTS log_scores (
+    log_id         VARCHAR NOT NULL,
+    day            DATE NOT NULL,
+    task           VARCHAR NOT NULL,
+    model_version  VARCHAR NOT NULL,
+    score          DOUBLE,
+    scored_at      TIMESTAMPTZ NOT NULL
+);
 """
 
 # LLM calls, judges and prompts (#6). Filled in by the judges and prompts work.
 LLM_SCHEMA = """
+-- Every chat request, paid or served from the cache (flywheel/llm/): the cost ledger and
+-- the cache (a request_hash with status 'ok' is never sent again).
+CREATE TABLE IF NOT EXISTS llm_calls (
+    request_hash       VARCHAR NOT NULL,
+    model              VARCHAR NOT NULL,
+    purpose            VARCHAR,
+    status             VARCHAR NOT NULL,
+    cached             BOOLEAN NOT NULL,
+    prompt_tokens      BIGINT,
+    completion_tokens  BIGINT,
+    latency_ms         DOUBLE,
+    cost_usd           DOUBLE,
+    called_at          TIMESTAMPTZ NOT NULL,
+    response           VARCHAR,
+    error              VARCHAR,
+    base_url           VARCHAR,
+    run_id             VARCHAR
+);
+
+-- One verdict per log, criterion and judge prompt version (flywheel/judges/).
+CREATE TABLE IF NOT EXISTS judge_verdicts (
+    log_id          VARCHAR NOT NULL,
+    criterion       VARCHAR NOT NULL,
+    prompt_version  VARCHAR NOT NULL,
+    verdict         BOOLEAN,
+    reason          VARCHAR,
+    parse_error     VARCHAR,
+    judged_at       TIMESTAMPTZ NOT NULL,
+    request_hash    VARCHAR,
+    status          VARCHAR,   -- ok | parse_error | error (the request failed)
+    holdout         BOOLEAN,   -- one of the criterion's held-out alignment items
+    error           VARCHAR
+);
+
+-- Agreement of each judge prompt version with the human consensus on a held-out set.
+CREATE TABLE IF NOT EXISTS judge_alignment (
+    criterion       VARCHAR NOT NULL,
+    prompt_version  VARCHAR NOT NULL,
+    kappa           DOUBLE,
+    tpr             DOUBLE,
+    tnr             DOUBLE,
+    n               BIGINT NOT NULL,
+    n_pos           BIGINT NOT NULL,
+    n_neg           BIGINT NOT NULL,
+    parse_failures  BIGINT NOT NULL,
+    trusted         BOOLEAN NOT NULL,
+    evaluated_at    TIMESTAMPTZ NOT NULL,
+    tp              BIGINT,
+    tn              BIGINT,
+    fp              BIGINT,
+    fn              BIGINT,
+    errors          BIGINT,
+    accuracy        DOUBLE,
+    min_kappa       DOUBLE,
+    label_hash      VARCHAR,
+    few_shot_ids    VARCHAR[]
+);
+
+-- The judge prompt versions (content hash of the rendered template) and their text.
+CREATE TABLE IF NOT EXISTS judge_prompts (
+    criterion       VARCHAR NOT NULL,
+    prompt_version  VARCHAR NOT NULL,
+    model           VARCHAR NOT NULL,
+    template_hash   VARCHAR NOT NULL,
+    few_shot_ids    VARCHAR[],
+    source          VARCHAR,
+    messages        JSON NOT NULL,
+    created_at      TIMESTAMPTZ NOT NULL
+);
 """
 
 PROMPT_SCHEMA = """
+-- The prompt registry (flywheel/prompts/registry.py): every rendered prompt version,
+-- its few-shot example ids and its lineage (label_hash: the consensus rows it was built
+-- from; eval_id: the evaluation that promoted or rejected it).
+CREATE TABLE IF NOT EXISTS prompts (
+    name           VARCHAR NOT NULL,
+    version        VARCHAR NOT NULL,
+    text_hash      VARCHAR NOT NULL,
+    few_shot_ids   VARCHAR[],
+    status         VARCHAR NOT NULL,
+    path           VARCHAR,
+    created_at     TIMESTAMPTZ NOT NULL,
+    label_hash     VARCHAR,
+    eval_id        VARCHAR,
+    template_hash  VARCHAR,
+    text           VARCHAR,
+    reason         VARCHAR,
+    promoted_at    TIMESTAMPTZ,
+    retired_at     TIMESTAMPTZ
+);
+
+-- The few-shot examples chosen for each prompt name (flywheel/prompts/few_shot.py).
+CREATE TABLE IF NOT EXISTS few_shot_examples (
+    prompt_name    VARCHAR NOT NULL,
+    rank           INTEGER NOT NULL,
+    log_id         VARCHAR NOT NULL,
+    reason         VARCHAR NOT NULL,
+    worst_slices   VARCHAR[],
+    relevance      DOUBLE,
+    max_similarity DOUBLE,
+    mmr            DOUBLE,
+    label_hash     VARCHAR NOT NULL,
+    selected_at    TIMESTAMPTZ NOT NULL
+);
+
+-- The fixed evaluation set of each prompt name (flywheel/prompts/evaluate.py).
+CREATE TABLE IF NOT EXISTS prompt_eval_sets (
+    eval_set_id    VARCHAR NOT NULL,
+    prompt_name    VARCHAR NOT NULL,
+    position       INTEGER NOT NULL,
+    log_id         VARCHAR NOT NULL,
+    created_at     TIMESTAMPTZ NOT NULL
+);
+
+-- One row per metric per evaluation of a candidate against the champion.
+CREATE TABLE IF NOT EXISTS prompt_evals (
+    eval_id            VARCHAR NOT NULL,
+    prompt_name        VARCHAR NOT NULL,
+    champion_version   VARCHAR NOT NULL,
+    candidate_version  VARCHAR NOT NULL,
+    metric             VARCHAR NOT NULL,
+    champion_score     DOUBLE,
+    candidate_score    DOUBLE,
+    p_value            DOUBLE,
+    n                  BIGINT NOT NULL,
+    promoted           BOOLEAN NOT NULL,
+    evaluated_at       TIMESTAMPTZ NOT NULL,
+    test               VARCHAR,
+    eval_set_id        VARCHAR,
+    decision           VARCHAR,
+    detail             JSON
+);
 """
 
 
@@ -302,18 +464,22 @@ DAILY_TABLES = ("logs", "rejected_logs", "duplicate_logs", "ingest_files")
 
 
 def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Return a connection to the home's DuckDB file with the schema in place.
+    """Return a connection to the home's tables with the schema in place.
 
-    The session time zone is UTC so that timestamps read and print the same on every
-    machine.
+    ``FLYWHEEL_STORAGE=duckdb`` (default): the home's DuckDB file, one writing process at a
+    time. ``FLYWHEEL_STORAGE=ducklake``: the same tables in a DuckLake (see
+    :func:`_connect_lake`), which several processes may write at once. Either way the
+    session time zone is UTC so that timestamps read and print the same on every machine.
     """
-    path = settings.database_path
-    path.parent.mkdir(parents=True, exist_ok=True)
     config: dict[str, object] = {}
     if settings.duckdb_threads:
         config["threads"] = settings.duckdb_threads
     if settings.duckdb_memory_limit:
         config["memory_limit"] = settings.duckdb_memory_limit
+    if settings.storage == "ducklake":
+        return _connect_lake(settings, read_only=read_only, config=config)
+    path = settings.database_path
+    path.parent.mkdir(parents=True, exist_ok=True)
     if read_only and not path.exists():
         read_only = False  # nothing to read yet: create the file and its schema
     con = duckdb.connect(str(path), read_only=read_only, config=config)
@@ -324,6 +490,203 @@ def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyCo
     if not read_only:
         con.execute(all_schemas())
     return con
+
+
+# -- storage mode "ducklake" ---------------------------------------------------------------
+
+LAKE = "lake"  # the attached DuckLake's name; it is the default catalog of lake connections
+
+
+class StorageError(RuntimeError):
+    """The storage mode cannot be used here; the message says what to install or set."""
+
+
+def _connect_lake(settings: Settings, *, read_only: bool, config: dict) -> duckdb.DuckDBPyConnection:
+    """Return an in-memory DuckDB connection whose default catalog is the home's DuckLake.
+
+    The catalog (``settings.lake_catalog_uri``) is a SQLite file by default, or Postgres;
+    the data are Parquet files under ``settings.lake_data_uri``, the daily tables
+    partitioned by ``day``. Each writer commits its own snapshot: several processes can
+    write different partitions at once, and a commit that loses a race raises a
+    ``duckdb.TransactionException`` that :func:`retry_conflicts` runs again. Temporary
+    tables stay in the connection's own memory.
+    """
+    catalog, data = settings.lake_catalog_uri, settings.lake_data_uri
+    con = duckdb.connect(":memory:", config=config)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET preserve_insertion_order = false")
+        _load_extension(con, "ducklake")
+        options = [f"DATA_PATH '{_quote(data)}'"]
+        if catalog.startswith("sqlite:"):
+            _load_extension(con, "sqlite")
+            sqlite_path = Path(catalog.removeprefix("sqlite:"))
+            sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            if read_only and not sqlite_path.exists():
+                read_only = False  # nothing to read yet: create the catalog and its schema
+            # WAL lets readers run beside the writer; writers wait for each other's commit.
+            options += ["META_JOURNAL_MODE 'WAL'", "META_BUSY_TIMEOUT 60000"]
+        elif catalog.startswith("postgres:"):
+            _load_extension(con, "postgres")
+        if "://" not in data:
+            Path(data).mkdir(parents=True, exist_ok=True)
+        if read_only:
+            options.append("READ_ONLY")
+        con.execute(f"ATTACH '{_quote('ducklake:' + catalog)}' AS {LAKE} ({', '.join(options)})")
+        con.execute(f"USE {LAKE}")
+        if not read_only:
+            retry_conflicts(lambda: _create_lake_tables(con))
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _create_lake_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables the lake lacks; tables with a ``day`` column are partitioned by it,
+    so that each day's rows live in their own files (and a day's rewrite touches only them)."""
+    present = {
+        name for (name,) in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = ?", [LAKE]
+        ).fetchall()
+    }
+    missing = [m for m in _TABLE_DDL.finditer(all_schemas()) if m.group(1) not in present]
+    if not missing:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for match in missing:
+            con.execute(match.group(0))
+            if any(name == "day" for name, _ in schema_columns(match.group(1))):
+                con.execute(f"ALTER TABLE {match.group(1)} SET PARTITIONED BY (day)")
+        con.execute("COMMIT")
+    except BaseException:
+        rollback(con)
+        raise
+
+
+_TABLE_DDL = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \(.*?\n\);", re.S)
+
+
+def _load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load a DuckDB extension, installing it first from its PyPI package
+    (``duckdb-extension-<name>``, which must match the installed DuckDB version) or, without
+    the package, from DuckDB's extension repository."""
+    installed = con.execute(
+        "SELECT count(*) FROM duckdb_extensions() WHERE (extension_name = ? OR list_contains(aliases, ?)) AND installed",
+        [name, name],
+    ).fetchone()[0]
+    if not installed:
+        spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+        if spec is not None and spec.origin:
+            shipped = Path(spec.origin).parent / "extensions"
+            path = shipped / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+            if not path.exists():
+                versions = ", ".join(sorted(p.name for p in shipped.iterdir())) or "none"
+                raise StorageError(
+                    f"FLYWHEEL_STORAGE=ducklake: the package duckdb-extension-{name} ships the extension for "
+                    f"DuckDB {versions}, but duckdb {duckdb.__version__} is installed: install matching versions "
+                    f"(pip install 'flywheel[lake]' pins them)"
+                )
+            with _install_lock():  # several processes may be the first at once
+                con.execute(f"INSTALL '{_quote(str(path))}'")
+        else:
+            try:
+                con.execute(f"INSTALL {name}")
+            except duckdb.Error as exc:
+                raise StorageError(
+                    f"FLYWHEEL_STORAGE=ducklake needs the DuckDB extension {name!r}: "
+                    f"pip install 'flywheel[lake]' ({str(exc).splitlines()[0]})"
+                ) from None
+    con.execute(f"LOAD {name}")
+
+
+@contextlib.contextmanager
+def _install_lock() -> Iterator[None]:
+    """Hold a machine-wide lock while an extension is copied into DuckDB's extension folder."""
+    import tempfile
+
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: installs are rare, go without the lock
+        yield
+        return
+    with open(Path(tempfile.gettempdir()) / "flywheel-duckdb-extension-install.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction, if any (a failed COMMIT has already ended it)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+T = TypeVar("T")
+
+# What a lost race between two lake writers looks like: DuckLake's own conflict check, or
+# the catalog's lock (SQLite) that a concurrent commit held.
+_CONFLICT = re.compile(r"conflict|database is locked|could not serialize|deadlock", re.I)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Return whether ``exc`` is a commit that lost a race with another writer (worth
+    retrying), also when a later error (a ROLLBACK after the failed COMMIT) hides it."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, duckdb.Error) and _CONFLICT.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retry_conflicts(work: Callable[[], T], *, attempts: int = 20, wait: float = 0.1) -> T:
+    """Return ``work()``, running it again (after a short, growing, jittered wait) when it
+    fails because a concurrent writer committed first; other errors propagate at once.
+
+    ``work`` must be idempotent (a partition replaced in one transaction is).
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except duckdb.Error as exc:
+            if attempt == attempts or not is_conflict(exc):
+                raise
+            time.sleep(wait * (1.5 ** min(attempt, 10)) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: str, select_sql: str,
+                      params: list | None = None, *, columns: list[str] | None = None) -> int:
+    """Replace the rows of ``day`` in ``table`` by the rows of ``select_sql`` (the
+    ``columns`` given, default all in table order), in one transaction retried on a lost
+    race; return the number of rows the day then has. Idempotent: running it twice leaves
+    the same rows as once."""
+    target = f"{table} ({', '.join(columns)})" if columns else table
+
+    def once() -> int:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
+            con.execute(f"INSERT INTO {target} {select_sql}", params or [])
+            written = con.execute(f"SELECT count(*) FROM {table} WHERE day = ?", [day]).fetchone()[0]
+            con.execute("COMMIT")
+            return written
+        except BaseException:
+            rollback(con)
+            raise
+
+    return retry_conflicts(once)
 
 
 @contextlib.contextmanager

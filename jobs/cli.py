@@ -1,12 +1,16 @@
 """The `flywheel` command line: what people do by hand.
 
-Exit codes: 0 success, 1 a run or a step failed, 2 bad usage or settings.
+Exit codes: 0 success, 1 a run or a step failed, 2 bad usage or settings. Errors are
+one line on stderr, starting with "error:".
 """
 
 from __future__ import annotations
 
+import json
 import os
-from datetime import date, timedelta
+import re
+import shutil
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,10 +20,13 @@ from flywheel import settings as flywheel_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
+INGEST_GROUP = "ingest"
+# Step events and errors go to the Dagster UI; the terminal gets our one-line summaries.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
     raise typer.Exit(code)
 
 
@@ -52,6 +59,16 @@ def _instance():
     return dg.DagsterInstance.ephemeral()
 
 
+def _day(text: str | None, option: str = "--day") -> str | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        _fail(f"{option} {text!r} is not a date (YYYY-MM-DD)", 2)
+        raise
+
+
 @app.command()
 def demo(
     days: Annotated[int, typer.Option(help="Number of days of logs.")] = 7,
@@ -63,10 +80,7 @@ def demo(
     from flywheel.demo import DemoSpec, generate
 
     settings = _settings()
-    try:
-        first = date.fromisoformat(start) if start else None
-    except ValueError:
-        _fail(f"--start {start!r} is not a date (YYYY-MM-DD)", 2)
+    first = date.fromisoformat(_day(start, "--start")) if start else None
     spec = DemoSpec(days=days, rows_per_day=rows_per_day, seed=seed, start=first)
     summary = generate(settings.home, spec, progress=typer.echo)
     total = sum(sum(day.rows.values()) for day in summary.days)
@@ -88,14 +102,18 @@ def _landing_days(settings: flywheel_settings.Settings) -> list[str]:
 
 
 def _days(settings, day: str | None, start: str | None, end: str | None, all_days: bool) -> list[str]:
+    if sum(bool(x) for x in (all_days, day, start or end)) > 1:
+        _fail("use one of --day, --start/--end, --all", 2)
     if all_days:
         return _landing_days(settings)
     if day:
-        return [day]
+        return [_day(day)]
     if start or end:
         if not (start and end):
             _fail("--start and --end go together", 2)
-        first, last = date.fromisoformat(start), date.fromisoformat(end)
+        first, last = date.fromisoformat(_day(start, "--start")), date.fromisoformat(_day(end, "--end"))
+        if last < first:
+            _fail(f"--end {last} is before --start {first}", 2)
         return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     return [(date.today() - timedelta(days=1)).isoformat()]
 
@@ -107,58 +125,90 @@ def run(
     end: Annotated[Optional[str], typer.Option(help="Last day of a range (inclusive).")] = None,
     all_days: Annotated[bool, typer.Option("--all", help="Every day that has a landing folder.")] = False,
 ) -> None:
-    """Materialize the nightly job for one day, a range of days, or all landed days."""
+    """Run the flywheel for one day, a range of days, or all landed days.
+
+    In order: ingest every day; import the annotation inbox; train and align (the `learn`
+    job); then the rest of the nightly job per day (scores, slices, queue, report). So
+    a backfill ends with the classifiers trained and every day scored with them.
+    """
     settings = _settings()
-    try:
-        days = _days(settings, day, start, end, all_days)
-    except ValueError as exc:
-        _fail(f"bad date: {exc}", 2)
+    days = _days(settings, day, start, end, all_days)
     if not days:
         _fail(f"no landing folders under {settings.landing_dir}; run `flywheel demo` first", 1)
     instance = _instance()
     from jobs.definitions import defs
 
-    failed = []
+    nightly = defs.resolve_job_def("nightly")
+    daily_keys = sorted(nightly.asset_layer.executable_asset_keys, key=lambda k: k.to_user_string())
+    ingest_keys = [k for k in daily_keys if _group(defs, k) == INGEST_GROUP]
+    rest_keys = [k for k in daily_keys if k not in ingest_keys]
+    failed: list[str] = []
+    ingested: list[str] = []
     for i, partition in enumerate(days, 1):
-        typer.echo(f"[{i}/{len(days)}] nightly run for {partition} ...")
-        if not _execute(defs.resolve_job_def("nightly"), instance, partition_key=partition):
-            failed.append(partition)
+        typer.echo(f"[ingest {i}/{len(days)}] {partition} ...")
+        if _execute(nightly, instance, partition_key=partition, asset_selection=ingest_keys, label=f"ingest {partition}"):
+            ingested.append(partition)
+        else:
+            failed.append(f"ingest {partition}")
     typer.echo("annotations: importing the inbox and rebuilding the consensus ...")
     if not _execute(defs.resolve_job_def("import_annotations"), instance):
         failed.append("import_annotations")
+    learn = defs.resolve_job_def("learn")
+    if learn.asset_layer.executable_asset_keys:
+        typer.echo("learn: classifiers, judges and prompts from the labels ...")
+        if not _execute(learn, instance):
+            failed.append("learn")
+    for i, partition in enumerate(ingested, 1):
+        typer.echo(f"[nightly {i}/{len(ingested)}] {partition}: scores, slices, queue, report ...")
+        if not _execute(nightly, instance, partition_key=partition, asset_selection=rest_keys, label=partition):
+            failed.append(partition)
     _print_where(settings)
     if failed:
-        _fail(f"{len(failed)} of {len(days) + 1} runs failed: {', '.join(failed)}", 1)
+        _fail(f"{len(failed)} runs failed: {', '.join(failed)}", 1)
 
 
-def _execute(job, instance, *, partition_key: str | None = None) -> bool:
-    """Run ``job`` in this process; print its outcome and any failed step. Return success."""
+def _group(defs, key) -> str | None:
+    return defs.resolve_assets_def(key).group_names_by_key.get(key)
+
+
+def _execute(job, instance, *, partition_key: str | None = None, asset_selection=None,
+             label: str | None = None) -> bool:
+    """Run ``job`` in this process; print its outcome and, for a failure, each failed
+    step with its error in one line. Return whether it succeeded."""
     result = job.execute_in_process(
         partition_key=partition_key,
         instance=instance,
+        asset_selection=asset_selection,
         raise_on_error=False,
-        # Step events go to the Dagster UI; the terminal gets warnings and errors only.
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config=QUIET,
     )
-    what = partition_key or job.name
+    what = label or partition_key or job.name
     if result.success:
         typer.echo(f"    {what}: ok (run {result.run_id})")
         return True
     for event in result.all_events:
         if event.is_step_failure:
-            error = event.step_failure_data.error
-            typer.echo(f"    step {event.step_key} failed: {error.message.strip() if error else '?'}", err=True)
+            typer.echo(f"    {failure_line(event)}", err=True)
     typer.echo(f"    {what}: FAILED (run {result.run_id})", err=True)
     return False
+
+
+def failure_line(event) -> str:
+    """Return one line naming the failed step (the asset) and why it failed."""
+    error = event.step_failure_data.error
+    while error is not None and error.cause is not None and error.cls_name in (
+        "DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"):
+        error = error.cause  # the user's exception, not Dagster's wrapper
+    reason = " ".join(error.message.split()) if error else "unknown error"
+    reason = re.sub(r"^dagster\._core\.errors\.\w+: ", "", reason)  # Dagster's own wrapper class
+    return f"step {event.step_key} failed: {reason}"
 
 
 def _print_where(settings: flywheel_settings.Settings) -> None:
     from flywheel import store
 
     with store.connection(settings, read_only=True) as con:
-        rows = con.execute(
-            """SELECT day, count(*) FROM logs GROUP BY day ORDER BY day"""
-        ).fetchall()
+        rows = con.execute("SELECT day, count(*) FROM logs GROUP BY day ORDER BY day").fetchall()
         rejected = con.execute("SELECT count(*) FROM rejected_logs").fetchone()[0]
         duplicates = con.execute("SELECT count(*) FROM duplicate_logs").fetchone()[0]
         labels = con.execute("SELECT count(*) FROM annotations").fetchone()[0]
@@ -171,70 +221,218 @@ def _print_where(settings: flywheel_settings.Settings) -> None:
     typer.echo(f"  logs: {total} rows over {len(rows)} days; rejected_logs: {rejected}; duplicate_logs: {duplicates}")
     typer.echo(f"  annotations: {labels} labels; consensus: "
                + (", ".join(f"{label} {pos} of {n}" for label, pos, n in consensus) or "none yet"))
-    typer.echo(f"  worst slices and charts: {settings.reports_dir}/; items to label: {settings.annotations_outbox}/")
+    typer.echo(f"  nightly reports (HTML): {settings.reports_dir}/; items to label: {settings.annotations_outbox}/")
     typer.echo(f"  query them: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{settings.database_path}', read_only=True).sql('SELECT day, source, count(*) FROM logs GROUP BY ALL ORDER BY ALL'))\"")
-    typer.echo("Open the UI: DAGSTER_HOME=$PWD .venv/bin/dagster dev   (then http://127.0.0.1:3000)")
+    typer.echo("Summary: .venv/bin/flywheel status   UI: DAGSTER_HOME=$PWD .venv/bin/dagster dev   (then http://127.0.0.1:3000)")
+
+
+def _latest_day(settings, table: str) -> str | None:
+    from flywheel import store
+
+    if settings.storage == "duckdb" and not settings.database_path.exists():
+        return None
+    with store.connection(settings, read_only=True) as con:
+        if not store.table_exists(con, table):
+            return None
+        latest = con.execute(f"SELECT max(day) FROM {table}").fetchone()[0]
+    return latest.isoformat() if latest else None
+
+
+@app.command()
+def report(
+    day: Annotated[Optional[str], typer.Option(help="The day, YYYY-MM-DD (default: the latest ingested day).")] = None,
+) -> None:
+    """Write the HTML report of a day to reports/YYYY-MM-DD.html and print its path."""
+    from flywheel import store
+    from flywheel.report import write_report
+
+    settings = _settings()
+    day = _day(day) or _latest_day(settings, "logs")
+    if day is None:
+        _fail("no ingested day yet: run `flywheel run` first, or give --day", 1)
+    with store.connection(settings, read_only=True) as con:
+        page = write_report(con, settings, day)
+    empty = [name for name, status in page.chart_status().items() if status != "chart"]
+    typer.echo(str(page.path))
+    if empty:
+        typer.echo(f"charts without data yet: {', '.join(empty)}", err=True)
+
+
+@app.command("import-annotations")
+def import_annotations(
+    file: Annotated[Path, typer.Argument(help="An annotation file: canonical CSV/JSON lines, Label Studio, "
+                                              "Argilla v2 or Langfuse score export, or a filled-in queue CSV.")],
+) -> None:
+    """Copy FILE into the annotations inbox, import it and rebuild the consensus."""
+    settings = _settings()
+    if not file.exists():
+        _fail(f"{file}: no such file", 2)
+    if not file.is_file():
+        _fail(f"{file}: not a file", 2)
+    try:
+        with file.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        _fail(f"{file}: cannot be read ({exc.strerror or exc})", 2)
+    inbox = settings.annotations_inbox
+    inbox.mkdir(parents=True, exist_ok=True)
+    target = inbox / file.name
+    n = 1
+    while target.exists():
+        target = inbox / f"{file.stem}-{n}{file.suffix}"
+        n += 1
+    shutil.copyfile(file, target)
+    typer.echo(f"copied {file} to {target}")
+    instance = _instance()
+    from jobs.definitions import defs
+
+    job = defs.resolve_job_def("import_annotations")
+    result = job.execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config=QUIET,
+    )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                typer.echo(f"    {failure_line(event)}", err=True)
+        _fail(f"import failed (run {result.run_id})", 1)
+    (imported,) = result.asset_materializations_for_node("annotations")
+    meta = {k: v.value for k, v in imported.metadata.items()}
+    typer.echo(f"imported: {meta.get('accepted', 0)} labels accepted, {meta.get('rejected', 0)} rejected, "
+               f"{meta.get('duplicates', 0)} duplicates, {meta.get('skipped', 0)} skipped (run {result.run_id})")
+    unreadable = meta.get("unreadable_files") or []
+    if unreadable:
+        _fail(f"not an annotation file we can read: {', '.join(map(str, unreadable))} (see annotation_files.error)", 1)
+    if meta.get("rejected"):
+        typer.echo("rejected rows and their reasons: table rejected_annotations")
+
+
+@app.command("export-queue")
+def export_queue_command(
+    day: Annotated[Optional[str], typer.Option(help="The day, YYYY-MM-DD (default: the latest queued day).")] = None,
+) -> None:
+    """Write a day's annotation queue to the outbox (Label Studio, Argilla, CSV); print the paths."""
+    from flywheel import store
+    from flywheel.annotations.export import export_queue
+
+    settings = _settings()
+    day = _day(day) or _latest_day(settings, "annotation_queue")
+    if day is None:
+        _fail("no annotation queue yet: run `flywheel run` first", 1)
+    with store.connection(settings, read_only=True) as con:
+        queued = con.execute("SELECT count(*) FROM annotation_queue WHERE day = ?::DATE", [day]).fetchone()[0]
+        if not queued:
+            _fail(f"no queue for {day}: run `flywheel run --day {day}` first", 1)
+        paths = export_queue(con, settings, day)
+    typer.echo(f"{queued} items queued on {day}:")
+    for path in paths:
+        typer.echo(str(path))
 
 
 @app.command()
 def status() -> None:
-    """Print a summary: recent runs, ingested days, worst slices, labels and the queue."""
+    """Print a summary: last run, ingested days, champion models, trusted judges, prompt
+    versions, worst slices, labels and the queue."""
     from flywheel import store
 
     settings = _settings()
-    if not settings.database_path.exists():
+    if settings.storage == "duckdb" and not settings.database_path.exists():
         _fail(f"no database at {settings.database_path}; run `flywheel demo` and `flywheel run --all` first", 1)
     instance = _instance()
     runs = instance.get_runs(limit=5)
-    typer.echo("Recent runs:")
-    for run in runs or []:
-        partition = run.tags.get("dagster/partition", "")
-        typer.echo(f"  {run.job_name:<20} {partition:<12} {run.status.value:<10} {run.run_id[:8]}")
-    if not runs:
-        typer.echo("  none recorded in this Dagster instance")
+    if runs:
+        last = runs[0]
+        stats = instance.get_run_stats(last.run_id)
+        when = stats.end_time or stats.start_time or stats.launch_time
+        at = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if when else "?"
+        partition = last.tags.get("dagster/partition")
+        typer.echo(f"Last run: {last.job_name}{' ' + partition if partition else ''} {last.status.value} "
+                   f"at {at} (run {last.run_id})")
+        typer.echo("Recent runs:")
+        for past in runs:
+            partition = past.tags.get("dagster/partition", "")
+            typer.echo(f"  {past.job_name:<20} {partition:<12} {past.status.value:<10} {past.run_id[:8]}")
+    else:
+        typer.echo("Last run: none recorded in this Dagster instance")
     with store.connection(settings, read_only=True) as con:
-        def has(table: str) -> bool:
-            return store.table_exists(con, table)
+        for line in summary_lines(con):
+            typer.echo(line)
 
+
+def summary_lines(con) -> list[str]:
+    """Return the lines of `flywheel status` drawn from the tables (absent tables are skipped)."""
+    from flywheel import store
+
+    def has(table: str) -> bool:
+        return store.table_exists(con, table)
+
+    out: list[str] = []
+    if has("ingest_files"):
         days = con.execute(
             """SELECT f.day, sum(f.read), sum(f.accepted), sum(f.rejected), sum(f.duplicates),
                       count(*) FILTER (WHERE f.error IS NOT NULL)
                FROM ingest_files f GROUP BY 1 ORDER BY 1 DESC LIMIT 7"""
         ).fetchall()
-        typer.echo("Ingested days (latest first): day, read, accepted, rejected, duplicates, unreadable files")
-        for day, read, accepted, rejected, duplicates, unreadable in days:
-            typer.echo(f"  {day}  {read:>8} {accepted:>8} {rejected:>6} {duplicates:>6} {unreadable:>3}")
-        if has("worst_slices"):
-            latest = con.execute("SELECT max(day) FROM worst_slices").fetchone()[0]
-            worst = con.execute(
-                """SELECT rank, slice_type || '=' || slice_value, failures, n_signal, failure_rate, rest_rate, q_value
-                   FROM worst_slices WHERE day = ? ORDER BY rank LIMIT 5""", [latest]
-            ).fetchall()
-            typer.echo(f"Worst slices on {latest}:" if worst else "Worst slices: none significant")
-            for rank, name, failures, n, rate, rest, q in worst:
-                typer.echo(f"  {rank}. {name}: {failures}/{n} = {rate:.1%} (rest {rest:.1%}, q={q:.2g})")
-        if has("consensus"):
-            labels = con.execute(
-                """SELECT label, count(*) FILTER (WHERE value = 1), count(*) FILTER (WHERE value IS NOT NULL),
-                          count(*) FILTER (WHERE status = 'tie') FROM consensus GROUP BY 1 ORDER BY 1"""
-            ).fetchall()
-            typer.echo("Labels (consensus): " + (", ".join(
-                f"{label} {pos}/{n} positive, {ties} ties" for label, pos, n, ties in labels) or "none yet"))
-        if has("annotation_agreement"):
-            kappas = con.execute(
-                "SELECT label, round(avg(kappa), 2) FROM annotation_agreement GROUP BY 1 ORDER BY 1").fetchall()
-            typer.echo("Agreement (mean pairwise kappa): " + (", ".join(f"{l} {k}" for l, k in kappas) or "n/a"))
-        if has("annotation_queue"):
-            queued, labelled = con.execute(
-                """SELECT count(*), count(*) FILTER (WHERE log_id IN (SELECT log_id FROM annotations))
-                   FROM annotation_queue"""
-            ).fetchone()
-            typer.echo(f"Annotation queue: {queued} items queued, {labelled} labelled so far")
-        if has("models"):
-            for row in con.execute("SELECT task, version, metrics FROM models WHERE status = 'champion'").fetchall():
-                typer.echo(f"Champion {row[0]}: {row[1]} {row[2]}")
-        else:
-            typer.echo("Classifiers: none trained yet")
+        out.append("Ingested days (latest first): day, read, accepted, rejected, duplicates, unreadable files")
+        out += [f"  {d}  {r:>8} {a:>8} {j:>6} {u:>6} {e:>3}" for d, r, a, j, u, e in days] or ["  none yet"]
+    out.append("Champion models:")
+    champions = con.execute(
+        """SELECT task, version, trained_at, metrics::VARCHAR FROM models WHERE status = 'champion'
+           ORDER BY task""").fetchall() if has("models") else []
+    for task, version, trained_at, metrics in champions:
+        out.append(f"  {task}: {version} (trained {trained_at:%Y-%m-%d %H:%M}) {_metrics_text(metrics)}")
+    if not champions:
+        out.append("  none yet (no classifier trained and promoted)")
+    if has("judge_alignment"):
+        judges = con.execute(
+            """SELECT criterion, prompt_version, kappa, n FROM judge_alignment WHERE trusted
+               QUALIFY row_number() OVER (PARTITION BY criterion ORDER BY evaluated_at DESC) = 1
+               ORDER BY criterion""").fetchall()
+        out.append("Trusted judges: " + (", ".join(
+            f"{c} (prompt {v}, kappa {k:.2f}, n={n})" for c, v, k, n in judges) or "none yet"))
+    else:
+        out.append("Trusted judges: none yet")
+    if has("prompts"):
+        prompts = con.execute(
+            """SELECT name, version, created_at FROM prompts WHERE status = 'champion' ORDER BY name""").fetchall()
+        out.append("Current prompts: " + (", ".join(f"{n} {v}" for n, v, _ in prompts) or "none registered yet"))
+    else:
+        out.append("Current prompts: none registered yet")
+    if has("worst_slices"):
+        latest = con.execute("SELECT max(day) FROM worst_slices").fetchone()[0]
+        worst = con.execute(
+            """SELECT rank, slice_type || '=' || slice_value, failures, n_signal, failure_rate, rest_rate, q_value
+               FROM worst_slices WHERE day = ? ORDER BY rank LIMIT 5""", [latest]
+        ).fetchall() if latest else []
+        out.append(f"Worst slices on {latest}:" if worst else "Worst slices: none significantly worse than the rest")
+        out += [f"  {rank}. {name}: {failures}/{n} = {rate:.1%} (rest {rest:.1%}, q={q:.2g})"
+                for rank, name, failures, n, rate, rest, q in worst]
+    if has("consensus"):
+        labels = con.execute(
+            """SELECT label, count(*) FILTER (WHERE value = 1), count(*) FILTER (WHERE value IS NOT NULL),
+                      count(*) FILTER (WHERE status = 'tie') FROM consensus GROUP BY 1 ORDER BY 1"""
+        ).fetchall()
+        out.append("Labels (consensus): " + (", ".join(
+            f"{label} {pos}/{n} positive, {ties} ties" for label, pos, n, ties in labels) or "none yet"))
+    if has("annotation_agreement"):
+        kappas = con.execute(
+            "SELECT label, round(avg(kappa), 2) FROM annotation_agreement GROUP BY 1 ORDER BY 1").fetchall()
+        out.append("Agreement (mean pairwise kappa): " + (", ".join(f"{lab} {k}" for lab, k in kappas) or "n/a"))
+    if has("annotation_queue"):
+        labelled_sql = ("count(*) FILTER (WHERE log_id IN (SELECT log_id FROM annotations))"
+                        if has("annotations") else "0")
+        queued, labelled = con.execute(f"SELECT count(*), {labelled_sql} FROM annotation_queue").fetchone()
+        out.append(f"Annotation queue: {queued} items queued, {labelled} labelled so far")
+    return out
+
+
+def _metrics_text(metrics) -> str:
+    try:
+        values = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
+    except ValueError:
+        return str(metrics)
+    keys = [k for k in ("auroc", "ap", "f1", "precision", "recall", "ece", "n_eval") if k in values]
+    return " ".join(f"{k}={values[k]:.3f}" if isinstance(values[k], float) else f"{k}={values[k]}" for k in keys)
 
 
 if __name__ == "__main__":  # pragma: no cover

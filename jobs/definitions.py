@@ -2,15 +2,23 @@
 
 import dagster as dg
 
-from assets import annotations, ingest, queue, slicing
-from assets.resources import FlywheelResource
-from jobs.nightly import annotations_job, nightly_annotations_schedule, nightly_job, nightly_schedule
+from assets import annotations, classifiers, ingest, judges, prompts, queue, scoring, slicing, report
+from assets.resources import FlywheelResource, LLMResource
+from jobs.nightly import (
+    annotations_job,
+    automation_sensor,
+    learn_job,
+    nightly_annotations_schedule,
+    nightly_job,
+    nightly_schedule,
+)
 from jobs.sensors import inbox_sensor, landing_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, slicing, queue, annotations]),
-    jobs=[nightly_job, annotations_job],
+    assets=dg.load_assets_from_modules([ingest, slicing, queue, annotations, prompts, report, judges, classifiers, scoring]),
+    asset_checks=dg.load_asset_checks_from_modules([judges]),
+    jobs=[nightly_job, learn_job, annotations_job],
     schedules=[nightly_schedule, nightly_annotations_schedule],
-    sensors=[landing_sensor, inbox_sensor],
-    resources={"flywheel": FlywheelResource()},
+    sensors=[landing_sensor, inbox_sensor, automation_sensor],
+    resources={"flywheel": FlywheelResource(), "llm": LLMResource()},
 )

@@ -6,9 +6,11 @@ import dagster as dg
 
 from assets.resources import SETTINGS
 
-# Groups of the daily-partitioned assets; the whole-history assets (annotations,
-# consensus, ...) run in their own jobs or follow by automation conditions.
-DAILY_GROUPS = ("ingest", "slicing", "queue")
+# Groups of the daily-partitioned assets, in the order a night runs them; the
+# whole-history assets run in their own jobs or follow by automation conditions.
+DAILY_GROUPS = ("ingest", "scoring", "slicing", "queue", "report")
+# The whole-history assets that learn from the labels: classifiers, judges, prompts.
+LEARN_GROUPS = ("classifiers", "judges", "prompts")
 
 # Steps run in one process: DuckDB takes one writer process at a time, and the work
 # inside each step is already parallel (DuckDB threads).
@@ -17,6 +19,25 @@ nightly_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups(*DAILY_GROUPS),
     description="The nightly flywheel for one day: ingest the day's logs and the daily assets after them.",
     executor_def=dg.in_process_executor,
+)
+
+learn_job = dg.define_asset_job(
+    name="learn",
+    selection=dg.AssetSelection.groups(*LEARN_GROUPS),
+    description="Train and register the classifiers, align the LLM judges and refresh the prompts "
+    "from the labels so far (the automation sensor also runs these when their inputs change).",
+    executor_def=dg.in_process_executor,
+)
+
+# Declarative automation: the whole-history assets carry automation conditions (eager:
+# materialize when an upstream asset was updated); this sensor evaluates them.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Requests runs of the assets whose automation conditions are true "
+    "(classifiers, judges and prompts after new labels or new logs).",
 )
 
 annotations_job = dg.define_asset_job(

@@ -1,53 +1,178 @@
-"""The `flywheel` command line: demo data, then the nightly job over every demo day."""
+"""The `flywheel` command line: demo data, a run over every demo day, and the commands
+people use afterwards (status, report, export-queue, import-annotations)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
+from flywheel import store
+from flywheel.settings import load
 from jobs.cli import app
-from tests.conftest import rows
+from tests.conftest import land, rows
+
+DAYS = ["2026-11-01", "2026-11-02"]
 
 
-def test_demo_then_run_all_days(settings, monkeypatch, tmp_path):
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory):
+    """One demo home (2 days x 300 records) run once by `flywheel run --all` for the module."""
+    base = tmp_path_factory.mktemp("cli")
+    env = {"FLYWHEEL_HOME": str(base / "home"), "DAGSTER_HOME": str(base / "dagster")}
+    (base / "dagster").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        runner = CliRunner()
+        demo = runner.invoke(app, ["demo", "--days", "2", "--rows-per-day", "300", "--start", DAYS[0]])
+        assert demo.exit_code == 0, demo.output
+        assert "2 days" in demo.output
+        run = runner.invoke(app, ["run", "--all"])
+    return env, run
+
+
+@pytest.fixture
+def home(demo_home, monkeypatch):
+    env, _ = demo_home
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load({"FLYWHEEL_HOME": env["FLYWHEEL_HOME"]})
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def test_run_all_ingests_then_imports_then_learns_then_runs_each_day(demo_home, home):
+    _, result = demo_home
+    assert result.exit_code == 0, result.output
+    out = result.output
+    # The order that lets the night's assets use what was learned from the labels.
+    order = [out.index(f"ingest {DAYS[0]}: ok"), out.index(f"ingest {DAYS[1]}: ok"),
+             out.index("import_annotations: ok"), out.index(f"{DAYS[0]}: scores, slices"),
+             out.index(f"\n    {DAYS[1]}: ok")]
+    assert order == sorted(order)
+    if "learn: classifiers" in out:
+        assert out.index("import_annotations: ok") < out.index("learn: ok") < order[3]
+    assert str(home.database_path) in out
+    per_day = rows(home, "SELECT day::VARCHAR, count(*) FROM logs GROUP BY 1 ORDER BY 1")
+    assert [day for day, _ in per_day] == DAYS
+    (read, accepted, rejected, duplicates), = rows(
+        home, "SELECT sum(read), sum(accepted), sum(rejected), sum(duplicates) FROM ingest_files")
+    assert read == accepted + rejected + duplicates and rejected > 0 and accepted == sum(n for _, n in per_day)
+    labels = dict(rows(home, "SELECT label, count(*) FROM consensus GROUP BY 1"))
+    assert set(labels) == {"hallucination", "relevance"} and min(labels.values()) > 10
+    assert rows(home, "SELECT count(DISTINCT day) FROM slice_metrics") == [(2,)]
+    assert rows(home, "SELECT count(DISTINCT day), count(*) = count(DISTINCT log_id) FROM annotation_queue") == [(2, True)]
+    assert (home.annotations_outbox / f"labelstudio-tasks-{DAYS[1]}.json").exists()
+    # Each night wrote its HTML report.
+    assert sorted(p.name for p in home.reports_dir.glob("*.html")) == [f"{d}.html" for d in DAYS]
+    with store.connection(home, read_only=True) as con:
+        if store.table_exists(con, "models") and store.table_exists(con, "log_scores"):
+            champions = con.execute("SELECT count(*) FROM models WHERE status = 'champion'").fetchone()[0]
+            scored = con.execute("SELECT count(DISTINCT day) FROM log_scores").fetchone()[0]
+            # Trained before the days were scored: every day has the champions' scores.
+            assert champions == 0 or scored == len(DAYS)
+
+
+def test_status_prints_last_run_models_judges_prompts_and_slices(home):
+    with store.connection(home) as con:
+        con.execute("""CREATE TABLE IF NOT EXISTS models (version VARCHAR, task VARCHAR, status VARCHAR,
+                           trained_at TIMESTAMPTZ, data_hash VARCHAR, code_version VARCHAR, settings JSON,
+                           metrics JSON, artifact_path VARCHAR, reason VARCHAR)""")
+        con.execute("UPDATE models SET status = 'retired' WHERE task = 'hallucination' AND status = 'champion'")
+        con.execute("""INSERT INTO models (version, task, status, trained_at, data_hash, code_version, metrics)
+                       VALUES ('hal-test', 'hallucination', 'champion', TIMESTAMPTZ '2026-11-02 03:00:00+00',
+                               'd', 'c', '{"auroc": 0.8123, "ap": 0.51, "f1": 0.6, "n_eval": 140}')""")
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.startswith("Last run: nightly 2026-11-02 SUCCESS at ")
+    assert "hallucination: hal-test (trained 2026-11-02 03:00) auroc=0.812 ap=0.510 f1=0.600 n_eval=140" in out
+    for heading in ("Recent runs:", "Ingested days", "Trusted judges:", "Current prompts:", "Worst slices",
+                    "Labels (consensus): hallucination", "Annotation queue: 100 items queued"):
+        assert heading in out
+
+
+def test_report_writes_and_prints_the_page(home):
+    result = CliRunner().invoke(app, ["report", "--day", DAYS[0]])
+    assert result.exit_code == 0, result.output
+    path = Path(result.stdout.strip().splitlines()[-1])
+    assert path == home.reports_dir / f"{DAYS[0]}.html" and path.stat().st_size > 10_000
+    assert "flywheel report for 2026-11-01" in path.read_text(encoding="utf-8")
+    latest = CliRunner().invoke(app, ["report"])
+    assert latest.stdout.strip().endswith(f"{DAYS[1]}.html")
+    bad = CliRunner().invoke(app, ["report", "--day", "2026-13-01"])
+    assert bad.exit_code == 2 and error_lines(bad.output) == ["error: --day '2026-13-01' is not a date (YYYY-MM-DD)"]
+
+
+def test_export_queue_writes_the_outbox_files_and_prints_their_paths(home):
+    for path in home.annotations_outbox.glob(f"*{DAYS[0]}*"):
+        path.unlink()
+    result = CliRunner().invoke(app, ["export-queue", "--day", DAYS[0]])
+    assert result.exit_code == 0, result.output
+    paths = [Path(line) for line in result.stdout.splitlines()[1:]]
+    assert [p.name for p in paths] == [f"labelstudio-tasks-{DAYS[0]}.json", "labelstudio-config.xml",
+                                       f"argilla-records-{DAYS[0]}.jsonl", f"queue-{DAYS[0]}.csv"]
+    assert all(p.exists() for p in paths)
+    assert len(json.loads(paths[0].read_text())) == 50
+    none = CliRunner().invoke(app, ["export-queue", "--day", "2026-10-01"])
+    assert none.exit_code == 1
+    assert error_lines(none.output) == ["error: no queue for 2026-10-01: run `flywheel run --day 2026-10-01` first"]
+
+
+def test_import_annotations_imports_a_file_and_says_what_was_rejected(home, tmp_path):
+    log_id = rows(home, "SELECT log_id FROM logs ORDER BY log_id LIMIT 1")[0][0]
+    labels = tmp_path / "reviewed.csv"
+    labels.write_text("log_id,annotator,label,value\n"
+                      f"{log_id},cli-tester,hallucination,1\n"
+                      "no-such-log,cli-tester,hallucination,0\n")
+    before = rows(home, "SELECT count(*) FROM annotations")[0][0]
+    result = CliRunner().invoke(app, ["import-annotations", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert "imported: 1 labels accepted, 1 rejected" in result.output
+    assert rows(home, "SELECT count(*) FROM annotations")[0][0] == before + 1
+    assert rows(home, "SELECT reason FROM rejected_annotations WHERE source_file LIKE '%reviewed%'") == [("unknown log_id",)]
+    assert labels.exists() and not list(home.annotations_inbox.glob("reviewed*"))  # copied, imported, archived
+
+
+def test_import_annotations_of_a_missing_file_is_a_one_line_usage_error(home, tmp_path):
+    result = CliRunner().invoke(app, ["import-annotations", str(tmp_path / "nope.csv")])
+    assert result.exit_code == 2
+    assert error_lines(result.output) == [f"error: {tmp_path / 'nope.csv'}: no such file"]
+    folder = CliRunner().invoke(app, ["import-annotations", str(tmp_path)])
+    assert folder.exit_code == 2 and error_lines(folder.output) == [f"error: {tmp_path}: not a file"]
+
+
+def test_a_failed_run_names_the_asset_and_why_in_one_line(settings, monkeypatch, tmp_path):
     monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     (tmp_path / "dagster").mkdir()
-    runner = CliRunner()
-    demo = runner.invoke(app, ["demo", "--days", "2", "--rows-per-day", "300", "--start", "2026-11-01"])
-    assert demo.exit_code == 0, demo.output
-    assert "2 days" in demo.output
-    result = runner.invoke(app, ["run", "--all"])
-    assert result.exit_code == 0, result.output
-    assert "2026-11-02: ok" in result.output and "import_annotations: ok" in result.output
-    assert str(settings.database_path) in result.output
-    per_day = rows(settings, "SELECT day::VARCHAR, count(*) FROM logs GROUP BY 1 ORDER BY 1")
-    assert [day for day, _ in per_day] == ["2026-11-01", "2026-11-02"]
-    # Every demo record is accounted for: accepted, rejected, or a duplicate.
-    (read, accepted, rejected, duplicates), = rows(
-        settings, "SELECT sum(read), sum(accepted), sum(rejected), sum(duplicates) FROM ingest_files")
-    assert read == accepted + rejected + duplicates and rejected > 0 and accepted == sum(n for _, n in per_day)
-    # The demo's inbox files were imported and archived; the consensus has both labels.
-    labels = dict(rows(settings, "SELECT label, count(*) FROM consensus GROUP BY 1"))
-    assert set(labels) == {"hallucination", "relevance"} and min(labels.values()) > 10
-    assert not list(settings.annotations_inbox.glob("*"))
-    # Slices, their metrics and a queue exported to the outbox exist for each day.
-    assert rows(settings, "SELECT count(DISTINCT day) FROM slice_metrics") == [(2,)]
-    assert rows(settings, "SELECT count(DISTINCT day), count(*) = count(DISTINCT log_id) FROM annotation_queue") == [(2, True)]
-    assert (settings.annotations_outbox / "labelstudio-tasks-2026-11-02.json").exists()
-    assert list(settings.reports_dir.glob("worst-slices-*.png"))
-    # `flywheel status` summarizes it: the runs just made, the days, labels and queue.
-    summary = runner.invoke(app, ["status"])
-    assert summary.exit_code == 0, summary.output
-    assert "nightly" in summary.output and "2026-11-02" in summary.output
-    assert "Labels (consensus): hallucination" in summary.output
-    assert "Annotation queue:" in summary.output
+    # One good record and three broken ones: far above the 5% rejected-share threshold.
+    land(settings, "2026-11-20", "app.jsonl",
+         '{"log_id": "a", "ts": "2026-11-20T10:00:00Z", "input": "q", "output": "a"}\n{x\n{y\n{z\n')
+    result = CliRunner().invoke(app, ["run", "--day", "2026-11-20"])
+    assert result.exit_code == 1
+    failures = [line.strip() for line in result.output.splitlines() if "failed:" in line and "step" in line]
+    assert failures == ["step logs failed: 1 blocking asset check failed with ERROR severity: logs: rejected_share"]
+    assert error_lines(result.output) == ["error: 1 runs failed: ingest 2026-11-20"]
 
 
 def test_bad_usage_exits_2_with_a_one_line_error(settings, monkeypatch):
     monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
     result = CliRunner().invoke(app, ["run", "--start", "2026-11-01"])
     assert result.exit_code == 2
-    assert "--start and --end go together" in result.output
+    assert error_lines(result.output) == ["error: --start and --end go together"]
+    both = CliRunner().invoke(app, ["run", "--day", "2026-11-01", "--all"])
+    assert both.exit_code == 2 and error_lines(both.output) == ["error: use one of --day, --start/--end, --all"]
+    backwards = CliRunner().invoke(app, ["run", "--start", "2026-11-05", "--end", "2026-11-01"])
+    assert backwards.exit_code == 2
+    assert error_lines(backwards.output) == ["error: --end 2026-11-01 is before --start 2026-11-05"]
+    unknown = CliRunner().invoke(app, ["frobnicate"])
+    assert unknown.exit_code == 2
 
 
 def test_run_without_landed_days_fails_clearly(settings, monkeypatch):
@@ -55,3 +180,11 @@ def test_run_without_landed_days_fails_clearly(settings, monkeypatch):
     result = CliRunner().invoke(app, ["run", "--all"])
     assert result.exit_code == 1
     assert "flywheel demo" in result.output
+
+
+def test_a_bad_setting_is_a_usage_error(monkeypatch, settings):
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    monkeypatch.setenv("FLYWHEEL_STORAGE", "floppy")
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 2
+    assert error_lines(result.output) == ["error: FLYWHEEL_STORAGE='floppy' is not one of duckdb, ducklake"]

@@ -143,7 +143,8 @@ def test_same_spec_gives_byte_identical_files(tmp_path):
     files_a = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     assert files_a == files_b
-    assert len(files_a) == SMALL.days * (9 + 4 + 1) + 1  # landing, inbox, truth; summary
+    prompt_templates = len({src.prompt_name for src in demo.SOURCES})  # prompts/templates/*.txt
+    assert len(files_a) == SMALL.days * (9 + 4 + 1) + 1 + prompt_templates  # landing, inbox, truth; summary
     for rel in files_a:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
     # Two runs within one second would hide a gzip time stamp: check the header itself.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import shutil
@@ -212,3 +213,80 @@ def test_pii_fixups_land_on_their_own_record_when_records_share_a_line(settings)
     assert got == {"aaaaaaaaaaaaaaa1": "plain question", "aaaaaaaaaaaaaaa2": "mail me: [EMAIL]",
                    "aaaaaaaaaaaaaaa3": "another plain one", "aaaaaaaaaaaaaaa4": "call [PHONE]"}
     assert report.total("duplicates") == 0 and report.reconciles
+
+
+# --- the fast path and the detailed path ------------------------------------------------
+
+def _varied_records() -> list:
+    """Good records that exercise every conversion, with broken and PII lines between."""
+    return [
+        good("v-1", context="[docs/billing] The plan costs $9.", tags=["billing"], metadata={"turn": 1}),
+        good("v-2", ts=1763630100, latency_ms="980", prompt_tokens=12, cost_usd=0.0001, feedback=True),
+        good("v-3", tags="a, b,, c", feedback="-1", extra_field={"nested": [1, 2]}, another="x"),
+        good("v-4", messages=[{"role": "user", "content": "hi"}], model=7, source=None),
+        good("v-5", input="[not json] but text", output="{also not json", session_id="s-1"),
+        '{"log_id": "broken", ',
+        good("v-6", input="mail me at ann@example.com", metadata={"a": "b"}, feedback=None),
+        good("v-7", output="[1, 2, 3]"),  # a string that is valid JSON text
+        good("v-8", input=["an", "array"]),  # wrong type
+        good("v-9", output="  \t "),  # empty output
+        good(" ", output="blank id"),  # missing log_id
+        good("v-10", ts="2026-11-20 09:14:03+02:00", git_commit="abc", user_id="u-1", prompt_name="p",
+             prompt_version="v2", completion_tokens="5"),
+        good("v-11", prompt_tokens=-1),
+        "",
+        good("v-12", context="call +44 20 7946 0958 or use key: sk-abcdefghijklmnopqrstuvwxyz012345"),
+        good("\u3000", output="an id of one wide space"),  # trim() makes it empty
+    ]
+
+
+@pytest.mark.parametrize("mode", ["redact", "flag", "off"])
+def test_fast_and_detailed_paths_give_identical_tables(settings, monkeypatch, mode):
+    from flywheel.ingest import loader
+
+    settings = dataclasses.replace(settings, pii_mode=mode)
+    land(settings, DAY, "a.jsonl", jsonl(*_varied_records()))
+    fast_report = ingest(settings)
+    logs_query = "SELECT * EXCLUDE (ingested_at) FROM logs ORDER BY source_line"
+    rejected_query = "SELECT * EXCLUDE (rejected_at) FROM rejected_logs ORDER BY line"
+    fast = rows(settings, logs_query), rows(settings, rejected_query)
+    # The same file through the detailed statement only.
+    monkeypatch.setattr(loader, "ONE_RECORD_PER_LINE", ())
+    detailed_report = ingest(settings)
+    detailed = rows(settings, logs_query), rows(settings, rejected_query)
+    assert fast == detailed
+    assert fast_report.pii_counts == detailed_report.pii_counts
+    accepted = {r[0] for r in fast[0]}
+    assert accepted == {"v-1", "v-2", "v-3", "v-4", "v-5", "v-6", "v-7", "v-10", "v-12"}
+    assert [(r[2], r[3], r[4]) for r in fast[1]] == [
+        (6, "invalid JSON", None), (9, "wrong type", "input"), (10, "empty output", "output"),
+        (11, "missing required field", "log_id"), (13, "value out of range", "prompt_tokens"),
+        (16, "missing required field", "log_id")]
+    by_id = {r[0]: r for r in rows(settings, "SELECT log_id, metadata, pii, input, context FROM logs")}
+    assert json.loads(by_id["v-3"][1]) == {"extra_field": {"nested": [1, 2]}, "another": "x"}
+    if mode == "off":
+        assert by_id["v-6"][2] is None and "ann@example.com" in by_id["v-6"][3]
+    else:
+        assert by_id["v-6"][2] == ["email"] and by_id["v-12"][2] == ["phone", "secret"]
+        assert ("[EMAIL]" in by_id["v-6"][3]) == (mode == "redact")
+
+
+def test_bad_lines_in_a_big_file_keep_their_line_numbers(settings, monkeypatch):
+    from flywheel.ingest import loader
+
+    # Small blocks, so that the file is read in many batches and bad lines fall on
+    # batch edges too.
+    monkeypatch.setattr(loader, "LINES_BLOCK_BYTES", 50_000)
+    bad = {2: "{not json", 997: '{"log_id": 5}', 1500: "[1, 2]", 2999: '{"log_id": "x", "ts": '}
+    lines = [bad.get(i) or json.dumps(good(f"id-{i}", output=f"answer {i}" + "." * (i % 97)))
+             for i in range(1, 3001)]
+    land(settings, DAY, "big.jsonl", "\n".join(lines))  # no newline after the last line
+    report = ingest(settings)
+    f = report.files[0]
+    assert (f.read, f.accepted, f.rejected) == (3000, 2996, 4) and f.reconciles
+    assert rows(settings, "SELECT line, reason FROM rejected_logs ORDER BY line") == [
+        (2, "invalid JSON"), (997, "missing required field"), (1500, "not a JSON object"),
+        (2999, "invalid JSON")]
+    # Every accepted record carries its own line number.
+    assert rows(settings, "SELECT count(*) FROM logs WHERE log_id <> 'id-' || source_line") == [(0,)]
+    assert rows(settings, "SELECT max(source_line) FROM logs") == [(3000,)]

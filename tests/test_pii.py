@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 
 from flywheel import pii
@@ -199,3 +202,36 @@ def test_prefilter_is_a_superset_of_the_detectors():
     assert len(flagged) > 1000  # the check below is not vacuous
     misses = [t for t, hit in zip(flagged, _duckdb_matches(flagged)) if not hit]
     assert misses == []
+
+
+def _json_forms(text: str) -> list[str]:
+    """The text as a string value in JSON lines written in different ways."""
+    plain = json.dumps({"log_id": "r-1", "input": text}, ensure_ascii=False)
+    ascii_only = json.dumps({"input": text, "tags": ["x"]})
+    slashes = json.dumps({"output": text}).replace("/", "\\/")
+    nested = json.dumps({"messages": [{"role": "user", "content": "é" + text}]})
+    return [plain, ascii_only, slashes, nested]
+
+
+def test_json_prefilter_matches_every_line_whose_strings_the_prefilter_matches():
+    rng = random.Random(11)
+    texts = [_random_text(rng) for _ in range(3000)]
+    texts += [t for t, _, _ in POSITIVES]
+    texts += ["x\n4111 1111 1111 1111", "é4111111111111111", "key\t: abcdefghijklmnop123456",
+              'api_key": "abcdefghijklmnop123456', "030/1234567", "tab\t+1 415 555 0132"]
+    flagged = [t for t in texts if re.search(pii.PREFILTER_PATTERN, t, re.ASCII)]
+    assert len(flagged) > 1000
+    lines = [line for t in flagged for line in _json_forms(t)]
+    hits = pa.compute.match_substring_regex(pa.array(lines), pii.JSON_PREFILTER_PATTERN).to_pylist()
+    assert [line for line, hit in zip(lines, hits) if not hit] == []
+    assert all(re.search(pii.JSON_PREFILTER_PATTERN, line, re.ASCII) for line in lines)
+
+
+def test_json_prefilter_passes_ordinary_log_lines():
+    line = json.dumps({
+        "log_id": "web-chat-20261120-000123", "ts": "2026-11-20T09:14:03Z", "session_id": "s-e9d79a2386a8",
+        "input": "How do I change my billing email?", "prompt_tokens": 118, "completion_tokens": 49,
+        "output": "Go to Settings > Billing.\nThe Starter plan allows 10,000 requests per day.",
+        "metadata": {"locale": "en-US", "turn": 1}, "cost_usd": 4.7e-05,
+    })
+    assert not re.search(pii.JSON_PREFILTER_PATTERN, line, re.ASCII)

@@ -78,14 +78,22 @@ def add_scores(con) -> None:
 
 
 def add_verdicts(con) -> None:
-    """LLM judge verdicts: yes/no for hallucination on most logs, pass/fail for relevance."""
-    con.execute("CREATE TABLE IF NOT EXISTS judge_verdicts (log_id VARCHAR, criterion VARCHAR, verdict VARCHAR)")
-    con.execute("""INSERT INTO judge_verdicts (log_id, criterion, verdict)
-                   SELECT log_id, 'hallucination', CASE WHEN hash(log_id || 'j') % 2 = 0 THEN 'yes' ELSE 'no' END
+    """LLM judge verdicts of trusted prompt versions (judge_alignment), on most logs; and
+    verdicts of an untrusted version that must be ignored."""
+    con.execute("""INSERT INTO judge_verdicts (log_id, criterion, prompt_version, verdict, judged_at)
+                   SELECT log_id, 'hallucination', 'h1', hash(log_id || 'j') % 2 = 0, now()
                    FROM logs WHERE hash(log_id) % 5 <> 0
                    UNION ALL
-                   SELECT log_id, 'relevance', CASE WHEN hash(log_id || 'r') % 4 = 0 THEN 'fail' ELSE 'pass' END
-                   FROM logs WHERE hash(log_id) % 3 = 0""")
+                   SELECT log_id, 'relevance', 'r1', hash(log_id || 'r') % 4 <> 0, now()
+                   FROM logs WHERE hash(log_id) % 3 = 0
+                   UNION ALL
+                   SELECT log_id, 'relevance', 'r0-untrusted', true, now()
+                   FROM logs WHERE hash(log_id) % 3 = 1""")
+    con.execute("""INSERT INTO judge_alignment (criterion, prompt_version, kappa, n, n_pos, n_neg, parse_failures,
+                                                trusted, evaluated_at)
+                   VALUES ('hallucination', 'h1', 0.8, 100, 50, 50, 0, true, now()),
+                          ('relevance', 'r1', 0.7, 100, 50, 50, 0, true, now()),
+                          ('relevance', 'r0-untrusted', 0.1, 100, 50, 50, 0, false, now())""")
 
 
 def add_slices(con, worst=WORST) -> None:

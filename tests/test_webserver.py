@@ -1,7 +1,8 @@
 """The Dagster UI's server: a real webserver on 127.0.0.1 serving our code location.
 
-Asserts through its GraphQL endpoint that every asset and check is there, then launches
-a run of the nightly job for one demo day and waits for it to succeed.
+Asserts through its GraphQL endpoint that every asset and check is there, launches a run
+of the nightly job for one day and waits for it to succeed, then launches a backfill of a
+date range as the UI's "Materialize partitions" dialog does and waits for its runs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 from tests.conftest import ROOT, land
 
 DAY = "2026-11-20"
-ASSETS = {"logs", "slices", "slice_metrics", "annotation_queue", "annotations", "consensus"}
+ASSETS = {"logs", "slices", "slice_metrics", "annotation_queue", "annotations", "consensus", "report"}
+BACKFILL_DAYS = ["2026-11-18", "2026-11-19"]
 CHECKS = {("logs", "schema"), ("logs", "required_fields"), ("logs", "unique_log_id"),
           ("logs", "value_ranges"), ("logs", "rejected_share"), ("slice_metrics", "drift"),
           ("consensus", "agreement")}
@@ -51,6 +53,8 @@ def webserver(settings, tmp_path):
     # Runs start straight from the webserver (no daemon in a test).
     (dagster_home / "dagster.yaml").write_text(
         "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+        # The backfill's runs start side by side: DuckDB writers take turns in the pool.
+        "concurrency:\n  pools:\n    default_limit: 1\n"
         "telemetry:\n  enabled: false\n"
     )
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "FLYWHEEL_HOME": str(settings.home)}
@@ -109,3 +113,34 @@ def test_ui_lists_every_asset_and_check_and_runs_the_nightly_job(settings, webse
             break
         time.sleep(2)
     assert status == "SUCCESS"
+
+    # A backfill of a date range, as the UI launches it (the webserver submits the runs).
+    for day in BACKFILL_DAYS:
+        land(settings, day, "app.jsonl", "".join(
+            json.dumps({"log_id": f"{day}-{i}", "ts": f"{day}T09:00:00Z", "input": f"question {i}",
+                        "output": f"answer {i}", "source": "web-chat"}) + "\n" for i in range(60)))
+    backfill = graphql(port, """
+        mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+            __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+        {"params": {"selector": {"partitionSetName": "nightly_partition_set",
+                                 "repositorySelector": {"repositoryLocationName": "jobs.definitions",
+                                                        "repositoryName": "__repository__"}},
+                    "partitionNames": BACKFILL_DAYS, "forceSynchronousSubmission": True}})
+    assert backfill["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", backfill
+    backfill_id = backfill["launchPartitionBackfill"]["backfillId"]
+    # Submitted synchronously by the webserver (no daemon here): its runs carry the backfill's tag.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        runs = graphql(port, """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+            ... on Runs { results { status tags { key value } } } } }""",
+                       {"tags": [{"key": "dagster/backfill", "value": backfill_id}]})["runsOrError"]["results"]
+        statuses = [r["status"] for r in runs]
+        if len(statuses) == len(BACKFILL_DAYS) and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in statuses):
+            break
+        time.sleep(2)
+    partitions = sorted(t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition")
+    assert partitions == BACKFILL_DAYS
+    assert statuses == ["SUCCESS"] * len(BACKFILL_DAYS)
+    from tests.conftest import rows
+    assert rows(settings, "SELECT day::VARCHAR, count(*) FROM logs WHERE day < ?::DATE GROUP BY 1 ORDER BY 1",
+                [DAY]) == [(day, 60) for day in BACKFILL_DAYS]

@@ -13,7 +13,8 @@ strategy          items
                   when `models` names one) is closest to 0.5, over both tasks
 ``disagreement``  items where the classifier (score above / below 0.5) and an LLM judge
                   verdict (`judge_verdicts(log_id, criterion, verdict)`) disagree, the
-                  widest gaps first
+                  widest gaps first; only verdicts of trusted judge prompt versions
+                  (`judge_alignment.trusted`) count
 ``random``        a uniform sample of the day's eligible items, so that rates can be
                   estimated without the bias of the other strategies
 ================  ==========================================================================
@@ -464,19 +465,27 @@ def _uncertain(con, limit: int) -> tuple[list[_Pick], str]:
 
 
 def _disagreement(con, settings: Settings, limit: int) -> tuple[list[_Pick], str]:
-    if not {"log_id", "criterion", "verdict"} <= _columns(con, "judge_verdicts"):
+    if not {"log_id", "criterion", "verdict", "prompt_version"} <= _columns(con, "judge_verdicts"):
         if store.table_exists(con, "judge_verdicts"):
-            return [], "judge_verdicts lacks log_id, criterion or verdict"
+            return [], "judge_verdicts lacks log_id, criterion, verdict or prompt_version"
         return [], "no judge_verdicts table (no LLM judge verdicts yet)"
+    if not store.table_exists(con, "judge_alignment"):
+        return [], "no judge_alignment table (no judge is trusted yet)"
+    # Only verdicts of judge prompt versions that agree with people (judge_alignment.trusted).
+    con.execute(
+        "CREATE OR REPLACE TEMP VIEW _queue_trusted_verdicts AS SELECT j.* FROM judge_verdicts j "
+        "SEMI JOIN judge_alignment a ON a.criterion = j.criterion AND a.prompt_version = j.prompt_version "
+        "AND a.trusted"
+    )
     pairs = con.execute(
         """
         SELECT DISTINCT j.criterion::VARCHAR, j.verdict::VARCHAR
-        FROM judge_verdicts j SEMI JOIN _queue_eligible e ON e.log_id = j.log_id
+        FROM _queue_trusted_verdicts j SEMI JOIN _queue_eligible e ON e.log_id = j.log_id
         WHERE j.criterion IS NOT NULL AND j.verdict IS NOT NULL
         """
     ).fetchall()
     if not pairs:
-        return [], "no judge verdicts for the day's eligible items"
+        return [], "no judge_verdicts of trusted judges (judge_alignment.trusted) for the day's eligible items"
     mapping = ValueMapping.load(settings)
     meanings = []
     for criterion, verdict in pairs:
@@ -499,7 +508,7 @@ def _disagreement(con, settings: Settings, limit: int) -> tuple[list[_Pick], str
             """
             SELECT j.log_id, m.label, j.criterion::VARCHAR, j.verdict::VARCHAR, m.value,
                    s.score, s.model_version, abs(s.score - m.value) AS gap
-            FROM judge_verdicts j
+            FROM _queue_trusted_verdicts j
             JOIN _queue_eligible e ON e.log_id = j.log_id
             JOIN _queue_verdicts m ON m.criterion = j.criterion::VARCHAR AND m.verdict = j.verdict::VARCHAR
             JOIN _queue_scores s ON s.log_id = j.log_id AND s.task = m.label

@@ -14,6 +14,7 @@ crash half-way leaves the previous state.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
@@ -35,7 +36,7 @@ import pyarrow.parquet as pq
 
 from flywheel import pii
 from flywheel.ingest import formats
-from flywheel.ingest.normalize import accepted_sql, rejected_sql
+from flywheel.ingest.normalize import accepted_sql, fast_accepted_sql, rejected_sql
 from flywheel.ingest.records import RawRecord, UnreadableFile
 from flywheel.settings import Settings
 from flywheel.store import DAILY_TABLES
@@ -52,6 +53,9 @@ BATCH_SCHEMA = pa.schema(
         ("pre_error", pa.string()),
         ("pre_field", pa.string()),
         ("blank", pa.bool_()),
+        # False: the record's text cannot hold PII (see pii.JSON_PREFILTER_PATTERN);
+        # NULL: not known.
+        ("maybe_pii", pa.bool_()),
     ]
 )
 FIX_SCHEMA = pa.schema(
@@ -71,11 +75,15 @@ LOG_COLUMNS = (
     "latency_ms", "prompt_tokens", "completion_tokens", "cost_usd", "tags", "metadata", "pii",
     "source_file", "source_format", "source_line", "ingested_at",
 )
-# Lines per Arrow batch for line-oriented files: large enough to keep DuckDB busy,
-# small enough to bound memory on multi-GB files.
-LINES_BLOCK_BYTES = 64 << 20
+# Bytes per Arrow batch for line-oriented files: large enough to keep DuckDB busy and
+# to give each insert a few full row groups (about 120,000 rows) that it writes out as
+# it goes, small enough to bound memory on multi-GB files.
+LINES_BLOCK_BYTES = 128 << 20
 PARSED_BATCH_ROWS = 20_000
 PARALLEL_CHUNK_ROWS = 8_192
+# Formats where each record has a line (or CSV/Parquet row) of its own: their batches
+# take the fast statement, and what it took is known from the lines now in `logs`.
+ONE_RECORD_PER_LINE = ("canonical_jsonl", "canonical_csv", "canonical_parquet")
 
 
 @dataclass
@@ -188,7 +196,7 @@ def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
 
 def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests) -> None:
     """Stage, scrub, validate and store one file's records."""
-    batches = _batches(con, path, fmt, file_report, batch_requests)
+    batches = _batches(con, path, fmt, file_report, batch_requests, pii_gate=settings.pii_mode != "off")
     if fmt == "canonical_jsonl":
         batches = _read_ahead(batches)
     for batch in batches:
@@ -200,11 +208,12 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
         _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report)
 
 
-def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests) -> Iterator[pa.Table]:
+def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests, *,
+             pii_gate: bool) -> Iterator[pa.Table]:
     if fmt == "canonical_jsonl":
-        yield from _line_batches(path)
+        yield from _line_batches(path, pii_gate=pii_gate)
     elif fmt in ("canonical_csv", "canonical_parquet"):
-        yield from _tabular_batches(con, path, fmt)
+        yield from _tabular_batches(con, path, fmt, pii_gate=pii_gate)
     else:
         stats = {"ignored_spans": 0}
         records = formats.iter_records(path, fmt, batch_requests=batch_requests, stats=stats)
@@ -252,16 +261,17 @@ def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
                 thread.join(0.05)
 
 
-def _line_batches(path: Path) -> Iterator[pa.Table]:
+def _line_batches(path: Path, *, pii_gate: bool = False) -> Iterator[pa.Table]:
     """Yield the lines of a JSON-lines file (gzipped or not) with 1-based line numbers.
 
     Blocks of the file are split at newlines with numpy and handed to Arrow without
     copying; every line is one value, blank lines included, so line numbers stay exact.
+    With ``pii_gate``, ``maybe_pii`` tells which lines could hold PII.
     """
     start = 1
     try:
         with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as stream:
-            for raw in _split_lines(stream):
+            for raw, offsets in _split_lines(stream):
                 n = len(raw)
                 text, undecodable = _as_text(raw)
                 yield _parallel(pa.table(
@@ -273,7 +283,8 @@ def _line_batches(path: Path) -> Iterator[pa.Table]:
                         "doc": pa.nulls(n, pa.string()),
                         "pre_error": pa.nulls(n, pa.string()),
                         "pre_field": pa.nulls(n, pa.string()),
-                        "blank": _blank_mask(raw),
+                        "blank": _blank_mask(raw, offsets),
+                        "maybe_pii": _maybe_pii(text) if pii_gate else pa.nulls(n, pa.bool_()),
                     },
                     schema=BATCH_SCHEMA,
                 ))
@@ -282,31 +293,54 @@ def _line_batches(path: Path) -> Iterator[pa.Table]:
         raise UnreadableFile(path, _read_error(exc)) from None
 
 
-def _split_lines(stream) -> Iterator[pa.Array]:
-    """Yield Arrow binary arrays of whole lines (each with its newline) read from ``stream``."""
+def _split_lines(stream) -> Iterator[tuple[pa.Array, np.ndarray]]:
+    """Yield Arrow binary arrays of whole lines (each with its newline) read from
+    ``stream``, with their offsets. Each block is read straight into a fresh buffer
+    that the array then owns (no copy)."""
     carry = b""
     while True:
-        block = stream.read(LINES_BLOCK_BYTES)
-        if not block:
+        buffer = bytearray(len(carry) + LINES_BLOCK_BYTES)
+        buffer[: len(carry)] = carry
+        filled = len(carry) + _read_into(stream, memoryview(buffer)[len(carry):])
+        if filled == len(carry):
             break
-        data = carry + block if carry else block
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            carry = data
+        data = memoryview(buffer)[:filled]
+        cut = buffer.rfind(b"\n", 0, filled) + 1
+        if cut == 0:  # a line longer than a block: read on
+            carry = bytes(data)
             continue
-        carry = data[cut:]
-        yield _lines_array(memoryview(data)[:cut])
+        carry = bytes(data[cut:])
+        yield _lines_array(data[:cut])
     if carry:
         yield _lines_array(memoryview(carry + b"\n"))
 
 
-def _lines_array(body: memoryview) -> pa.Array:
-    """Return the newline-terminated lines of ``body`` as an Arrow binary array (no copy)."""
+def _read_into(stream, view: memoryview) -> int:
+    """Fill ``view`` from the stream (less only at its end); return the bytes read."""
+    total = 0
+    while total < len(view):
+        n = stream.readinto(view[total:])
+        if not n:
+            break
+        total += n
+    return total
+
+
+def _lines_array(body: memoryview) -> tuple[pa.Array, np.ndarray]:
+    """Return the newline-terminated lines of ``body`` as an Arrow binary array (no
+    copy), and its offsets."""
     ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
     offsets = np.empty(len(ends) + 1, dtype=np.int32)
     offsets[0] = 0
     offsets[1:] = ends + 1
-    return pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(body)])
+    array = pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(body)])
+    return array, offsets
+
+
+def _maybe_pii(text: pa.Array) -> pa.Array:
+    """Return False where a JSON text cannot hold PII in any of its strings (one RE2
+    scan of the whole line in Arrow, which releases the GIL), True where it may."""
+    return pc.match_substring_regex(text, pii.JSON_PREFILTER_PATTERN)
 
 
 def _as_text(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -338,10 +372,10 @@ def _parallel(table: pa.Table) -> pa.Table:
     return pa.Table.from_batches(table.to_batches(max_chunksize=PARALLEL_CHUNK_ROWS), table.schema)
 
 
-def _blank_mask(raw: pa.Array) -> pa.Array:
-    """Return True where a line holds only whitespace (no record there)."""
-    short = pc.less_equal(pc.binary_length(raw), 8).to_numpy(zero_copy_only=False)
-    mask = short.copy()
+def _blank_mask(raw: pa.Array, offsets: np.ndarray) -> pa.Array:
+    """Return True where a line holds only whitespace (no record there); only short
+    lines are looked at."""
+    mask = np.diff(offsets) <= 8
     for i in mask.nonzero()[0]:
         mask[i] = not raw[int(i)].as_py().strip()
     return pa.array(mask, pa.bool_())
@@ -354,7 +388,7 @@ def _read_error(exc: BaseException) -> str:
     return text
 
 
-def _tabular_batches(con, path: Path, fmt: str) -> Iterator[pa.Table]:
+def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> Iterator[pa.Table]:
     """Yield CSV rows or Parquet rows as JSON documents, numbered as in the file.
 
     Arrow reads the file in order and the numbers are attached before DuckDB sees a
@@ -382,6 +416,7 @@ def _tabular_batches(con, path: Path, fmt: str) -> Iterator[pa.Table]:
                     "pre_error": pa.nulls(n, pa.string()),
                     "pre_field": pa.nulls(n, pa.string()),
                     "blank": pa.array([False] * n, pa.bool_()),
+                    "maybe_pii": _maybe_pii(text) if pii_gate else pa.nulls(n, pa.bool_()),
                 },
                 schema=BATCH_SCHEMA,
             ))
@@ -431,6 +466,7 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
         columns["pre_error"].append(rec.error if rec.record is None else None)
         columns["pre_field"].append(rec.field if rec.record is None else None)
         columns["blank"].append(False)
+        columns["maybe_pii"].append(None)
         if len(columns["line"]) >= PARSED_BATCH_ROWS:
             yield flush()
     if columns["line"]:
@@ -482,32 +518,38 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
     """Write a staged batch: accepted records to `logs`, broken ones to `rejected_logs`.
 
     One statement validates the batch and inserts the records that pass and hold no
-    possible PII (DuckDB's regex engine tests a pattern that matches a superset of what
-    the detectors find). It returns the lines it took; only the few records it left
-    out are looked at again: broken ones get their reason, and the PII candidates are
-    scrubbed in Python, then inserted.
+    possible PII (a regular expression that matches a superset of what the detectors
+    find: over each whole line in Arrow first, ``maybe_pii``, then over the fields of
+    the lines it flags in DuckDB). Only the few records it left out are looked at again, with
+    the detailed checks: broken ones get their reason, good ones are inserted, and the
+    PII candidates are scrubbed in Python, then inserted.
+
+    Formats with one record per line take the fast statement (one combined test,
+    see :func:`flywheel.ingest.normalize.fast_accepted_sql`); the lines it took are
+    read back from `logs`. Other formats take the detailed statement, which returns
+    the lines it took.
     """
-    no_fix = FIX_SCHEMA.empty_table()
     con.register("stage_batch", batch)
-    con.register("stage_fix", no_fix)
+    con.register("stage_fix", FIX_SCHEMA.empty_table())
     try:
         hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
-        taken = _insert_accepted(con, day, source_file, fmt, "stage_batch", "stage_fix", hold_back)
-        records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
-        if len(taken) == len(records):
+        fast = fmt in ONE_RECORD_PER_LINE
+        left_out = (_fast_pass(con, day, source_file, fmt, batch, hold_back) if fast
+                    else _detailed_pass(con, day, source_file, fmt, batch, hold_back))
+        if left_out is None:
             return
-        # Lines with fewer rows taken than records: their records need a second look.
-        wanted = Counter(records.to_pylist())
-        wanted.subtract(Counter(taken.to_pylist()))
-        left_out = [line for line, missing in wanted.items() if missing > 0]
-        con.register("stage_left_out", pa.table({"line": pa.array(left_out, pa.int64())}))
-        second_look = "(SELECT * FROM stage_batch SEMI JOIN stage_left_out USING (line))"
+        # The few records left out, copied out of the batch, so that the statements
+        # below do not scan the whole batch again.
+        con.register("stage_second", batch.filter(pc.is_in(batch.column("line"), left_out.column(0))))
+        second_look = "stage_second"
         rejected = con.execute(f"SELECT * FROM ({rejected_sql(second_look, 'stage_fix')})").fetchall()
         _insert_rejected(con, day, source_file, rejected, mode, report)
+        if fast:  # good records the combined test did not settle
+            _insert_accepted(con, day, source_file, fmt, accepted_sql(second_look, "stage_fix", hold_back=hold_back))
         if hold_back is None:
             return
         docs = con.execute(
-            f"""SELECT rid, coalesce(doc, text) FROM stage_batch SEMI JOIN (
+            f"""SELECT rid, coalesce(doc, text) FROM stage_second SEMI JOIN (
                     SELECT rid FROM ({accepted_sql(second_look, 'stage_fix', hold_back=hold_back, held=True)})
                 ) USING (rid)"""
         ).fetchall()
@@ -515,28 +557,106 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
             fix = _pii_fixes(docs, mode, report)
             con.register("stage_fix", fix)
             con.register("stage_candidates", pa.table({"rid": fix.column("rid")}))
-            _insert_accepted(
-                con, day, source_file, fmt,
-                "(SELECT * FROM stage_batch SEMI JOIN stage_candidates USING (rid))", "stage_fix", None,
-            )
+            candidates = "(SELECT * FROM stage_second SEMI JOIN stage_candidates USING (rid))"
+            _insert_accepted(con, day, source_file, fmt, accepted_sql(candidates, "stage_fix"))
     finally:
-        for name in ("stage_batch", "stage_fix", "stage_left_out", "stage_candidates"):
+        for name in ("stage_batch", "stage_fix", "stage_second", "stage_candidates"):
             con.unregister(name)
 
 
-def _insert_accepted(con, day, source_file, fmt, batch: str, fix: str, hold_back: str | None) -> pa.Array:
-    """Insert the accepted records of ``batch`` into `logs`; return the lines taken."""
-    columns = ", ".join(LOG_COLUMNS)
+def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None) -> pa.Table | None:
+    """Insert the records of the batch that pass the combined test; return the lines left
+    for a second look (None when every record was taken).
+
+    Each record has a line of its own, and the batches of a file cover distinct lines:
+    the lines taken are those of this file, in this batch's range, now in `logs`.
+    """
+    records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
+    if len(records) == 0:
+        return None
+    accepted = fast_accepted_sql("stage_batch", pii_gate=hold_back, key_lists=_key_lists(batch))
+    with _fast_insert_settings(con):
+        taken = _insert_accepted(con, day, source_file, fmt, accepted)
+    if taken == len(records):
+        return None
+    bounds = pc.min_max(records)
     return con.execute(
-        f"""INSERT INTO logs ({columns})
-            SELECT log_id, ts, ?::DATE, source, input, output, context, model, prompt_name,
-                   prompt_version, feedback, messages, git_commit, session_id, user_id,
-                   latency_ms, prompt_tokens, completion_tokens, cost_usd, tags, metadata, pii,
-                   ?, ?, line, now()
-            FROM ({accepted_sql(batch, fix, hold_back=hold_back)})
+        """SELECT line FROM stage_batch WHERE NOT blank
+           EXCEPT
+           SELECT source_line FROM logs WHERE day = ? AND source_file = ? AND source_line BETWEEN ? AND ?""",
+        [day, source_file, bounds["min"].as_py(), bounds["max"].as_py()],
+    ).fetch_arrow_table()
+
+
+@contextlib.contextmanager
+def _fast_insert_settings(con) -> Iterator[None]:
+    """Set DuckDB up for the fast statement, and back as it was afterwards.
+
+    - DuckDB would push the filter of the combined test down through the projections
+      that parse each record, repeating the parse for each field it names.
+    - An insert that keeps the order of its input (batch insert) compresses and writes
+      its rows to the database file as it goes, on all threads; the unordered insert
+      leaves rows short of a full row group per thread for the COMMIT to write, on one.
+    """
+    settings = {"disabled_optimizers": "filter_pushdown", "preserve_insertion_order": "true"}
+    previous = {
+        name: con.execute(f"SELECT current_setting('{name}')").fetchone()[0] for name in settings
+    }
+    for name, value in settings.items():
+        con.execute(f"SET {name} = '{value}'")
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            con.execute(f"SET {name} = '{value}'")
+
+
+def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tuple[str, ...], ...]:
+    """Return the key lists (in order) of the first records of the batch, most common
+    first: records written by one program mostly share one or a few."""
+    texts = batch.column("text").slice(0, sample).to_pylist()
+    seen: Counter = Counter()
+    for text in texts:
+        try:
+            doc = json.loads(text) if text else None
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            seen[tuple(doc)] += 1
+    return tuple(keys for keys, _ in seen.most_common(most))
+
+
+def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None) -> pa.Table | None:
+    """Insert the accepted records of the batch, judged in detail; return the lines left
+    for a second look (None when every record was taken)."""
+    taken = con.execute(
+        f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back))}
             RETURNING source_line""",
         [day, source_file, fmt],
     ).fetch_arrow_table().column(0)
+    records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
+    if len(taken) == len(records):
+        return None
+    # Lines with fewer rows taken than records (a line may hold several records).
+    wanted = Counter(records.to_pylist())
+    wanted.subtract(Counter(taken.to_pylist()))
+    return pa.table({"line": pa.array([line for line, missing in wanted.items() if missing > 0], pa.int64())})
+
+
+def _insert_sql(accepted: str) -> str:
+    """Return the INSERT into `logs` of the records an :func:`accepted_sql` SELECT gives
+    (parameters: day, source file, format)."""
+    return f"""INSERT INTO logs ({", ".join(LOG_COLUMNS)})
+        SELECT log_id, ts, ?::DATE, source, input, output, context, model, prompt_name,
+               prompt_version, feedback, messages, git_commit, session_id, user_id,
+               latency_ms, prompt_tokens, completion_tokens, cost_usd, tags, metadata, pii,
+               ?, ?, line, now()
+        FROM ({accepted})"""
+
+
+def _insert_accepted(con, day, source_file, fmt, accepted: str) -> int:
+    """Insert the records of an accepted-records SELECT into `logs`; return how many."""
+    return con.execute(_insert_sql(accepted), [day, source_file, fmt]).fetchone()[0]
 
 
 def _insert_rejected(con, day: str, source_file: str, rejected: list[tuple], mode: str,

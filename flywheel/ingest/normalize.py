@@ -19,7 +19,7 @@ joined in: where it has a row, its values replace the record's own.
 
 from __future__ import annotations
 
-from flywheel.ingest.records import CANONICAL_FIELDS
+from flywheel.ingest.records import CANONICAL_FIELDS, REQUIRED_FIELDS as REQUIRED
 
 # Text fields that are kept as strings; numbers given for them are turned into text.
 TEXT_FIELDS = ("source", "model", "prompt_name", "prompt_version", "git_commit", "session_id", "user_id")
@@ -151,44 +151,66 @@ def _judged(batch: str, fix: str, *, with_values: bool) -> str:
     checks = _checks()
     reason = "CASE\n" + "\n".join(f"    WHEN {c} THEN {r}" for c, r, _ in checks) + "\nEND"
     field = "CASE\n" + "\n".join(f"    WHEN {c} THEN {f}" for c, _, f in checks) + "\nEND"
+    staged = f"""
+    SELECT b.rid, b.line, b.pre_error, b.pre_field, b.raw,
+           coalesce(f.text, b.text) AS text, coalesce(b.doc, b.text) AS j,
+           pre_error IS NULL AND json_valid(coalesce(b.doc, b.text)) AS parses,
+           f.input AS fix_input, f.output AS fix_output, f.context AS fix_context,
+           f.messages AS fix_messages, f.pii AS fix_pii
+    FROM {batch} AS b LEFT JOIN {fix} AS f USING (rid)
+    WHERE NOT b.blank"""
+    return f"""{_valued(staged, with_values=with_values)},
+judged AS (
+    SELECT *, {reason} AS reject_reason, {field} AS reject_field FROM valued
+)"""
+
+
+def _valued(staged: str, *, with_values: bool, key_lists: tuple[tuple[str, ...], ...] = (),
+            parse: str = "CASE WHEN parses THEN from_json(j, '{structure}') END") -> str:
+    """Return the CTEs ``staged`` (the given SELECT: ``j`` the record's JSON, ``parses``
+    whether to parse it), ``parsed``, ``typed`` and ``valued`` (every field typed).
+    ``parse`` is the SQL giving the parsed record ``v`` (NULL: not parsed).
+
+    ``key_lists`` are lists of known keys, in order, that many records have: a record
+    with exactly one of them has no unknown field (comparing lists is much cheaper than
+    a set test).
+    """
     keys = (
-        f", CASE WHEN v IS NOT NULL THEN json_keys(j) END AS record_keys"
+        ", CASE WHEN v IS NOT NULL THEN json_keys(j) END AS record_keys"
         if with_values else ""
     )
     types = ", ".join(f"json_type(v.{name}) AS t_{name}" for name in _NESTED)
     # Most records have only known keys: a set test settles them without a lambda per key.
+    common = "".join(
+        f"WHEN record_keys = {_sql_list(keys)} THEN []::VARCHAR[] "
+        for keys in key_lists if set(keys) <= set(CANONICAL_FIELDS)
+    )
     extras = (
-        f"CASE WHEN list_has_all({_KNOWN_KEYS}, record_keys) THEN []::VARCHAR[] "
+        f"CASE {common}WHEN list_has_all({_KNOWN_KEYS}, record_keys) THEN []::VARCHAR[] "
         f"ELSE list_filter(record_keys, k -> NOT list_contains({_KNOWN_KEYS}, k)) END AS extra_keys,"
         if with_values else ""
     )
     numbers = ", ".join(f"TRY_CAST(trim(v.{name}) AS {sql_type}) AS n_{name}" for name, sql_type in NUMBER_FIELDS.items())
     return f"""
-WITH staged AS (
-    SELECT b.rid, b.line, b.pre_error, b.pre_field, b.raw,
-           coalesce(f.text, b.text) AS text, coalesce(b.doc, b.text) AS j,
-           f.input AS fix_input, f.output AS fix_output, f.context AS fix_context,
-           f.messages AS fix_messages, f.pii AS fix_pii
-    FROM {batch} AS b LEFT JOIN {fix} AS f USING (rid)
-    WHERE NOT b.blank
+WITH staged AS ({staged}
 ),
 parsed AS (
-    SELECT *, CASE WHEN pre_error IS NULL AND json_valid(j) THEN from_json(j, '{_STRUCTURE}') END AS v {keys}
+    SELECT *, {parse.format(structure=_STRUCTURE)} AS v
     FROM staged
+),
+keyed AS (
+    SELECT * {keys} FROM parsed
 ),
 typed AS (
     SELECT *, {types}, {extras} TRY_CAST(v.ts AS DOUBLE) AS ts_epoch,
            TRY_CAST(trim(v.feedback) AS DOUBLE) AS feedback_number
-    FROM parsed
+    FROM keyed
 ),
 valued AS (
     SELECT *, {numbers},
         {_timestamp()} AS ts, {_feedback()} AS feedback, {_tags()} AS tags,
         {_json_of('messages', 'ARRAY')} AS messages, {_json_of('metadata', 'OBJECT')} AS metadata_json
     FROM typed
-),
-judged AS (
-    SELECT *, {reason} AS reject_reason, {field} AS reject_field FROM valued
 )"""
 
 
@@ -216,18 +238,31 @@ def accepted_sql(batch: str, fix: str, *, hold_back: str | None = None, held: bo
     """
     condition = ""
     if hold_back is not None:
-        pattern = "'" + hold_back.replace("'", "''") + "'"
-        # One scan over the text fields joined is three times cheaper than one per field.
-        text = " || chr(10) || ".join(
-            f"coalesce({column}, '')" for column in ("v.input", "v.output", "v.context", "messages::VARCHAR")
-        )
-        condition = f"AND {'' if held else 'NOT '}regexp_matches({text}, {pattern})"
-    extras = (
-        "to_json(map_from_entries(list_transform(extra_keys, "
-        "k -> struct_pack(k := k, v := json_extract(j, '/' || replace(replace(k, '~', '~0'), '/', '~1'))))))"
-    )
+        condition = f"AND {'' if held else 'NOT '}{_holds_back(hold_back)}"
     return f"""{_judged(batch, fix, with_values=True)}
-SELECT
+SELECT {_ACCEPTED_COLUMNS}
+FROM judged
+WHERE reject_reason IS NULL {condition}
+"""
+
+
+def _holds_back(pattern: str) -> str:
+    """SQL: the record's input, output, context or messages match the pattern (RE2)."""
+    literal = "'" + pattern.replace("'", "''") + "'"
+    # One scan over the text fields joined is three times cheaper than one per field.
+    text = " || chr(10) || ".join(
+        f"coalesce({column}, '')" for column in ("v.input", "v.output", "v.context", "messages::VARCHAR")
+    )
+    return f"regexp_matches({text}, {literal})"
+
+
+# The `logs` columns of an accepted record (after ``rid, line``), the same for the
+# detailed and the fast statement, so that both give a record the same row.
+_EXTRAS = (
+    "to_json(map_from_entries(list_transform(extra_keys, "
+    "k -> struct_pack(k := k, v := json_extract(j, '/' || replace(replace(k, '~', '~0'), '/', '~1'))))))"
+)
+_ACCEPTED_COLUMNS = f"""
     rid,
     line,
     trim(v.log_id) AS log_id,
@@ -244,8 +279,67 @@ SELECT
     n_completion_tokens AS completion_tokens, n_cost_usd AS cost_usd,
     tags,
     CASE WHEN len(extra_keys) = 0 THEN metadata_json
-         ELSE json_merge_patch(coalesce(metadata_json, '{{}}'), {extras}) END AS metadata,
-    fix_pii AS pii
-FROM judged
-WHERE reject_reason IS NULL {condition}
+         ELSE json_merge_patch(coalesce(metadata_json, '{{}}'), {_EXTRAS}) END AS metadata,
+    fix_pii AS pii"""
+
+
+def _fast_acceptance() -> str:
+    """SQL that holds only for a record every check of :func:`_checks` lets pass (it may
+    fail for some good records too: those are judged again in detail). One conjunction
+    of cheap tests: a field that looks like an object or array is not settled here."""
+    tests = [f"v.{name} IS NOT NULL" for name in REQUIRED]
+    # A first character that is printable ASCII and no space: trim() leaves something
+    # (it also removes Unicode spaces, so those are left for the detailed checks).
+    tests.append("ascii(v.log_id) BETWEEN 33 AND 126")
+    tests.append("ts IS NOT NULL")
+    for name in _STRING_FIELDS:
+        # Not an object or array: it does not start with '[' (91) or '{' (123), or is no JSON.
+        tests.append(f"(v.{name} IS NULL OR ascii(v.{name}) NOT IN (91, 123) OR NOT json_valid(v.{name}))")
+    for name in NUMBER_FIELDS:
+        tests.append(f"(v.{name} IS NULL OR coalesce(n_{name} >= 0, false))")
+    tests.append("(v.feedback IS NULL OR feedback IS NOT NULL)")
+    tests.append(f"(NOT {_present('tags')} OR tags IS NOT NULL)")
+    tests.append(f"(NOT {_present('messages')} OR messages IS NOT NULL)")
+    tests.append(f"(NOT {_present('metadata')} OR metadata_json IS NOT NULL)")
+    tests.append(r"NOT regexp_full_match(v.output, '\s*')")
+    return "\n    AND ".join(tests)
+
+
+def _sql_list(values) -> str:
+    """Return a SQL list literal of strings."""
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]::VARCHAR[]"
+
+
+def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
+                      key_lists: tuple[tuple[str, ...], ...] = ()) -> str:
+    """Return a SELECT of the batch's records that pass one combined acceptance test,
+    as `logs` columns like :func:`accepted_sql` (no PII fix-ups: ``pii`` is NULL).
+
+    It takes only records the detailed checks would accept, with the same values; the
+    records it leaves out (broken ones, and good ones with an unusual field) are for
+    the caller to judge with :func:`rejected_sql` and :func:`accepted_sql`. With
+    ``pii_gate`` (a regular expression, RE2), records whose input, output, context or
+    messages match it are left out too, unless the batch's ``maybe_pii`` says they
+    cannot match (False). ``key_lists``: the key lists (in order) most
+    records of the batch have, as far as the caller knows (see :func:`_valued`).
+    """
+    staged = f"""
+    SELECT rid, line, maybe_pii, coalesce(doc, text) AS j,
+           NULL::VARCHAR AS fix_input, NULL::VARCHAR AS fix_output, NULL::VARCHAR AS fix_context,
+           NULL::VARCHAR AS fix_messages, NULL::VARCHAR[] AS fix_pii
+    FROM {batch}
+    WHERE NOT blank AND pre_error IS NULL"""
+    condition = ""
+    if pii_gate is not None:
+        # The batch's `maybe_pii` (a cheap test of the whole line, see the loader) is
+        # False where the pattern cannot match: only the other records pay for it.
+        condition = f"AND (coalesce(NOT maybe_pii, false) OR NOT {_holds_back(pii_gate)})"
+    # One parse: a document that is not JSON gives NULL instead of an error (the
+    # detailed statement tests json_valid first, a second parse of every record).
+    parse = "try(from_json(j, '{structure}'))"
+    return f"""{_valued(staged, with_values=True, key_lists=key_lists, parse=parse)}
+SELECT {_ACCEPTED_COLUMNS}
+FROM valued
+WHERE v IS NOT NULL AND {_fast_acceptance()}
+    {condition}
 """

@@ -1,0 +1,174 @@
+"""One training run of the classifiers: for each task, train from the labels, evaluate,
+gate against the champion, register, and write the model card.
+
+:func:`train_task` never raises for a data problem: too few labels, a hold-out without
+both classes, or labels unchanged since the last model all end in a :class:`TaskReport`
+that says why nothing was trained.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+import duckdb
+
+from flywheel.classifiers import registry
+from flywheel.classifiers.model import TASKS
+from flywheel.classifiers.training import (
+    CV_FOLDS,
+    HOLDOUT_BUCKETS,
+    PipelineFactory,
+    TrainedModel,
+    default_factory,
+    fit_and_evaluate,
+    load_training_data,
+)
+from flywheel.settings import Settings
+
+METRIC_COLUMNS = ("auroc", "ap", "f1", "precision", "recall", "ece", "brier", "threshold", "n_eval", "positives")
+
+
+@dataclass
+class TaskReport:
+    """What a training run did for one task."""
+
+    task: str
+    status: str  # skipped | unchanged | champion | candidate
+    message: str
+    version: str | None = None
+    positives: int = 0
+    negatives: int = 0
+    metrics: dict | None = None
+    gate: dict | None = None
+    card: str = ""
+    card_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def blocked(self) -> bool:
+        """A model was trained but kept out by the gate."""
+        return self.status == "candidate"
+
+    def summary(self) -> dict:
+        return {"task": self.task, "status": self.status, "version": self.version, "positives": self.positives,
+                "negatives": self.negatives, "message": self.message,
+                **{k: (self.metrics or {}).get(k) for k in ("auroc", "ap", "f1", "ece")}}
+
+
+def train_all(con: duckdb.DuckDBPyConnection, settings: Settings, *, tasks=TASKS,
+              factory: PipelineFactory = default_factory, now: dt.datetime | None = None) -> list[TaskReport]:
+    """Return one :class:`TaskReport` per task, training each in turn."""
+    return [train_task(con, settings, task, factory=factory, now=now) for task in tasks]
+
+
+def train_task(con: duckdb.DuckDBPyConnection, settings: Settings, task: str, *,
+               factory: PipelineFactory = default_factory, now: dt.datetime | None = None) -> TaskReport:
+    """Train, evaluate, gate and register one model of ``task``; return what happened."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    data = load_training_data(con, task)
+    report = TaskReport(task=task, status="skipped", message="", positives=data.positives, negatives=data.negatives)
+    need = settings.min_labels_per_class
+    if data.positives < need or data.negatives < need:
+        report.message = (
+            f"{task}: {data.positives} positive and {data.negatives} negative consensus labels; "
+            f"FLYWHEEL_MIN_LABELS_PER_CLASS={need} needs at least {need} of each: not trained")
+        return report
+    train_settings = _jsonable({
+        "pipeline": repr(factory(task, data.has_context)),
+        "has_context": data.has_context,
+        "min_labels_per_class": need,
+        "holdout": f"groups hashing to bucket 0 of {HOLDOUT_BUCKETS}",
+        "cv_folds": CV_FOLDS,
+        "gate_confidence": settings.gate_confidence,
+    })
+    latest = con.execute(
+        "SELECT version, status, data_hash, code_version, settings FROM models WHERE task = ? "
+        "ORDER BY trained_at DESC, version DESC LIMIT 1", [task]).fetchone()
+    if latest and latest[2] == data.data_hash and latest[3] == registry.code_version() \
+            and json.loads(latest[4] or "null") == train_settings:
+        report.status, report.version = "unchanged", latest[0]
+        report.message = (f"{task}: labels, code and settings unchanged since {latest[0]} ({latest[1]}): "
+                          "not retrained")
+        return report
+    try:
+        trained = fit_and_evaluate(data, factory=factory)
+    except ValueError as exc:
+        report.message = f"{exc}: not trained"
+        return report
+
+    version = registry.new_version(task, data.data_hash, now)
+    folder = registry.artifact_dir(settings, task)
+    artifact = folder / f"{version}.skops"
+    sha256 = registry.save_artifact(trained.pipeline, artifact)
+    decision = registry.gate(con, settings, task, eval_frame=trained.eval_frame, y=trained.eval_labels,
+                             candidate_scores=trained.eval_scores)
+    ev = trained.evaluation
+    metrics = {**ev.holdout, "cv": ev.cv, "time_split": ev.time_split, "slices": ev.slices,
+               "gate": decision.to_dict(), "notes": ev.notes}
+    status = registry.register(
+        con, settings, task=task, version=version, trained_at=now, data_hash=data.data_hash,
+        train_settings=train_settings, metrics=metrics, artifact=artifact, sha256=sha256, decision=decision,
+        n_train=int(trained.train_mask.sum()), n_eval=int((~trained.train_mask).sum()))
+    report.status, report.version, report.message = status, version, f"{task}: {version} {decision.reason}"
+    report.metrics, report.gate, report.notes = metrics, decision.to_dict(), ev.notes
+    report.card = model_card(trained, version=version, status=status, decision=decision, sha256=sha256)
+    card_path = folder / f"{version}.md"
+    card_path.write_text(report.card, encoding="utf-8")
+    report.card_path = settings.source_name(card_path)
+    return report
+
+
+def model_card(trained: TrainedModel, *, version: str, status: str, decision: registry.GateDecision,
+               sha256: str) -> str:
+    """Return the markdown model card of a trained model."""
+    ev, data = trained.evaluation, trained.data
+    lines = [
+        f"## {trained.task}: {version} ({status})",
+        "",
+        f"**Gate:** {decision.reason}",
+        "",
+        f"Trained on {int(trained.train_mask.sum())} labelled logs, held out {int((~trained.train_mask).sum())} "
+        f"(groups: session, else normalized input; a fixed quarter of the groups is held out). "
+        f"Labels: {data.positives} positive, {data.negatives} negative; context "
+        f"{'used' if data.has_context else 'absent'}; data hash `{data.data_hash[:16]}`; artifact SHA-256 "
+        f"`{sha256[:16]}`; threshold {trained.threshold:.3f} (best F1 on out-of-fold scores of the training part).",
+        "",
+        "| evaluation | " + " | ".join(METRIC_COLUMNS) + " |",
+        "|---|" + "---|" * len(METRIC_COLUMNS),
+    ]
+    for name, values in (("held out", ev.holdout), ("grouped CV (training part)", ev.cv),
+                         ("time split", ev.time_split)):
+        if values:
+            label = name if name != "time split" else f"time split (test {values.get('test_day')})"
+            lines.append(f"| {label} | " + " | ".join(_fmt(values.get(c)) for c in METRIC_COLUMNS) + " |")
+    if decision.comparison:
+        c = decision.comparison
+        lines += ["", f"Champion {decision.champion_version} on the same rows: AUROC {c.champion_auroc:.4f}; "
+                      f"difference {c.delta:+.4f}, {c.confidence:.0%} interval [{c.low:+.4f}, {c.high:+.4f}] "
+                      f"(paired stratified bootstrap, {c.resamples} resamples)."]
+    if ev.slices:
+        cols = ("n_eval", "positives", "auroc", "ap", "f1", "precision", "recall", "ece")
+        lines += ["", "**Per slice (held out)**", "", "| slice | " + " | ".join(cols) + " |",
+                  "|---|" + "---|" * len(cols)]
+        for s in ev.slices:
+            lines.append(f"| {s['slice_type']}={s['slice_value']} | " + " | ".join(_fmt(s.get(c)) for c in cols)
+                         + " |")
+    if ev.notes:
+        lines += ["", "Notes: " + "; ".join(ev.notes)]
+    if ev.plots:
+        lines += ["", ev.plots]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))

@@ -1,0 +1,121 @@
+"""Automation: the jobs' groups, the nightly schedule, the sensors, and declarative
+automation (eager whole-history assets follow new labels without hand-written chains)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from assets.annotations import annotations, consensus
+from assets.resources import FlywheelResource
+from jobs.definitions import defs
+from jobs.nightly import DAILY_GROUPS, LEARN_GROUPS, nightly_schedule
+from jobs.sensors import inbox_sensor, landing_sensor
+from tests.conftest import land
+
+
+def groups_of(job_name: str) -> dict[str, str]:
+    job = defs.resolve_job_def(job_name)
+    return {key.to_user_string(): defs.resolve_assets_def(key).group_names_by_key[key]
+            for key in job.asset_layer.executable_asset_keys}
+
+
+def test_the_nightly_job_runs_the_daily_groups_and_learn_the_whole_history_ones():
+    nightly = groups_of("nightly")
+    assert set(nightly.values()) <= set(DAILY_GROUPS)
+    assert {"logs", "slices", "slice_metrics", "annotation_queue", "report"} <= set(nightly)
+    assert nightly["report"] == "report"
+    # Every daily asset of the code location is in the nightly job, each partitioned by day.
+    for key in defs.resolve_asset_graph().get_all_asset_keys():
+        assets_def = defs.resolve_assets_def(key)
+        if assets_def.group_names_by_key.get(key) in DAILY_GROUPS and assets_def.is_executable:
+            assert key.to_user_string() in nightly
+            assert isinstance(assets_def.partitions_def, dg.DailyPartitionsDefinition)
+    learn = groups_of("learn")
+    assert set(learn.values()) <= set(LEARN_GROUPS)
+    for key in defs.resolve_job_def("learn").asset_layer.executable_asset_keys:
+        assets_def = defs.resolve_assets_def(key)
+        assert assets_def.partitions_def is None
+        # The contract: whole-history assets follow by automation conditions.
+        assert assets_def.automation_conditions_by_key.get(key) is not None, key
+    for name in ("nightly", "learn", "import_annotations"):
+        assert defs.resolve_job_def(name).executor_def.name == "in_process"
+
+
+def test_the_real_definitions_run_the_automation_sensor_by_default():
+    sensor = defs.resolve_sensor_def("automation")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    targeted = sensor.asset_selection.resolve(graph)
+    with_conditions = {key for key in graph.get_all_asset_keys()
+                       if graph.get(key).automation_condition is not None}
+    assert with_conditions <= targeted
+    for other in ("landing_sensor", "inbox_sensor"):
+        assert defs.resolve_sensor_def(other).default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_the_schedule_runs_yesterday_at_two_across_a_month_boundary():
+    assert nightly_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc),
+        repository_def=defs.get_repository_def(),
+    )
+    (request,) = nightly_schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-11-30"
+    assert request.run_key == "nightly-2026-11-30"
+    assert nightly_schedule.job_name == "nightly"
+
+
+def test_the_landing_sensor_ignores_folders_that_are_not_days(settings, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    land(settings, "2026-11-19", "a.jsonl", "{}\n")
+    land(settings, "notes", "readme.txt", "not a day")
+    land(settings, "2020-01-01", "old.jsonl", "{}\n")  # before FLYWHEEL_START_DATE
+    (settings.landing_for("2026-11-18")).mkdir(parents=True)  # an empty day
+    context = dg.build_sensor_context(repository_def=defs.get_repository_def())
+    assert [r.partition_key for r in landing_sensor(context)] == ["2026-11-19"]
+    assert json.loads(context.cursor) and list(json.loads(context.cursor)) == ["2026-11-19"]
+
+
+def test_the_inbox_sensor_requests_one_import_per_new_set_of_files(settings, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    context = dg.build_sensor_context(repository_def=defs.get_repository_def())
+    assert list(inbox_sensor(context)) == []  # no inbox yet
+    settings.annotations_inbox.mkdir(parents=True)
+    (settings.annotations_inbox / "a.csv").write_text("log_id,annotator,label,value\nx,a,hallucination,1\n")
+    context = dg.build_sensor_context(cursor=context.cursor, repository_def=defs.get_repository_def())
+    (first,) = inbox_sensor(context)
+    assert first.job_name in (None, "import_annotations")
+    context = dg.build_sensor_context(cursor=context.cursor, repository_def=defs.get_repository_def())
+    assert list(inbox_sensor(context)) == []
+    (settings.annotations_inbox / "b.csv").write_text("log_id,annotator,label,value\ny,a,hallucination,0\n")
+    context = dg.build_sensor_context(cursor=context.cursor, repository_def=defs.get_repository_def())
+    (second,) = inbox_sensor(context)
+    assert second.run_key != first.run_key
+
+
+@dg.asset(deps=[consensus], automation_condition=dg.AutomationCondition.eager(), group_name="classifiers")
+def trained_probe() -> None:
+    """Stands in for a whole-history asset trained on the consensus (eager, as the contract says)."""
+
+
+def test_an_eager_asset_is_requested_after_the_consensus_materializes_and_not_before(settings):
+    resources = {"flywheel": FlywheelResource(home=str(settings.home))}
+    local = dg.Definitions(assets=[annotations, consensus, trained_probe], resources=resources)
+    probe = dg.AssetKey("trained_probe")
+    with dg.instance_for_test() as instance:
+        before = dg.evaluate_automation_conditions(defs=local, instance=instance)
+        assert before.total_requested == 0  # its input does not exist yet
+        assert dg.materialize([annotations, consensus], instance=instance, resources=resources).success
+        after = dg.evaluate_automation_conditions(defs=local, instance=instance, cursor=before.cursor)
+        assert after.total_requested == 1
+        assert after.get_requested_partitions(probe) == {None}
+        assert dg.materialize([trained_probe], instance=instance, resources=resources).success
+        settled = dg.evaluate_automation_conditions(defs=local, instance=instance, cursor=after.cursor)
+        assert settled.total_requested == 0  # up to date: nothing to do until new labels
+        assert dg.materialize([consensus], instance=instance, resources=resources).success
+        again = dg.evaluate_automation_conditions(defs=local, instance=instance, cursor=settled.cursor)
+        assert again.get_requested_partitions(probe) == {None}
