@@ -31,7 +31,7 @@ def _checks(result) -> dict[str, tuple[bool, str]]:
 def test_demo_labels_train_champions_through_dagster_and_every_log_is_scored(tmp_path, monkeypatch):
     monkeypatch.setenv("FLYWHEEL_MIN_LABELS_PER_CLASS", "15")  # a small demo: ~20-40 labels of the rarer class
     settings = load({"FLYWHEEL_HOME": str(tmp_path / "home"), "FLYWHEEL_MIN_LABELS_PER_CLASS": "15"})
-    summary = generate(settings.home, DemoSpec(days=2, rows_per_day=1200, seed=5, start=START))
+    summary = generate(settings.home, DemoSpec(days=2, rows_per_day=1500, seed=1, start=START))
     days = [d.day for d in summary.days]
     resources = {"flywheel": FlywheelResource(home=str(settings.home))}
     with dg.instance_for_test() as instance:

@@ -94,11 +94,31 @@ def load_training_data(con: duckdb.DuckDBPyConnection, task: str) -> TrainingDat
     return TrainingData(task=task, frame=frame.reset_index(drop=True), has_context=has_context, data_hash=digest)
 
 
-def holdout_mask(groups: pd.Series, *, buckets: int = HOLDOUT_BUCKETS) -> np.ndarray:
+def holdout_mask(groups: pd.Series, y: np.ndarray | None = None, *, buckets: int = HOLDOUT_BUCKETS) -> np.ndarray:
     """Return which rows are held out: those whose group key hashes to bucket 0 of
-    ``buckets``. Stable across runs and machines (SHA-1 of the key)."""
-    keys = groups.astype(str).tolist()
-    return np.array([int(hashlib.sha1(k.encode()).hexdigest()[:8], 16) % buckets == 0 for k in keys], dtype=bool)
+    ``buckets`` (SHA-1 of the key: the same groups at every run and on every machine).
+
+    With labels ``y``, a class that no held-out row has (a rare class in little data)
+    gets the groups holding it with the smallest hashes added, up to 1/``buckets`` of
+    that class's rows, as long as the training side keeps some of it.
+    """
+    keys = groups.astype(str).to_numpy()
+    hashes = np.array([int(hashlib.sha1(k.encode()).hexdigest()[:8], 16) for k in keys], dtype=np.int64)
+    held = hashes % buckets == 0
+    if y is None:
+        return held
+    y = np.asarray(y)
+    for cls in (0, 1):
+        rows = y == cls
+        if not rows.any() or (held & rows).any():
+            continue
+        need = max(1, int(np.ceil(rows.sum() / buckets)))
+        for key in pd.unique(keys[rows][np.argsort(hashes[rows], kind="stable")]):
+            group = keys == key
+            if (held & rows).sum() >= need or (rows & ~held & ~group).sum() == 0:
+                break
+            held |= group
+    return held
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, *, folds: int = CV_FOLDS, seed: int = 0):
@@ -158,7 +178,7 @@ def fit_and_evaluate(data: TrainingData, *, factory: PipelineFactory = default_f
     frame = data.frame
     y = frame["label"].to_numpy()
     groups = frame["group"].to_numpy()
-    held = holdout_mask(frame["group"])
+    held = holdout_mask(frame["group"], y)
     if not both_classes(y[held]) or not both_classes(y[~held]):
         raise ValueError(
             f"{data.task}: the held-out groups ({int(held.sum())} rows, {int(y[held].sum())} positive) or the "
