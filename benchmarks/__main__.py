@@ -11,6 +11,7 @@ BENCHMARKS = {
     "ingest": "benchmarks.ingest",
     "slicing": "benchmarks.slicing",
     "quality": "benchmarks.quality",
+    "scoring": "benchmarks.scoring",
 }
 
 

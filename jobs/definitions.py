@@ -21,4 +21,7 @@ defs = dg.Definitions(
     schedules=[nightly_schedule, nightly_annotations_schedule],
     sensors=[landing_sensor, inbox_sensor, automation_sensor],
     resources={"flywheel": FlywheelResource(), "llm": LLMResource()},
+    # Runs of ad-hoc selections (the UI's Materialize, the automation sensor) also run their
+    # steps in one process, as the jobs do: one DuckDB file takes one writing process.
+    executor=dg.in_process_executor,
 )

@@ -271,14 +271,17 @@ def test_fast_and_detailed_paths_give_identical_tables(settings, monkeypatch, mo
         assert ("[EMAIL]" in by_id["v-6"][3]) == (mode == "redact")
 
 
-def test_bad_lines_in_a_big_file_keep_their_line_numbers(settings, monkeypatch):
+@pytest.mark.parametrize("stash_bytes", [256 << 20, 0])
+def test_bad_lines_in_a_big_file_keep_their_line_numbers(settings, monkeypatch, stash_bytes):
     from flywheel.ingest import loader
 
     # Small blocks, so that the file is read in many batches and bad lines fall on
-    # batch edges too.
+    # batch edges too; without a stash, the records left out are read again.
     monkeypatch.setattr(loader, "LINES_BLOCK_BYTES", 50_000)
+    monkeypatch.setattr(loader, "STASH_BYTES", stash_bytes)
     bad = {2: "{not json", 997: '{"log_id": 5}', 1500: "[1, 2]", 2999: '{"log_id": "x", "ts": '}
-    lines = [bad.get(i) or json.dumps(good(f"id-{i}", output=f"answer {i}" + "." * (i % 97)))
+    lines = [bad.get(i) or json.dumps(good(f"id-{i}", output=f"answer {i}" + "." * (i % 97)
+                                           + (" write to a@example.org" if i % 500 == 7 else "")))
              for i in range(1, 3001)]
     land(settings, DAY, "big.jsonl", "\n".join(lines))  # no newline after the last line
     report = ingest(settings)
@@ -290,3 +293,7 @@ def test_bad_lines_in_a_big_file_keep_their_line_numbers(settings, monkeypatch):
     # Every accepted record carries its own line number.
     assert rows(settings, "SELECT count(*) FROM logs WHERE log_id <> 'id-' || source_line") == [(0,)]
     assert rows(settings, "SELECT max(source_line) FROM logs") == [(3000,)]
+    # The PII lines were held back, scrubbed and stored on their own line.
+    assert rows(settings, "SELECT source_line FROM logs WHERE pii IS NOT NULL ORDER BY 1") == [
+        (i,) for i in range(7, 3001, 500)]
+    assert rows(settings, "SELECT count(*) FROM logs WHERE output LIKE '%[EMAIL]%'") == [(6,)]

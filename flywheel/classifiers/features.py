@@ -431,8 +431,8 @@ def grounding_matrix(frame: pl.DataFrame) -> np.ndarray:
         pl.col("out_t") if "out_t" in frame.columns else token_hashes(out).alias("out_t"),
         pl.col("ref_t") if "ref_t" in frame.columns else token_hashes(ref).alias("ref_t"),
         out.str.to_lowercase().str.strip_chars().alias("out_low"), ref.str.to_lowercase().alias("ref_low"),
-        out.str.extract_all(_NUMBER).list.eval(pl.element().str.replace_all(",", "")).list.unique().alias("out_num"),
-        ref.str.extract_all(_NUMBER).list.eval(pl.element().str.replace_all(",", "")).list.unique().alias("ref_num"),
+        out.str.replace_all(r"(\d),(\d)", "$1$2").str.extract_all(_NUMBER).alias("out_num"),
+        ref.str.replace_all(r"(\d),(\d)", "$1$2").str.extract_all(_NUMBER).alias("ref_num"),
         _names(out).alias("names"),
         out.str.extract_all(_DATE).list.eval(pl.element().str.to_lowercase().str.replace_all(r"\W+", " ")
                                              .str.strip_chars()).list.unique().alias("out_dates"),
@@ -442,10 +442,11 @@ def grounding_matrix(frame: pl.DataFrame) -> np.ndarray:
     )
     ot, rt = pl.col("out_t"), pl.col("ref_t")
     content = pl.element().filter(~pl.element().is_in(_STOP_HASHES))
+    step1 = step1.with_columns(ot.list.unique().alias("o1"), rt.list.unique().alias("r1"))
     step2 = step1.select(
-        ot.list.unique().alias("o1"), rt.list.unique().alias("r1"),
-        ot.list.unique().list.eval(content).alias("oc"),
-        rt.list.unique().list.eval(content).alias("rc"),
+        "o1", "r1",
+        pl.col("o1").list.eval(content).alias("oc"),
+        pl.col("r1").list.eval(content).alias("rc"),
         _hash_grams(ot, 2).alias("o2"), _hash_grams(rt, 2).alias("r2"),
         _hash_grams(ot, 3).alias("o3"), _hash_grams(rt, 3).alias("r3"),
         ot.list.len().alias("n_out"), rt.list.len().alias("n_ref"),
@@ -551,8 +552,8 @@ class LogFeatures(BaseEstimator, TransformerMixin):
     n-gram TF-IDF of the output and of the input; with ``novel_words`` the words of the
     output absent from its reference (the context, or the input for rows without one);
     with ``names`` the capitalized words of the output; grounding of the output in the
-    reference (:func:`grounding_matrix`; with ``has_context`` a second block grounds it in
-    the input); and the output's style (:func:`style_matrix`). The dense blocks are
+    reference (:func:`grounding_matrix`; with ``has_context`` and ``query_grounding`` a
+    second block grounds it in the input); and the output's style (:func:`style_matrix`). The dense blocks are
     standardized with means and scales fitted on the training rows, then multiplied by
     ``dense_weight`` (their weight against the unit-norm TF-IDF rows under the
     classifier's L2 penalty).
@@ -560,7 +561,7 @@ class LogFeatures(BaseEstimator, TransformerMixin):
 
     def __init__(self, *, has_context: bool = True, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
                  max_features: int | None = 200_000, input_words: bool = True, novel_words: bool = True,
-                 names: bool = True, dense_weight: float = 1.0):
+                 names: bool = True, query_grounding: bool = False, dense_weight: float = 1.0):
         self.has_context = has_context
         self.ngram_range = ngram_range
         self.min_df = min_df
@@ -568,6 +569,7 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         self.input_words = input_words
         self.novel_words = novel_words
         self.names = names
+        self.query_grounding = query_grounding
         self.dense_weight = dense_weight
 
     def _vectorizers(self) -> list[TermTfidf]:
@@ -600,7 +602,7 @@ class LogFeatures(BaseEstimator, TransformerMixin):
 
     def _dense(self, prepared: pl.DataFrame) -> np.ndarray:
         blocks = [grounding_matrix(prepared.select("out", "out_t", "ref", "ref_t", "present"))]
-        if self.has_context:
+        if self.has_context and self.query_grounding:
             query = prepared.select(pl.col("out"), pl.col("out_t"), pl.col("inp").alias("ref"),
                                     pl.col("inp_t").alias("ref_t"),
                                     (pl.col("inp").str.strip_chars() != "").alias("present"))
@@ -624,14 +626,29 @@ class LogFeatures(BaseEstimator, TransformerMixin):
     def get_feature_names_out(self, input_features=None):
         names = [f"{v.kind}:{n}" for v in self.vectorizers_ for n in v.get_feature_names_out()]
         names += [f"grounding_{n}" for n in GroundingFeatures.feature_names]
-        if self.has_context:
+        if self.has_context and self.query_grounding:
             names += [f"query_grounding_{n}" for n in GroundingFeatures.feature_names]
         names += [f"style_{n}" for n in StyleFeatures.feature_names]
         return np.asarray(names, dtype=object)
 
-    def transform(self, X) -> sp.csr_matrix:
+    def shared_key(self) -> tuple:
+        """What :meth:`precompute` depends on: models whose features have the same key can
+        share one precomputation of a batch (their vocabularies and scalers may differ)."""
+        return (self.has_context, self.query_grounding)
+
+    def precompute(self, X) -> dict:
+        """The fitted-state-free work of :meth:`transform`: the tokenized columns and the
+        raw dense features."""
         prepared = self._prepare(X)
+        return {"prepared": prepared, "dense": self._dense(prepared)}
+
+    def transform_precomputed(self, pre: dict) -> sp.csr_matrix:
+        """:meth:`transform` from the result of :meth:`precompute`."""
+        prepared = pre["prepared"]
         blocks = [v.transform_hashes(self._hash_lists(v, prepared)) for v in self.vectorizers_]
-        dense = (self.scaler_.transform(self._dense(prepared)) * self.dense_weight).astype(np.float32)
+        dense = (self.scaler_.transform(pre["dense"]) * self.dense_weight).astype(np.float32)
         blocks.append(sp.csr_matrix(dense))
         return sp.hstack(blocks, format="csr")
+
+    def transform(self, X) -> sp.csr_matrix:
+        return self.transform_precomputed(self.precompute(X))

@@ -21,17 +21,18 @@ TASKS = ("hallucination", "relevance")
 
 def build_features(*, has_context: bool, max_features: int = 200_000, ngram_range: tuple[int, int] = (1, 2),
                    min_df: int = 2, dense_weight: float = 1.0) -> LogFeatures:
-    """The features: word n-gram TF-IDF of output and input, grounding and style features.
+    """The features (:class:`LogFeatures`): word n-gram TF-IDF of output and input, the
+    output's novel words and names, grounding and style features.
 
     With ``has_context`` the output is grounded in the context (falling back to the input
-    for rows without one) and, as a second block, in the input; without, in the input.
+    for rows without one); without, in the input.
     """
     return LogFeatures(has_context=has_context, ngram_range=ngram_range, min_df=min_df, max_features=max_features,
                        dense_weight=dense_weight)
 
 
 def build_pipeline(task: str, *, has_context: bool, C: float = 1.0, calibrate: bool = True,
-                   max_features: int = 200_000, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
+                   max_features: int = 200_000, ngram_range: tuple[int, int] = (1, 3), min_df: int = 2,
                    dense_weight: float = 0.3, random_state: int = 0) -> Pipeline:
     """An unfitted pipeline for ``task`` (``hallucination`` or ``relevance``).
 

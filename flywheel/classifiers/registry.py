@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -226,16 +225,6 @@ def _serving_order(con, task: str) -> list[tuple]:
     ).fetchall()
 
 
-def last_problems(con, settings: Settings, task: str) -> list[str]:
-    """Return why the task's champion (if any) cannot serve; empty when it loads."""
-    scorer = champion_scorer(con, settings, task)
-    if scorer is None:
-        has_any = con.execute("SELECT count(*) FROM models WHERE task = ? AND status IN ('champion', 'retired')",
-                              [task]).fetchone()[0]
-        return ["no champion"] if not has_any else [f"{task}: no champion artifact loads"]
-    return scorer.problems
-
-
 # --------------------------------------------------------------------------- registering
 
 
@@ -307,13 +296,3 @@ def register(con, settings: Settings, *, task: str, version: str, trained_at: dt
         con.execute("ROLLBACK")
         raise
     return status
-
-
-def models_table(con, tasks: Iterable[str]) -> list[dict]:
-    """Return the registry rows of ``tasks``, newest first."""
-    marks = ", ".join("?" for _ in tasks)
-    rows = con.execute(
-        f"SELECT version, task, status, trained_at, data_hash, code_version, metrics, reason FROM models "
-        f"WHERE task IN ({marks}) ORDER BY trained_at DESC", list(tasks)).fetchall()
-    cols = ["version", "task", "status", "trained_at", "data_hash", "code_version", "metrics", "reason"]
-    return [dict(zip(cols, r)) for r in rows]

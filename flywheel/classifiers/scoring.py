@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
@@ -18,7 +19,8 @@ import polars as pl
 import pyarrow as pa
 
 from flywheel.classifiers.model import TASKS
-from flywheel.classifiers.registry import Scorer, champion_scorer
+from flywheel.classifiers.features import LogFeatures
+from flywheel.classifiers.registry import MIN_PARALLEL_ROWS, Scorer, champion_scorer, scoring_threads
 from flywheel.settings import Settings
 
 
@@ -76,10 +78,12 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
         reader = con.execute(
             "SELECT log_id, input, output, context FROM logs WHERE day = ?", [day]
         ).fetch_record_batch(settings.scoring_batch_rows)
+        threads = scoring_threads(settings)
         for batch in reader:
             frame = pl.from_arrow(batch)
+            batch_scores = score_frame(active, frame, threads=threads)
             for task, scorer in active.items():
-                scores = scorer.score(frame)
+                scores = batch_scores[task]
                 sums[task] += float(np.sum(scores))
                 tables.append((task, scorer.version, pa.table({
                     "log_id": batch.column("log_id"), "score": pa.array(scores, type=pa.float64())})))
@@ -101,3 +105,37 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
         report.mean_score[task] = round(sums[task] / report.logs, 4) if report.logs else float("nan")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def score_frame(scorers: dict[str, Scorer], frame: pl.DataFrame, *, threads: int = 1) -> dict[str, np.ndarray]:
+    """Return each scorer's scores of ``frame`` (task -> probabilities).
+
+    The frame is split into up to ``threads`` chunks scored in parallel threads (Polars,
+    NumPy and SciPy release the GIL). Within a chunk, models whose features share a
+    :meth:`LogFeatures.shared_key` tokenize and compute the dense features once.
+    """
+    n = frame.height
+    chunks = max(1, min(threads, n // MIN_PARALLEL_ROWS))
+    if chunks == 1:
+        return _score_chunk(scorers, frame)
+    bounds = np.linspace(0, n, chunks + 1).astype(int)
+    parts = [frame.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+    with ThreadPoolExecutor(max_workers=chunks) as pool:
+        results = list(pool.map(lambda part: _score_chunk(scorers, part), parts))
+    return {task: np.concatenate([r[task] for r in results]) for task in scorers}
+
+
+def _score_chunk(scorers: dict[str, Scorer], frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    out, shared = {}, {}
+    for task, scorer in scorers.items():
+        steps = getattr(scorer.pipeline, "named_steps", {})
+        features, classifier = steps.get("features"), steps.get("classifier")
+        if not isinstance(features, LogFeatures) or classifier is None or len(steps) != 2:
+            out[task] = scorer._predict(frame)
+            continue
+        key = features.shared_key()
+        if key not in shared:
+            shared[key] = features.precompute(frame)
+        matrix = features.transform_precomputed(shared[key])
+        out[task] = np.asarray(classifier.predict_proba(matrix)[:, 1], dtype=np.float64)
+    return out

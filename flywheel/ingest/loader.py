@@ -8,6 +8,14 @@ to `rejected_logs`. Then log ids already present (in another partition, or earli
 this one) are moved to `duplicate_logs`. Every record read ends up in exactly one of
 the three, and the per-file counts are kept in `ingest_files`.
 
+A canonical JSON-lines file goes in with one statement: a thread reads and splits
+the file into Arrow batches (and flags, with one regular expression per line, the
+lines that could hold PII), DuckDB pulls them and inserts every record that passes
+one combined acceptance test (:func:`flywheel.ingest.normalize.fast_accepted_sql`).
+The few records it leaves out (broken ones, PII candidates, unusual values) are found
+by their line numbers and judged with the detailed checks, which give each rejected
+line its reason and field. Other formats go batch by batch the same way.
+
 The day is replaced in one transaction: re-running it gives the same tables, and a
 crash half-way leaves the previous state.
 """
@@ -36,7 +44,13 @@ import pyarrow.parquet as pq
 
 from flywheel import pii
 from flywheel.ingest import formats
-from flywheel.ingest.normalize import accepted_sql, fast_accepted_sql, rejected_sql
+from flywheel.ingest.normalize import (
+    accepted_sql,
+    fast_accepted_sql,
+    judged_accepted,
+    judged_rejected,
+    judged_sql,
+)
 from flywheel.ingest.records import RawRecord, UnreadableFile
 from flywheel.settings import Settings
 from flywheel.store import DAILY_TABLES
@@ -75,12 +89,15 @@ LOG_COLUMNS = (
     "latency_ms", "prompt_tokens", "completion_tokens", "cost_usd", "tags", "metadata", "pii",
     "source_file", "source_format", "source_line", "ingested_at",
 )
-# Bytes per Arrow batch for line-oriented files: large enough to keep DuckDB busy and
-# to give each insert a few full row groups (about 120,000 rows) that it writes out as
-# it goes, small enough to bound memory on multi-GB files.
-LINES_BLOCK_BYTES = 128 << 20
+# Bytes per Arrow batch for line-oriented files: large enough to keep DuckDB busy,
+# small enough to bound memory on multi-GB files (DuckDB pulls them one by one).
+LINES_BLOCK_BYTES = 16 << 20
 PARSED_BATCH_ROWS = 20_000
 PARALLEL_CHUNK_ROWS = 8_192
+# Rows that could hold PII kept aside while a JSON-lines file streams into DuckDB.
+STASH_BYTES = 256 << 20
+# A temporary table like `logs` for the records accepted on a second look.
+LATE_LOGS = "late_logs"
 # Formats where each record has a line (or CSV/Parquet row) of its own: their batches
 # take the fast statement, and what it took is known from the lines now in `logs`.
 ONE_RECORD_PER_LINE = ("canonical_jsonl", "canonical_csv", "canonical_parquet")
@@ -153,6 +170,9 @@ def ingest_day(
     try:
         for table in DAILY_TABLES:
             con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
+        # Records accepted on a second look wait here and go to `logs` in one insert:
+        # many small inserts after the large ones cost DuckDB far more per row.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {LATE_LOGS} AS SELECT * FROM logs LIMIT 0")
         detected, batch_requests = _detect_all(paths, report, settings)
         for path, fmt, file_report in detected:
             say(f"{day}: reading {path.name} ({fmt})")
@@ -163,6 +183,8 @@ def ingest_day(
                 file_report.error = exc.reason
                 file_report.read = file_report.blank_lines = file_report.ignored = 0
                 say(f"{day}: cannot read {path}: {exc.reason}")
+        con.execute(f"INSERT INTO logs SELECT * FROM {LATE_LOGS}")
+        con.execute(f"DROP TABLE {LATE_LOGS}")
         _move_duplicates(con, day)
         _count(con, day, report)
         _record_files(con, day, report)
@@ -196,9 +218,10 @@ def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
 
 def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests) -> None:
     """Stage, scrub, validate and store one file's records."""
+    if fmt == "canonical_jsonl" and fmt in ONE_RECORD_PER_LINE:
+        _load_lines(con, day, path, file_report, settings.pii_mode, report)
+        return
     batches = _batches(con, path, fmt, file_report, batch_requests, pii_gate=settings.pii_mode != "off")
-    if fmt == "canonical_jsonl":
-        batches = _read_ahead(batches)
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -206,6 +229,113 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
         file_report.blank_lines += blank
         file_report.read += batch.num_rows - blank
         _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report)
+
+
+def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, report: IngestReport) -> None:
+    """Load a JSON-lines file with one statement: DuckDB pulls the file's batches (read
+    and split by a thread ahead of it) and inserts the records that pass the combined
+    test, writing them out as it goes. The records it left out are found by their
+    lines afterwards and judged in detail (see :func:`_second_look`)."""
+    source_file = file_report.source_file
+    hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
+    source = _LineSource(path, pii_gate=hold_back is not None)
+    first = source.first()
+    if first is not None:
+        accepted = fast_accepted_sql("stage_lines", pii_gate=hold_back, key_lists=_key_lists(first))
+        con.register("stage_lines", pa.RecordBatchReader.from_batches(BATCH_SCHEMA, source.record_batches()))
+        try:
+            with _fast_insert_settings(con, whole_file=True):
+                taken = _insert_accepted(con, day, source_file, "canonical_jsonl", accepted)
+        finally:
+            con.unregister("stage_lines")
+            source.close()
+    if source.error is not None:
+        raise UnreadableFile(path, source.error)
+    file_report.read += source.records
+    file_report.blank_lines += source.blank
+    if first is None or taken == source.records:
+        return
+    taken_lines = con.execute(
+        "SELECT source_line FROM logs WHERE day = ? AND source_file = ?", [day, source_file]
+    ).fetch_arrow_table().column(0).to_numpy()
+    records = np.setdiff1d(np.arange(1, source.lines + 1), np.asarray(source.blank_lines, dtype=np.int64))
+    left_out = pa.array(np.setdiff1d(records, taken_lines))
+    second = source.rows(left_out)
+    second = second.set_column(0, "rid", pa.array(np.arange(second.num_rows), pa.int64()))
+    _second_look(con, day, source_file, "canonical_jsonl", second, fast=True, mode=mode, report=report)
+
+
+class _LineSource:
+    """The batches of a JSON-lines file for DuckDB to pull, read ahead by a thread.
+
+    It counts records and blank lines as they go by and keeps the rows that could hold
+    PII (up to :data:`STASH_BYTES`): most records the combined test leaves out are
+    those, and the others are read again from the file. A read error ends the batches
+    (DuckDB sees a short file, not an error that would abort the day's transaction)
+    and is kept in ``error``.
+    """
+
+    def __init__(self, path: Path, *, pii_gate: bool):
+        self.path, self.pii_gate = path, pii_gate
+        self.error: str | None = None
+        self.records = self.blank = self.lines = 0
+        self.blank_lines: list[int] = []
+        self._stash: list[pa.Table] | None = [] if pii_gate else None
+        self._stash_bytes = 0
+        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate))
+        self._first: pa.Table | None = None
+
+    def first(self) -> pa.Table | None:
+        """Return the first batch (None for an empty or unreadable file)."""
+        try:
+            self._first = next(self._tables, None)
+        except UnreadableFile as exc:
+            self.error = exc.reason
+        return self._first
+
+    def record_batches(self) -> Iterator[pa.RecordBatch]:
+        """Yield the record batches of the whole file, counting as they go."""
+        try:
+            table = self._first
+            while table is not None:
+                self._count(table)
+                yield from table.to_batches()
+                table = next(self._tables, None)
+        except UnreadableFile as exc:
+            self.error = exc.reason
+
+    def close(self) -> None:
+        """Stop the reading thread (when DuckDB did not read to the end)."""
+        self._tables.close()
+
+    def _count(self, table: pa.Table) -> None:
+        blank = table.column("blank")
+        n_blank = pc.sum(blank.cast(pa.int64())).as_py() or 0
+        if n_blank:
+            self.blank_lines.extend(pc.filter(table.column("line"), blank).to_pylist())
+        self.blank += n_blank
+        self.records += table.num_rows - n_blank
+        self.lines += table.num_rows
+        if self._stash is not None:
+            kept = table.filter(pc.fill_null(table.column("maybe_pii"), True))
+            self._stash_bytes += kept.nbytes
+            if self._stash_bytes > STASH_BYTES:
+                self._stash = None  # too many: read them again instead
+            else:
+                self._stash.append(kept)
+
+    def rows(self, lines: pa.Array) -> pa.Table:
+        """Return the rows of the given lines, from the stash or read again."""
+        parts = []
+        wanted = lines
+        if self._stash:
+            stash = pa.concat_tables(self._stash)
+            parts.append(stash.filter(pc.is_in(stash.column("line"), wanted)))
+            wanted = pa.array(np.setdiff1d(wanted.to_numpy(), parts[0].column("line").to_numpy()))
+        if len(wanted):
+            for table in _line_batches(self.path, pii_gate=self.pii_gate):
+                parts.append(table.filter(pc.is_in(table.column("line"), wanted)))
+        return pa.concat_tables(parts) if parts else BATCH_SCHEMA.empty_table()
 
 
 def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests, *,
@@ -276,8 +406,8 @@ def _line_batches(path: Path, *, pii_gate: bool = False) -> Iterator[pa.Table]:
                 text, undecodable = _as_text(raw)
                 yield _parallel(pa.table(
                     {
-                        "rid": pa.array(range(n), pa.int64()),
-                        "line": pa.array(range(start, start + n), pa.int64()),
+                        "rid": pa.array(np.arange(n, dtype=np.int64)),
+                        "line": pa.array(np.arange(start, start + n, dtype=np.int64)),
                         "text": text,
                         "raw": undecodable,
                         "doc": pa.nulls(n, pa.string()),
@@ -299,13 +429,14 @@ def _split_lines(stream) -> Iterator[tuple[pa.Array, np.ndarray]]:
     that the array then owns (no copy)."""
     carry = b""
     while True:
-        buffer = bytearray(len(carry) + LINES_BLOCK_BYTES)
-        buffer[: len(carry)] = carry
+        # Not zero-filled: every byte used is read into it first.
+        buffer = np.empty(len(carry) + LINES_BLOCK_BYTES, dtype=np.uint8)
+        buffer[: len(carry)] = np.frombuffer(carry, dtype=np.uint8)
         filled = len(carry) + _read_into(stream, memoryview(buffer)[len(carry):])
         if filled == len(carry):
             break
         data = memoryview(buffer)[:filled]
-        cut = buffer.rfind(b"\n", 0, filled) + 1
+        cut = _last_newline(buffer, filled) + 1
         if cut == 0:  # a line longer than a block: read on
             carry = bytes(data)
             continue
@@ -313,6 +444,16 @@ def _split_lines(stream) -> Iterator[tuple[pa.Array, np.ndarray]]:
         yield _lines_array(data[:cut])
     if carry:
         yield _lines_array(memoryview(carry + b"\n"))
+
+
+def _last_newline(buffer: np.ndarray, end: int) -> int:
+    """Return the index of the last newline in ``buffer[:end]`` (-1 when none)."""
+    step = 1 << 16
+    for stop in range(end, 0, -step):
+        found = np.flatnonzero(buffer[max(0, stop - step):stop] == 10)
+        if len(found):
+            return max(0, stop - step) + int(found[-1])
+    return -1
 
 
 def _read_into(stream, view: memoryview) -> int:
@@ -329,7 +470,11 @@ def _read_into(stream, view: memoryview) -> int:
 def _lines_array(body: memoryview) -> tuple[pa.Array, np.ndarray]:
     """Return the newline-terminated lines of ``body`` as an Arrow binary array (no
     copy), and its offsets."""
-    ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
+    data = np.frombuffer(body, dtype=np.uint8)
+    step = 1 << 20  # in slices: no temporary the size of the block
+    ends = np.concatenate(
+        [np.flatnonzero(data[i : i + step] == 10) + i for i in range(0, len(data), step)] or [np.empty(0, np.int64)]
+    )
     offsets = np.empty(len(ends) + 1, dtype=np.int32)
     offsets[0] = 0
     offsets[1:] = ends + 1
@@ -540,27 +685,41 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
             return
         # The few records left out, copied out of the batch, so that the statements
         # below do not scan the whole batch again.
-        con.register("stage_second", batch.filter(pc.is_in(batch.column("line"), left_out.column(0))))
-        second_look = "stage_second"
-        rejected = con.execute(f"SELECT * FROM ({rejected_sql(second_look, 'stage_fix')})").fetchall()
+        second = batch.filter(pc.is_in(batch.column("line"), left_out.column(0)))
+        _second_look(con, day, source_file, fmt, second, fast=fast, mode=mode, report=report)
+    finally:
+        for name in ("stage_batch", "stage_fix"):
+            con.unregister(name)
+
+
+def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *, fast: bool,
+                 mode: str, report: IngestReport) -> None:
+    """Judge in detail the records (rows of a batch) the first statement left out:
+    store the broken ones with their reason, and the good ones (with ``fast``, those the
+    combined test did not settle; always, the PII candidates, scrubbed in Python)."""
+    hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
+    con.register("stage_second", second)
+    con.register("stage_fix", FIX_SCHEMA.empty_table())
+    try:
+        # Judged once, then read three ways: rejected, accepted, held back for PII.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_judged AS {judged_sql('stage_second', 'stage_fix')}")
+        rejected = con.execute(judged_rejected("stage_judged")).fetchall()
         _insert_rejected(con, day, source_file, rejected, mode, report)
-        if fast:  # good records the combined test did not settle
-            _insert_accepted(con, day, source_file, fmt, accepted_sql(second_look, "stage_fix", hold_back=hold_back))
-        if hold_back is None:
-            return
-        docs = con.execute(
-            f"""SELECT rid, coalesce(doc, text) FROM stage_second SEMI JOIN (
-                    SELECT rid FROM ({accepted_sql(second_look, 'stage_fix', hold_back=hold_back, held=True)})
-                ) USING (rid)"""
+        if fast:
+            _insert_accepted(con, day, source_file, fmt, judged_accepted("stage_judged", hold_back=hold_back),
+                             table=LATE_LOGS)
+        docs = [] if hold_back is None else con.execute(
+            f"SELECT rid, j FROM ({judged_accepted('stage_judged', hold_back=hold_back, held=True)})"
         ).fetchall()
         if docs:
-            fix = _pii_fixes(docs, mode, report)
-            con.register("stage_fix", fix)
-            con.register("stage_candidates", pa.table({"rid": fix.column("rid")}))
-            candidates = "(SELECT * FROM stage_second SEMI JOIN stage_candidates USING (rid))"
-            _insert_accepted(con, day, source_file, fmt, accepted_sql(candidates, "stage_fix"))
+            # The scrubbed values replace the record's own (acceptance does not change:
+            # a placeholder is never blank).
+            con.register("stage_fix", _pii_fixes(docs, mode, report))
+            _insert_accepted(con, day, source_file, fmt, judged_accepted("stage_judged", fix="stage_fix"),
+                             table=LATE_LOGS)
+        con.execute("DROP TABLE stage_judged")
     finally:
-        for name in ("stage_batch", "stage_fix", "stage_second", "stage_candidates"):
+        for name in ("stage_second", "stage_fix"):
             con.unregister(name)
 
 
@@ -589,16 +748,21 @@ def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | Non
 
 
 @contextlib.contextmanager
-def _fast_insert_settings(con) -> Iterator[None]:
+def _fast_insert_settings(con, *, whole_file: bool = False) -> Iterator[None]:
     """Set DuckDB up for the fast statement, and back as it was afterwards.
 
     - DuckDB would push the filter of the combined test down through the projections
       that parse each record, repeating the parse for each field it names.
-    - An insert that keeps the order of its input (batch insert) compresses and writes
-      its rows to the database file as it goes, on all threads; the unordered insert
-      leaves rows short of a full row group per thread for the COMMIT to write, on one.
+    - ``whole_file`` (one statement for a whole file): an insert that keeps the order
+      of its input (batch insert) compresses and writes its rows to the database file
+      as it goes, on all threads, where the unordered insert leaves rows short of a
+      full row group per thread for the COMMIT to write, on one. (Several ordered
+      inserts into one table in one transaction are worse: the checkpoint rewrites
+      their row groups.)
     """
-    settings = {"disabled_optimizers": "filter_pushdown", "preserve_insertion_order": "true"}
+    settings = {"disabled_optimizers": "filter_pushdown"}
+    if whole_file:
+        settings["preserve_insertion_order"] = "true"
     previous = {
         name: con.execute(f"SELECT current_setting('{name}')").fetchone()[0] for name in settings
     }
@@ -643,10 +807,10 @@ def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str |
     return pa.table({"line": pa.array([line for line, missing in wanted.items() if missing > 0], pa.int64())})
 
 
-def _insert_sql(accepted: str) -> str:
-    """Return the INSERT into `logs` of the records an :func:`accepted_sql` SELECT gives
-    (parameters: day, source file, format)."""
-    return f"""INSERT INTO logs ({", ".join(LOG_COLUMNS)})
+def _insert_sql(accepted: str, *, table: str = "logs") -> str:
+    """Return the INSERT into `logs` (or ``table``) of the records an
+    :func:`accepted_sql` SELECT gives (parameters: day, source file, format)."""
+    return f"""INSERT INTO {table} ({", ".join(LOG_COLUMNS)})
         SELECT log_id, ts, ?::DATE, source, input, output, context, model, prompt_name,
                prompt_version, feedback, messages, git_commit, session_id, user_id,
                latency_ms, prompt_tokens, completion_tokens, cost_usd, tags, metadata, pii,
@@ -654,9 +818,10 @@ def _insert_sql(accepted: str) -> str:
         FROM ({accepted})"""
 
 
-def _insert_accepted(con, day, source_file, fmt, accepted: str) -> int:
-    """Insert the records of an accepted-records SELECT into `logs`; return how many."""
-    return con.execute(_insert_sql(accepted), [day, source_file, fmt]).fetchone()[0]
+def _insert_accepted(con, day, source_file, fmt, accepted: str, *, table: str = "logs") -> int:
+    """Insert the records of an accepted-records SELECT into `logs` (or ``table``, of
+    the same columns); return how many."""
+    return con.execute(_insert_sql(accepted, table=table), [day, source_file, fmt]).fetchone()[0]
 
 
 def _insert_rejected(con, day: str, source_file: str, rejected: list[tuple], mode: str,
@@ -682,7 +847,7 @@ def _insert_rejected(con, day: str, source_file: str, rejected: list[tuple], mod
 
 def _forget_file(con, day: str, source_file: str) -> None:
     """Remove what a file that turned out unreadable half-way had already stored."""
-    for table in ("logs", "rejected_logs"):
+    for table in ("logs", LATE_LOGS, "rejected_logs"):
         con.execute(f"DELETE FROM {table} WHERE day = ? AND source_file = ?", [day, source_file])
 
 
