@@ -3,6 +3,7 @@ gated against the champion, and registered with their model cards."""
 
 import dagster as dg
 
+from assets.automation import LEARN_ON_NEW_LABELS
 from assets.metadata import as_metadata, table_schema
 from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
 from flywheel import store
@@ -16,7 +17,7 @@ from flywheel.classifiers.run import train_all
     group_name="classifiers",
     kinds={"duckdb", "scikit-learn"},
     owners=["team:flywheel"],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=LEARN_ON_NEW_LABELS,
     metadata={"dagster/column_schema": table_schema("models"), "dagster/table_name": "models"},
     check_specs=[
         dg.AssetCheckSpec(

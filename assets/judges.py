@@ -6,6 +6,7 @@ warning and materialize nothing (skipped), and the rest of the loop carries on.
 
 import dagster as dg
 
+from assets.automation import LEARN_ON_NEW_LABELS
 from assets.metadata import as_metadata, table_schema
 from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, LLMResource
 from flywheel import store
@@ -26,7 +27,7 @@ def _no_endpoint(context: dg.AssetExecutionContext, asset: str, exc: Exception) 
     group_name="judges",
     kinds={"duckdb", "openai", "python"},
     owners=["team:flywheel"],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=LEARN_ON_NEW_LABELS,
     metadata={"dagster/column_schema": table_schema("judge_verdicts"), "dagster/table_name": "judge_verdicts"},
 )
 def judge_verdicts(context: dg.AssetExecutionContext, flywheel: FlywheelResource, llm: LLMResource):
@@ -84,7 +85,7 @@ def judge_verdicts(context: dg.AssetExecutionContext, flywheel: FlywheelResource
     group_name="judges",
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=LEARN_ON_NEW_LABELS,
     metadata={"dagster/column_schema": table_schema("judge_alignment"), "dagster/table_name": "judge_alignment"},
 )
 def judge_alignment(context: dg.AssetExecutionContext, flywheel: FlywheelResource, llm: LLMResource):

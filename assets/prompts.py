@@ -3,6 +3,7 @@ rendered from them, and `prompt_evals`, which promotes a candidate only when it 
 
 import dagster as dg
 
+from assets.automation import LEARN_ON_NEW_LABELS
 from assets.metadata import as_metadata, table_schema
 from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, LLMResource
 from flywheel import store
@@ -35,7 +36,7 @@ def _classifier_keys() -> list[dg.AssetKey]:
     group_name="prompts",
     kinds={"duckdb", "scikit-learn"},
     owners=["team:flywheel"],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=LEARN_ON_NEW_LABELS,
     metadata={"dagster/column_schema": table_schema("few_shot_examples"), "dagster/table_name": "few_shot_examples"},
 )
 def few_shot_examples(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
@@ -66,7 +67,7 @@ def few_shot_examples(context: dg.AssetExecutionContext, flywheel: FlywheelResou
     group_name="prompts",
     kinds={"duckdb", "python"},
     owners=["team:flywheel"],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=LEARN_ON_NEW_LABELS,
     metadata={"dagster/column_schema": table_schema("prompts"), "dagster/table_name": "prompts"},
 )
 def prompt_candidates(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
@@ -109,7 +110,7 @@ def prompt_candidates(context: dg.AssetExecutionContext, flywheel: FlywheelResou
     group_name="prompts",
     kinds={"duckdb", "openai"},
     owners=["team:flywheel"],
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=LEARN_ON_NEW_LABELS,
     output_required=False,
     metadata={"dagster/column_schema": table_schema("prompt_evals"), "dagster/table_name": "prompt_evals"},
     check_specs=[

@@ -124,10 +124,6 @@ def test_an_eager_asset_is_requested_after_the_consensus_materializes_and_not_be
         assert again.get_requested_partitions(probe) == {None}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "AutomationCondition.eager() on an unpartitioned asset that depends on the daily `logs` (all "
-    "partitions) waits for every day since FLYWHEEL_START_DATE to exist, so it never fires; "
-    "eager().ignore(AssetSelection.assets('logs')) or eager().without(~any_deps_missing()) would"))
 def test_the_real_learning_assets_follow_new_labels():
     graph = defs.resolve_asset_graph()
     # The whole-history assets trained on the labels and the logs: the classifiers, the judges.

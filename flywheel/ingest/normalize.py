@@ -10,7 +10,7 @@ hot path vectorized: a day of a million records is validated in seconds.
 For the bulk of the records, :func:`fast_accepted_sql` is leaner still: one parse
 per record and one conjunction of cheap tests that holds only where every detailed
 check passes; the detailed statements (:func:`judged_sql`, :func:`accepted_sql`,
-:func:`rejected_sql`) then look at what it left out.
+:func:`judged_rejected`) then look at what it left out.
 
 The staged batch (a relation named by the caller) has the columns:
 ``rid BIGINT`` (the row's number in the batch), ``line BIGINT, text VARCHAR, raw BLOB, doc VARCHAR, pre_error VARCHAR, pre_field VARCHAR,
@@ -229,8 +229,8 @@ SELECT * FROM judged"""
 
 
 def judged_rejected(judged: str) -> str:
-    """Return a SELECT of the rejected rows of a :func:`judged_sql` relation, like
-    :func:`rejected_sql`'s."""
+    """Return a SELECT of the rejected rows of a :func:`judged_sql` relation:
+    ``rid, line, reason, field, raw_text`` (the line's text, newline removed)."""
     return f"""SELECT rid, line, reject_reason AS reason, reject_field AS field,
        rtrim(coalesce(text, raw::VARCHAR), chr(10) || chr(13)) AS raw_text
 FROM {judged} WHERE reject_reason IS NOT NULL"""
@@ -251,23 +251,9 @@ def judged_accepted(judged: str, *, hold_back: str | None = None, held: bool = F
     return f"SELECT {_ACCEPTED_COLUMNS}, j FROM {judged} WHERE reject_reason IS NULL {condition}"
 
 
-def rejected_sql(batch: str, fix: str) -> str:
-    """Return a SELECT of the batch's rejected records: ``rid, line, reason, field, raw_text``.
-
-    ``batch`` has the columns of the module docstring; rows flagged ``blank`` are no
-    records and are skipped. ``fix`` holds the PII fix-ups.
-    """
-    return f"""{_judged(batch, fix, with_values=False)}
-SELECT rid, line, reject_reason AS reason, reject_field AS field,
-       rtrim(coalesce(text, raw::VARCHAR), chr(10) || chr(13)) AS raw_text
-FROM judged
-WHERE reject_reason IS NOT NULL
-"""
-
-
 def accepted_sql(batch: str, fix: str, *, hold_back: str | None = None, held: bool = False) -> str:
     """Return a SELECT of the batch's accepted records as `logs` columns: ``rid``, ``line``,
-    then ``log_id`` ... ``pii``. The same checks as :func:`rejected_sql` decide.
+    then ``log_id`` ... ``pii``. The same checks as :func:`judged_sql` decide.
 
     ``hold_back`` is a regular expression (RE2): records whose input, output, context or
     messages match it are left out too, for the caller to scrub first (PII); with
@@ -329,15 +315,17 @@ def _fast_acceptance() -> str:
     # (it also removes Unicode spaces, so those are left for the detailed checks).
     tests.append("ascii(v.log_id) BETWEEN 33 AND 126")
     tests.append("ts IS NOT NULL")
+    # "a OR b" written as CASE: DuckDB evaluates it a little faster in a filter.
     for name in _STRING_FIELDS:
         # Not an object or array: it does not start with '[' (91) or '{' (123), or is no JSON.
-        tests.append(f"(v.{name} IS NULL OR ascii(v.{name}) NOT IN (91, 123) OR NOT json_valid(v.{name}))")
+        tests.append(f"CASE WHEN v.{name} IS NULL THEN true WHEN ascii(v.{name}) NOT IN (91, 123) THEN true "
+                     f"ELSE NOT json_valid(v.{name}) END")
     for name in NUMBER_FIELDS:
-        tests.append(f"(v.{name} IS NULL OR coalesce(n_{name} >= 0, false))")
-    tests.append("(v.feedback IS NULL OR feedback IS NOT NULL)")
-    tests.append(f"(NOT {_present('tags')} OR tags IS NOT NULL)")
-    tests.append(f"(NOT {_present('messages')} OR messages IS NOT NULL)")
-    tests.append(f"(NOT {_present('metadata')} OR metadata_json IS NOT NULL)")
+        tests.append(f"CASE WHEN v.{name} IS NULL THEN true ELSE coalesce(n_{name} >= 0, false) END")
+    tests.append("CASE WHEN v.feedback IS NULL THEN true ELSE feedback IS NOT NULL END")
+    tests.append(f"CASE WHEN NOT {_present('tags')} THEN true ELSE tags IS NOT NULL END")
+    tests.append(f"CASE WHEN NOT {_present('messages')} THEN true ELSE messages IS NOT NULL END")
+    tests.append(f"CASE WHEN NOT {_present('metadata')} THEN true ELSE metadata_json IS NOT NULL END")
     tests.append(r"NOT regexp_full_match(v.output, '\s*')")
     return "\n    AND ".join(tests)
 
@@ -354,7 +342,7 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
 
     It takes only records the detailed checks would accept, with the same values; the
     records it leaves out (broken ones, and good ones with an unusual field) are for
-    the caller to judge with :func:`rejected_sql` and :func:`accepted_sql`. With
+    the caller to judge with :func:`judged_sql`. With
     ``pii_gate`` (a regular expression, RE2), records whose input, output, context or
     messages match it are left out too, unless the batch's ``maybe_pii`` says they
     cannot match (False). ``key_lists``: the key lists (in order) most
