@@ -40,7 +40,9 @@ def logs(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.Ma
     settings = flywheel.settings()
     day = context.partition_key
     with store.connection(settings) as con:
-        report = ingest_day(con, settings, day, progress=context.log.info)
+        # A day is replaced whole in one transaction, so a commit that lost a race with
+        # another writer (lake mode) is safely run again.
+        report = store.retry_conflicts(lambda: ingest_day(con, settings, day, progress=context.log.info))
         outcomes = quality.check_partition(con, day, max_rejected_share=settings.max_rejected_share)
     for f in report.unreadable:
         context.log.error(f"Unreadable file {f.source_file}: {f.error}")

@@ -68,12 +68,10 @@ def demo(demo_template, tmp_path) -> tuple[Settings, list[str]]:
 
 def add_scores(con) -> None:
     """Classifier scores of every log for both tasks (an older model version too)."""
-    con.execute("CREATE TABLE IF NOT EXISTS log_scores "
-                "(log_id VARCHAR, task VARCHAR, model_version VARCHAR, score DOUBLE)")
     for version, salt in (("1", "old"), ("2", "")):
         con.execute(
-            f"""INSERT INTO log_scores (log_id, task, model_version, score)
-                SELECT log_id, t, t || '-{version}', (hash(log_id || t || '{salt}') % 10007) / 10006.0
+            f"""INSERT INTO log_scores (log_id, day, task, model_version, score, scored_at)
+                SELECT log_id, day, t, t || '-{version}', (hash(log_id || t || '{salt}') % 10007) / 10006.0, now()
                 FROM logs CROSS JOIN (VALUES ('hallucination'), ('relevance')) v(t)""")
 
 

@@ -320,9 +320,8 @@ def test_default_signal_is_negative_feedback_or_classifier_scores(settings):
         report = slice_day(con, settings, DAY, write_reports=False)
         # feedback: 20 logs -1, 20 logs +1, 20 without feedback (unknown).
         assert (report.n_signal, report.failures) == (40, 20)
-        con.execute("CREATE TABLE log_scores (log_id VARCHAR, task VARCHAR, model_version VARCHAR, score DOUBLE)")
-        con.execute("""INSERT INTO log_scores
-                       SELECT log_id, 'hallucination', 'm1', CASE WHEN input LIKE 'What%' THEN 0.9 ELSE 0.1 END
+        con.execute("""INSERT INTO log_scores (log_id, day, task, model_version, score, scored_at)
+                       SELECT log_id, day, 'hallucination', 'm1', CASE WHEN input LIKE 'What%' THEN 0.9 ELSE 0.1 END, now()
                        FROM logs""")
         report = slice_day(con, settings, DAY, write_reports=False)
     assert report.has_scores and (report.n_signal, report.failures) == (60, 40)

@@ -389,7 +389,7 @@ def _no_scores(con) -> str:
         return "no log_scores table (no classifier scores yet)"
     if not {"log_id", "task", "model_version", "score"} <= _columns(con, "log_scores"):
         return "log_scores lacks log_id, task, model_version or score"
-    return "no classifier scores for the day's eligible items"
+    return "no classifier scores in log_scores for the day's eligible items"
 
 
 def _worst_slice(con, day: str, limit: int) -> tuple[list[_Pick], str]:

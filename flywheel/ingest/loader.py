@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from flywheel import pii
+from flywheel import pii, store
 from flywheel.ingest import formats
 from flywheel.ingest.normalize import (
     accepted_sql,
@@ -190,7 +190,9 @@ def ingest_day(
         _record_files(con, day, report)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # A failed COMMIT (a lost race in lake mode) has already ended the transaction:
+        # a plain ROLLBACK would raise again and hide why.
+        store.rollback(con)
         raise
     return report
 
@@ -792,9 +794,12 @@ def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tu
 
 def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None) -> pa.Table | None:
     """Insert the accepted records of the batch, judged in detail; return the lines left
-    for a second look (None when every record was taken)."""
+    for a second look (None when every record was taken).
+
+    They go to the temporary table of late records (moved to `logs` at the end of the
+    day), which can say which lines it took (``RETURNING``: a DuckLake table cannot)."""
     taken = con.execute(
-        f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back))}
+        f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back), table=LATE_LOGS)}
             RETURNING source_line""",
         [day, source_file, fmt],
     ).fetch_arrow_table().column(0)
