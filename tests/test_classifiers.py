@@ -134,3 +134,39 @@ def test_pipeline_learns_demo_hallucinations(demo_logs):
     p = model.predict_proba(test)[:, 1]
     assert ((p >= 0) & (p <= 1)).all()
     assert roc_auc_score(test["label"], p) > 0.8
+
+
+def test_term_tfidf_matches_scikit_learn_with_the_same_tokenizer():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from flywheel.classifiers.features import TOKEN_PATTERN, TermTfidf
+
+    docs = ["The cat sat on the mat", "the cat ate the rat", "a dog and a cat", "dog dog dog sat", "",
+            "zebra unknown words", "one", "it's the cat's mat"]
+    for ngram_range in ((1, 1), (1, 2), (1, 3)):
+        ours = TermTfidf(min_df=1, ngram_range=ngram_range).fit(pd.DataFrame({"output": docs}))
+        theirs = TfidfVectorizer(ngram_range=ngram_range, sublinear_tf=True, token_pattern=TOKEN_PATTERN).fit(docs)
+        assert sorted(ours.vocabulary_) == sorted(theirs.vocabulary_)
+        columns = [theirs.vocabulary_[t] for t in ours.vocabulary_]
+        np.testing.assert_allclose(ours.transform(pd.DataFrame({"output": docs})).toarray(),
+                                   theirs.transform(docs).toarray()[:, columns], atol=1e-6)
+
+
+def test_log_features_same_for_pandas_and_polars_and_bags_of_novel_words_and_names():
+    import polars as pl
+
+    from flywheel.classifiers.features import LogFeatures
+
+    frame = pd.DataFrame({
+        "input": ["Who built the Eiffel Tower?", "How tall is Big Ben?", "Hi"],
+        "output": ["Gustave Eiffel built it in 1889.", "Big Ben is 96 metres tall, says London.", "Hello there"],
+        "context": [None, "Big Ben is 96 metres tall.", ""],
+    })
+    features = LogFeatures(has_context=True, min_df=1).fit(frame)
+    a = features.transform(frame).toarray()
+    b = features.transform(pl.from_pandas(frame)).toarray()
+    np.testing.assert_allclose(a, b)
+    by_kind = {v.kind: v.vocabulary_ for v in features.vectorizers_}
+    assert {"gustave", "1889"} <= set(by_kind["novel"]) and "eiffel" not in by_kind["novel"]  # eiffel is in the question
+    assert {"Gustave", "Eiffel", "London"} <= set(by_kind["names"])
+    assert a.shape[1] == len(features.get_feature_names_out())

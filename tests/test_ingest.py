@@ -341,3 +341,37 @@ def test_lake_mode_stores_the_same_tables_as_duckdb_mode(tmp_path):
     assert {r[3] for r in lake_mode["rejected_logs"]} >= {"invalid JSON", "empty output", "wrong type"}
     assert {(r[1], r[4].isoformat()) for r in lake_mode["duplicate_logs"]} >= {("earlier", "2026-11-19")}
     assert any("[EMAIL]" in (r[4] or "") for r in lake_mode["logs"])
+
+
+def test_lake_mode_a_day_that_loses_a_commit_race_is_run_again(tmp_path):
+    """Another writer commits the same day while this one is half-way: this one's COMMIT
+    fails with a conflict (not hidden by the rollback), and the retry replaces the day."""
+    from flywheel.settings import load
+
+    settings = load({"FLYWHEEL_HOME": str(tmp_path / "home"), "FLYWHEEL_STORAGE": "ducklake",
+                     "FLYWHEEL_DUCKDB_THREADS": "1"})
+    land(settings, DAY, "a.jsonl", jsonl(good("a"), good("b"), "{oops", good("a")))
+    ingest(settings)
+    attempts = []
+
+    def meanwhile(_message: str) -> None:
+        if "rival" not in attempts:  # only during the first attempt: a rival run of the same day
+            attempts.append("rival")
+            ingest(settings)
+
+    with store.connection(settings) as con:
+        def once():
+            attempts.append("ours")
+            return ingest_day(con, settings, DAY, progress=meanwhile)
+
+        with pytest.raises(Exception) as lost:
+            once()
+        assert store.is_conflict(lost.value), lost.value
+        assert "no transaction is active" not in str(lost.value)  # the conflict itself, not hidden
+        report = store.retry_conflicts(once)
+    assert attempts == ["ours", "rival", "ours"]
+    assert (report.total("read"), report.total("accepted"), report.total("rejected"),
+            report.total("duplicates")) == (4, 2, 1, 1)
+    tables = _day_tables(settings)
+    assert [r[0] for r in tables["logs"]] == ["a", "b"]
+    assert len(tables["rejected_logs"]) == len(tables["duplicate_logs"]) == len(tables["ingest_files"]) == 1

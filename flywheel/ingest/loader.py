@@ -260,8 +260,13 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     taken_lines = con.execute(
         "SELECT source_line FROM logs WHERE day = ? AND source_file = ?", [day, source_file]
     ).fetch_arrow_table().column(0).to_numpy()
-    records = np.setdiff1d(np.arange(1, source.lines + 1), np.asarray(source.blank_lines, dtype=np.int64))
-    left_out = pa.array(np.setdiff1d(records, taken_lines))
+    # The lines left out: neither blank nor taken (a mask, linear in the lines; numpy's
+    # set operations hash or sort).
+    left = np.ones(source.lines + 1, dtype=bool)
+    left[0] = False
+    left[np.asarray(source.blank_lines, dtype=np.int64)] = False
+    left[taken_lines] = False
+    left_out = pa.array(np.flatnonzero(left))
     second = source.rows(left_out)
     second = second.set_column(0, "rid", pa.array(np.arange(second.num_rows), pa.int64()))
     _second_look(con, day, source_file, "canonical_jsonl", second, fast=True, mode=mode, report=report)
@@ -333,7 +338,8 @@ class _LineSource:
         if self._stash:
             stash = pa.concat_tables(self._stash)
             parts.append(stash.filter(pc.is_in(stash.column("line"), wanted)))
-            wanted = pa.array(np.setdiff1d(wanted.to_numpy(), parts[0].column("line").to_numpy()))
+            wanted = pa.array(np.setdiff1d(wanted.to_numpy(), parts[0].column("line").to_numpy(),
+                                           assume_unique=True))  # line numbers: unique
         if len(wanted):  # (no PII flags needed: the detailed checks test the fields)
             for table in _line_batches(self.path):
                 parts.append(table.filter(pc.is_in(table.column("line"), wanted)))
