@@ -14,21 +14,6 @@ from flywheel.prompts.registry import lineage_markdown, templates_dir
 PREVIEW_CHARS = 1500
 
 
-def _classifier_keys() -> list[dg.AssetKey]:
-    """Return the keys of the unpartitioned assets of assets/classifiers.py (none when the
-    module is absent). Only existing keys are deps: a dep that is never materialized would
-    keep the eager automation condition false forever."""
-    try:
-        from assets import classifiers
-    except ImportError:
-        return []
-    return sorted(
-        {key for a in dg.load_assets_from_modules([classifiers]) if isinstance(a, dg.AssetsDefinition)
-         and a.partitions_def is None for key in a.keys},
-        key=lambda k: k.to_user_string(),
-    )
-
-
 @dg.asset(
     deps=["consensus", dg.AssetDep("slice_metrics", partition_mapping=dg.LastPartitionMapping())],
     pool=DUCKDB_POOL,
@@ -104,7 +89,7 @@ def prompt_candidates(context: dg.AssetExecutionContext, flywheel: FlywheelResou
 
 
 @dg.asset(
-    deps=[prompt_candidates, "judge_alignment", *_classifier_keys()],
+    deps=[prompt_candidates, "judge_alignment", "classifiers"],
     pool=DUCKDB_POOL,
     retry_policy=RETRY,
     group_name="prompts",

@@ -626,22 +626,24 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
         yield flush()
 
 
-def _pii_fixes(docs: list[tuple[int, str]], mode: str, report: IngestReport) -> pa.Table:
+def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     """Return the PII fix-ups of records held back by the prefilter: per row (``rid``),
     the scrubbed input, output, context and messages (redact mode) and the types found.
+
+    ``docs`` holds ``(rid, input, output, context, messages)`` of each record as stored
+    (``messages`` a JSON array), a text field None where it cannot hold PII.
     """
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
-    for rid, text in docs:
-        doc = json.loads(text)  # valid: the record passed every check
+    for rid, *texts, messages_json in docs:
         found: set[str] = set()
         values: dict[str, object] = {}
-        for name in ("input", "output", "context"):
-            if isinstance(doc.get(name), str):
-                values[name], kinds = pii.scan(doc[name])
+        for name, text in zip(("input", "output", "context"), texts):
+            if text is not None:
+                values[name], kinds = pii.scan(text)
                 found |= kinds
-        if isinstance(doc.get("messages"), list):
-            messages, kinds = _scan_messages(doc["messages"])
+        if messages_json is not None:
+            messages, kinds = _scan_messages(json.loads(messages_json))
             found |= kinds
             values["messages"] = json.dumps(messages, ensure_ascii=False)
         for kind in found:
@@ -716,8 +718,13 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         if fast:
             _insert_accepted(con, day, source_file, fmt, judged_accepted("stage_judged", hold_back=hold_back),
                              table=LATE_LOGS)
+        # The held records' text fields, each with whether the prefilter matches it:
+        # only those are scanned in Python (the detectors find nothing elsewhere).
+        pattern = "'" + hold_back.replace("'", "''") + "'" if hold_back is not None else ""
         docs = [] if hold_back is None else con.execute(
-            f"SELECT rid, j FROM ({judged_accepted('stage_judged', hold_back=hold_back, held=True)})"
+            f"""SELECT rid, {", ".join(f"CASE WHEN regexp_matches({name}, {pattern}) THEN {name} END"
+                                       for name in ("input", "output", "context"))}, messages::VARCHAR
+                FROM ({judged_accepted('stage_judged', hold_back=hold_back, held=True)})"""
         ).fetchall()
         if docs:
             # The scrubbed values replace the record's own (acceptance does not change:

@@ -70,9 +70,11 @@ def _present(name: str) -> str:
 def _not_text(name: str) -> str:
     """SQL: the field held an object or array. Only values that look like one (their
     text starts with a brace or bracket) pay for a second look at the record."""
+    # A CASE, not AND: DuckDB computes both sides of an AND for every row of a projection,
+    # and the second one parses the record again.
     return (
-        f"(starts_with(v.{name}, '{{') OR starts_with(v.{name}, '[')) "
-        f"AND json_type(j, '$.\"{name}\"') IN ('OBJECT', 'ARRAY')"
+        f"CASE WHEN starts_with(v.{name}, '{{') OR starts_with(v.{name}, '[') "
+        f"THEN json_type(j, '$.\"{name}\"') IN ('OBJECT', 'ARRAY') ELSE false END"
     )
 
 
@@ -124,9 +126,9 @@ def _checks() -> list[tuple[str, str, str]]:
     checks = [
         ("j IS NULL", f"'{REASONS['bad_encoding']}'", "NULL"),
         ("pre_error IS NOT NULL", "pre_error", "pre_field"),
-        ("v IS NULL AND NOT json_valid(j)", f"'{REASONS['invalid_json']}'", "NULL"),
+        ("CASE WHEN v IS NULL THEN NOT json_valid(j) ELSE false END", f"'{REASONS['invalid_json']}'", "NULL"),
         # Only records already missing their log_id pay for this second look.
-        (f"(v IS NULL OR NOT {_present('log_id')}) AND json_type(j) <> 'OBJECT'",
+        (f"CASE WHEN v IS NULL OR NOT {_present('log_id')} THEN json_type(j) <> 'OBJECT' ELSE false END",
          f"'{REASONS['not_object']}'", "NULL"),
     ]
 
@@ -155,8 +157,11 @@ def _judged(batch: str, fix: str, *, with_values: bool) -> str:
     """The CTEs shared by both statements: parse each record once, type each field once
     (one projection per step, so nothing is computed twice), then judge it."""
     checks = _checks()
-    reason = "CASE\n" + "\n".join(f"    WHEN {c} THEN {r}" for c, r, _ in checks) + "\nEND"
-    field = "CASE\n" + "\n".join(f"    WHEN {c} THEN {f}" for c, _, f in checks) + "\nEND"
+    # The conditions are tested once: the first that holds gives the check's number,
+    # which then picks the reason and the field.
+    failed = "CASE\n" + "\n".join(f"    WHEN {c} THEN {i}" for i, (c, _, _) in enumerate(checks)) + "\nEND"
+    reason = "CASE reject_check " + " ".join(f"WHEN {i} THEN {r}" for i, (_, r, _) in enumerate(checks)) + " END"
+    field = "CASE reject_check " + " ".join(f"WHEN {i} THEN {f}" for i, (_, _, f) in enumerate(checks)) + " END"
     staged = f"""
     SELECT b.rid, b.line, b.pre_error, b.pre_field, b.raw,
            coalesce(f.text, b.text) AS text, coalesce(b.doc, b.text) AS j,
@@ -166,8 +171,11 @@ def _judged(batch: str, fix: str, *, with_values: bool) -> str:
     FROM {batch} AS b LEFT JOIN {fix} AS f USING (rid)
     WHERE NOT b.blank"""
     return f"""{_valued(staged, with_values=with_values)},
+checked AS (
+    SELECT *, {failed} AS reject_check FROM valued
+),
 judged AS (
-    SELECT *, {reason} AS reject_reason, {field} AS reject_field FROM valued
+    SELECT * EXCLUDE (reject_check), {reason} AS reject_reason, {field} AS reject_field FROM checked
 )"""
 
 

@@ -1,0 +1,217 @@
+"""Fast scoring: fitted classifier pipelines evaluated as matrices, sharing all token work.
+
+A fitted pipeline of :func:`flywheel.classifiers.model.build_pipeline` is
+``LogFeatures`` + a linear model (a ``LogisticRegression``, or a
+``CalibratedClassifierCV`` of them with sigmoid calibrators). Its probability is a
+function of a few linear decision values, so scoring never needs the feature matrix
+itself. :class:`FastScorer` scores several such pipelines (one per task) in one pass:
+
+- the text columns are tokenized, and the dense grounding and style features computed,
+  once per batch for all models with the same :meth:`LogFeatures.shared_key`;
+- the terms of every bag-of-terms block are looked up (one Polars hash join per block)
+  in the *union* of the models' vocabularies, and counted once into one CSR matrix of
+  term counts (rows x union columns);
+- per model, the sublinear tf-idf values are one gather-multiply over the nonzeros, the
+  per-block l2 norms one ``bincount``, and the decision values of all the linear models
+  of the ensemble one sparse x dense product (the coefficients stacked as columns);
+  the calibrators then turn the decision values into the probability.
+
+The result equals ``pipeline.predict_proba(frame)[:, 1]`` up to float rounding
+(tests/test_scoring.py checks it); pipelines of any other shape are not supported
+(:func:`linear_parts` returns None and callers use ``predict_proba``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from scipy.special import expit
+from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
+from sklearn.linear_model import LogisticRegression
+
+from flywheel.classifiers.features import LogFeatures, TermTfidf, term_hashes
+
+
+@dataclass
+class LinearParts:
+    """A fitted pipeline as matrices: ``features``, the coefficients of its ``k`` linear
+    models as columns (``coef``: n_features x k), their ``intercept`` (k,) and the sigmoid
+    calibrators (``None``: the plain logistic link; else one per model, probabilities averaged)."""
+
+    features: LogFeatures
+    coef: np.ndarray
+    intercept: np.ndarray
+    calibrators: list | None
+
+
+def linear_parts(pipeline) -> LinearParts | None:
+    """Return the :class:`LinearParts` of a fitted ``LogFeatures`` + linear pipeline, or
+    None when the pipeline has another shape."""
+    steps = getattr(pipeline, "named_steps", None)
+    if not steps or len(steps) != 2:
+        return None
+    features, classifier = steps.get("features"), steps.get("classifier")
+    if not isinstance(features, LogFeatures) or not hasattr(features, "scaler_"):
+        return None
+    if isinstance(classifier, LogisticRegression):
+        models, calibrators = [classifier], None
+    elif isinstance(classifier, CalibratedClassifierCV) and hasattr(classifier, "calibrated_classifiers_"):
+        models, calibrators = [], []
+        for member in classifier.calibrated_classifiers_:
+            if (not isinstance(member.estimator, LogisticRegression) or len(member.calibrators) != 1
+                    or not isinstance(member.calibrators[0], _SigmoidCalibration)):
+                return None
+            models.append(member.estimator)
+            calibrators.append(member.calibrators[0])
+    else:
+        return None
+    for model in models:
+        if len(model.classes_) != 2 or model.coef_.shape[0] != 1:
+            return None
+    coef = np.stack([m.coef_[0] for m in models], axis=1).astype(np.float64)
+    intercept = np.asarray([m.intercept_[0] for m in models], dtype=np.float64)
+    return LinearParts(features=features, coef=coef, intercept=intercept, calibrators=calibrators)
+
+
+def _block_key(vectorizer: TermTfidf) -> tuple:
+    """Vectorizers with the same key see the same terms of a row (vocabularies may differ)."""
+    return (vectorizer.kind, vectorizer.name, tuple(vectorizer._ngram_range()), vectorizer.reference,
+            vectorizer.fallback)
+
+
+@dataclass
+class _Model:
+    task: str
+    parts: LinearParts
+    idf: np.ndarray  # union column -> idf of this model (0: not in its vocabulary)
+    weights: np.ndarray  # union column -> coefficients, one column per (block, linear model)
+    dense_weights: np.ndarray  # dense feature -> coefficients (n_dense x k)
+
+
+class _Group:
+    """Models sharing one :meth:`LogFeatures.shared_key`: the union vocabulary of their
+    term blocks and each model's weights over it."""
+
+    def __init__(self, models: dict[str, LinearParts]):
+        self.reference = next(iter(models.values())).features
+        keys: list[tuple] = []
+        vocab: dict[tuple, list[pl.DataFrame]] = {}
+        self.example: dict[tuple, TermTfidf] = {}
+        for parts in models.values():
+            for v in parts.features.vectorizers_:
+                key = _block_key(v)
+                if key not in vocab:
+                    keys.append(key)
+                    vocab[key] = []
+                    self.example[key] = v
+                vocab[key].append(v.vocabulary_hashes().select("hash"))
+        self.keys = keys
+        self.union: dict[tuple, pl.DataFrame] = {}  # key -> (hash, ucol)
+        offset = 0
+        for key in keys:
+            hashes = pl.concat(vocab[key]).unique("hash", maintain_order=True)
+            self.union[key] = hashes.with_columns(
+                (pl.int_range(pl.len(), dtype=pl.UInt32) + offset).alias("ucol"))
+            offset += hashes.height
+        self.width = offset
+        self.block_of = np.zeros(offset, dtype=np.int64)
+        for b, key in enumerate(keys):
+            self.block_of[self.union[key].get_column("ucol").to_numpy()] = b
+        self.models = [self._model(task, parts) for task, parts in models.items()]
+
+    def _model(self, task: str, parts: LinearParts) -> _Model:
+        k, nb = parts.coef.shape[1], len(self.keys)
+        idf = np.zeros(self.width, dtype=np.float64)
+        weights = np.zeros((self.width, nb * k), dtype=np.float64)
+        start = 0
+        for v in parts.features.vectorizers_:
+            key = _block_key(v)
+            b = self.keys.index(key)
+            hits = v.vocabulary_hashes().join(self.union[key], on="hash", how="inner")
+            cols = hits.get_column("col").to_numpy().astype(np.int64)
+            ucols = hits.get_column("ucol").to_numpy().astype(np.int64)
+            idf[ucols] = v.idf_[cols]
+            weights[ucols, b * k:(b + 1) * k] = parts.coef[start + cols]
+            start += len(v.vocabulary_)
+        return _Model(task=task, parts=parts, idf=idf, weights=weights, dense_weights=parts.coef[start:])
+
+    def counts(self, prepared: pl.DataFrame) -> sp.csr_matrix:
+        """The term counts of the rows over the union vocabulary (rows x width)."""
+        n = prepared.height
+        rows, cols = [], []
+        for key in self.keys:
+            v = self.example[key]
+            hashes = self.reference._hash_lists(v, prepared)
+            hits = (pl.DataFrame({"h": hashes})
+                    .select(term_hashes(pl.col("h"), v._ngram_range()).alias("hash"))
+                    .with_row_index("row").explode("hash")
+                    .join(self.union[key], on="hash", how="inner", maintain_order="left"))
+            rows.append(hits.get_column("row").to_numpy())
+            cols.append(hits.get_column("ucol").to_numpy())
+        row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.uint32)
+        col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.uint32)
+        order = np.argsort(row, kind="stable") if len(rows) > 1 else None
+        if order is not None:
+            row, col = row[order], col[order]
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row, minlength=n), out=indptr[1:])
+        matrix = sp.csr_matrix((np.ones(len(col), dtype=np.float64), col.astype(np.int32), indptr),
+                               shape=(n, self.width))
+        matrix.sum_duplicates()
+        return matrix
+
+    def score(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+        pre = self.reference.precompute(frame)
+        prepared, dense = pre["prepared"], pre["dense"]
+        n, nb = frame.height, len(self.keys)
+        counts = self.counts(prepared)
+        log_tf = 1.0 + np.log(counts.data)
+        row = np.repeat(np.arange(n, dtype=np.int64), np.diff(counts.indptr))
+        slot = row * nb + self.block_of[counts.indices]
+        out = {}
+        for m in self.models:
+            k = m.parts.coef.shape[1]
+            values = log_tf * m.idf[counts.indices]
+            norms = np.sqrt(np.bincount(slot, weights=values * values, minlength=n * nb)).reshape(n, nb)
+            norms[norms == 0] = 1.0
+            products = sp.csr_matrix((values, counts.indices, counts.indptr), shape=counts.shape) @ m.weights
+            decision = (products.reshape(n, nb, k) / norms[:, :, None]).sum(axis=1)
+            features = m.parts.features
+            scaled = features.scaler_.transform(dense) * features.dense_weight
+            decision += scaled @ m.dense_weights + m.parts.intercept
+            if m.parts.calibrators is None:
+                out[m.task] = expit(decision[:, 0])
+            else:
+                out[m.task] = np.mean([c.predict(decision[:, i]) for i, c in enumerate(m.parts.calibrators)],
+                                      axis=0)
+        return out
+
+
+class FastScorer:
+    """Scores fitted pipelines (task -> pipeline) of the :func:`linear_parts` shape
+    together: ``score(frame)`` returns task -> probability of the positive class, equal
+    to each ``pipeline.predict_proba(frame)[:, 1]``. Pipelines of another shape are
+    scored by their own ``predict_proba``."""
+
+    def __init__(self, pipelines: dict[str, object]):
+        self.other: dict[str, object] = {}
+        grouped: dict[tuple, dict[str, LinearParts]] = {}
+        for task, pipeline in pipelines.items():
+            parts = linear_parts(pipeline)
+            if parts is None:
+                self.other[task] = pipeline
+            else:
+                grouped.setdefault(parts.features.shared_key(), {})[task] = parts
+        self.groups = [_Group(models) for models in grouped.values()]
+
+    def score(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+        """Return task -> probabilities (float64) of the rows of ``frame``."""
+        out: dict[str, np.ndarray] = {}
+        for group in self.groups:
+            out.update(group.score(frame))
+        for task, pipeline in self.other.items():
+            out[task] = np.asarray(pipeline.predict_proba(frame)[:, 1], dtype=np.float64)
+        return out
