@@ -138,50 +138,45 @@ class _Group:
             start += len(v.vocabulary_)
         return _Model(task=task, parts=parts, idf=idf, weights=weights, dense_weights=parts.coef[start:])
 
-    def counts(self, prepared: pl.DataFrame) -> sp.csr_matrix:
-        """The term counts of the rows over the union vocabulary (rows x width)."""
-        n = prepared.height
-        rows, cols = [], []
+    def counts(self, prepared: pl.DataFrame) -> list[sp.csr_matrix]:
+        """The term counts of the rows per block (rows x union width; the block's
+        columns only), as CSR matrices with one entry per (row, term)."""
+        n, blocks = prepared.height, []
         for key in self.keys:
             v = self.example[key]
-            hashes = self.reference._hash_lists(v, prepared)
-            hits = (pl.DataFrame({"h": hashes})
+            hits = (pl.DataFrame({"h": self.reference._hash_lists(v, prepared)})
                     .select(term_hashes(pl.col("h"), v._ngram_range()).alias("hash"))
                     .with_row_index("row").explode("hash")
                     .join(self.union[key], on="hash", how="inner", maintain_order="left"))
-            rows.append(hits.get_column("row").to_numpy())
-            cols.append(hits.get_column("ucol").to_numpy())
-        row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.uint32)
-        col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.uint32)
-        order = np.argsort(row, kind="stable") if len(rows) > 1 else None
-        if order is not None:
-            row, col = row[order], col[order]
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(row, minlength=n), out=indptr[1:])
-        matrix = sp.csr_matrix((np.ones(len(col), dtype=np.float64), col.astype(np.int32), indptr),
-                               shape=(n, self.width))
-        matrix.sum_duplicates()
-        return matrix
+            row = hits.get_column("row").to_numpy()
+            indptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(row, minlength=n), out=indptr[1:])
+            matrix = sp.csr_matrix((np.ones(len(row), dtype=np.float64),
+                                    hits.get_column("ucol").to_numpy().astype(np.int32), indptr),
+                                   shape=(n, self.width))
+            matrix.sum_duplicates()
+            blocks.append(matrix)
+        return blocks
 
     def score(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         pre = self.reference.precompute(frame)
         prepared, dense = pre["prepared"], pre["dense"]
-        n, nb = frame.height, len(self.keys)
-        counts = self.counts(prepared)
-        log_tf = 1.0 + np.log(counts.data)
-        row = np.repeat(np.arange(n, dtype=np.int64), np.diff(counts.indptr))
-        slot = row * nb + self.block_of[counts.indices]
+        blocks = self.counts(prepared)
+        log_tf = [1.0 + np.log(b.data) for b in blocks]
+        rows = [np.repeat(np.arange(b.shape[0]), np.diff(b.indptr)) for b in blocks]
         out = {}
         for m in self.models:
-            k = m.parts.coef.shape[1]
-            values = log_tf * m.idf[counts.indices]
-            norms = np.sqrt(np.bincount(slot, weights=values * values, minlength=n * nb)).reshape(n, nb)
-            norms[norms == 0] = 1.0
-            products = sp.csr_matrix((values, counts.indices, counts.indptr), shape=counts.shape) @ m.weights
-            decision = (products.reshape(n, nb, k) / norms[:, :, None]).sum(axis=1)
             features = m.parts.features
-            scaled = features.scaler_.transform(dense) * features.dense_weight
-            decision += scaled @ m.dense_weights + m.parts.intercept
+            decision = features.scaler_.transform(dense) * features.dense_weight @ m.dense_weights
+            decision += m.parts.intercept
+            k = m.parts.coef.shape[1]
+            for b, (counts, tf, row) in enumerate(zip(blocks, log_tf, rows)):
+                values = tf * m.idf[counts.indices]
+                norms = np.sqrt(np.bincount(row, weights=values * values, minlength=counts.shape[0]))
+                norms[norms == 0] = 1.0
+                product = sp.csr_matrix((values, counts.indices, counts.indptr), shape=counts.shape) @ \
+                    m.weights[:, b * k:(b + 1) * k]
+                decision += product / norms[:, None]
             if m.parts.calibrators is None:
                 out[m.task] = expit(decision[:, 0])
             else:
