@@ -182,6 +182,17 @@ def test_pii_modes(settings, mode):
         assert report.pii_counts["email"] == 1 and report.pii_counts["secret"] == 1
 
 
+def test_pii_in_messages_given_as_json_text_is_redacted(settings):
+    """A CSV cell holds messages as JSON text: they are scanned like a JSON array."""
+    messages = json.dumps([{"role": "user", "content": "mail bob@example.com"}])
+    land(settings, DAY, "a.csv", "log_id,ts,input,output,messages\n"
+         f'c1,2026-11-20T09:00:00Z,hi,ok,"{messages.replace(chr(34), chr(34) * 2)}"\n')
+    report = ingest(settings)
+    (stored, pii), = rows(settings, "SELECT messages, pii FROM logs")
+    assert json.loads(stored) == [{"role": "user", "content": "mail [EMAIL]"}]
+    assert pii == ["email"] and report.pii_counts == {"email": 1}
+
+
 def test_missing_landing_folder_is_an_empty_day(settings):
     report = ingest(settings)
     assert report.files == [] and report.reconciles

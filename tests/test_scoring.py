@@ -82,3 +82,62 @@ def test_no_champion_scores_nothing_and_says_so(settings):
     assert mat.metadata["dagster/row_count"].value == 0
     assert "no champion" in mat.metadata["skipped"].value["hallucination"]
     assert rows(settings, "SELECT count(*) FROM log_scores")[0][0] == 0
+
+
+def _fast_rows(n: int, seed: int):
+    import pandas as pd
+
+    from tests.test_classifiers import _synthetic
+
+    frame = _synthetic(n, seed)
+    extra = pd.DataFrame([
+        {"input": "When was it built?", "output": "It opened on March 31, 1889 in Paris, Paris, Paris.",
+         "context": "Built 1887-1889; opened March 31, 1889.", "label": 0, "group": -1},
+        {"input": "Anything?", "output": None, "context": None, "label": 1, "group": -2},
+        {"input": None, "output": "I don't know. I don't know.", "context": "", "label": 1, "group": -3},
+    ])
+    return pd.concat([frame, extra], ignore_index=True)
+
+
+def test_fast_scorer_equals_the_pipelines_predict_proba(monkeypatch, tmp_path):
+    """The fast path (shared tokens, union vocabulary, matrix products) gives the same
+    probabilities as each fitted pipeline's own predict_proba, for calibrated and plain
+    models, with and without a context, on batches with and without missing contexts."""
+    import numpy as np
+    import polars as pl
+
+    from flywheel.classifiers import build_pipeline
+    import pandas as pd
+
+    from flywheel.classifiers import scoring
+    from flywheel.classifiers.fast import FastScorer, linear_parts
+    from flywheel.classifiers.registry import Scorer
+
+    train, test = _fast_rows(240, 1), _fast_rows(90, 2)
+    pipelines = {
+        "hallucination": build_pipeline("hallucination", has_context=True),
+        "relevance": build_pipeline("relevance", has_context=True, ngram_range=(1, 2)),
+        "plain": build_pipeline("hallucination", has_context=True, calibrate=False),
+        "no_context": build_pipeline("relevance", has_context=False),
+    }
+    for name, pipeline in pipelines.items():
+        labels = train["label"] if name != "relevance" else 1 - train["label"]
+        pipeline.fit(train, labels)
+    assert all(linear_parts(p) is not None for p in pipelines.values())
+    fast = FastScorer(pipelines)
+    assert len(fast.groups) == 2 and not fast.other  # with / without context
+    for frame in (pl.from_pandas(test.drop(columns=["label", "group"])),
+                  pl.from_pandas(test.dropna(subset=["context"]).drop(columns=["label", "group"]))):
+        scores = fast.score(frame)
+        for name, pipeline in pipelines.items():
+            expected = pipeline.predict_proba(frame)[:, 1]
+            np.testing.assert_allclose(scores[name], expected, rtol=0, atol=1e-6, err_msg=name)
+            assert expected.std() > 0.05  # the models do separate something
+    # split over threads: the same scores in the same order
+    scorers = {name: Scorer(task=name, version="v", pipeline=p, artifact_path=tmp_path / "none")
+               for name, p in pipelines.items()}
+    frame = pl.from_pandas(pd.concat([test] * 5, ignore_index=True).drop(columns=["label", "group"]))
+    monkeypatch.setattr(scoring, "MIN_PARALLEL_ROWS", 100)
+    threaded = scoring.score_frame(scorers, frame, threads=3)
+    for name, pipeline in pipelines.items():
+        np.testing.assert_allclose(threaded[name], pipeline.predict_proba(frame)[:, 1], rtol=0, atol=1e-6)

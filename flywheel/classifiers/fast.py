@@ -32,7 +32,8 @@ from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 from sklearn.linear_model import LogisticRegression
 
-from flywheel.classifiers.features import LogFeatures, TermTfidf, term_hashes
+from flywheel.classifiers.features import (LogFeatures, TermTfidf, style_matrix, term_hashes, text_series,
+                                           token_hashes)
 
 
 @dataclass
@@ -138,51 +139,108 @@ class _Group:
             start += len(v.vocabulary_)
         return _Model(task=task, parts=parts, idf=idf, weights=weights, dense_weights=parts.coef[start:])
 
-    def counts(self, prepared: pl.DataFrame) -> list[sp.csr_matrix]:
-        """The term counts of the rows per block (rows x union width; the block's
-        columns only), as CSR matrices with one entry per (row, term)."""
-        n, blocks = prepared.height, []
-        for key in self.keys:
-            v = self.example[key]
-            hits = (pl.DataFrame({"h": self.reference._hash_lists(v, prepared)})
-                    .select(term_hashes(pl.col("h"), v._ngram_range()).alias("hash"))
-                    .with_row_index("row").explode("hash")
-                    .join(self.union[key], on="hash", how="inner", maintain_order="left"))
-            row = hits.get_column("row").to_numpy()
-            indptr = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(np.bincount(row, minlength=n), out=indptr[1:])
-            matrix = sp.csr_matrix((np.ones(len(row), dtype=np.float64),
-                                    hits.get_column("ucol").to_numpy().astype(np.int32), indptr),
-                                   shape=(n, self.width))
-            matrix.sum_duplicates()
-            blocks.append(matrix)
-        return blocks
+    def counts(self, key: tuple, source: pl.DataFrame) -> sp.csr_matrix:
+        """The counts of block ``key``'s terms in the rows of ``source`` (a frame as
+        :meth:`LogFeatures._hash_lists` takes) over the union vocabulary, as a canonical
+        CSR matrix (one entry per row and term, sorted)."""
+        n, v = source.height, self.example[key]
+        runs = (pl.DataFrame({"h": self.reference._hash_lists(v, source)})
+                .select(term_hashes(pl.col("h"), v._ngram_range()).alias("hash"))
+                .with_row_index("row").explode("hash")
+                .join(self.union[key], on="hash", how="inner")
+                # one key per (row, column); sorted, equal keys are runs: their lengths are the counts
+                .select((pl.col("row").cast(pl.UInt64) * (1 << 32) + pl.col("ucol").cast(pl.UInt64))
+                        .sort().rle().struct.unnest()))
+        keys = runs.get_column("value").to_numpy()
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount((keys >> np.uint64(32)).astype(np.int64), minlength=n), out=indptr[1:])
+        matrix = sp.csr_matrix((runs.get_column("len").to_numpy().astype(np.float64),
+                                (keys & np.uint64(0xFFFFFFFF)).astype(np.int32), indptr), shape=(n, self.width))
+        matrix.has_canonical_format = True
+        return matrix
 
     def score(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
-        pre = self.reference.precompute(frame)
-        prepared, dense = pre["prepared"], pre["dense"]
-        blocks = self.counts(prepared)
-        log_tf = [1.0 + np.log(b.data) for b in blocks]
-        rows = [np.repeat(np.arange(b.shape[0]), np.diff(b.indptr)) for b in blocks]
+        """Return task -> probabilities of the rows of ``frame``.
+
+        Work that depends on one text column only (its tokens, the output's style, the
+        bags of words of the output and the input, the output's names) is done once per
+        distinct value of that column in the batch (logs repeat questions, contexts and
+        answers) and gathered back to the rows; grounding and novel words are per row."""
+        features = self.reference
+        texts = {"out": text_series(frame, "output"), "inp": text_series(frame, "input")}
+        if features.has_context:
+            texts["ctx"] = text_series(frame, "context")
+        distinct = {c: _distinct(values) for c, values in texts.items()}
+        tokens = {c: pl.DataFrame({"v": u}).select(token_hashes(pl.col("v"))).to_series()
+                  for c, (u, _) in distinct.items()}
+        prepared = features._prepare(frame, tokens={c: tokens[c].gather(inv) for c, (_, inv) in distinct.items()})
+        (outputs, out_rows), (inputs, inp_rows) = distinct["out"], distinct["inp"]
+        dense = features._dense(prepared, style=style_matrix(outputs)[out_rows])
+        sources = {"out": (pl.DataFrame({"out": outputs, "out_t": tokens["out"]}), out_rows),
+                   "inp": (pl.DataFrame({"inp": inputs, "inp_t": tokens["inp"]}), inp_rows),
+                   None: (prepared, None)}
+        blocks = []
+        for key in self.keys:
+            source, rows = sources[_source(key)]
+            counts = self.counts(key, source)
+            blocks.append((counts, _log_tf(counts.data), _row_starts(counts.indptr), rows))
         out = {}
         for m in self.models:
             features = m.parts.features
             decision = features.scaler_.transform(dense) * features.dense_weight @ m.dense_weights
             decision += m.parts.intercept
             k = m.parts.coef.shape[1]
-            for b, (counts, tf, row) in enumerate(zip(blocks, log_tf, rows)):
+            for b, (counts, tf, (filled, first), rows) in enumerate(blocks):
+                if not counts.nnz:
+                    continue
                 values = tf * m.idf[counts.indices]
-                norms = np.sqrt(np.bincount(row, weights=values * values, minlength=counts.shape[0]))
+                norms = np.ones(counts.shape[0])
+                norms[filled] = np.sqrt(np.add.reduceat(values * values, first))
                 norms[norms == 0] = 1.0
                 product = sp.csr_matrix((values, counts.indices, counts.indptr), shape=counts.shape) @ \
                     m.weights[:, b * k:(b + 1) * k]
-                decision += product / norms[:, None]
+                product /= norms[:, None]
+                decision += product if rows is None else product[rows]
             if m.parts.calibrators is None:
                 out[m.task] = expit(decision[:, 0])
             else:
                 out[m.task] = np.mean([c.predict(decision[:, i]) for i, c in enumerate(m.parts.calibrators)],
                                       axis=0)
         return out
+
+
+def _source(key: tuple) -> str | None:
+    """Which distinct values a block's terms depend on: ``out`` (the output), ``inp``
+    (the input) or None (the row: novel words depend on output and reference)."""
+    kind, name = key[0], key[1]
+    if kind == "names":
+        return "out"
+    if kind == "words":
+        return {"output": "out", "input": "inp"}[name]
+    return None
+
+
+def _distinct(values: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """The distinct values of a Series (first-seen order) and each row's index into them."""
+    frame = pl.DataFrame({"v": values})
+    distinct = frame.unique(maintain_order=True)
+    rows = (frame.join(distinct.with_row_index("i"), on="v", how="left", maintain_order="left")
+            .get_column("i").to_numpy())
+    return distinct.get_column("v"), rows
+
+
+def _log_tf(counts: np.ndarray) -> np.ndarray:
+    """Sublinear term frequencies ``1 + ln(count)`` of positive integer counts."""
+    if not len(counts):
+        return counts.astype(np.float64)
+    table = 1.0 + np.log(np.arange(1, int(counts.max()) + 1, dtype=np.float64))
+    return table[counts.astype(np.int64) - 1]
+
+
+def _row_starts(indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a CSR matrix with entries, and where their entries start."""
+    filled = np.flatnonzero(np.diff(indptr))
+    return filled, indptr[filled]
 
 
 class FastScorer:

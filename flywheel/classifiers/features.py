@@ -367,6 +367,14 @@ def _share(part: pl.Expr, whole: pl.Expr, empty: float | pl.Expr) -> pl.Expr:
     return pl.when(n > 0).then(part.list.set_intersection(whole).list.len() / n).otherwise(empty)
 
 
+def _dates(text: pl.Expr) -> pl.Expr:
+    """The distinct dates of a string expression, lower-cased with runs of non-word
+    characters as one space."""
+    return (text.str.extract_all(_DATE)
+            .list.eval(pl.element().str.to_lowercase().str.replace_all(r"\W+", " ").str.strip_chars())
+            .list.unique())
+
+
 def _names(text: pl.Expr) -> pl.Expr:
     """Capitalized words that do not start a sentence (a cheap proper-name detector), as
     a list of hashes of the lower-cased words. A word that starts a sentence somewhere in
@@ -434,41 +442,54 @@ def grounding_matrix(frame: pl.DataFrame) -> np.ndarray:
         out.str.replace_all(r"(\d),(\d)", "$1$2").str.extract_all(_NUMBER).alias("out_num"),
         ref.str.replace_all(r"(\d),(\d)", "$1$2").str.extract_all(_NUMBER).alias("ref_num"),
         _names(out).alias("names"),
-        out.str.extract_all(_DATE).list.eval(pl.element().str.to_lowercase().str.replace_all(r"\W+", " ")
-                                             .str.strip_chars()).list.unique().alias("out_dates"),
-        ref.str.extract_all(_DATE).list.eval(pl.element().str.to_lowercase().str.replace_all(r"\W+", " ")
-                                             .str.strip_chars()).list.unique().alias("ref_dates"),
+        _dates(out).alias("out_dates"),
         pl.col("present").cast(pl.Float64).alias("has_reference"),
     )
+    # dates of the reference only for the (few) rows whose output has any
+    with_dates = step1.get_column("out_dates").list.len() > 0
+    novel_dates = np.zeros(frame.height, dtype=np.int64)
+    if with_dates.any():
+        some = frame.filter(with_dates).select(ref_dates=_dates(ref)).with_columns(
+            out_dates=step1.get_column("out_dates").filter(with_dates))
+        novel_dates[np.flatnonzero(with_dates.to_numpy())] = some.select(
+            pl.col("out_dates").list.set_difference("ref_dates").list.len()).to_series().to_numpy()
+    step1 = step1.with_columns(novel_dates=pl.Series(novel_dates))
     ot, rt = pl.col("out_t"), pl.col("ref_t")
     content = pl.element().filter(~pl.element().is_in(_STOP_HASHES))
-    step1 = step1.with_columns(ot.list.unique().alias("o1"), rt.list.unique().alias("r1"))
+    step1 = step1.with_columns(ot.list.unique().alias("o1"))
+    # The reference's lists need not be distinct (set_intersection yields a set), and
+    # |distinct content words of the reference that the output has| = |oc ∩ reference|.
     step2 = step1.select(
-        "o1", "r1",
+        pl.col("o1").list.set_intersection(rt).list.len().alias("uni_hits"),
+        pl.col("o1").list.len().alias("n_o1"),
         pl.col("o1").list.eval(content).alias("oc"),
-        pl.col("r1").list.eval(content).alias("rc"),
-        _hash_grams(ot, 2).alias("o2"), _hash_grams(rt, 2).alias("r2"),
-        _hash_grams(ot, 3).alias("o3"), _hash_grams(rt, 3).alias("r3"),
+        rt.list.eval(content).list.n_unique().alias("n_rc"),
+        _hash_grams(ot, 2).alias("o2"), _gram_hashes(rt, 2).alias("r2"),
+        _hash_grams(ot, 3).alias("o3"), _gram_hashes(rt, 3).alias("r3"),
         ot.list.len().alias("n_out"), rt.list.len().alias("n_ref"),
         pl.col("out_num").list.set_difference("ref_num").list.len().alias("novel_numbers"),
         pl.col("names").list.set_difference(rt).list.len().alias("novel_names"),
         pl.col("names").list.len().alias("n_names"),
-        pl.col("out_dates").list.set_difference("ref_dates").list.len().alias("novel_dates"),
+        "novel_dates",
         ((pl.col("out_low") != "")
          & pl.col("ref_low").str.contains(pl.col("out_low"), literal=True)).cast(pl.Float64).alias("copied"),
         "has_reference",
-    )
-    uni = _share(pl.col("o1"), pl.col("r1"), 1.0)
+        rt,
+    ).with_columns(pl.col("oc").list.set_intersection("ref_t").list.len().alias("content_hits"),
+                   pl.col("oc").list.len().alias("n_oc"))
+    uni = pl.when(pl.col("n_o1") > 0).then(pl.col("uni_hits") / pl.col("n_o1")).otherwise(1.0)
     bi = _share(pl.col("o2"), pl.col("r2"), uni)
     tri = _share(pl.col("o3"), pl.col("r3"), bi)
     n_out, n_ref = pl.col("n_out").cast(pl.Float64), pl.col("n_ref").cast(pl.Float64)
     novel_numbers, novel_names, novel_dates = pl.col("novel_numbers"), pl.col("novel_names"), pl.col("novel_dates")
     result = step2.select(
         uni.alias("unigram_overlap"),
-        _share(pl.col("oc"), pl.col("r1"), 1.0).alias("content_overlap"),
+        pl.when(pl.col("n_oc") > 0).then(pl.col("content_hits") / pl.col("n_oc")).otherwise(1.0)
+        .alias("content_overlap"),
         bi.alias("bigram_overlap"), tri.alias("trigram_overlap"),
         (1.0 - bi).alias("novel_bigram_share"), (1.0 - tri).alias("novel_trigram_share"),
-        _share(pl.col("rc"), pl.col("o1"), 0.0).alias("reference_coverage"),
+        pl.when(pl.col("n_rc") > 0).then(pl.col("content_hits") / pl.col("n_rc")).otherwise(0.0)
+        .alias("reference_coverage"),
         novel_numbers.cast(pl.Float64).log1p().alias("novel_numbers"),
         (novel_numbers > 0).cast(pl.Float64).alias("has_novel_number"),
         novel_names.cast(pl.Float64).log1p().alias("novel_names"),
@@ -584,30 +605,36 @@ class LogFeatures(BaseEstimator, TransformerMixin):
             out.append(TermTfidf(name="output", kind="names", **common))
         return out
 
-    def _prepare(self, X) -> pl.DataFrame:
+    def _prepare(self, X, *, tokens: dict[str, pl.Series] | None = None) -> pl.DataFrame:
         """The text columns and their token hashes; ``ref`` is the context, or the input
-        where the context is empty (or always, without ``has_context``)."""
+        where the context is empty (or always, without ``has_context``). ``tokens`` may
+        give the token hashes of some columns (``out``, ``inp``, ``ctx``) already."""
         columns = {"out": text_series(X, "output"), "inp": text_series(X, "input")}
         if self.has_context:
             columns["ctx"] = text_series(X, "context")
-        frame = pl.DataFrame(columns)
-        frame = frame.with_columns([token_hashes(pl.col(c)).alias(c + "_t") for c in columns])
+        tokens = tokens or {}
+        frame = pl.DataFrame(columns).with_columns(
+            [tokens[c].alias(c + "_t") if c in tokens else token_hashes(pl.col(c)).alias(c + "_t") for c in columns])
         context = "ctx" if self.has_context else "inp"
-        present = pl.col(context).str.strip_chars() != ""
+        frame = frame.with_columns(present=pl.col(context).str.strip_chars() != "")
+        if frame.get_column("present").all():  # no fallback needed: no copy of the lists
+            return frame.with_columns(ref=pl.col(context), ref_t=pl.col(context + "_t"))
+        present = pl.col("present")
         return frame.with_columns(
             pl.when(present).then(pl.col(context)).otherwise(pl.col("inp")).alias("ref"),
             pl.when(present).then(pl.col(context + "_t")).otherwise(pl.col("inp_t")).alias("ref_t"),
-            present.alias("present"),
         )
 
-    def _dense(self, prepared: pl.DataFrame) -> np.ndarray:
+    def _dense(self, prepared: pl.DataFrame, *, style: np.ndarray | None = None) -> np.ndarray:
+        """The raw (unscaled) grounding and style features; ``style`` may give the style
+        block already."""
         blocks = [grounding_matrix(prepared.select("out", "out_t", "ref", "ref_t", "present"))]
         if self.has_context and self.query_grounding:
             query = prepared.select(pl.col("out"), pl.col("out_t"), pl.col("inp").alias("ref"),
                                     pl.col("inp_t").alias("ref_t"),
                                     (pl.col("inp").str.strip_chars() != "").alias("present"))
             blocks.append(grounding_matrix(query))
-        blocks.append(style_matrix(prepared.get_column("out")))
+        blocks.append(style_matrix(prepared.get_column("out")) if style is None else style)
         return np.hstack(blocks)
 
     def _hash_lists(self, vectorizer: TermTfidf, prepared: pl.DataFrame) -> pl.Series:

@@ -1,8 +1,10 @@
 """``log_scores``: the champion of each task scores every log of a day.
 
 The day's logs are read from DuckDB as Arrow record batches (``settings.scoring_batch_rows``
-rows each), turned into Polars frames without copying, scored by the champion (features
-vectorized, the batch split over threads), and the scores written back through Arrow.
+rows each), turned into Polars frames without copying, scored by the champions together
+(:class:`flywheel.classifiers.fast.FastScorer`: one tokenization and one pass of dense
+features for both tasks, the linear models evaluated as sparse matrix products; the batch
+split over threads), and the scores written back through Arrow.
 Re-scoring a day replaces exactly that day's rows, in one transaction.
 """
 
@@ -18,8 +20,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from flywheel.classifiers.fast import FastScorer
 from flywheel.classifiers.model import TASKS
-from flywheel.classifiers.features import LogFeatures
 from flywheel.classifiers.registry import MIN_PARALLEL_ROWS, Scorer, champion_scorer, scoring_threads
 from flywheel.settings import Settings
 
@@ -79,9 +81,10 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
             "SELECT log_id, input, output, context FROM logs WHERE day = ?", [day]
         ).fetch_record_batch(settings.scoring_batch_rows)
         threads = scoring_threads(settings)
+        fast = FastScorer({task: scorer.pipeline for task, scorer in active.items()})
         for batch in reader:
             frame = pl.from_arrow(batch)
-            batch_scores = score_frame(active, frame, threads=threads)
+            batch_scores = score_frame(active, frame, threads=threads, fast=fast)
             for task, scorer in active.items():
                 scores = batch_scores[task]
                 sums[task] += float(np.sum(scores))
@@ -107,35 +110,22 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
     return report
 
 
-def score_frame(scorers: dict[str, Scorer], frame: pl.DataFrame, *, threads: int = 1) -> dict[str, np.ndarray]:
+def score_frame(scorers: dict[str, Scorer], frame: pl.DataFrame, *, threads: int = 1,
+                fast: FastScorer | None = None) -> dict[str, np.ndarray]:
     """Return each scorer's scores of ``frame`` (task -> probabilities).
 
-    The frame is split into up to ``threads`` chunks scored in parallel threads (Polars,
-    NumPy and SciPy release the GIL). Within a chunk, models whose features share a
-    :meth:`LogFeatures.shared_key` tokenize and compute the dense features once.
+    The scorers' pipelines are evaluated together by a :class:`FastScorer` (``fast``, or
+    one made here): tokens and dense features are computed once for all of them. The
+    frame is split into up to ``threads`` chunks scored in parallel threads (Polars,
+    NumPy and SciPy release the GIL).
     """
+    fast = fast or FastScorer({task: scorer.pipeline for task, scorer in scorers.items()})
     n = frame.height
     chunks = max(1, min(threads, n // MIN_PARALLEL_ROWS))
     if chunks == 1:
-        return _score_chunk(scorers, frame)
+        return fast.score(frame)
     bounds = np.linspace(0, n, chunks + 1).astype(int)
     parts = [frame.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
     with ThreadPoolExecutor(max_workers=chunks) as pool:
-        results = list(pool.map(lambda part: _score_chunk(scorers, part), parts))
+        results = list(pool.map(fast.score, parts))
     return {task: np.concatenate([r[task] for r in results]) for task in scorers}
-
-
-def _score_chunk(scorers: dict[str, Scorer], frame: pl.DataFrame) -> dict[str, np.ndarray]:
-    out, shared = {}, {}
-    for task, scorer in scorers.items():
-        steps = getattr(scorer.pipeline, "named_steps", {})
-        features, classifier = steps.get("features"), steps.get("classifier")
-        if not isinstance(features, LogFeatures) or classifier is None or len(steps) != 2:
-            out[task] = scorer._predict(frame)
-            continue
-        key = features.shared_key()
-        if key not in shared:
-            shared[key] = features.precompute(frame)
-        matrix = features.transform_precomputed(shared[key])
-        out[task] = np.asarray(classifier.predict_proba(matrix)[:, 1], dtype=np.float64)
-    return out

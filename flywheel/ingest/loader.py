@@ -17,7 +17,10 @@ by their line numbers and judged with the detailed checks, which give each rejec
 line its reason and field. Other formats go batch by batch the same way.
 
 The day is replaced in one transaction: re-running it gives the same tables, and a
-crash half-way leaves the previous state.
+crash half-way leaves the previous state. The same code writes to a DuckLake
+(``FLYWHEEL_STORAGE=ducklake``): no statement needs ``INSERT ... RETURNING`` on a
+stored table, and a COMMIT that loses a race with another writer raises the
+conflict itself, for :func:`flywheel.store.retry_conflicts` to run the day again.
 """
 
 from __future__ import annotations
@@ -681,8 +684,8 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
 
     Formats with one record per line take the fast statement (one combined test,
     see :func:`flywheel.ingest.normalize.fast_accepted_sql`); the lines it took are
-    read back from `logs`. Other formats take the detailed statement, which returns
-    the lines it took.
+    read back from `logs`. Other formats take the detailed statement, which writes to
+    the temporary table of late records and returns the lines it took.
     """
     con.register("stage_batch", batch)
     con.register("stage_fix", FIX_SCHEMA.empty_table())
