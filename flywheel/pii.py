@@ -159,14 +159,19 @@ _SECRET_DETECTORS = (
     ),
 )
 
-_SECRET_PREFILTER = "|".join(
-    (
+# Literal prefixes of well-known API key formats (OpenAI, AWS, GitHub, Slack, Google).
+_KEY_PREFIXES = (
         r"sk-[A-Za-z0-9_-]{20}",
         r"(?:AKIA|ASIA)[0-9A-Z]{16}",
         r"gh[pousr]_[A-Za-z0-9]{30}",
         r"github_pat_",
         r"xox[abprs]-",
         r"AIza[0-9A-Za-z_-]{35}",
+)
+
+_SECRET_PREFILTER = "|".join(
+    (
+        *_KEY_PREFIXES,
         _BEARER + r"[ \t]",
         _ASSIGNMENT,
     )
@@ -359,12 +364,7 @@ _JSON_PHONE_BOUNDARY = r"(?:^|[^\w+./-]" + _JSON_ESCAPED
 _JSON_BLANK = r"(?:[ \t]|\\t)"
 JSON_PREFILTER_PATTERN: str = "|".join(
     (
-        r"sk-[A-Za-z0-9_-]{20}",
-        r"(?:AKIA|ASIA)[0-9A-Z]{16}",
-        r"gh[pousr]_[A-Za-z0-9]{30}",
-        r"github_pat_",
-        r"xox[abprs]-",
-        r"AIza[0-9A-Za-z_-]{35}",
+        *_KEY_PREFIXES,
         _BEARER + _JSON_BLANK,
         r"(?i:" + _SECRET_NAME + r")(?:\\?[\"'])?" + _JSON_BLANK + "*[:=]",
         _JSON_BOUNDARY + r"\d(?:[ -]?\d){12}",
