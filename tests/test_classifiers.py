@@ -170,3 +170,39 @@ def test_log_features_same_for_pandas_and_polars_and_bags_of_novel_words_and_nam
     assert {"gustave", "1889"} <= set(by_kind["novel"]) and "eiffel" not in by_kind["novel"]  # eiffel is in the question
     assert {"Gustave", "Eiffel", "London"} <= set(by_kind["names"])
     assert a.shape[1] == len(features.get_feature_names_out())
+
+
+def test_grounding_overlaps_equal_a_python_set_reference():
+    """The Polars hash/list-set computation of the overlap features equals plain Python
+    sets of token n-grams (content words: not in scikit-learn's English stop words)."""
+    from flywheel.classifiers.features import STOP_WORDS, ngrams, tokens
+
+    rows = [
+        {"input": "q", "output": "The tower is 330 metres tall, the tower is old.", "context": CONTEXT},
+        {"input": "q", "output": "Paris Paris Paris was completed in 1889.", "context": CONTEXT + " " + CONTEXT},
+        {"input": "Who built it?", "output": "It is what it is.", "context": None},
+        {"input": "q", "output": "Completed on March 31, 1889.", "context": "It opened on 31 March 1889."},
+        {"input": "q", "output": "", "context": "the of and"},
+        {"input": "q", "output": "Gustave Eiffel's firm built it in 1887", "context": "Eiffel's firm built it."},
+    ]
+    x = grounding(rows)
+    stop = set(STOP_WORDS)
+
+    def share(part, whole, empty):
+        return len(part & whole) / len(part) if part else empty
+
+    for i, row in enumerate(rows):
+        ref = row["context"] if (row["context"] or "").strip() else row["input"]
+        out_t, ref_t = tokens(row["output"]), tokens(ref)
+        o1, r1 = set(out_t), set(ref_t)
+        oc, rc = {t for t in o1 if t not in stop}, {t for t in r1 if t not in stop}
+        uni = share(o1, r1, 1.0)
+        bi = share(ngrams(out_t, 2), ngrams(ref_t, 2), uni)
+        tri = share(ngrams(out_t, 3), ngrams(ref_t, 3), bi)
+        expected = {"unigram_overlap": uni, "content_overlap": share(oc, r1, 1.0), "bigram_overlap": bi,
+                    "trigram_overlap": tri, "novel_trigram_share": 1.0 - tri,
+                    "reference_coverage": share(rc, o1, 0.0)}
+        for name, value in expected.items():
+            assert x[i, G[name]] == pytest.approx(value), (i, name)
+    # dates of the reference are read only for rows whose output has dates
+    assert [x[i, G["has_novel_date"]] for i in (0, 1, 2, 4, 5)] == [0.0, 0.0, 0.0, 0.0, 1.0]

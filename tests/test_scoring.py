@@ -109,8 +109,12 @@ def test_fast_scorer_equals_the_pipelines_predict_proba(monkeypatch, tmp_path):
     from flywheel.classifiers import build_pipeline
     import pandas as pd
 
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
     from flywheel.classifiers import scoring
     from flywheel.classifiers.fast import FastScorer, linear_parts
+    from flywheel.classifiers.features import LogFeatures
     from flywheel.classifiers.registry import Scorer
 
     train, test = _fast_rows(240, 1), _fast_rows(90, 2)
@@ -119,13 +123,15 @@ def test_fast_scorer_equals_the_pipelines_predict_proba(monkeypatch, tmp_path):
         "relevance": build_pipeline("relevance", has_context=True, ngram_range=(1, 2)),
         "plain": build_pipeline("hallucination", has_context=True, calibrate=False),
         "no_context": build_pipeline("relevance", has_context=False),
+        "query_grounding": Pipeline([("features", LogFeatures(has_context=True, query_grounding=True, min_df=1)),
+                                     ("classifier", LogisticRegression(max_iter=1000))]),
     }
     for name, pipeline in pipelines.items():
         labels = train["label"] if name != "relevance" else 1 - train["label"]
         pipeline.fit(train, labels)
     assert all(linear_parts(p) is not None for p in pipelines.values())
     fast = FastScorer(pipelines)
-    assert len(fast.groups) == 2 and not fast.other  # with / without context
+    assert len(fast.groups) == 3 and not fast.other  # with / without context / grounded in the input too
     for frame in (pl.from_pandas(test.drop(columns=["label", "group"])),
                   pl.from_pandas(test.dropna(subset=["context"]).drop(columns=["label", "group"]))):
         scores = fast.score(frame)

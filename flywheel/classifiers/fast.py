@@ -4,21 +4,27 @@ A fitted pipeline of :func:`flywheel.classifiers.model.build_pipeline` is
 ``LogFeatures`` + a linear model (a ``LogisticRegression``, or a
 ``CalibratedClassifierCV`` of them with sigmoid calibrators). Its probability is a
 function of a few linear decision values, so scoring never needs the feature matrix
-itself. :class:`FastScorer` scores several such pipelines (one per task) in one pass:
+itself. :class:`FastScorer` scores several such pipelines (one per task) in one pass over
+a batch:
 
-- the text columns are tokenized, and the dense grounding and style features computed,
-  once per batch for all models with the same :meth:`LogFeatures.shared_key`;
-- the terms of every bag-of-terms block are looked up (one Polars hash join per block)
-  in the *union* of the models' vocabularies, and counted once into one CSR matrix of
-  term counts (rows x union columns);
-- per model, the sublinear tf-idf values are one gather-multiply over the nonzeros, the
-  per-block l2 norms one ``bincount``, and the decision values of all the linear models
-  of the ensemble one sparse x dense product (the coefficients stacked as columns);
-  the calibrators then turn the decision values into the probability.
+- work is done once per *distinct* value it depends on: the tokens of each text column,
+  the output's style, the output's and the input's bags of words and the output's names
+  once per distinct value of that column; grounding and novel words once per distinct
+  (output, reference) pair; the results are gathered back to the rows (logs repeat
+  questions, retrieved contexts and answers). All models with the same
+  :meth:`LogFeatures.shared_key` share this work;
+- the terms of every bag-of-terms block are looked up with one Polars hash join in the
+  *union* of the models' vocabularies and counted (sort + run lengths) into one CSR
+  matrix of term counts per block;
+- per model and block, the sublinear tf-idf values are one gather-multiply over the
+  nonzeros, the l2 norms one ``reduceat``, and the decision values of all the linear
+  models of the ensemble one sparse x dense product (their coefficients stacked as
+  columns); the dense block is one small matrix product; the sigmoid calibrators turn the
+  decision values into the probability, averaged over the ensemble as scikit-learn does.
 
 The result equals ``pipeline.predict_proba(frame)[:, 1]`` up to float rounding
-(tests/test_scoring.py checks it); pipelines of any other shape are not supported
-(:func:`linear_parts` returns None and callers use ``predict_proba``).
+(tests/test_scoring.py checks it); pipelines of another shape are scored by their own
+``predict_proba`` (:func:`linear_parts` returns None for them).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 from sklearn.linear_model import LogisticRegression
 
-from flywheel.classifiers.features import (LogFeatures, TermTfidf, style_matrix, term_hashes, text_series,
+from flywheel.classifiers.features import (LogFeatures, TermTfidf, grounding_from_sides, grounding_output_side,
+                                           grounding_reference_side, style_matrix, term_hashes, text_series,
                                            token_hashes)
 
 
@@ -88,7 +95,7 @@ class _Model:
     task: str
     parts: LinearParts
     idf: np.ndarray  # union column -> idf of this model (0: not in its vocabulary)
-    weights: np.ndarray  # union column -> coefficients, one column per (block, linear model)
+    weights: np.ndarray  # union column -> coefficients, one column per linear model
     dense_weights: np.ndarray  # dense feature -> coefficients (n_dense x k)
 
 
@@ -118,24 +125,19 @@ class _Group:
                 (pl.int_range(pl.len(), dtype=pl.UInt32) + offset).alias("ucol"))
             offset += hashes.height
         self.width = offset
-        self.block_of = np.zeros(offset, dtype=np.int64)
-        for b, key in enumerate(keys):
-            self.block_of[self.union[key].get_column("ucol").to_numpy()] = b
         self.models = [self._model(task, parts) for task, parts in models.items()]
 
     def _model(self, task: str, parts: LinearParts) -> _Model:
-        k, nb = parts.coef.shape[1], len(self.keys)
         idf = np.zeros(self.width, dtype=np.float64)
-        weights = np.zeros((self.width, nb * k), dtype=np.float64)
+        weights = np.zeros((self.width, parts.coef.shape[1]), dtype=np.float64)
         start = 0
         for v in parts.features.vectorizers_:
             key = _block_key(v)
-            b = self.keys.index(key)
             hits = v.vocabulary_hashes().join(self.union[key], on="hash", how="inner")
             cols = hits.get_column("col").to_numpy().astype(np.int64)
             ucols = hits.get_column("ucol").to_numpy().astype(np.int64)
             idf[ucols] = v.idf_[cols]
-            weights[ucols, b * k:(b + 1) * k] = parts.coef[start + cols]
+            weights[ucols] = parts.coef[start + cols]
             start += len(v.vocabulary_)
         return _Model(task=task, parts=parts, idf=idf, weights=weights, dense_weights=parts.coef[start:])
 
@@ -165,7 +167,8 @@ class _Group:
         Work that depends on one text column only (its tokens, the output's style, the
         bags of words of the output and the input, the output's names) is done once per
         distinct value of that column in the batch (logs repeat questions, contexts and
-        answers) and gathered back to the rows; grounding and novel words are per row."""
+        answers) and gathered back to the rows; grounding and novel words once per distinct
+        (output, reference) pair."""
         features = self.reference
         texts = {"out": text_series(frame, "output"), "inp": text_series(frame, "input")}
         if features.has_context:
@@ -173,12 +176,31 @@ class _Group:
         distinct = {c: _distinct(values) for c, values in texts.items()}
         tokens = {c: pl.DataFrame({"v": u}).select(token_hashes(pl.col("v"))).to_series()
                   for c, (u, _) in distinct.items()}
-        prepared = features._prepare(frame, tokens={c: tokens[c].gather(inv) for c, (_, inv) in distinct.items()})
         (outputs, out_rows), (inputs, inp_rows) = distinct["out"], distinct["inp"]
-        dense = features._dense(prepared, style=style_matrix(outputs)[out_rows])
+        # grounding and novel words depend on the output and the reference (the context, or
+        # the input where it is blank): computed once per distinct pair
+        first, pair_rows, ref_code = _pairs(features, distinct)
+        texts = {c: values.gather(first) for c, values in texts.items()}
+        pairs = pl.DataFrame({{"out": "output", "inp": "input", "ctx": "context"}[c]: v for c, v in texts.items()})
+        prepared = features._prepare(pairs, tokens={c: tokens[c].gather(inv[first]) for c, (_, inv) in distinct.items()})
+        style = style_matrix(outputs)[out_rows[first]]
+        if features.has_context and features.query_grounding:  # a second grounding block: not shared here
+            dense = features._dense(prepared, style=style)
+        else:  # each side of grounding once per distinct output / reference
+            out_side = grounding_output_side(pl.DataFrame({"out": outputs, "out_t": tokens["out"]}))
+            if features.has_context:
+                refs = pl.concat([distinct["ctx"][0], inputs])
+                ref_tokens = pl.concat([tokens["ctx"], tokens["inp"]])
+            else:
+                refs, ref_tokens = inputs, tokens["inp"]
+            used, ref_of_pair = np.unique(ref_code[first], return_inverse=True)
+            ref_side = grounding_reference_side(pl.DataFrame({"ref": refs.gather(used),
+                                                              "ref_t": ref_tokens.gather(used)}))
+            dense = np.hstack([grounding_from_sides(out_side[out_rows[first]], ref_side[ref_of_pair.ravel()],
+                                                    prepared.get_column("present")), style])  # per pair
         sources = {"out": (pl.DataFrame({"out": outputs, "out_t": tokens["out"]}), out_rows),
                    "inp": (pl.DataFrame({"inp": inputs, "inp_t": tokens["inp"]}), inp_rows),
-                   None: (prepared, None)}
+                   None: (prepared, pair_rows)}
         blocks = []
         for key in self.keys:
             source, rows = sources[_source(key)]
@@ -187,20 +209,18 @@ class _Group:
         out = {}
         for m in self.models:
             features = m.parts.features
-            decision = features.scaler_.transform(dense) * features.dense_weight @ m.dense_weights
+            decision = (features.scaler_.transform(dense) * features.dense_weight @ m.dense_weights)[pair_rows]
             decision += m.parts.intercept
-            k = m.parts.coef.shape[1]
-            for b, (counts, tf, (filled, first), rows) in enumerate(blocks):
+            for counts, tf, (filled, starts), rows in blocks:
                 if not counts.nnz:
                     continue
                 values = tf * m.idf[counts.indices]
                 norms = np.ones(counts.shape[0])
-                norms[filled] = np.sqrt(np.add.reduceat(values * values, first))
+                norms[filled] = np.sqrt(np.add.reduceat(values * values, starts))
                 norms[norms == 0] = 1.0
-                product = sp.csr_matrix((values, counts.indices, counts.indptr), shape=counts.shape) @ \
-                    m.weights[:, b * k:(b + 1) * k]
+                product = sp.csr_matrix((values, counts.indices, counts.indptr), shape=counts.shape) @ m.weights
                 product /= norms[:, None]
-                decision += product if rows is None else product[rows]
+                decision += product[rows]
             if m.parts.calibrators is None:
                 out[m.task] = expit(decision[:, 0])
             else:
@@ -218,6 +238,27 @@ def _source(key: tuple) -> str | None:
     if kind == "words":
         return {"output": "out", "input": "inp"}[name]
     return None
+
+
+def _pairs(features: LogFeatures, distinct: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows with distinct (output, reference) pairs (and inputs, when the features
+    ground the output in the input as well), each row's index into them, and each row's
+    reference as an index into the distinct contexts followed by the distinct inputs
+    (into the distinct inputs without a context)."""
+    out_rows, (inputs, inp_rows) = distinct["out"][1].astype(np.int64), distinct["inp"]
+    inp_rows = inp_rows.astype(np.int64)
+    if features.has_context:
+        contexts, ctx_rows = distinct["ctx"]
+        present = (contexts.str.strip_chars() != "").to_numpy()[ctx_rows]
+        ref = np.where(present, ctx_rows.astype(np.int64), len(contexts) + inp_rows)
+        key = out_rows * (len(contexts) + len(inputs)) + ref
+        if features.query_grounding:
+            key = key * len(inputs) + inp_rows
+    else:
+        ref = inp_rows
+        key = out_rows * len(inputs) + inp_rows
+    _, first, rows = np.unique(key, return_index=True, return_inverse=True)
+    return first, rows.ravel(), ref
 
 
 def _distinct(values: pl.Series) -> tuple[pl.Series, np.ndarray]:
@@ -263,6 +304,9 @@ class FastScorer:
     def score(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         """Return task -> probabilities (float64) of the rows of ``frame``."""
         out: dict[str, np.ndarray] = {}
+        if not frame.height:
+            return {task: np.zeros(0, dtype=np.float64)
+                    for task in [*(m.task for g in self.groups for m in g.models), *self.other]}
         for group in self.groups:
             out.update(group.score(frame))
         for task, pipeline in self.other.items():

@@ -6,8 +6,9 @@ empty text. They are small scikit-learn estimators with keyword-only parameters 
 pipeline can be assembled, cloned and cross-validated like any other.
 
 The work is vectorized with Polars (Rust regexes and list set operations over whole
-columns, no Python loop per row), so that a fitted pipeline scores on the order of
-100,000 logs per second per core:
+columns, no Python loop per row); :mod:`flywheel.classifiers.fast` evaluates fitted
+pipelines on top of these functions for scoring (the same features, shared between
+tasks and between repeated values):
 
 - :class:`TermTfidf`: word uni- and bigram TF-IDF of one column, with a vocabulary fitted
   on the training rows (sublinear tf, smoothed idf, l2-normalized rows, like scikit-learn's
@@ -432,57 +433,87 @@ def grounding_matrix(frame: pl.DataFrame) -> np.ndarray:
 
     Tokens are compared as 64-bit hashes and n-grams as combined hashes (integer list set
     operations instead of string ones); the hashes never leave one call, so they need not
-    be stable across library versions.
+    be stable across library versions. The work is split into what depends on the output
+    only (:func:`grounding_output_side`), on the reference only
+    (:func:`grounding_reference_side`) and on both (:func:`grounding_from_sides`), so that
+    a caller can compute each side once per distinct text.
     """
-    out, ref = pl.col("out"), pl.col("ref")
-    step1 = frame.select(
-        pl.col("out_t") if "out_t" in frame.columns else token_hashes(out).alias("out_t"),
-        pl.col("ref_t") if "ref_t" in frame.columns else token_hashes(ref).alias("ref_t"),
-        out.str.to_lowercase().str.strip_chars().alias("out_low"), ref.str.to_lowercase().alias("ref_low"),
+    out_t = pl.col("out_t") if "out_t" in frame.columns else token_hashes(pl.col("out"))
+    ref_t = pl.col("ref_t") if "ref_t" in frame.columns else token_hashes(pl.col("ref"))
+    tokens = frame.select("out", "ref", "present", out_t.alias("out_t"), ref_t.alias("ref_t"))
+    return grounding_from_sides(grounding_output_side(tokens), grounding_reference_side(tokens),
+                                tokens.get_column("present"))
+
+
+_CONTENT = pl.element().filter(~pl.element().is_in(_STOP_HASHES))
+
+
+def grounding_output_side(frame: pl.DataFrame) -> pl.DataFrame:
+    """What grounding needs of the output alone, from the columns ``out`` and ``out_t``:
+    its lower-cased text, numbers, names, dates, distinct tokens and content words,
+    distinct bigram and trigram hashes, and counts."""
+    out, ot = pl.col("out"), pl.col("out_t")
+    side = frame.select(
+        out.str.to_lowercase().str.strip_chars().alias("out_low"),
         out.str.replace_all(r"(\d),(\d)", "$1$2").str.extract_all(_NUMBER).alias("out_num"),
-        ref.str.replace_all(r"(\d),(\d)", "$1$2").str.extract_all(_NUMBER).alias("ref_num"),
         _names(out).alias("names"),
         _dates(out).alias("out_dates"),
-        pl.col("present").cast(pl.Float64).alias("has_reference"),
+        ot.list.unique().alias("o1"),
+        _hash_grams(ot, 2).alias("o2"), _hash_grams(ot, 3).alias("o3"),
+        ot.list.len().alias("n_out"),
     )
+    return side.with_columns(pl.col("o1").list.eval(_CONTENT).alias("oc"))
+
+
+def grounding_reference_side(frame: pl.DataFrame) -> pl.DataFrame:
+    """What grounding needs of the reference alone, from the columns ``ref`` and
+    ``ref_t``: its text (lower-cased too), numbers, tokens, bigram and trigram hashes
+    (not necessarily distinct), distinct content words and token count."""
+    ref, rt = pl.col("ref"), pl.col("ref_t")
+    return frame.select(
+        ref, ref.str.to_lowercase().alias("ref_low"),
+        ref.str.replace_all(r"(\d),(\d)", "$1$2").str.extract_all(_NUMBER).alias("ref_num"),
+        rt, _gram_hashes(rt, 2).alias("r2"), _gram_hashes(rt, 3).alias("r3"),
+        rt.list.eval(_CONTENT).list.n_unique().alias("n_rc"),
+        rt.list.len().alias("n_ref"),
+    )
+
+
+def grounding_from_sides(out_side: pl.DataFrame, ref_side: pl.DataFrame, present: pl.Series) -> np.ndarray:
+    """The grounding features of rows given the :func:`grounding_output_side` and the
+    :func:`grounding_reference_side` of each row (equal heights) and whether a reference
+    was present."""
+    frame = pl.concat([out_side, ref_side], how="horizontal").with_columns(present=present)
     # dates of the reference only for the (few) rows whose output has any
-    with_dates = step1.get_column("out_dates").list.len() > 0
+    with_dates = frame.get_column("out_dates").list.len() > 0
     novel_dates = np.zeros(frame.height, dtype=np.int64)
     if with_dates.any():
-        some = frame.filter(with_dates).select(ref_dates=_dates(ref)).with_columns(
-            out_dates=step1.get_column("out_dates").filter(with_dates))
+        some = frame.filter(with_dates).select(pl.col("out_dates"), _dates(pl.col("ref")).alias("ref_dates"))
         novel_dates[np.flatnonzero(with_dates.to_numpy())] = some.select(
             pl.col("out_dates").list.set_difference("ref_dates").list.len()).to_series().to_numpy()
-    step1 = step1.with_columns(novel_dates=pl.Series(novel_dates))
-    ot, rt = pl.col("out_t"), pl.col("ref_t")
-    content = pl.element().filter(~pl.element().is_in(_STOP_HASHES))
-    step1 = step1.with_columns(ot.list.unique().alias("o1"))
+    rt = pl.col("ref_t")
     # The reference's lists need not be distinct (set_intersection yields a set), and
     # |distinct content words of the reference that the output has| = |oc ∩ reference|.
-    step2 = step1.select(
+    step = frame.select(
         pl.col("o1").list.set_intersection(rt).list.len().alias("uni_hits"),
         pl.col("o1").list.len().alias("n_o1"),
-        pl.col("o1").list.eval(content).alias("oc"),
-        rt.list.eval(content).list.n_unique().alias("n_rc"),
-        _hash_grams(ot, 2).alias("o2"), _gram_hashes(rt, 2).alias("r2"),
-        _hash_grams(ot, 3).alias("o3"), _gram_hashes(rt, 3).alias("r3"),
-        ot.list.len().alias("n_out"), rt.list.len().alias("n_ref"),
+        pl.col("oc").list.set_intersection(rt).list.len().alias("content_hits"),
+        pl.col("oc").list.len().alias("n_oc"),
+        "o2", "r2", "o3", "r3", "n_rc", "n_out", "n_ref",
         pl.col("out_num").list.set_difference("ref_num").list.len().alias("novel_numbers"),
         pl.col("names").list.set_difference(rt).list.len().alias("novel_names"),
         pl.col("names").list.len().alias("n_names"),
-        "novel_dates",
+        pl.Series("novel_dates", novel_dates),
         ((pl.col("out_low") != "")
          & pl.col("ref_low").str.contains(pl.col("out_low"), literal=True)).cast(pl.Float64).alias("copied"),
-        "has_reference",
-        rt,
-    ).with_columns(pl.col("oc").list.set_intersection("ref_t").list.len().alias("content_hits"),
-                   pl.col("oc").list.len().alias("n_oc"))
+        pl.col("present").cast(pl.Float64).alias("has_reference"),
+    )
     uni = pl.when(pl.col("n_o1") > 0).then(pl.col("uni_hits") / pl.col("n_o1")).otherwise(1.0)
     bi = _share(pl.col("o2"), pl.col("r2"), uni)
     tri = _share(pl.col("o3"), pl.col("r3"), bi)
     n_out, n_ref = pl.col("n_out").cast(pl.Float64), pl.col("n_ref").cast(pl.Float64)
     novel_numbers, novel_names, novel_dates = pl.col("novel_numbers"), pl.col("novel_names"), pl.col("novel_dates")
-    result = step2.select(
+    result = step.select(
         uni.alias("unigram_overlap"),
         pl.when(pl.col("n_oc") > 0).then(pl.col("content_hits") / pl.col("n_oc")).otherwise(1.0)
         .alias("content_overlap"),

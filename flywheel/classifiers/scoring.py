@@ -74,31 +74,12 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
         active[task] = scorer
         report.versions[task] = scorer.version
     scored_at = dt.datetime.now(dt.timezone.utc)
-    tables: list[tuple[str, str, pa.Table]] = []
     sums = {task: 0.0 for task in active}
-    if active and report.logs:
-        reader = con.execute(
-            "SELECT log_id, input, output, context FROM logs WHERE day = ?", [day]
-        ).fetch_record_batch(settings.scoring_batch_rows)
-        threads = scoring_threads(settings)
-        fast = FastScorer({task: scorer.pipeline for task, scorer in active.items()})
-        for batch in reader:
-            frame = pl.from_arrow(batch)
-            batch_scores = score_frame(active, frame, threads=threads, fast=fast)
-            for task, scorer in active.items():
-                scores = batch_scores[task]
-                sums[task] += float(np.sum(scores))
-                tables.append((task, scorer.version, pa.table({
-                    "log_id": batch.column("log_id"), "score": pa.array(scores, type=pa.float64())})))
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM log_scores WHERE day = ?", [day])
-        for task, version, table in tables:
-            con.register("_scores_batch", table)
-            con.execute(
-                "INSERT INTO log_scores (log_id, day, task, model_version, score, scored_at) "
-                "SELECT log_id, ?::DATE, ?, ?, score, ? FROM _scores_batch", [day, task, version, scored_at])
-            con.unregister("_scores_batch")
+        if active and report.logs:
+            sums = _score_into(con, settings, day, active, scored_at)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -108,6 +89,75 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
         report.mean_score[task] = round(sums[task] / report.logs, 4) if report.logs else float("nan")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _score_into(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, active: dict[str, Scorer],
+                scored_at: dt.datetime) -> dict[str, float]:
+    """Score the day's logs and insert the scores through ``con`` (inside its open
+    transaction); return the sum of the scores per task.
+
+    Three things overlap: a second connection streams the logs (the next batch is read
+    while the current one is scored), the batch is scored, and a writer thread inserts
+    the previous batch's scores."""
+    sums = {task: 0.0 for task in active}
+    threads = scoring_threads(settings)
+    fast = FastScorer({task: scorer.pipeline for task, scorer in active.items()})
+    reading = con.cursor()
+    try:
+        reader = reading.execute(
+            "SELECT log_id, input, output, context FROM logs WHERE day = ?", [day]
+        ).fetch_record_batch(settings.scoring_batch_rows)
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            writes = []
+            for batch in _prefetched(reader):
+                batch_scores = score_frame(active, pl.from_arrow(batch), threads=threads, fast=fast)
+                for task in active:
+                    sums[task] += float(np.sum(batch_scores[task]))
+                writes.append(writer.submit(_insert, con, day, active, batch.column("log_id"), batch_scores,
+                                            scored_at))
+                if len(writes) > 2:  # keep at most two batches of scores waiting
+                    writes.pop(0).result()
+            for write in writes:
+                write.result()
+    finally:
+        reading.close()
+    return sums
+
+
+def _insert(con: duckdb.DuckDBPyConnection, day: str, active: dict[str, Scorer], log_ids: pa.Array,
+            scores: dict[str, np.ndarray], scored_at: dt.datetime) -> None:
+    """Insert one batch's scores of every task into ``log_scores`` (one statement)."""
+    n = len(log_ids)
+    table = pa.table({
+        "log_id": pa.concat_arrays([log_ids] * len(active)),
+        "task": pa.array(np.repeat(list(active), n)),
+        "model_version": pa.array(np.repeat([s.version for s in active.values()], n)),
+        "score": pa.array(np.concatenate([scores[task] for task in active]), type=pa.float64()),
+    })
+    view = f"_scores_batch_{id(table)}"
+    con.register(view, table)
+    try:
+        con.execute(
+            "INSERT INTO log_scores (log_id, day, task, model_version, score, scored_at) "
+            f"SELECT log_id, ?::DATE, task, model_version, score, ? FROM {view}", [day, scored_at])
+    finally:
+        con.unregister(view)
+
+
+def _prefetched(reader):
+    """Yield the batches of an Arrow record batch reader, reading the next one in a
+    background thread while the caller works on the current one."""
+    def read_next():
+        try:
+            return reader.read_next_batch()
+        except StopIteration:
+            return None
+
+    with ThreadPoolExecutor(max_workers=1) as io:
+        pending = io.submit(read_next)
+        while (batch := pending.result()) is not None:
+            pending = io.submit(read_next)
+            yield batch
 
 
 def score_frame(scorers: dict[str, Scorer], frame: pl.DataFrame, *, threads: int = 1,
