@@ -53,6 +53,9 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--train-seed", type=int, default=11, help="seed of the labelled demo logs")
     parser.add_argument("--batch-rows", type=int, default=None, help="FLYWHEEL_SCORING_BATCH_ROWS")
     parser.add_argument("--threads", type=int, default=None, help="FLYWHEEL_SCORING_THREADS (0: one per core)")
+    parser.add_argument("--distinct", action="store_true",
+                        help="make every input, output and context distinct first (the demo repeats texts, "
+                        "and scoring does its work once per distinct text): the worst case")
     args = parser.parse_args(argv)
     database = ingested_database(args.rows, args.seed)
 
@@ -71,7 +74,17 @@ def main(argv: list[str]) -> dict:
         champions = train_champions(settings, seed=args.train_seed)
         say(f"champions: {champions}")
         with store.connection(settings) as con:
-            rows = con.execute("SELECT count(*) FROM logs WHERE day = ?", [DAY]).fetchone()[0]
+            if args.distinct:
+                say("making every text distinct (not timed) ...")
+                # The same new word at the end of the question, the context and the answer:
+                # no text repeats, and the grounding between them is unchanged in kind.
+                con.execute("""UPDATE logs SET input = input || ' ref' || log_id,
+                                               output = output || ' ref' || log_id,
+                                               context = context || ' ref' || log_id
+                               WHERE day = ?""", [DAY])
+            rows, distinct_inputs, distinct_outputs, distinct_contexts = con.execute(
+                """SELECT count(*), count(DISTINCT input), count(DISTINCT output), count(DISTINCT context)
+                   FROM logs WHERE day = ?""", [DAY]).fetchone()
             say(f"scoring {rows:,} logs of {DAY} with {len(champions)} champions ...")
             started, cpu_started = time.perf_counter(), time.process_time()
             report = score_day(con, settings, DAY)
@@ -81,6 +94,8 @@ def main(argv: list[str]) -> dict:
     return {
         "name": "scoring",
         "rows": rows,
+        "distinct_share": {"input": round(distinct_inputs / rows, 3), "output": round(distinct_outputs / rows, 3),
+                           "context": round(distinct_contexts / rows, 3)},
         "tasks": len(report.versions),
         "scores_written": written,
         "seconds": round(seconds, 2),
