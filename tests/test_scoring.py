@@ -147,3 +147,15 @@ def test_fast_scorer_equals_the_pipelines_predict_proba(monkeypatch, tmp_path):
     threaded = scoring.score_frame(scorers, frame, threads=3)
     for name, pipeline in pipelines.items():
         np.testing.assert_allclose(threaded[name], pipeline.predict_proba(frame)[:, 1], rtol=0, atol=1e-6)
+    # more chunks than threads (a batch bigger than CHUNK_ROWS), and texts that never
+    # repeat (no gather back to the rows: the distinct values are the rows)
+    monkeypatch.setattr(scoring, "CHUNK_ROWS", 70)
+    distinct = frame.with_columns(
+        [(pl.col(c).fill_null("") + " ref" + pl.int_range(pl.len()).cast(pl.String)).alias(c)
+         for c in ("input", "output", "context")])
+    assert distinct.get_column("output").n_unique() == distinct.height
+    chunked = scoring.score_frame(scorers, distinct, threads=2)
+    for name, pipeline in pipelines.items():
+        expected = pipeline.predict_proba(distinct)[:, 1]
+        np.testing.assert_allclose(chunked[name], expected, rtol=0, atol=1e-6, err_msg=name)
+        assert expected.std() > 0.05

@@ -16,11 +16,15 @@ a batch:
 - the terms of every bag-of-terms block are looked up with one Polars hash join in the
   *union* of the models' vocabularies and counted (sort + run lengths) into one CSR
   matrix of term counts per block;
-- per model and block, the sublinear tf-idf values are one gather-multiply over the
-  nonzeros, the l2 norms one ``reduceat``, and the decision values of all the linear
-  models of the ensemble one sparse x dense product (their coefficients stacked as
-  columns); the dense block is one small matrix product; the sigmoid calibrators turn the
-  decision values into the probability, averaged over the ensemble as scikit-learn does.
+- per block, for all models at once: the sublinear tf of the counts times the
+  coefficients of every linear model of every task, each scaled by its model's idf and
+  stacked as columns, is one sparse x dense product; the squared tf times each model's
+  squared idf (one column per model) gives the rows' l2 norms in a second one, so no
+  tf-idf matrix is made per model; the dense block is one small matrix product; the
+  sigmoid calibrators turn the decision values into the probability, averaged over the
+  ensemble as scikit-learn does;
+- where no text repeats (every row its own distinct value), the rows are used as they
+  are instead of being gathered from the distinct values (no copy).
 
 The result equals ``pipeline.predict_proba(frame)[:, 1]`` up to float rounding
 (tests/test_scoring.py checks it); pipelines of another shape are scored by their own
@@ -126,6 +130,12 @@ class _Group:
             offset += hashes.height
         self.width = offset
         self.models = [self._model(task, parts) for task, parts in models.items()]
+        # every model's coefficients times its idf, stacked as columns (model i: the columns
+        # spans[i]), and each model's squared idf as one column
+        self.scaled_weights = np.hstack([m.idf[:, None] * m.weights for m in self.models])
+        self.squared_idf = np.stack([m.idf * m.idf for m in self.models], axis=1)
+        stops = np.cumsum([m.weights.shape[1] for m in self.models])
+        self.spans = list(zip(stops - [m.weights.shape[1] for m in self.models], stops))
 
     def _model(self, task: str, parts: LinearParts) -> _Model:
         idf = np.zeros(self.width, dtype=np.float64)
@@ -180,47 +190,52 @@ class _Group:
         # grounding and novel words depend on the output and the reference (the context, or
         # the input where it is blank): computed once per distinct pair
         first, pair_rows, ref_code = _pairs(features, distinct)
-        texts = {c: values.gather(first) for c, values in texts.items()}
+        texts = {c: _take(values, first) for c, values in texts.items()}
         pairs = pl.DataFrame({{"out": "output", "inp": "input", "ctx": "context"}[c]: v for c, v in texts.items()})
-        prepared = features._prepare(pairs, tokens={c: tokens[c].gather(inv[first]) for c, (_, inv) in distinct.items()})
-        style = style_matrix(outputs)[out_rows[first]]
+        prepared = features._prepare(pairs, tokens={c: _take(tokens[c], inv[first]) for c, (_, inv) in distinct.items()})
+        style = _take(style_matrix(outputs), out_rows[first])
         if features.has_context and features.query_grounding:  # a second grounding block: not shared here
             dense = features._dense(prepared, style=style)
         else:  # each side of grounding once per distinct output / reference
             out_side = grounding_output_side(pl.DataFrame({"out": outputs, "out_t": tokens["out"]}))
-            if features.has_context:
+            used, ref_of_pair = np.unique(ref_code[first], return_inverse=True)
+            if features.has_context and used[-1] >= len(distinct["ctx"][0]):
                 refs = pl.concat([distinct["ctx"][0], inputs])
                 ref_tokens = pl.concat([tokens["ctx"], tokens["inp"]])
+            elif features.has_context:  # every reference is a context
+                refs, ref_tokens = distinct["ctx"][0], tokens["ctx"]
             else:
                 refs, ref_tokens = inputs, tokens["inp"]
-            used, ref_of_pair = np.unique(ref_code[first], return_inverse=True)
-            ref_side = grounding_reference_side(pl.DataFrame({"ref": refs.gather(used),
-                                                              "ref_t": ref_tokens.gather(used)}))
-            dense = np.hstack([grounding_from_sides(out_side[out_rows[first]], ref_side[ref_of_pair.ravel()],
+            ref_side = grounding_reference_side(pl.DataFrame({"ref": _take(refs, used),
+                                                              "ref_t": _take(ref_tokens, used)}))
+            dense = np.hstack([grounding_from_sides(_take(out_side, out_rows[first]),
+                                                    _take(ref_side, ref_of_pair.ravel()),
                                                     prepared.get_column("present")), style])  # per pair
         sources = {"out": (pl.DataFrame({"out": outputs, "out_t": tokens["out"]}), out_rows),
                    "inp": (pl.DataFrame({"inp": inputs, "inp_t": tokens["inp"]}), inp_rows),
                    None: (prepared, pair_rows)}
-        blocks = []
+        # per block: the matrix of sublinear tf of the distinct values; one sparse product
+        # with every model's idf-scaled coefficients, one with the squared idfs (the norms)
+        decisions = [(m.parts.features.scaler_.transform(dense) * m.parts.features.dense_weight
+                      @ m.dense_weights)[pair_rows] + m.parts.intercept for m in self.models]
         for key in self.keys:
             source, rows = sources[_source(key)]
             counts = self.counts(key, source)
-            blocks.append((counts, _log_tf(counts.data), _row_starts(counts.indptr), rows))
+            if not counts.nnz:
+                continue
+            tf = _log_tf(counts.data)
+            products = sp.csr_matrix((tf, counts.indices, counts.indptr), shape=counts.shape) @ self.scaled_weights
+            counts.data = tf * tf
+            norms = np.sqrt(counts @ self.squared_idf)
+            del counts, tf
+            norms[norms == 0] = 1.0
+            for i, (decision, (start, stop)) in enumerate(zip(decisions, self.spans)):
+                part = products[:, start:stop]
+                part /= norms[:, i:i + 1]
+                decision += part[rows]
+            del products, norms
         out = {}
-        for m in self.models:
-            features = m.parts.features
-            decision = (features.scaler_.transform(dense) * features.dense_weight @ m.dense_weights)[pair_rows]
-            decision += m.parts.intercept
-            for counts, tf, (filled, starts), rows in blocks:
-                if not counts.nnz:
-                    continue
-                values = tf * m.idf[counts.indices]
-                norms = np.ones(counts.shape[0])
-                norms[filled] = np.sqrt(np.add.reduceat(values * values, starts))
-                norms[norms == 0] = 1.0
-                product = sp.csr_matrix((values, counts.indices, counts.indptr), shape=counts.shape) @ m.weights
-                product /= norms[:, None]
-                decision += product[rows]
+        for m, decision in zip(self.models, decisions):
             if m.parts.calibrators is None:
                 out[m.task] = expit(decision[:, 0])
             else:
@@ -265,9 +280,22 @@ def _distinct(values: pl.Series) -> tuple[pl.Series, np.ndarray]:
     """The distinct values of a Series (first-seen order) and each row's index into them."""
     frame = pl.DataFrame({"v": values})
     distinct = frame.unique(maintain_order=True)
+    if distinct.height == frame.height:  # nothing repeats: the values themselves
+        return values.alias("v"), np.arange(frame.height, dtype=np.uint32)
     rows = (frame.join(distinct.with_row_index("i"), on="v", how="left", maintain_order="left")
             .get_column("i").to_numpy())
     return distinct.get_column("v"), rows
+
+
+def _take(values, index: np.ndarray):
+    """``values`` (a NumPy array, Polars Series or DataFrame) at ``index``: ``values``
+    itself, not a copy, when ``index`` takes every value in order (no text repeats)."""
+    if len(index) == len(values) and (not len(index) or (index[0] == 0 and np.array_equal(
+            index, np.arange(len(index))))):
+        return values
+    if isinstance(values, pl.Series):
+        return values.gather(index)
+    return values[index]
 
 
 def _log_tf(counts: np.ndarray) -> np.ndarray:
@@ -276,12 +304,6 @@ def _log_tf(counts: np.ndarray) -> np.ndarray:
         return counts.astype(np.float64)
     table = 1.0 + np.log(np.arange(1, int(counts.max()) + 1, dtype=np.float64))
     return table[counts.astype(np.int64) - 1]
-
-
-def _row_starts(indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows of a CSR matrix with entries, and where their entries start."""
-    filled = np.flatnonzero(np.diff(indptr))
-    return filled, indptr[filled]
 
 
 class FastScorer:

@@ -4,7 +4,9 @@ The day's logs are read from DuckDB as Arrow record batches (``settings.scoring_
 rows each), turned into Polars frames without copying, scored by the champions together
 (:class:`flywheel.classifiers.fast.FastScorer`: one tokenization and one pass of dense
 features for both tasks, the linear models evaluated as sparse matrix products; the batch
-split over threads), and the scores written back through Arrow.
+split into chunks of at most ``CHUNK_ROWS`` rows, scored by one thread per core, which bounds
+the memory), and the scores written back through Arrow (the scores' NumPy arrays without a
+copy, the task and the model version as statement parameters).
 Re-scoring a day replaces exactly that day's rows, in one transaction.
 """
 
@@ -24,6 +26,9 @@ from flywheel.classifiers.fast import FastScorer
 from flywheel.classifiers.model import TASKS
 from flywheel.classifiers.registry import MIN_PARALLEL_ROWS, Scorer, champion_scorer, scoring_threads
 from flywheel.settings import Settings
+
+
+CHUNK_ROWS = 25_000  # at most this many rows scored at once by one thread (the memory of a batch)
 
 
 @dataclass
@@ -126,22 +131,19 @@ def _score_into(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, ac
 
 def _insert(con: duckdb.DuckDBPyConnection, day: str, active: dict[str, Scorer], log_ids: pa.Array,
             scores: dict[str, np.ndarray], scored_at: dt.datetime) -> None:
-    """Insert one batch's scores of every task into ``log_scores`` (one statement)."""
-    n = len(log_ids)
-    table = pa.table({
-        "log_id": pa.concat_arrays([log_ids] * len(active)),
-        "task": pa.array(np.repeat(list(active), n)),
-        "model_version": pa.array(np.repeat([s.version for s in active.values()], n)),
-        "score": pa.array(np.concatenate([scores[task] for task in active]), type=pa.float64()),
-    })
-    view = f"_scores_batch_{id(table)}"
-    con.register(view, table)
-    try:
-        con.execute(
-            "INSERT INTO log_scores (log_id, day, task, model_version, score, scored_at) "
-            f"SELECT log_id, ?::DATE, task, model_version, score, ? FROM {view}", [day, scored_at])
-    finally:
-        con.unregister(view)
+    """Insert one batch's scores of every task into ``log_scores`` (one statement per
+    task; the log ids and the scores are handed to DuckDB as Arrow arrays without a copy,
+    the task and the model version as parameters)."""
+    for task, scorer in active.items():
+        table = pa.table({"log_id": log_ids, "score": pa.array(scores[task], type=pa.float64())})
+        view = f"_scores_batch_{id(table)}"
+        con.register(view, table)
+        try:
+            con.execute(
+                "INSERT INTO log_scores (log_id, day, task, model_version, score, scored_at) "
+                f"SELECT log_id, ?::DATE, ?, ?, score, ? FROM {view}", [day, task, scorer.version, scored_at])
+        finally:
+            con.unregister(view)
 
 
 def _prefetched(reader):
@@ -166,16 +168,18 @@ def score_frame(scorers: dict[str, Scorer], frame: pl.DataFrame, *, threads: int
 
     The scorers' pipelines are evaluated together by a :class:`FastScorer` (``fast``, or
     one made here): tokens and dense features are computed once for all of them. The
-    frame is split into up to ``threads`` chunks scored in parallel threads (Polars,
-    NumPy and SciPy release the GIL).
+    frame is split into chunks (``threads`` of them, more when a chunk would exceed
+    ``CHUNK_ROWS``) scored by up to ``threads`` parallel threads (Polars, NumPy and SciPy
+    release the GIL).
     """
     fast = fast or FastScorer({task: scorer.pipeline for task, scorer in scorers.items()})
     n = frame.height
     chunks = max(1, min(threads, n // MIN_PARALLEL_ROWS))
+    chunks = max(chunks, -(-n // CHUNK_ROWS))
     if chunks == 1:
         return fast.score(frame)
     bounds = np.linspace(0, n, chunks + 1).astype(int)
     parts = [frame.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
-    with ThreadPoolExecutor(max_workers=chunks) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, chunks))) as pool:
         results = list(pool.map(fast.score, parts))
     return {task: np.concatenate([r[task] for r in results]) for task in scorers}
