@@ -355,12 +355,13 @@ def status() -> None:
     else:
         typer.echo("Last run: none recorded in this Dagster instance")
     with store.connection(settings, read_only=True) as con:
-        for line in summary_lines(con):
+        for line in summary_lines(con, llm_configured=bool(settings.llm_base_url)):
             typer.echo(line)
 
 
-def summary_lines(con) -> list[str]:
-    """Return the lines of `flywheel status` drawn from the tables (absent tables are skipped)."""
+def summary_lines(con, *, llm_configured: bool = True) -> list[str]:
+    """Return the lines of `flywheel status` drawn from the tables (absent tables are skipped).
+    ``llm_configured`` says whether an LLM endpoint is set, to explain an empty judge list."""
     from flywheel import store
 
     def has(table: str) -> bool:
@@ -383,15 +384,16 @@ def summary_lines(con) -> list[str]:
         out.append(f"  {task}: {version} (trained {trained_at:%Y-%m-%d %H:%M}) {_metrics_text(metrics)}")
     if not champions:
         out.append("  none yet (no classifier trained and promoted)")
+    no_judges = "none yet" if llm_configured else "none (no LLM endpoint: set OPENAI_BASE_URL to run the judges)"
     if has("judge_alignment"):
         judges = con.execute(
             """SELECT criterion, prompt_version, kappa, n FROM judge_alignment WHERE trusted
                QUALIFY row_number() OVER (PARTITION BY criterion ORDER BY evaluated_at DESC) = 1
                ORDER BY criterion""").fetchall()
         out.append("Trusted judges: " + (", ".join(
-            f"{c} (prompt {v}, kappa {k:.2f}, n={n})" for c, v, k, n in judges) or "none yet"))
+            f"{c} (prompt {v}, kappa {k:.2f}, n={n})" for c, v, k, n in judges) or no_judges))
     else:
-        out.append("Trusted judges: none yet")
+        out.append("Trusted judges: " + no_judges)
     if has("prompts"):
         prompts = con.execute(
             """SELECT name, version, created_at FROM prompts WHERE status = 'champion' ORDER BY name""").fetchall()
