@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets import annotations, classifiers, ingest, judges, prompts, queue, scoring, slicing, report
+from assets import annotations, classifiers, ingest, judges, prompts, queue, report, scoring, slicing
 from assets.resources import FlywheelResource, LLMResource
 from jobs.nightly import (
     annotations_job,
@@ -15,7 +15,10 @@ from jobs.nightly import (
 from jobs.sensors import inbox_sensor, landing_sensor
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, slicing, queue, annotations, prompts, report, judges, classifiers, scoring]),
+    assets=dg.load_assets_from_modules(
+        # In the order of the graph: the daily path, then what learns from the labels.
+        [ingest, scoring, slicing, queue, report, annotations, classifiers, judges, prompts]
+    ),
     asset_checks=dg.load_asset_checks_from_modules([judges]),
     jobs=[nightly_job, learn_job, annotations_job],
     schedules=[nightly_schedule, nightly_annotations_schedule],
