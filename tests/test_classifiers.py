@@ -206,3 +206,59 @@ def test_grounding_overlaps_equal_a_python_set_reference():
             assert x[i, G[name]] == pytest.approx(value), (i, name)
     # dates of the reference are read only for rows whose output has dates
     assert [x[i, G["has_novel_date"]] for i in (0, 1, 2, 4, 5)] == [0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+UNICODE_TEXTS = [
+    "Don\u2019t panic: it\u2019s 42, isn\u2019t it?", "Caf\u00e9 na\u00efve \u00c9MILE stra\u00dfe", "rock'n'roll it's9 O'Brien's",
+    "\u212aelvin \u0130stanbul \U0001F600 emoji\U0001F600end", "3.14 1,000.5 v2 a1b2", "", "   \n\t ", "'quoted' -dash- x' y'",
+    "UPPER lower MiXeD 2024-05-01 12/31/2020",
+]
+
+
+def test_kernel_tokens_are_the_python_tokens_on_any_text():
+    """The compiled tokenizer cuts and normalizes text as the documented pattern does
+    (features.tokens): same tokens in the same order, each hashed as the token alone."""
+    import polars as pl
+
+    from flywheel.classifiers.features import Texts, _raw_hashes, tokens
+
+    rng = np.random.default_rng(5)
+    alphabet = list("abcXYZ019 '\u2019-.,!?\n\u00e9\u00df") + ["\u212a", "\U0001F600"]
+    texts = UNICODE_TEXTS + ["".join(rng.choice(alphabet, size=int(rng.integers(0, 40)))) for _ in range(300)]
+    kernel = Texts(pl.Series(texts, dtype=pl.String))
+    for i, text in enumerate(texts):
+        expected = tokens(text)
+        got = kernel.hashes[kernel.ptr[i]:kernel.ptr[i + 1]]
+        assert len(got) == len(expected), (text, expected)
+        assert [int(h) for h in got] == [int(x[0]) for x in _raw_hashes(expected)], text
+    assert tokens("Don\u2019t STOP") == ["don't", "stop"]
+
+
+def test_numbers_names_and_dates_as_documented():
+    rows = [
+        {"input": "q", "output": "It cost 1,000.5 euros.", "context": "The price was 1000.5 euros."},
+        {"input": "q", "output": "Paris is big. Berlin too.", "context": "Cities."},
+        {"input": "q", "output": "He met Anna in Rome.", "context": "He met anna in rome."},
+        {"input": "q", "output": "Due 12/31/2020.", "context": "Due on 12/31/2020 at noon."},
+        {"input": "q", "output": "On the 5th March.", "context": "On March 5."},
+        {"input": "q", "output": "In 1999 and May 3.", "context": "In 1999 and may 3."},
+    ]
+    x = grounding(rows)
+    assert x[0, G["has_novel_number"]] == 0.0  # commas between digits are dropped
+    assert x[1, G["has_novel_name"]] == 0.0 and x[1, G["novel_name_share"]] == 0.0  # both start a sentence
+    assert x[2, G["has_novel_name"]] == 0.0  # names match the reference's words in any case
+    assert x[3, G["has_novel_date"]] == 0.0 and x[4, G["has_novel_date"]] == 1.0  # "5th march" is not "march 5"
+    assert x[5, G["has_novel_date"]] == 0.0
+
+
+def test_features_of_a_batch_do_not_depend_on_its_slicing():
+    """Rows scored in chunks (Arrow slices with offsets) get the features they get whole."""
+    import polars as pl
+
+    from flywheel.classifiers.features import LogFeatures
+
+    frame = pl.from_pandas(_synthetic(60, 4).drop(columns=["label", "group"]))
+    features = LogFeatures(has_context=True, min_df=1).fit(frame)
+    whole = features.transform(frame).toarray()
+    parts = np.vstack([features.transform(frame.slice(a, 17)).toarray() for a in range(0, 60, 17)])
+    np.testing.assert_allclose(parts, whole, rtol=0, atol=1e-6)

@@ -15,7 +15,8 @@ from flywheel import store
 from flywheel.annotations import build_consensus, import_inbox
 from flywheel.classifiers.evaluation import best_threshold, compare_auroc, expected_calibration_error
 from flywheel.classifiers.features import LogFeatures
-from flywheel.classifiers.registry import ArtifactError, champion_scorer, load_artifact, resolve
+from flywheel.classifiers.registry import (ArtifactError, champion_scorer, load_artifact, resolve,
+                                          save_artifact)
 from flywheel.classifiers.run import train_task
 from flywheel.ingest.loader import ingest_day
 from tests.conftest import land
@@ -149,6 +150,29 @@ def test_corrupt_or_missing_artifact_the_previous_champion_keeps_serving(home, c
     resolve(settings, _models(settings)[old.version][2]).write_bytes(b"not a zip file")
     with store.connection(settings) as con:
         assert champion_scorer(con, settings, "hallucination") is None
+
+
+def test_a_model_fitted_by_other_feature_code_is_refused_and_the_next_training_promotes(home):
+    """After an upgrade that changes the features, the stored champion cannot be scored by
+    the new code: loading it names the file and says to retrain, scoring skips the task,
+    and the next training is promoted in its place."""
+    settings = home
+    with store.connection(settings) as con:
+        first = train_task(con, settings, "hallucination")
+    path = resolve(settings, _models(settings)[first.version][2])
+    pipeline = load_artifact(path)
+    del pipeline.named_steps["features"].features_version_  # as the first feature code saved it
+    sha256 = save_artifact(pipeline, path)
+    with store.connection(settings) as con:
+        con.execute("UPDATE models SET artifact_sha256 = ?, code_version = 'the older code' WHERE version = ?",
+                    [sha256, first.version])
+    with pytest.raises(ArtifactError, match=f"{path} was fitted by other feature code.*train the task again"):
+        load_artifact(path, sha256=sha256)
+    with store.connection(settings) as con:
+        assert champion_scorer(con, settings, "hallucination") is None
+        again = train_task(con, settings, "hallucination")
+        assert "no loadable champion: promoted" in again.message
+        assert champion_scorer(con, settings, "hallucination").version == again.version
 
 
 def _sha(settings, version: str) -> str:

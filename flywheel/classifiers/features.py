@@ -5,26 +5,29 @@ Every transformer takes a DataFrame (pandas or Polars) with the columns ``input`
 empty text. They are small scikit-learn estimators with keyword-only parameters so that a
 pipeline can be assembled, cloned and cross-validated like any other.
 
-The work is vectorized with Polars (Rust regexes and list set operations over whole
-columns, no Python loop per row); :mod:`flywheel.classifiers.fast` evaluates fitted
-pipelines on top of these functions for scoring (the same features, shared between
-tasks and between repeated values):
+The text work is done by the compiled kernels of :mod:`flywheel.classifiers.kernels`
+(their docstring defines tokens, numbers, names and dates); a :class:`Batch` holds each
+text column's bytes and tokens once, and every block reads them from there.
+:mod:`flywheel.classifiers.fast` scores fitted pipelines from the same kernels.
 
-- :class:`TermTfidf`: word uni- and bigram TF-IDF of one column, with a vocabulary fitted
-  on the training rows (sublinear tf, smoothed idf, l2-normalized rows, like scikit-learn's
-  ``TfidfVectorizer`` but tokenized and counted by Polars).
+- :class:`TermTfidf`: TF-IDF of the terms of one column: word n-grams, the output's novel
+  words, or its capitalized words, with a vocabulary fitted on the training rows (sublinear
+  tf, smoothed idf, l2-normalized rows, like scikit-learn's ``TfidfVectorizer`` with our
+  tokenizer).
 - :class:`GroundingFeatures`: how much of the output is supported by a reference text (the
   context, or the input when there is no context): token, bigram and trigram overlap, novel
   n-gram shares, numbers / capitalized names / dates in the output that the reference
   lacks, and length ratios.
-- :class:`StyleFeatures`: hedging, refusal and "no comment" phrases, questions back to the
+- :class:`StyleFeatures`: hedging, refusal and first-person phrases, questions back to the
   user, negations and lengths.
+- :class:`LogFeatures`: all of them at once, each text column tokenized once.
 - :class:`TextColumn` / :func:`text_tfidf`: one column as a list of strings for scikit-learn's
   own vectorizers (the plain baseline of the quality benchmark uses them).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -37,26 +40,20 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from flywheel.classifiers import kernels
+
 TEXT_COLUMNS = ("input", "output", "context")
+
+# Bumped whenever a feature's definition changes: a model fitted by other feature code
+# cannot be scored by this one (the registry refuses it with a message to retrain).
+FEATURES_VERSION = 2
 
 TOKEN_PATTERN = r"[a-z0-9]+(?:'[a-z]+)?"
 _TOKEN = re.compile(TOKEN_PATTERN)
-_NUMBER = r"\d+(?:[.,]\d+)*"
-_CAPITALIZED = r"\b[A-Z][a-zA-Z]+(?:[-'][A-Za-z]+)?\b"
-_STARTER = r"(?:^|[.!?:;\n])\s*[\"'(]?\s*[A-Z][a-zA-Z]+(?:[-'][A-Za-z]+)?"
-_MONTHS = ("january february march april may june july august september october november december "
-           "jan feb mar apr jun jul aug sep sept oct nov dec").split()
-_MONTH_ALT = "|".join(_MONTHS)
-_DATE = (
-    r"(?i)\b(?:1[0-9]{3}|20[0-9]{2})\b"                          # years
-    r"|\b\d{1,2}[/-]\d{1,2}[/-]\d{2,4}\b"                        # 12/31/2020
-    r"|\b(?:" + _MONTH_ALT + r")\.?\s+\d{1,2}\b"                 # March 5
-    r"|\b\d{1,2}(?:st|nd|rd|th)?\s+(?:" + _MONTH_ALT + r")\b"    # 5th March
-)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+MONTHS = ("january february march april may june july august september october november december "
+          "jan feb mar apr jun jul aug sep sept oct nov dec").split()
 STOP_WORDS = sorted(ENGLISH_STOP_WORDS)
-_SEED = 20261122
-_STOP_HASHES = pl.Series(STOP_WORDS).hash(_SEED).to_list()
-_MULT = 0x9E3779B97F4A7C15
 
 HEDGES = (
     "i think", "i believe", "i guess", "probably", "possibly", "perhaps", "maybe", "might",
@@ -74,18 +71,9 @@ REFUSALS = (
     "i apologize", "unknown", "there is no way",
 )
 FIRST_PERSON = ("i", "i'm", "i've", "i'd", "me", "my", "we", "our")
-NEGATIONS = ("not", "no", "never", "none", "cannot")
-
-
-def _alternation(phrases) -> str:
-    return "|".join(re.escape(p) for p in sorted(set(phrases), key=len, reverse=True))
-
-
-_HEDGE_RE = r"\b(?:" + _alternation(HEDGES) + r")\b"
-_REFUSAL_RE = _alternation(REFUSALS)
-_REFUSAL_START_RE = r"^\s*(?:" + _REFUSAL_RE + ")"
-_NEGATION_RE = r"\b(?:" + _alternation(NEGATIONS) + r")\b|n't\b"
-_FIRST_PERSON_RE = r"(?:^|\s)(?:" + _alternation(FIRST_PERSON) + r")\b"
+NEGATIONS = ("not", "no", "never", "none", "cannot", "nor", "don't", "doesn't", "didn't", "isn't", "aren't",
+             "wasn't", "weren't", "can't", "couldn't", "won't", "wouldn't", "shouldn't", "haven't", "hasn't",
+             "hadn't", "mustn't", "needn't", "ain't", "shan't", "mightn't")
 
 
 # --------------------------------------------------------------------------- input frames
@@ -136,8 +124,9 @@ def _rows(X) -> int:
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-cased word tokens of ``text`` (the tokenizer of every feature here)."""
-    return _TOKEN.findall(text.lower())
+    """The tokens of ``text`` as strings, as the kernels find them (ASCII lower-cased;
+    the right single quote is an apostrophe)."""
+    return _TOKEN.findall(text.replace("\u2019", "'").translate(_ASCII_LOWER))
 
 
 def ngrams(toks: list[str], n: int) -> set[tuple[str, ...]]:
@@ -145,66 +134,134 @@ def ngrams(toks: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}
 
 
-def _token_lists(text: pl.Expr) -> pl.Expr:
-    return text.str.to_lowercase().str.extract_all(TOKEN_PATTERN).fill_null([])
+class Texts:
+    """One text column as the kernels take it: UTF-8 bytes and row offsets (``data``,
+    ``offsets``: the Arrow buffers), and its tokens (``ptr``, ``hashes``, ``starts``,
+    ``stops``, ``flags``, see :func:`kernels.tokenize`)."""
+
+    def __init__(self, series: pl.Series):
+        array = series.to_arrow()
+        if not array.type.equals(pa_large_string()):
+            array = array.cast(pa_large_string())
+        _, offsets, data = array.buffers()
+        self.rows = len(array)
+        self.offsets = np.frombuffer(offsets, dtype=np.int64)[array.offset:array.offset + self.rows + 1]
+        self.data = (np.frombuffer(data, dtype=np.uint8) if data is not None and data.size
+                     else np.zeros(1, dtype=np.uint8))
+        self.data.flags.writeable = False  # always read-only (Arrow's buffers are): one compiled variant
+        self.ptr, self.hashes, self.starts, self.stops, self.flags = kernels.tokenize(
+            self.data, self.offsets, *special_words())
+
+    def arrays(self) -> tuple:
+        """(data, offsets, ptr, hashes, starts, stops, flags): a text's arguments to the kernels."""
+        return self.data, self.offsets, self.ptr, self.hashes, self.starts, self.stops, self.flags
+
+    def nonblank(self) -> np.ndarray:
+        """Whether each row holds anything but white space."""
+        return kernels.nonblank(self.data, self.offsets)
+
+    def text(self, start: int, stop: int) -> str:
+        """The text of bytes ``start:stop``."""
+        return bytes(self.data[start:stop]).decode("utf-8", errors="replace")
 
 
-def token_hashes(text: pl.Expr) -> pl.Expr:
-    """The tokens of a string expression as a list of 64-bit hashes, in order."""
-    return _token_lists(text).list.eval(pl.element().hash(_SEED))
+def pa_large_string():
+    import pyarrow as pa
+
+    return pa.large_string()
 
 
-def name_hashes(text: pl.Expr) -> pl.Expr:
-    """The capitalized words of a string expression (case kept) as a list of hashes."""
-    return text.str.extract_all(_CAPITALIZED).fill_null([]).list.eval(pl.element().hash(_SEED))
+class Batch:
+    """The rows of a frame as the features read them: each text column's :class:`Texts`,
+    made once on first use."""
+
+    def __init__(self, X):
+        self.frame = X
+        self.rows = _rows(X)
+        self._texts: dict[str, Texts] = {}
+        self._references: dict[tuple, tuple] = {}
+
+    def texts(self, name: str) -> Texts:
+        if name not in self._texts:
+            self._texts[name] = Texts(text_series(self.frame, name))
+        return self._texts[name]
+
+    def reference(self, name: str, fallback: str | None) -> tuple[Texts, Texts, np.ndarray, np.ndarray]:
+        """The reference of each row: column ``name``, or ``fallback`` where it is blank.
+        Returns (A, B, use_a, present) as the kernels take it: the reference is A where
+        ``use_a``, else B; ``present`` says whether column ``name`` is not blank."""
+        key = (name, fallback)
+        if key not in self._references:
+            a = self.texts(name)
+            present = a.nonblank()
+            if fallback:
+                self._references[key] = (a, self.texts(fallback), present, present)
+            else:
+                self._references[key] = (a, a, np.ones(self.rows, dtype=np.bool_), present)
+        return self._references[key]
 
 
-def _combine(hashes: pl.Expr, longest: int) -> pl.Expr:
-    """Fold a list of token hashes (of at most ``longest`` tokens) into one n-gram hash,
-    the way :func:`term_hashes` combines neighbours."""
-    n = hashes.list.len()
-    combined = hashes.list.get(0, null_on_oob=True)
-    for k in range(1, longest):
-        combined = (pl.when(n > k).then(combined * pl.lit(_MULT, pl.UInt64) + hashes.list.get(k, null_on_oob=True))
-                    .otherwise(combined))
-    return combined
+def batch_of(X) -> Batch:
+    return X if isinstance(X, Batch) else Batch(X)
 
 
-def term_hashes(hashes: pl.Expr, ngram_range: tuple[int, int]) -> pl.Expr:
-    """All n-gram hashes (n in ``ngram_range``, with repeats) of a list-of-token-hashes
-    expression: the unigram hash is the token hash, an n-gram is ``((h1*M + h2)*M + h3)...``."""
-    low, high = ngram_range
-    parts = [_gram_hashes(hashes, n) for n in range(low, high + 1)]
-    return parts[0] if len(parts) == 1 else pl.concat_list(parts)
+def _raw_hashes(texts: list[str]) -> list[np.ndarray]:
+    """The token hashes of each text (no special-word flags needed)."""
+    data = "".join(texts).encode()
+    offsets = np.cumsum([0] + [len(t.encode()) for t in texts]).astype(np.int64)
+    offsets.flags.writeable = False  # as in Texts: one compiled variant
+    ptr, hashes, _, _, _ = kernels.tokenize(np.frombuffer(data or b" ", dtype=np.uint8), offsets,
+                                            *kernels.lookup_table(np.zeros(0, np.uint64), np.zeros(0, np.int64)))
+    return [hashes[ptr[i]:ptr[i + 1]] for i in range(len(texts))]
 
 
-def _grams(toks: pl.Expr, n: int) -> pl.Expr:
-    """The list of ``n``-grams (joined by spaces) of a list-of-tokens expression."""
-    if n == 1:
-        return toks
-    gram = pl.element()
-    for k in range(1, n):
-        gram = gram + " " + pl.element().shift(-k)
-    return toks.list.eval(gram).list.drop_nulls()
+@functools.cache
+def special_words() -> tuple[np.ndarray, np.ndarray]:
+    """The :func:`kernels.lookup_table` of the words that :func:`kernels.tokenize`
+    flags: stop words, months, first-person words, negations and the first words of
+    the hedge and refusal phrases."""
+    flags: dict[int, int] = {}
+    for words, flag in ((STOP_WORDS, kernels.STOP), (MONTHS, kernels.MONTH), (FIRST_PERSON, kernels.FIRST_PERSON),
+                        (NEGATIONS, kernels.NEGATION)):
+        for word, hashes in zip(words, _raw_hashes(list(words))):
+            if len(hashes) == 1:  # a stop word like "i.e." is no token of ours
+                flags[int(hashes[0])] = flags.get(int(hashes[0]), 0) | flag
+    for phrases, flag in ((HEDGES, kernels.HEDGE_START), (REFUSALS, kernels.REFUSAL_START)):
+        for hashes in _raw_hashes(list(phrases)):
+            flags[int(hashes[0])] = flags.get(int(hashes[0]), 0) | flag
+    keys = np.fromiter(flags.keys(), dtype=np.uint64, count=len(flags))
+    return kernels.lookup_table(keys, np.fromiter(flags.values(), dtype=np.int64, count=len(flags)))
+
+
+@functools.cache
+def _phrases(phrases: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Phrases as the style kernel matches them: (token hashes per phrase padded with
+    zeros, lengths), longest phrase first."""
+    lists = sorted(_raw_hashes(list(phrases)), key=len, reverse=True)
+    padded = np.zeros((len(lists), max(len(x) for x in lists)), dtype=np.uint64)
+    for i, x in enumerate(lists):
+        padded[i, :len(x)] = x
+    return padded, np.asarray([len(x) for x in lists], np.int64)
 
 
 # --------------------------------------------------------------------------- TF-IDF
 
 
 class TermTfidf(BaseEstimator, TransformerMixin):
-    """TF-IDF of the terms of one text column, counted by Polars.
+    """TF-IDF of the terms of one text column.
 
-    ``kind`` says what the terms are: ``words`` (lower-cased word n-grams of column
-    ``name``), ``names`` (capitalized words of the column, case kept: a bag of names) or
-    ``novel`` (the distinct lower-cased words of the column absent from column
-    ``reference``, or from ``fallback`` where the reference is empty: what the answer adds).
+    ``kind`` says what the terms are: ``words`` (word n-grams of column ``name``),
+    ``names`` (capitalized words of the column, case kept: a bag of names) or ``novel``
+    (the distinct words of the column absent from column ``reference``, or from
+    ``fallback`` where the reference is blank: what the answer adds).
 
     ``fit`` keeps the terms found in at least ``min_df`` training rows (the
     ``max_features`` most frequent), with smoothed idf ``ln((1+n)/(1+df)) + 1``;
     ``transform`` returns a CSR matrix of sublinear tf (1 + ln count) times idf, each row
     scaled to unit l2 norm (all-zero rows stay zero), like scikit-learn's
-    ``TfidfVectorizer(sublinear_tf=True)`` with our tokenizer. The vocabulary is kept as
-    text; at transform time terms are matched as 64-bit hashes of their tokens.
+    ``TfidfVectorizer(sublinear_tf=True)`` with our tokenizer. Terms are matched by their
+    64-bit hashes (``vocabulary_hashes_``); ``vocabulary_`` holds them as text (n-grams'
+    tokens joined by a space) for people.
     """
 
     def __init__(self, *, name: str = "output", ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
@@ -219,89 +276,86 @@ class TermTfidf(BaseEstimator, TransformerMixin):
         self.fallback = fallback
 
     def _ngram_range(self) -> tuple[int, int]:
-        return self.ngram_range if self.kind == "words" else (1, 1)
+        return tuple(self.ngram_range) if self.kind == "words" else (1, 1)
 
-    def _reference(self, X) -> pl.Series:
-        ref = text_series(X, self.reference)
-        if self.fallback:
-            other = text_series(X, self.fallback)
-            ref = pl.select(pl.when(ref.str.strip_chars() != "").then(ref).otherwise(other)).to_series()
-        return ref
-
-    def _string_lists(self, X) -> pl.Series:
-        text = pl.col("t")
-        frame = pl.DataFrame({"t": text_series(X, self.name)})
+    def terms(self, batch: Batch) -> tuple[np.ndarray, ...]:
+        """Each row's terms (with repeats): (ptr, hashes, a, b), where (a, b) locate each
+        term for :meth:`_term_text`: its first token and size in tokens, or (``names``)
+        its byte span."""
+        texts = batch.texts(self.name)
         if self.kind == "words":
-            return frame.select(_token_lists(text)).to_series()
-        if self.kind == "names":
-            return frame.select(text.str.extract_all(_CAPITALIZED).fill_null([])).to_series()
+            low, high = self._ngram_range()
+            return kernels.gram_terms(texts.ptr, texts.hashes, low, high)
         if self.kind == "novel":
-            frame = frame.with_columns(r=self._reference(X))
-            return frame.select(_token_lists(text).list.set_difference(_token_lists(pl.col("r")))).to_series()
+            a, b, use_a, _ = batch.reference(self.reference, self.fallback)
+            return kernels.novel_terms(texts.ptr, texts.hashes, a.ptr, a.hashes, b.ptr, b.hashes, use_a)
+        if self.kind == "names":
+            return kernels.name_terms(texts.data, texts.offsets)
         raise ValueError(f"unknown kind {self.kind!r}: expected words, names or novel")
 
-    def hash_lists(self, X) -> pl.Series:
-        """The rows' terms as lists of token hashes (what :meth:`transform_hashes` takes)."""
-        text = pl.col("t")
-        frame = pl.DataFrame({"t": text_series(X, self.name)})
-        if self.kind == "words":
-            return frame.select(token_hashes(text)).to_series()
+    def _term_text(self, texts: Texts, a: int, b: int) -> str:
         if self.kind == "names":
-            return frame.select(name_hashes(text)).to_series()
-        frame = frame.with_columns(r=self._reference(X))
-        return frame.select(token_hashes(text).list.set_difference(token_hashes(pl.col("r")))).to_series()
+            return texts.text(a, b)
+        return " ".join(tokens(texts.text(int(texts.starts[a]), int(texts.stops[a + b - 1]))))
 
     def fit(self, X, y=None):
-        toks = pl.DataFrame({"toks": self._string_lists(X)})
-        low, high = self._ngram_range()
-        terms = pl.concat([toks.select(_grams(pl.col("toks"), n).alias("term")).with_row_index("row")
-                           .explode("term") for n in range(low, high + 1)]).drop_nulls("term")
-        df = (terms.unique().group_by("term").len()
-              .filter(pl.col("len") >= self.min_df)
-              .sort(["len", "term"], descending=[True, False]))
+        batch = batch_of(X)
+        ptr, terms, a, b = self.terms(batch)
+        distinct, where = kernels.distinct_per_row(ptr, terms)
+        values, first, df = np.unique(distinct, return_index=True, return_counts=True)
+        keep = df >= self.min_df
+        values, first, df = values[keep], first[keep], df[keep]
+        order = np.lexsort((values, -df))  # most frequent first, ties by hash
         if self.max_features:
-            df = df.head(self.max_features)
-        df = df.sort("term")
-        self.vocabulary_ = df.get_column("term").to_list()
-        counts = df.get_column("len").to_numpy().astype(np.float64)
-        self.idf_ = (np.log((1.0 + _rows(X)) / (1.0 + counts)) + 1.0).astype(np.float32)
+            order = order[:self.max_features]
+        order = order[np.argsort(values[order])]
+        self.vocabulary_hashes_ = values[order]
+        texts = batch.texts(self.name)
+        at = where[first[order]]
+        self.vocabulary_ = [self._term_text(texts, int(a[i]), int(b[i])) for i in at]
+        self.idf_ = (np.log((1.0 + batch.rows) / (1.0 + df[order].astype(np.float64))) + 1.0).astype(np.float32)
+        self.features_version_ = FEATURES_VERSION
         return self
 
     def get_feature_names_out(self, input_features=None):
         return np.asarray([f"{self.name}:{t}" for t in self.vocabulary_], dtype=object)
 
+    def lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """The vocabulary as a :func:`kernels.lookup_table` (made once, not saved)."""
+        table = self.__dict__.get("_lookup")
+        if table is None:
+            table = self.__dict__["_lookup"] = kernels.lookup_table(
+                self.vocabulary_hashes_, np.arange(len(self.vocabulary_hashes_), dtype=np.int64))
+        return table
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_lookup", None)
+        return state
+
+    def counts(self, batch: Batch, table: tuple[np.ndarray, np.ndarray] | None = None,
+               width: int | None = None) -> sp.csr_matrix:
+        """The counts of the vocabulary's terms in each row (a CSR matrix without
+        duplicates; its indices are not sorted). ``table`` (a :func:`kernels.lookup_table`
+        of ``width`` columns) replaces the vocabulary's own."""
+        slots, values = table or self.lookup()
+        if self.kind == "words":
+            texts = batch.texts(self.name)
+            low, high = self._ngram_range()
+            indptr, indices, counts = kernels.count_grams(texts.ptr, texts.hashes, low, high, slots, values)
+        else:
+            ptr, terms, _, _ = self.terms(batch)
+            indptr, indices, counts = kernels.count_terms(ptr, terms, slots, values)
+        return sp.csr_matrix((counts, indices, indptr), shape=(batch.rows, width or len(self.vocabulary_hashes_)))
+
     def transform(self, X) -> sp.csr_matrix:
-        return self.transform_hashes(self.hash_lists(X))
-
-    def vocabulary_hashes(self) -> pl.DataFrame:
-        """The vocabulary as (hash, col): each term's hash as :meth:`hash_lists` and
-        :func:`term_hashes` compute it, and its column."""
-        terms = pl.DataFrame({"term": self.vocabulary_, "col": np.arange(len(self.vocabulary_), dtype=np.uint32)},
-                             schema={"term": pl.String, "col": pl.UInt32})
-        if self.kind == "names":
-            return terms.select(pl.col("term").hash(_SEED).alias("hash"), "col")
-        return terms.select(
-            _combine(token_hashes(pl.col("term")), self._ngram_range()[1]).alias("hash"), "col"
-        ).drop_nulls("hash")
-
-    def transform_hashes(self, hashes: pl.Series) -> sp.csr_matrix:
-        """The TF-IDF matrix of rows given as lists of token hashes (:func:`token_hashes`)."""
-        n_rows, width = hashes.len(), len(self.vocabulary_)
-        if not width or not n_rows:
-            return sp.csr_matrix((n_rows, width), dtype=np.float32)
-        hits = (pl.DataFrame({"h": hashes})
-                .select(term_hashes(pl.col("h"), self._ngram_range()).alias("hash"))
-                .with_row_index("row").explode("hash")
-                .join(self.vocabulary_hashes(), on="hash", how="inner"))
-        rows = hits.get_column("row").to_numpy()
-        cols = hits.get_column("col").to_numpy()
-        counts = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_rows, width))
-        counts.sum_duplicates()
+        batch = batch_of(X)
+        counts = self.counts(batch)
         counts.data = (1.0 + np.log(counts.data)) * self.idf_[counts.indices]
         norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
         norms[norms == 0] = 1.0
-        counts.data /= np.repeat(norms, np.diff(counts.indptr)).astype(np.float32)
-        return counts
+        counts.data /= np.repeat(norms, np.diff(counts.indptr))
+        return counts.astype(np.float32)
 
 
 class TextColumn(BaseEstimator, TransformerMixin):
@@ -345,57 +399,16 @@ def text_tfidf(*, name: str = "output", analyzer: str = "word", ngram_range=(1, 
 # --------------------------------------------------------------------------- grounding
 
 
-def _gram_hashes(hashes: pl.Expr, n: int) -> pl.Expr:
-    """The ``n``-gram hashes (with repeats, in order) of a list of token hashes: slices of
-    the list shifted against each other and combined element-wise, ``(h1*M + h2)*M + h3``."""
-    if n == 1:
-        return hashes
-    width = (hashes.list.len().cast(pl.Int64) - (n - 1)).clip(0)
-    combined = hashes.list.slice(0, width)
-    for k in range(1, n):
-        combined = combined * pl.lit(_MULT, pl.UInt64) + hashes.list.slice(k, width)
-    return combined
-
-
-def _hash_grams(hashes: pl.Expr, n: int) -> pl.Expr:
-    """The distinct ``n``-grams of a list of token hashes, each as one combined hash."""
-    return _gram_hashes(hashes, n).list.unique()
-
-
-def _share(part: pl.Expr, whole: pl.Expr, empty: float | pl.Expr) -> pl.Expr:
-    """|part ∩ whole| / |part| of two list expressions, ``empty`` when part is empty."""
-    n = part.list.len()
-    return pl.when(n > 0).then(part.list.set_intersection(whole).list.len() / n).otherwise(empty)
-
-
-def _dates(text: pl.Expr) -> pl.Expr:
-    """The distinct dates of a string expression, lower-cased with runs of non-word
-    characters as one space."""
-    return (text.str.extract_all(_DATE)
-            .list.eval(pl.element().str.to_lowercase().str.replace_all(r"\W+", " ").str.strip_chars())
-            .list.unique())
-
-
-def _names(text: pl.Expr) -> pl.Expr:
-    """Capitalized words that do not start a sentence (a cheap proper-name detector), as
-    a list of hashes of the lower-cased words. A word that starts a sentence somewhere in
-    the text does not count anywhere in it."""
-    words = text.str.extract_all(_CAPITALIZED)
-    starters = text.str.extract_all(_STARTER).list.eval(pl.element().str.extract(_CAPITALIZED, 0))
-    return (words.list.set_difference(starters)
-            .list.eval(pl.element().str.to_lowercase().hash(_SEED)))
-
-
 class GroundingFeatures(BaseEstimator, TransformerMixin):
     """How well the output is supported by a reference text.
 
     The reference is column ``reference`` (default ``context``), or column ``fallback``
-    (default ``input``) for rows where the reference is empty. Features per row (see
-    :attr:`feature_names`): overlap of unigrams (content words), bigrams and trigrams of
-    the output with the reference, the reverse coverage of the reference, counts and
-    indicators of numbers, capitalized names and dates in the output absent from the
-    reference, log lengths and their ratio, whether the output is copied from the
-    reference, and whether a reference was present at all.
+    (default ``input``) for rows where the reference is blank. Features per row (see
+    :attr:`feature_names`): overlap of unigrams, content words (not stop words), bigrams
+    and trigrams of the output with the reference, the reverse coverage of the reference's
+    content words, counts and indicators of numbers, capitalized names and dates in the
+    output absent from the reference, log lengths and their ratio, whether the output's
+    tokens are copied from the reference in a row, and whether a reference was present.
     """
 
     feature_names = (
@@ -417,123 +430,15 @@ class GroundingFeatures(BaseEstimator, TransformerMixin):
         return np.asarray([f"grounding_{n}" for n in self.feature_names], dtype=object)
 
     def transform(self, X) -> np.ndarray:
-        output = text_series(X, "output")
-        ref = text_series(X, self.reference)
-        present = ref.str.strip_chars() != ""
-        if self.fallback:
-            ref = pl.select(pl.when(present).then(ref).otherwise(text_series(X, self.fallback))).to_series()
-        frame = pl.DataFrame({"out": output, "ref": ref, "present": present})
-        return grounding_matrix(frame)
+        return grounding_matrix(batch_of(X), reference=self.reference, fallback=self.fallback)
 
 
-def grounding_matrix(frame: pl.DataFrame) -> np.ndarray:
-    """The :attr:`GroundingFeatures.feature_names` of a frame with string columns ``out``
-    and ``ref`` and boolean ``present`` (and optionally their :func:`token_hashes` as
-    ``out_t`` and ``ref_t``), as a float64 array (one row per frame row).
-
-    Tokens are compared as 64-bit hashes and n-grams as combined hashes (integer list set
-    operations instead of string ones); the hashes never leave one call, so they need not
-    be stable across library versions. The work is split into what depends on the output
-    only (:func:`grounding_output_side`), on the reference only
-    (:func:`grounding_reference_side`) and on both (:func:`grounding_from_sides`), so that
-    a caller can compute each side once per distinct text.
-    """
-    out_t = pl.col("out_t") if "out_t" in frame.columns else token_hashes(pl.col("out"))
-    ref_t = pl.col("ref_t") if "ref_t" in frame.columns else token_hashes(pl.col("ref"))
-    tokens = frame.select("out", "ref", "present", out_t.alias("out_t"), ref_t.alias("ref_t"))
-    return grounding_from_sides(grounding_output_side(tokens), grounding_reference_side(tokens),
-                                tokens.get_column("present"))
-
-
-_CONTENT = pl.element().filter(~pl.element().is_in(_STOP_HASHES))
-
-
-def grounding_output_side(frame: pl.DataFrame) -> pl.DataFrame:
-    """What grounding needs of the output alone, from the columns ``out`` and ``out_t``:
-    its lower-cased text, numbers, names, dates, distinct tokens and content words,
-    distinct bigram and trigram hashes, and counts."""
-    out, ot = pl.col("out"), pl.col("out_t")
-    side = frame.select(
-        out.str.to_lowercase().str.strip_chars().alias("out_low"),
-        out.str.replace_all(r"(\d),(\d)", "$1$2").str.extract_all(_NUMBER).alias("out_num"),
-        _names(out).alias("names"),
-        _dates(out).alias("out_dates"),
-        ot.list.unique().alias("o1"),
-        _hash_grams(ot, 2).alias("o2"), _hash_grams(ot, 3).alias("o3"),
-        ot.list.len().alias("n_out"),
-    )
-    return side.with_columns(pl.col("o1").list.eval(_CONTENT).alias("oc"))
-
-
-def grounding_reference_side(frame: pl.DataFrame) -> pl.DataFrame:
-    """What grounding needs of the reference alone, from the columns ``ref`` and
-    ``ref_t``: its text (lower-cased too), numbers, tokens, bigram and trigram hashes
-    (not necessarily distinct), distinct content words and token count."""
-    ref, rt = pl.col("ref"), pl.col("ref_t")
-    return frame.select(
-        ref, ref.str.to_lowercase().alias("ref_low"),
-        ref.str.replace_all(r"(\d),(\d)", "$1$2").str.extract_all(_NUMBER).alias("ref_num"),
-        rt, _gram_hashes(rt, 2).alias("r2"), _gram_hashes(rt, 3).alias("r3"),
-        rt.list.eval(_CONTENT).list.n_unique().alias("n_rc"),
-        rt.list.len().alias("n_ref"),
-    )
-
-
-def grounding_from_sides(out_side: pl.DataFrame, ref_side: pl.DataFrame, present: pl.Series) -> np.ndarray:
-    """The grounding features of rows given the :func:`grounding_output_side` and the
-    :func:`grounding_reference_side` of each row (equal heights) and whether a reference
-    was present."""
-    frame = pl.concat([out_side, ref_side], how="horizontal").with_columns(present=present)
-    # dates of the reference only for the (few) rows whose output has any
-    with_dates = frame.get_column("out_dates").list.len() > 0
-    novel_dates = np.zeros(frame.height, dtype=np.int64)
-    if with_dates.any():
-        some = frame.filter(with_dates).select(pl.col("out_dates"), _dates(pl.col("ref")).alias("ref_dates"))
-        novel_dates[np.flatnonzero(with_dates.to_numpy())] = some.select(
-            pl.col("out_dates").list.set_difference("ref_dates").list.len()).to_series().to_numpy()
-    rt = pl.col("ref_t")
-    # The reference's lists need not be distinct (set_intersection yields a set), and
-    # |distinct content words of the reference that the output has| = |oc ∩ reference|.
-    step = frame.select(
-        pl.col("o1").list.set_intersection(rt).list.len().alias("uni_hits"),
-        pl.col("o1").list.len().alias("n_o1"),
-        pl.col("oc").list.set_intersection(rt).list.len().alias("content_hits"),
-        pl.col("oc").list.len().alias("n_oc"),
-        "o2", "r2", "o3", "r3", "n_rc", "n_out", "n_ref",
-        pl.col("out_num").list.set_difference("ref_num").list.len().alias("novel_numbers"),
-        pl.col("names").list.set_difference(rt).list.len().alias("novel_names"),
-        pl.col("names").list.len().alias("n_names"),
-        pl.Series("novel_dates", novel_dates),
-        ((pl.col("out_low") != "")
-         & pl.col("ref_low").str.contains(pl.col("out_low"), literal=True)).cast(pl.Float64).alias("copied"),
-        pl.col("present").cast(pl.Float64).alias("has_reference"),
-    )
-    uni = pl.when(pl.col("n_o1") > 0).then(pl.col("uni_hits") / pl.col("n_o1")).otherwise(1.0)
-    bi = _share(pl.col("o2"), pl.col("r2"), uni)
-    tri = _share(pl.col("o3"), pl.col("r3"), bi)
-    n_out, n_ref = pl.col("n_out").cast(pl.Float64), pl.col("n_ref").cast(pl.Float64)
-    novel_numbers, novel_names, novel_dates = pl.col("novel_numbers"), pl.col("novel_names"), pl.col("novel_dates")
-    result = step.select(
-        uni.alias("unigram_overlap"),
-        pl.when(pl.col("n_oc") > 0).then(pl.col("content_hits") / pl.col("n_oc")).otherwise(1.0)
-        .alias("content_overlap"),
-        bi.alias("bigram_overlap"), tri.alias("trigram_overlap"),
-        (1.0 - bi).alias("novel_bigram_share"), (1.0 - tri).alias("novel_trigram_share"),
-        pl.when(pl.col("n_rc") > 0).then(pl.col("content_hits") / pl.col("n_rc")).otherwise(0.0)
-        .alias("reference_coverage"),
-        novel_numbers.cast(pl.Float64).log1p().alias("novel_numbers"),
-        (novel_numbers > 0).cast(pl.Float64).alias("has_novel_number"),
-        novel_names.cast(pl.Float64).log1p().alias("novel_names"),
-        (novel_names > 0).cast(pl.Float64).alias("has_novel_name"),
-        pl.when(pl.col("n_names") > 0).then(novel_names / pl.col("n_names")).otherwise(0.0).alias("novel_name_share"),
-        novel_dates.cast(pl.Float64).log1p().alias("novel_dates"),
-        (novel_dates > 0).cast(pl.Float64).alias("has_novel_date"),
-        n_out.log1p().alias("log_output_tokens"), n_ref.log1p().alias("log_reference_tokens"),
-        ((n_out + 1) / (n_ref + 1)).log().alias("length_ratio"),
-        "copied", "has_reference",
-    )
-    return result.select(GroundingFeatures.feature_names).cast(pl.Float64).to_numpy().reshape(
-        frame.height, len(GroundingFeatures.feature_names))
+def grounding_matrix(batch: Batch, *, reference: str = "context", fallback: str | None = "input") -> np.ndarray:
+    """The :attr:`GroundingFeatures.feature_names` of the output of each row of ``batch``
+    against its reference (column ``reference``, or ``fallback`` where that is blank), as
+    an (n, 19) float64 array."""
+    a, b, use_a, present = batch.reference(reference, fallback)
+    return kernels.grounding(*batch.texts("output").arrays(), *a.arrays(), *b.arrays(), use_a, present)
 
 
 # --------------------------------------------------------------------------- style
@@ -558,40 +463,14 @@ class StyleFeatures(BaseEstimator, TransformerMixin):
         return np.asarray([f"style_{n}" for n in self.feature_names], dtype=object)
 
     def transform(self, X) -> np.ndarray:
-        return style_matrix(text_series(X, self.name))
+        return style_matrix(batch_of(X).texts(self.name))
 
 
-def style_matrix(text: pl.Series) -> np.ndarray:
-    """The :attr:`StyleFeatures.feature_names` of a string Series, as a float64 array."""
-    t = pl.col("t")
-    low = t.str.to_lowercase().str.replace_all("\u2019", "'", literal=True).str.replace_all(r"\s+", " ")
-    frame = pl.DataFrame({"t": text}).select(
-        low.alias("low"), t.str.len_chars().cast(pl.Float64).alias("chars"),
-        t.str.count_matches(r"\?").cast(pl.Float64).alias("questions"),
-        t.str.count_matches(r"[.!?]+(?:\s|$)").cast(pl.Float64).alias("sentences"),
-        t.str.count_matches(r"\d").cast(pl.Float64).alias("digits"),
-        t.str.count_matches(r"[A-Z]").cast(pl.Float64).alias("uppers"),
-        (t.str.strip_chars() == "").cast(pl.Float64).alias("empty"),
-    )
-    low = pl.col("low")
-    hedges = low.str.count_matches(_HEDGE_RE).cast(pl.Float64)
-    refusals = low.str.count_matches(_REFUSAL_RE).cast(pl.Float64)
-    negations = low.str.count_matches(_NEGATION_RE).cast(pl.Float64)
-    chars = pl.col("chars")
-    result = frame.select(
-        hedges.log1p().alias("hedges"), (hedges > 0).cast(pl.Float64).alias("has_hedge"),
-        refusals.log1p().alias("refusals"), (refusals > 0).cast(pl.Float64).alias("has_refusal"),
-        low.str.slice(0, 40).str.contains(_REFUSAL_START_RE).cast(pl.Float64).alias("starts_with_refusal"),
-        low.str.count_matches(_FIRST_PERSON_RE).cast(pl.Float64).log1p().alias("first_person"),
-        pl.col("questions").log1p().alias("question_marks"),
-        negations.log1p().alias("negations"),
-        chars.log1p().alias("log_chars"),
-        low.str.count_matches(TOKEN_PATTERN).cast(pl.Float64).log1p().alias("log_tokens"),
-        pl.col("sentences").log1p().alias("log_sentences"), "empty",
-        pl.when(chars > 0).then(pl.col("digits") / chars).otherwise(0.0).alias("digit_share"),
-        pl.when(chars > 0).then(pl.col("uppers") / chars).otherwise(0.0).alias("upper_share"),
-    )
-    return result.cast(pl.Float64).fill_null(0.0).to_numpy().reshape(text.len(), len(StyleFeatures.feature_names))
+def style_matrix(texts: Texts) -> np.ndarray:
+    """The :attr:`StyleFeatures.feature_names` of each row of ``texts``, as an (n, 14)
+    float64 array. Phrases match whole tokens, longest first, without overlaps."""
+    return kernels.style(texts.data, texts.offsets, texts.ptr, texts.hashes, texts.starts, texts.flags,
+                         *_phrases(HEDGES), *_phrases(REFUSALS))
 
 
 # --------------------------------------------------------------------------- all at once
@@ -605,10 +484,10 @@ class LogFeatures(BaseEstimator, TransformerMixin):
     output absent from its reference (the context, or the input for rows without one);
     with ``names`` the capitalized words of the output; grounding of the output in the
     reference (:func:`grounding_matrix`; with ``has_context`` and ``query_grounding`` a
-    second block grounds it in the input); and the output's style (:func:`style_matrix`). The dense blocks are
-    standardized with means and scales fitted on the training rows, then multiplied by
-    ``dense_weight`` (their weight against the unit-norm TF-IDF rows under the
-    classifier's L2 penalty).
+    second block grounds it in the input); and the output's style (:func:`style_matrix`).
+    The dense blocks are standardized with means and scales fitted on the training rows,
+    then multiplied by ``dense_weight`` (their weight against the unit-norm TF-IDF rows
+    under the classifier's L2 penalty).
     """
 
     def __init__(self, *, has_context: bool = True, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
@@ -636,49 +515,20 @@ class LogFeatures(BaseEstimator, TransformerMixin):
             out.append(TermTfidf(name="output", kind="names", **common))
         return out
 
-    def _prepare(self, X, *, tokens: dict[str, pl.Series] | None = None) -> pl.DataFrame:
-        """The text columns and their token hashes; ``ref`` is the context, or the input
-        where the context is empty (or always, without ``has_context``). ``tokens`` may
-        give the token hashes of some columns (``out``, ``inp``, ``ctx``) already."""
-        columns = {"out": text_series(X, "output"), "inp": text_series(X, "input")}
-        if self.has_context:
-            columns["ctx"] = text_series(X, "context")
-        tokens = tokens or {}
-        frame = pl.DataFrame(columns).with_columns(
-            [tokens[c].alias(c + "_t") if c in tokens else token_hashes(pl.col(c)).alias(c + "_t") for c in columns])
-        context = "ctx" if self.has_context else "inp"
-        frame = frame.with_columns(present=pl.col(context).str.strip_chars() != "")
-        if frame.get_column("present").all():  # no fallback needed: no copy of the lists
-            return frame.with_columns(ref=pl.col(context), ref_t=pl.col(context + "_t"))
-        present = pl.col("present")
-        return frame.with_columns(
-            pl.when(present).then(pl.col(context)).otherwise(pl.col("inp")).alias("ref"),
-            pl.when(present).then(pl.col(context + "_t")).otherwise(pl.col("inp_t")).alias("ref_t"),
-        )
-
-    def _dense(self, prepared: pl.DataFrame, *, style: np.ndarray | None = None) -> np.ndarray:
-        """The raw (unscaled) grounding and style features; ``style`` may give the style
-        block already."""
-        blocks = [grounding_matrix(prepared.select("out", "out_t", "ref", "ref_t", "present"))]
+    def dense(self, batch: Batch) -> np.ndarray:
+        """The raw (unscaled) grounding and style features of each row."""
+        blocks = [grounding_matrix(batch, reference="context" if self.has_context else "input",
+                                   fallback="input" if self.has_context else None)]
         if self.has_context and self.query_grounding:
-            query = prepared.select(pl.col("out"), pl.col("out_t"), pl.col("inp").alias("ref"),
-                                    pl.col("inp_t").alias("ref_t"),
-                                    (pl.col("inp").str.strip_chars() != "").alias("present"))
-            blocks.append(grounding_matrix(query))
-        blocks.append(style_matrix(prepared.get_column("out")) if style is None else style)
+            blocks.append(grounding_matrix(batch, reference="input", fallback=None))
+        blocks.append(style_matrix(batch.texts("output")))
         return np.hstack(blocks)
 
-    def _hash_lists(self, vectorizer: TermTfidf, prepared: pl.DataFrame) -> pl.Series:
-        if vectorizer.kind == "words":
-            return prepared.get_column({"output": "out_t", "input": "inp_t"}[vectorizer.name])
-        if vectorizer.kind == "novel":
-            return prepared.select(pl.col("out_t").list.set_difference(pl.col("ref_t"))).to_series()
-        return prepared.select(name_hashes(pl.col("out"))).to_series()
-
     def fit(self, X, y=None):
-        self.vectorizers_ = [v.fit(X) for v in self._vectorizers()]
-        dense = self._dense(self._prepare(X))
-        self.scaler_ = StandardScaler().fit(dense)
+        batch = batch_of(X)
+        self.vectorizers_ = [v.fit(batch) for v in self._vectorizers()]
+        self.scaler_ = StandardScaler().fit(self.dense(batch))
+        self.features_version_ = FEATURES_VERSION
         return self
 
     def get_feature_names_out(self, input_features=None):
@@ -690,23 +540,14 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         return np.asarray(names, dtype=object)
 
     def shared_key(self) -> tuple:
-        """What :meth:`precompute` depends on: models whose features have the same key can
-        share one precomputation of a batch (their vocabularies and scalers may differ)."""
+        """What :meth:`dense` depends on: models whose features have the same key can share
+        one computation of a batch's dense features (their vocabularies and scalers may
+        differ)."""
         return (self.has_context, self.query_grounding)
 
-    def precompute(self, X) -> dict:
-        """The fitted-state-free work of :meth:`transform`: the tokenized columns and the
-        raw dense features."""
-        prepared = self._prepare(X)
-        return {"prepared": prepared, "dense": self._dense(prepared)}
-
-    def transform_precomputed(self, pre: dict) -> sp.csr_matrix:
-        """:meth:`transform` from the result of :meth:`precompute`."""
-        prepared = pre["prepared"]
-        blocks = [v.transform_hashes(self._hash_lists(v, prepared)) for v in self.vectorizers_]
-        dense = (self.scaler_.transform(pre["dense"]) * self.dense_weight).astype(np.float32)
+    def transform(self, X) -> sp.csr_matrix:
+        batch = batch_of(X)
+        blocks = [v.transform(batch) for v in self.vectorizers_]
+        dense = (self.scaler_.transform(self.dense(batch)) * self.dense_weight).astype(np.float32)
         blocks.append(sp.csr_matrix(dense))
         return sp.hstack(blocks, format="csr")
-
-    def transform(self, X) -> sp.csr_matrix:
-        return self.transform_precomputed(self.precompute(X))

@@ -31,6 +31,7 @@ import polars as pl
 import skops.io as sio
 
 from flywheel.classifiers.evaluation import Comparison, compare_auroc
+from flywheel.classifiers.features import FEATURES_VERSION, LogFeatures
 from flywheel.settings import Settings
 
 log = logging.getLogger("flywheel.classifiers")
@@ -106,6 +107,12 @@ def load_artifact(path: Path, *, sha256: str | None = None):
         raise ArtifactError(f"model artifact {path} cannot be read ({type(exc).__name__}: {exc})") from exc
     if not hasattr(pipeline, "predict_proba"):
         raise ArtifactError(f"model artifact {path} does not hold a classifier")
+    features = (getattr(pipeline, "named_steps", None) or {}).get("features")
+    fitted_by = getattr(features, "features_version_", None)
+    if isinstance(features, LogFeatures) and fitted_by != FEATURES_VERSION:
+        raise ArtifactError(
+            f"model artifact {path} was fitted by other feature code (features version {fitted_by or 1}; this "
+            f"code computes version {FEATURES_VERSION}): train the task again (flywheel run, or the learn job)")
     return pipeline
 
 
