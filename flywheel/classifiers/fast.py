@@ -144,10 +144,10 @@ class _Group:
             start += len(v.vocabulary_hashes_)
         return _Model(task=task, parts=parts, idf=idf, weights=weights, dense_weights=parts.coef[start:])
 
-    def counts(self, key: tuple, batch: Batch) -> sp.csr_matrix:
-        """The counts of block ``key``'s terms in the rows of ``batch`` over the block's
-        columns of the union vocabulary, as a CSR matrix (no duplicates, indices not sorted)."""
-        return self.example[key].counts(batch, self.tables[key], len(self.union[key]))
+    def frequencies(self, key: tuple, batch: Batch) -> sp.csr_matrix:
+        """The sublinear term frequencies of block ``key`` in the rows of ``batch`` over the
+        block's columns of the union vocabulary (CSR, no duplicates, indices not sorted)."""
+        return self.example[key].frequencies(batch, self.tables[key], len(self.union[key]))
 
     def score(self, batch: Batch) -> dict[str, np.ndarray]:
         """Return task -> probabilities of the rows of ``batch``."""
@@ -157,15 +157,14 @@ class _Group:
         # per block: the matrix of sublinear tf; one sparse product with every model's
         # idf-scaled coefficients, one with the squared idfs (the norms)
         for key in self.keys:
-            counts = self.counts(key, batch)
-            if not counts.nnz:
+            tf = self.frequencies(key, batch)
+            if not tf.nnz:
                 continue
-            tf = _log_tf(counts.data)
-            block = slice(self.offsets[key], self.offsets[key] + counts.shape[1])
-            products = sp.csr_matrix((tf, counts.indices, counts.indptr), shape=counts.shape) @ self.scaled_weights[block]
-            counts.data = tf * tf
-            norms = np.sqrt(counts @ self.squared_idf[block])
-            del counts, tf
+            block = slice(self.offsets[key], self.offsets[key] + tf.shape[1])
+            products = tf @ self.scaled_weights[block]
+            tf.data *= tf.data
+            norms = np.sqrt(tf @ self.squared_idf[block])
+            del tf
             norms[norms == 0] = 1.0
             for i, (decision, (start, stop)) in enumerate(zip(decisions, self.spans)):
                 decision += products[:, start:stop] / norms[:, i:i + 1]
@@ -178,14 +177,6 @@ class _Group:
                 out[m.task] = np.mean([c.predict(decision[:, i]) for i, c in enumerate(m.parts.calibrators)],
                                       axis=0)
         return out
-
-
-def _log_tf(counts: np.ndarray) -> np.ndarray:
-    """Sublinear term frequencies ``1 + ln(count)`` of positive integer counts."""
-    if not len(counts):
-        return counts.astype(np.float64)
-    table = 1.0 + np.log(np.arange(1, int(counts.max()) + 1, dtype=np.float64))
-    return table[counts.astype(np.int64) - 1]
 
 
 class FastScorer:

@@ -333,29 +333,28 @@ class TermTfidf(BaseEstimator, TransformerMixin):
         state.pop("_lookup", None)
         return state
 
-    def counts(self, batch: Batch, table: tuple[np.ndarray, np.ndarray] | None = None,
-               width: int | None = None) -> sp.csr_matrix:
-        """The counts of the vocabulary's terms in each row (a CSR matrix without
-        duplicates; its indices are not sorted). ``table`` (a :func:`kernels.lookup_table`
-        of ``width`` columns) replaces the vocabulary's own."""
+    def frequencies(self, batch: Batch, table: tuple[np.ndarray, np.ndarray] | None = None,
+                    width: int | None = None) -> sp.csr_matrix:
+        """The sublinear frequencies (1 + ln count) of the vocabulary's terms in each row
+        (a CSR matrix without duplicates; its indices are not sorted). ``table`` (a
+        :func:`kernels.lookup_table` of ``width`` columns) replaces the vocabulary's own."""
         slots, values = table or self.lookup()
         if self.kind == "words":
             texts = batch.texts(self.name)
             low, high = self._ngram_range()
-            indptr, indices, counts = kernels.count_grams(texts.ptr, texts.hashes, low, high, slots, values)
+            indptr, indices, tf = kernels.count_grams(texts.ptr, texts.hashes, low, high, slots, values)
         else:
             ptr, terms, _, _ = self.terms(batch)
-            indptr, indices, counts = kernels.count_terms(ptr, terms, slots, values)
-        return sp.csr_matrix((counts, indices, indptr), shape=(batch.rows, width or len(self.vocabulary_hashes_)))
+            indptr, indices, tf = kernels.count_terms(ptr, terms, slots, values)
+        return sp.csr_matrix((tf, indices, indptr), shape=(batch.rows, width or len(self.vocabulary_hashes_)))
 
     def transform(self, X) -> sp.csr_matrix:
-        batch = batch_of(X)
-        counts = self.counts(batch)
-        counts.data = (1.0 + np.log(counts.data)) * self.idf_[counts.indices]
-        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
+        tfidf = self.frequencies(batch_of(X))
+        tfidf.data *= self.idf_[tfidf.indices]
+        norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1)).ravel())
         norms[norms == 0] = 1.0
-        counts.data /= np.repeat(norms, np.diff(counts.indptr))
-        return counts.astype(np.float32)
+        tfidf.data /= np.repeat(norms, np.diff(tfidf.indptr))
+        return tfidf.astype(np.float32)
 
 
 class TextColumn(BaseEstimator, TransformerMixin):

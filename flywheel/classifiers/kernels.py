@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 # The kernels allocate nothing: their Python wrappers do. Without Numba's reference
 # counting (_nrt=False) a helper that takes arrays costs no atomic operations per call,
@@ -52,50 +53,50 @@ N_STYLE = 14
 # --------------------------------------------------------------------------- bytes
 
 
-@njit(inline="always")
+@register_jitable
 def _lower(b):
     b = np.int64(b)
     return b + 32 if 65 <= b <= 90 else b
 
 
-@njit(inline="always")
+@register_jitable
 def _alnum(b):  # of a lower-cased byte
     return (97 <= b <= 122) or (48 <= b <= 57)
 
 
-@njit(inline="always")
+@register_jitable
 def _digit(b):
     return 48 <= b <= 57
 
 
-@njit(inline="always")
+@register_jitable
 def _letter(b):  # ASCII letter, either case
     return (97 <= b <= 122) or (65 <= b <= 90)
 
 
-@njit(inline="always")
+@register_jitable
 def _upper(b):
     return 65 <= b <= 90
 
 
-@njit(inline="always")
+@register_jitable
 def _space(b):
     return b == 32 or (9 <= b <= 13)
 
 
-@njit(inline="always")
+@register_jitable
 def _word_byte(b):
     """Bytes of a word for word boundaries: ASCII letters, digits, underscore and every
     byte of a non-ASCII character (most of them letters)."""
     return _letter(b) or _digit(b) or b == 95 or b >= 128
 
 
-@njit(inline="always")
+@register_jitable
 def _fnv(h, b):
     return (h ^ np.uint64(b)) * FNV_PRIME
 
 
-@njit(inline="always")
+@register_jitable
 def _mix(h):
     h ^= h >> np.uint64(33)
     h *= MIX1
@@ -105,12 +106,12 @@ def _mix(h):
     return h
 
 
-@njit(inline="always")
+@register_jitable
 def _fold(h, nxt):
     return h * MULT + nxt
 
 
-@njit(inline="always")
+@register_jitable
 def _apostrophe(data, pos, end):
     """The length of an apostrophe (1, or 3 for U+2019) at ``pos`` followed by a letter, else 0."""
     if data[pos] == 39:
@@ -124,7 +125,7 @@ def _apostrophe(data, pos, end):
     return 0
 
 
-@njit(inline="always")
+@register_jitable
 def _token_end(data, pos, end):
     """The end of the token starting at ``pos``, and its (unmixed) hash."""
     h = FNV_OFFSET
@@ -172,8 +173,10 @@ def _token_counts(data, offsets, ptr):
 
 
 @kernel
-def _tokens(data, offsets, word_slots, word_flags, hashes, starts, stops, flags):
+def _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, flags):
+    """Fill the tokens; return their number, or -1 when they do not fit."""
     n = len(offsets) - 1
+    room = len(hashes)
     k = 0
     for r in range(n):
         pos, end = offsets[r], offsets[r + 1]
@@ -181,6 +184,8 @@ def _tokens(data, offsets, word_slots, word_flags, hashes, starts, stops, flags)
             if _CLASS[data[pos]] == 0:
                 pos += 1
                 continue
+            if k == room:
+                return -1
             start = pos
             pos, h = _token_end(data, pos, end)
             h = _mix(h)
@@ -188,6 +193,8 @@ def _tokens(data, offsets, word_slots, word_flags, hashes, starts, stops, flags)
             f = _find(word_slots, word_flags, h)
             flags[k] = f if f > 0 else 0
             k += 1
+        ptr[r + 1] = k
+    return k
 
 
 def tokenize(data, offsets, word_slots, word_flags):
@@ -195,12 +202,18 @@ def tokenize(data, offsets, word_slots, word_flags):
     ``ptr[r]:ptr[r+1]``, with their byte spans in ``data``, and each token's flags from
     the :func:`lookup_table` of special words (``STOP`` | ``MONTH`` | ...; 0 for others)."""
     ptr = np.zeros(len(offsets), np.int64)
-    _token_counts(data, offsets, ptr)
-    total = ptr[-1]
-    hashes, starts, stops = np.empty(total, np.uint64), np.empty(total, np.int64), np.empty(total, np.int64)
-    flags = np.empty(total, np.uint8)
-    _tokens(data, offsets, word_slots, word_flags, hashes, starts, stops, flags)
-    return ptr, hashes, starts, stops, flags
+    # one pass with room for a token every four bytes (English text has one every five or
+    # six); texts of shorter tokens are counted first and filled in a second pass
+    room = (int(offsets[-1] - offsets[0]) if len(offsets) else 0) // 4 + len(offsets) + 16
+    for attempt in range(2):
+        hashes, starts, stops = np.empty(room, np.uint64), np.empty(room, np.int64), np.empty(room, np.int64)
+        flags = np.empty(room, np.uint8)
+        k = _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, flags)
+        if k >= 0:
+            return ptr, hashes[:k], starts[:k], stops[:k], flags[:k]
+        _token_counts(data, offsets, ptr)
+        room = int(ptr[-1])
+    raise AssertionError("the counted tokens did not fit")
 
 
 @kernel
@@ -222,7 +235,7 @@ def nonblank(data, offsets):
 # --------------------------------------------------------------------------- hash sets
 
 
-@njit(inline="always")
+@register_jitable
 def _capacity(items):
     size = 16
     while size < 2 * items + 2:
@@ -230,7 +243,7 @@ def _capacity(items):
     return size
 
 
-@njit(inline="always")
+@register_jitable
 def _key(h, kind):
     k = h ^ SALTS[kind]
     return k if k != 0 else np.uint64(1)
@@ -266,6 +279,20 @@ def _has(table, size, key):
 
 
 @njit(inline="always")
+def _slot(table, size, key):
+    """The slot of ``key`` in the set ``table[:size]``, or -1."""
+    mask = size - 1
+    i = np.int64(key & np.uint64(mask))
+    while True:
+        v = table[i]
+        if v == 0:
+            return -1
+        if v == key:
+            return i
+        i = (i + 1) & mask
+
+
+@register_jitable
 def _clear(table, size):
     for i in range(size):
         table[i] = 0
@@ -282,7 +309,7 @@ def capacity(items: int) -> int:
 # --------------------------------------------------------------------------- numbers, names, dates
 
 
-@njit(inline="always")
+@register_jitable
 def _numbers(data, start, end, out, k):
     """Write the number hashes of ``data[start:end]`` into ``out`` from ``k``; return the new k."""
     p = start
@@ -306,7 +333,7 @@ def _numbers(data, start, end, out, k):
     return k
 
 
-@njit(inline="always")
+@register_jitable
 def _starts_sentence(data, lo, p):
     """Whether the word at ``p`` starts a sentence (see the module docstring)."""
     q = p - 1
@@ -326,7 +353,7 @@ def _starts_sentence(data, lo, p):
     return b == 46 or b == 33 or b == 63 or b == 58 or b == 59
 
 
-@njit(inline="always")
+@register_jitable
 def _capitalized(data, p, end):
     """The end of the capitalized word starting at ``p`` (after a non-word byte), or -1."""
     if not _upper(data[p]) or p + 1 >= end or not _letter(data[p + 1]):
@@ -345,7 +372,7 @@ def _capitalized(data, p, end):
     return -1
 
 
-@njit(inline="always")
+@register_jitable
 def _capitalized_words(data, start, end, case_h, lower_h, starter, k):
     """Write every capitalized word of ``data[start:end]`` from ``k``: its hash with case
     kept, its hash lower-cased (as a token's) and whether it starts a sentence; return the
@@ -367,7 +394,7 @@ def _capitalized_words(data, start, end, case_h, lower_h, starter, k):
     return k
 
 
-@njit(inline="always")
+@register_jitable
 def _day_number(data, s, e, suffix):
     """Whether bytes [s, e) are 1-2 digits (with ``suffix``: optionally st/nd/rd/th)."""
     d = 0
@@ -384,7 +411,7 @@ def _day_number(data, s, e, suffix):
     return (a == 115 and b == 116) or (a == 110 and b == 100) or (a == 114 and b == 100) or (a == 116 and b == 104)
 
 
-@njit(inline="always")
+@register_jitable
 def _all_space(data, s, e):
     if e <= s:
         return False
@@ -394,7 +421,7 @@ def _all_space(data, s, e):
     return True
 
 
-@njit(inline="always")
+@register_jitable
 def _only_space(data, s, e):
     for p in range(s, e):
         if not _space(data[p]):
@@ -402,7 +429,7 @@ def _only_space(data, s, e):
     return True
 
 
-@njit(inline="always")
+@register_jitable
 def _dates(data, hashes, starts, stops, flags, t0, t1, out, k):
     """Write the date hashes of tokens t0:t1 into ``out`` from ``k``; return the new k."""
     i = t0
@@ -468,7 +495,8 @@ def grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
     _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
                a_data, a_off, a_ptr, a_h, a_st, a_sp, a_f,
                b_data, b_off, b_ptr, b_h, b_st, b_sp, b_f, use_a, present, result,
-               np.zeros(capacity(5 * ref_items + 8), np.uint64), np.zeros(capacity(8 * out_items + 8), np.uint64),
+               np.zeros(capacity(3 * ref_items + 8), np.uint64), np.zeros(capacity(8 * out_items + 8), np.uint64),
+               np.zeros(capacity(8 * out_items + 8), np.uint8),
                np.empty(ref_items, np.uint64), np.empty(ref_items, np.uint64),
                np.empty(out_items, np.uint64), np.empty(out_items, np.uint64),
                np.empty(out_items, np.uint64), np.empty(out_items, np.uint64), np.empty(out_items, np.bool_))
@@ -479,7 +507,7 @@ def grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
 def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
                a_data, a_off, a_ptr, a_h, a_st, a_sp, a_f,
                b_data, b_off, b_ptr, b_h, b_st, b_sp, b_f, use_a, present, result,
-               ref, seen, ref_nums, ref_dates, nums, dates, case_h, lower_h, starter):
+               ref, seen, marks, ref_nums, ref_dates, nums, dates, case_h, lower_h, starter):
     n = len(out_off) - 1
     for r in range(n):
         o0, o1 = out_ptr[r], out_ptr[r + 1]
@@ -489,47 +517,56 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
         else:
             data, h, st, sp, fl, lo, hi, t0, t1 = b_data, b_h, b_st, b_sp, b_f, b_off[r], b_off[r + 1], b_ptr[r], b_ptr[r + 1]
         n_ref = t1 - t0
-        # the reference's unigrams, bigrams, trigrams, numbers (and dates) in one set
-        m_ref_nums = _numbers(data, lo, hi, ref_nums, 0)
-        rs = _capacity(4 * n_ref + m_ref_nums + 8)
-        _clear(ref, rs)
-        n_rc = 0
-        for i in range(t0, t1):
-            if _add(ref, rs, _key(h[i], UNI)) and not (fl[i] & STOP):
-                n_rc += 1
-            if i + 1 < t1:
-                g = _fold(h[i], h[i + 1])
-                _add(ref, rs, _key(g, BI))
-                if i + 2 < t1:
-                    _add(ref, rs, _key(_fold(g, h[i + 2]), TRI))
-        for j in range(m_ref_nums):
-            _add(ref, rs, _key(ref_nums[j], NUM))
-        # the output, each item once
+        # the output's distinct unigrams, bigrams and trigrams (and later numbers, names,
+        # dates) in one set; marks[slot] says that the reference has the item too
         lo_out, hi_out = out_off[r], out_off[r + 1]
         m_nums = _numbers(out_data, lo_out, hi_out, nums, 0)
         ss = _capacity(6 * n_out + m_nums + 8)
         _clear(seen, ss)
-        n_o1 = uni_hits = n_oc = content_hits = 0
-        n_o2 = bi_hits = n_o3 = tri_hits = 0
+        for j in range(ss):
+            marks[j] = 0
+        n_o1 = n_oc = n_o2 = n_o3 = 0
         for i in range(o0, o1):
             x = out_h[i]
             if _add(seen, ss, _key(x, UNI)):
                 n_o1 += 1
-                hit = _has(ref, rs, _key(x, UNI))
-                uni_hits += hit
-                if not (out_f[i] & STOP):
-                    n_oc += 1
-                    content_hits += hit
+                n_oc += not (out_f[i] & STOP)
             if i + 1 < o1:
                 g = _fold(x, out_h[i + 1])
-                if _add(seen, ss, _key(g, BI)):
-                    n_o2 += 1
-                    bi_hits += _has(ref, rs, _key(g, BI))
+                n_o2 += _add(seen, ss, _key(g, BI))
                 if i + 2 < o1:
-                    g3 = _fold(g, out_h[i + 2])
-                    if _add(seen, ss, _key(g3, TRI)):
-                        n_o3 += 1
-                        tri_hits += _has(ref, rs, _key(g3, TRI))
+                    n_o3 += _add(seen, ss, _key(_fold(g, out_h[i + 2]), TRI))
+        # the reference: its distinct tokens (and numbers, dates) in a set of its own; each
+        # of its n-grams is looked up in the output's set only when its first word is there
+        m_ref_nums = _numbers(data, lo, hi, ref_nums, 0)
+        rs = _capacity(2 * n_ref + m_ref_nums + 8)
+        _clear(ref, rs)
+        n_rc = uni_hits = content_hits = bi_hits = tri_hits = 0
+        for i in range(t0, t1):
+            x = h[i]
+            if _add(ref, rs, _key(x, UNI)) and not (fl[i] & STOP):
+                n_rc += 1
+            j = _slot(seen, ss, _key(x, UNI))
+            if j < 0:
+                continue
+            if not marks[j]:
+                marks[j] = 1
+                uni_hits += 1
+                content_hits += not (fl[i] & STOP)
+            if i + 1 < t1:
+                g = _fold(x, h[i + 1])
+                j = _slot(seen, ss, _key(g, BI))
+                if j >= 0:
+                    if not marks[j]:
+                        marks[j] = 1
+                        bi_hits += 1
+                    if i + 2 < t1:
+                        j = _slot(seen, ss, _key(_fold(g, h[i + 2]), TRI))
+                        if j >= 0 and not marks[j]:
+                            marks[j] = 1
+                            tri_hits += 1
+        for j in range(m_ref_nums):
+            _add(ref, rs, _key(ref_nums[j], NUM))
         novel_numbers = 0
         for j in range(m_nums):
             if _add(seen, ss, _key(nums[j], NUM)) and not _has(ref, rs, _key(nums[j], NUM)):
@@ -593,7 +630,7 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
 # --------------------------------------------------------------------------- style
 
 
-@njit(inline="always")
+@register_jitable
 def _phrases_at(hashes, flags, i, end, first_flag, phrases, lengths):
     """The length in tokens of the longest phrase starting at token i, or 0.
     ``phrases`` (longest first) holds each phrase's token hashes, padded; a phrase can
@@ -614,7 +651,7 @@ def _phrases_at(hashes, flags, i, end, first_flag, phrases, lengths):
     return 0
 
 
-@njit(inline="always")
+@register_jitable
 def _count_phrases(hashes, flags, t0, t1, first_flag, phrases, lengths):
     """Non-overlapping phrase matches in tokens t0:t1 (longest first, left to right), and
     whether one starts at t0."""
@@ -897,14 +934,17 @@ def _count_grams(ptr, hashes, low, high, slots, values, where, indptr, indices, 
                     k = _tally(col, where, mask, indices, counts, k)
         for j in range(size):
             where[j] = -1
+        for e in range(indptr[r], k):
+            if counts[e] > 1.0:
+                counts[e] = 1.0 + np.log(counts[e])
         indptr[r + 1] = k
     return k
 
 
 def count_terms(tptr, terms, slots, values):
-    """The counts of each row's terms found in a :func:`lookup_table`, as a CSR matrix's
-    (indptr, indices, counts): one entry per row and column (columns in order of first
-    appearance, not sorted)."""
+    """The sublinear term frequencies (1 + ln count) of each row's terms found in a
+    :func:`lookup_table`, as a CSR matrix's (indptr, indices, tf): one entry per row and
+    column (columns in order of first appearance, not sorted)."""
     indptr = np.zeros(len(tptr), np.int64)
     indices, counts = np.empty(len(terms), np.int32), np.empty(len(terms), np.float64)
     longest = int(np.diff(tptr).max()) if len(tptr) > 1 else 0
@@ -924,5 +964,8 @@ def _count(tptr, terms, slots, values, where, indptr, indices, counts):
                 k = _tally(col, where, mask, indices, counts, k)
         for j in range(size):
             where[j] = -1
+        for e in range(indptr[r], k):
+            if counts[e] > 1.0:
+                counts[e] = 1.0 + np.log(counts[e])
         indptr[r + 1] = k
     return k
