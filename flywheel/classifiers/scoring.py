@@ -28,7 +28,7 @@ from flywheel.classifiers.registry import MIN_PARALLEL_ROWS, Scorer, champion_sc
 from flywheel.settings import Settings
 
 
-CHUNK_ROWS = 25_000  # at most this many rows scored at once by one thread (the memory of a batch)
+CHUNK_ROWS = 10_000  # at most this many rows scored at once by one thread (the memory of a batch)
 
 
 @dataclass
