@@ -34,6 +34,7 @@ import re
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
@@ -141,8 +142,8 @@ class Texts:
 
     def __init__(self, series: pl.Series):
         array = series.to_arrow()
-        if not array.type.equals(pa_large_string()):
-            array = array.cast(pa_large_string())
+        if not array.type.equals(pa.large_string()):
+            array = array.cast(pa.large_string())
         _, offsets, data = array.buffers()
         self.rows = len(array)
         self.offsets = np.frombuffer(offsets, dtype=np.int64)[array.offset:array.offset + self.rows + 1]
@@ -163,12 +164,6 @@ class Texts:
     def text(self, start: int, stop: int) -> str:
         """The text of bytes ``start:stop``."""
         return bytes(self.data[start:stop]).decode("utf-8", errors="replace")
-
-
-def pa_large_string():
-    import pyarrow as pa
-
-    return pa.large_string()
 
 
 class Batch:
