@@ -131,7 +131,7 @@ def test_fast_scorer_equals_the_pipelines_predict_proba(monkeypatch, tmp_path):
         pipeline.fit(train, labels)
     assert all(linear_parts(p) is not None for p in pipelines.values())
     fast = FastScorer(pipelines)
-    assert len(fast.groups) == 3 and not fast.other  # with / without context / grounded in the input too
+    assert len(fast.groups) == 1 and not fast.other  # one union vocabulary for all of them
     for frame in (pl.from_pandas(test.drop(columns=["label", "group"])),
                   pl.from_pandas(test.dropna(subset=["context"]).drop(columns=["label", "group"]))):
         scores = fast.score(frame)

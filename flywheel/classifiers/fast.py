@@ -8,8 +8,8 @@ itself. :class:`FastScorer` scores several such pipelines (one per task) in one 
 a batch:
 
 - the batch's text columns are tokenized once (:class:`~flywheel.classifiers.features.Batch`),
-  and the dense features (grounding, style) computed once for all models with the same
-  :meth:`LogFeatures.shared_key`;
+  and each block of dense features (grounding in the context, in the question; style)
+  computed once for all the models that use it;
 - the terms of every bag-of-terms block are looked up in the *union* of the models'
   vocabularies and counted into one CSR matrix per block (compiled kernels);
 - per block, for all models at once: the sublinear tf of the counts times the
@@ -37,7 +37,7 @@ from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 from sklearn.linear_model import LogisticRegression
 
 from flywheel.classifiers import kernels
-from flywheel.classifiers.features import Batch, LogFeatures, TermTfidf
+from flywheel.classifiers.features import Batch, LogFeatures, TermTfidf, groundings
 
 
 @dataclass
@@ -97,11 +97,10 @@ class _Model:
 
 
 class _Group:
-    """Models sharing one :meth:`LogFeatures.shared_key`: the union vocabulary of their
-    term blocks and each model's weights over it."""
+    """Linear models scored together: the union vocabulary of their term blocks and each
+    model's weights over it."""
 
     def __init__(self, models: dict[str, LinearParts]):
-        self.reference = next(iter(models.values())).features
         keys: list[tuple] = []
         vocab: dict[tuple, list[np.ndarray]] = {}
         self.example: dict[tuple, TermTfidf] = {}
@@ -151,8 +150,9 @@ class _Group:
 
     def score(self, batch: Batch) -> dict[str, np.ndarray]:
         """Return task -> probabilities of the rows of ``batch``."""
-        dense = self.reference.dense(batch)
-        decisions = [(m.parts.features.scaler_.transform(dense) * m.parts.features.dense_weight
+        # dense features: every grounding block in one pass, each block once for all models
+        groundings(batch, [ref for m in self.models for ref in m.parts.features.references()])
+        decisions = [(m.parts.features.scaler_.transform(m.parts.features.dense(batch)) * m.parts.features.dense_weight
                       @ m.dense_weights) + m.parts.intercept for m in self.models]
         # per block: the matrix of sublinear tf; one sparse product with every model's
         # idf-scaled coefficients, one with the squared idfs (the norms)
@@ -187,14 +187,14 @@ class FastScorer:
 
     def __init__(self, pipelines: dict[str, object]):
         self.other: dict[str, object] = {}
-        grouped: dict[tuple, dict[str, LinearParts]] = {}
+        linear: dict[str, LinearParts] = {}
         for task, pipeline in pipelines.items():
             parts = linear_parts(pipeline)
             if parts is None:
                 self.other[task] = pipeline
             else:
-                grouped.setdefault(parts.features.shared_key(), {})[task] = parts
-        self.groups = [_Group(models) for models in grouped.values()]
+                linear[task] = parts
+        self.groups = [_Group(linear)] if linear else []
 
     def score(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         """Return task -> probabilities (float64) of the rows of ``frame``."""

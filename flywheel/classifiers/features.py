@@ -175,6 +175,14 @@ class Batch:
         self.rows = _rows(X)
         self._texts: dict[str, Texts] = {}
         self._references: dict[tuple, tuple] = {}
+        self._cache: dict[tuple, object] = {}
+
+    def cached(self, key: tuple, compute):
+        """``compute()``, once per batch and ``key`` (models that share features share
+        the work)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def texts(self, name: str) -> Texts:
         if name not in self._texts:
@@ -431,8 +439,25 @@ def grounding_matrix(batch: Batch, *, reference: str = "context", fallback: str 
     """The :attr:`GroundingFeatures.feature_names` of the output of each row of ``batch``
     against its reference (column ``reference``, or ``fallback`` where that is blank), as
     an (n, 19) float64 array."""
-    a, b, use_a, present = batch.reference(reference, fallback)
-    return kernels.grounding(*batch.texts("output").arrays(), *a.arrays(), *b.arrays(), use_a, present)
+    return groundings(batch, [(reference, fallback)])[0]
+
+
+def groundings(batch: Batch, references: list[tuple[str, str | None]]) -> list[np.ndarray]:
+    """The grounding blocks of the output against each reference (a column and its
+    fallback), worked out in one pass of the kernel (the output's side once) and kept in
+    the batch for the next model that asks."""
+    missing = list(dict.fromkeys(ref for ref in references if ("grounding", *ref) not in batch._cache))
+    for start in range(0, len(missing), 2):  # the kernel takes one or two references
+        pair = missing[start:start + 2]
+        sides = []
+        for name, fallback in pair:
+            a, b, use_a, present = batch.reference(name, fallback)
+            sides.append((a.arrays(), b.arrays(), use_a, present))
+        block = kernels.grounding(batch.texts("output").arrays(), sides)
+        width = len(GroundingFeatures.feature_names)
+        for i, ref in enumerate(pair):
+            batch._cache[("grounding", *ref)] = block[:, i * width:(i + 1) * width]
+    return [batch._cache[("grounding", *ref)] for ref in references]
 
 
 # --------------------------------------------------------------------------- style
@@ -509,13 +534,16 @@ class LogFeatures(BaseEstimator, TransformerMixin):
             out.append(TermTfidf(name="output", kind="names", **common))
         return out
 
+    def references(self) -> list[tuple[str, str | None]]:
+        """What the output is grounded in: (column, fallback for blank rows) per block."""
+        if not self.has_context:
+            return [("input", None)]
+        return [("context", "input")] + ([("input", None)] if self.query_grounding else [])
+
     def dense(self, batch: Batch) -> np.ndarray:
         """The raw (unscaled) grounding and style features of each row."""
-        blocks = [grounding_matrix(batch, reference="context" if self.has_context else "input",
-                                   fallback="input" if self.has_context else None)]
-        if self.has_context and self.query_grounding:
-            blocks.append(grounding_matrix(batch, reference="input", fallback=None))
-        blocks.append(style_matrix(batch.texts("output")))
+        blocks = groundings(batch, self.references())
+        blocks.append(batch.cached(("style", "output"), lambda: style_matrix(batch.texts("output"))))
         return np.hstack(blocks)
 
     def fit(self, X, y=None):
@@ -532,12 +560,6 @@ class LogFeatures(BaseEstimator, TransformerMixin):
             names += [f"query_grounding_{n}" for n in GroundingFeatures.feature_names]
         names += [f"style_{n}" for n in StyleFeatures.feature_names]
         return np.asarray(names, dtype=object)
-
-    def shared_key(self) -> tuple:
-        """What :meth:`dense` depends on: models whose features have the same key can share
-        one computation of a batch's dense features (their vocabularies and scalers may
-        differ)."""
-        return (self.has_context, self.query_grounding)
 
     def transform(self, X) -> sp.csr_matrix:
         batch = batch_of(X)

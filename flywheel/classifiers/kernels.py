@@ -474,55 +474,46 @@ def _dates(data, hashes, starts, stops, flags, t0, t1, out, k):
 # --------------------------------------------------------------------------- grounding
 
 
-def grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
-              a_data, a_off, a_ptr, a_h, a_st, a_sp, a_f,
-              b_data, b_off, b_ptr, b_h, b_st, b_sp, b_f,
-              use_a, present):
-    """How well each output is supported by its reference: row r's reference is text A
-    where ``use_a[r]``, else text B (each given as bytes, offsets and tokens as
-    :func:`tokenize` returns them). Returns an (n, 19) float64 array, the columns of
-    ``GroundingFeatures.feature_names``."""
-    n = len(out_off) - 1
-    result = np.zeros((n, N_GROUNDING), np.float64)
+def grounding(out, references):
+    """How well each output is supported by one or two references. ``out`` is the
+    output's :meth:`Texts.arrays`; each reference is (A, B, use_a, present): row r's
+    reference is text A where ``use_a[r]``, else text B (each a :meth:`Texts.arrays`), and
+    ``present[r]`` says whether the reference was there. Returns an (n, 19 x references)
+    float64 array: per reference, the columns of ``GroundingFeatures.feature_names``. The
+    output's side (its n-grams, numbers, names, dates) is worked out once for all of them."""
+    n = len(out[1]) - 1
+    result = np.zeros((n, N_GROUNDING * len(references)), np.float64)
     if not n:
         return result
-    most_out = int(np.diff(out_off).max())
-    most_ref = int(max(np.diff(a_off).max(), np.diff(b_off).max()))
+    first = references[0]
+    second = references[1] if len(references) > 1 else first
+    most_out = int(np.diff(out[1]).max())
+    most_ref = max(int(np.diff(texts[1]).max()) for ref in references for texts in ref[:2])
     # scratch space for the longest row (a token or a number takes at least two bytes)
     ref_items, out_items = most_ref // 2 + 1, most_out // 2 + 1
-    _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
-               a_data, a_off, a_ptr, a_h, a_st, a_sp, a_f,
-               b_data, b_off, b_ptr, b_h, b_st, b_sp, b_f, use_a, present, result,
+    _grounding(*out, *first[0], *first[1], first[2], first[3], *second[0], *second[1], second[2], second[3],
+               len(references), result,
                np.zeros(capacity(3 * ref_items + 8), np.uint64), np.zeros(capacity(8 * out_items + 8), np.uint64),
-               np.zeros(capacity(8 * out_items + 8), np.uint8),
-               np.empty(ref_items, np.uint64), np.empty(ref_items, np.uint64),
-               np.empty(out_items, np.uint64), np.empty(out_items, np.uint64),
+               np.zeros(capacity(8 * out_items + 8), np.uint8), np.empty(ref_items, np.uint64),
+               np.empty(ref_items, np.uint64), np.empty(out_items, np.uint64), np.empty(out_items, np.uint64),
                np.empty(out_items, np.uint64), np.empty(out_items, np.uint64), np.empty(out_items, np.bool_))
     return result
 
 
 @kernel
 def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
-               a_data, a_off, a_ptr, a_h, a_st, a_sp, a_f,
-               b_data, b_off, b_ptr, b_h, b_st, b_sp, b_f, use_a, present, result,
-               ref, seen, marks, ref_nums, ref_dates, nums, dates, case_h, lower_h, starter):
-    n = len(out_off) - 1
-    for r in range(n):
+               a_data, a_off, a_ptr, a_h, a_st, a_sp, a_f, b_data, b_off, b_ptr, b_h, b_st, b_sp, b_f, use_a, present,
+               c_data, c_off, c_ptr, c_h, c_st, c_sp, c_f, d_data, d_off, d_ptr, d_h, d_st, d_sp, d_f, use_c, present_c,
+               references, result, ref, seen, marks, ref_nums, ref_dates, nums, dates, case_h, lower_h, starter):
+    for r in range(len(out_off) - 1):
         o0, o1 = out_ptr[r], out_ptr[r + 1]
         n_out = o1 - o0
-        if use_a[r]:
-            data, h, st, sp, fl, lo, hi, t0, t1 = a_data, a_h, a_st, a_sp, a_f, a_off[r], a_off[r + 1], a_ptr[r], a_ptr[r + 1]
-        else:
-            data, h, st, sp, fl, lo, hi, t0, t1 = b_data, b_h, b_st, b_sp, b_f, b_off[r], b_off[r + 1], b_ptr[r], b_ptr[r + 1]
-        n_ref = t1 - t0
-        # the output's distinct unigrams, bigrams and trigrams (and later numbers, names,
-        # dates) in one set; marks[slot] says that the reference has the item too
         lo_out, hi_out = out_off[r], out_off[r + 1]
+        # the output's distinct unigrams, bigrams, trigrams, numbers, names and dates in one
+        # set; marks[slot] says that the reference at hand has the n-gram too
         m_nums = _numbers(out_data, lo_out, hi_out, nums, 0)
         ss = _capacity(6 * n_out + m_nums + 8)
         _clear(seen, ss)
-        for j in range(ss):
-            marks[j] = 0
         n_o1 = n_oc = n_o2 = n_o3 = 0
         for i in range(o0, o1):
             x = out_h[i]
@@ -534,95 +525,132 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
                 n_o2 += _add(seen, ss, _key(g, BI))
                 if i + 2 < o1:
                     n_o3 += _add(seen, ss, _key(_fold(g, out_h[i + 2]), TRI))
-        # the reference: its distinct tokens (and numbers, dates) in a set of its own; each
-        # of its n-grams is looked up in the output's set only when its first word is there
-        m_ref_nums = _numbers(data, lo, hi, ref_nums, 0)
-        rs = _capacity(2 * n_ref + m_ref_nums + 8)
-        _clear(ref, rs)
-        n_rc = uni_hits = content_hits = bi_hits = tri_hits = 0
-        for i in range(t0, t1):
-            x = h[i]
-            if _add(ref, rs, _key(x, UNI)) and not (fl[i] & STOP):
-                n_rc += 1
-            j = _slot(seen, ss, _key(x, UNI))
-            if j < 0:
-                continue
-            if not marks[j]:
-                marks[j] = 1
-                uni_hits += 1
-                content_hits += not (fl[i] & STOP)
-            if i + 1 < t1:
-                g = _fold(x, h[i + 1])
-                j = _slot(seen, ss, _key(g, BI))
-                if j >= 0:
-                    if not marks[j]:
-                        marks[j] = 1
-                        bi_hits += 1
-                    if i + 2 < t1:
-                        j = _slot(seen, ss, _key(_fold(g, h[i + 2]), TRI))
-                        if j >= 0 and not marks[j]:
-                            marks[j] = 1
-                            tri_hits += 1
-        for j in range(m_ref_nums):
-            _add(ref, rs, _key(ref_nums[j], NUM))
-        novel_numbers = 0
+        n_nums = 0  # distinct numbers, kept at the front of nums
         for j in range(m_nums):
-            if _add(seen, ss, _key(nums[j], NUM)) and not _has(ref, rs, _key(nums[j], NUM)):
-                novel_numbers += 1
+            if _add(seen, ss, _key(nums[j], NUM)):
+                nums[n_nums] = nums[j]
+                n_nums += 1
         # names: capitalized words that start no sentence anywhere in the output
         m = _capitalized_words(out_data, lo_out, hi_out, case_h, lower_h, starter, 0)
         for j in range(m):
             if starter[j]:
                 _add(seen, ss, _key(case_h[j], STARTER))
-        n_names = novel_names = 0
+        n_names = 0  # distinct names (lower-cased), kept at the front of lower_h
         for j in range(m):
             if not _has(seen, ss, _key(case_h[j], STARTER)) and _add(seen, ss, _key(lower_h[j], NAME)):
+                lower_h[n_names] = lower_h[j]
                 n_names += 1
-                novel_names += not _has(ref, rs, _key(lower_h[j], UNI))
-        # dates: the reference's only when the output has any
         m = _dates(out_data, out_h, out_st, out_sp, out_f, o0, o1, dates, 0)
-        novel_dates = 0
-        if m:
-            m_ref = _dates(data, h, st, sp, fl, t0, t1, ref_dates, 0)
-            for j in range(m_ref):
-                _add(ref, rs, _key(ref_dates[j], DATE))
-            for j in range(m):
-                if _add(seen, ss, _key(dates[j], DATE)) and not _has(ref, rs, _key(dates[j], DATE)):
-                    novel_dates += 1
-        # copied: the output's tokens appear in the reference in a row
-        copied = 0.0
-        if 0 < n_out <= n_ref and uni_hits == n_o1:
-            for s in range(t0, t1 - n_out + 1):
-                same = True
-                for j in range(n_out):
-                    if h[s + j] != out_h[o0 + j]:
-                        same = False
-                        break
-                if same:
-                    copied = 1.0
+        n_dates = 0  # distinct dates, kept at the front of dates
+        for j in range(m):
+            if _add(seen, ss, _key(dates[j], DATE)):
+                dates[n_dates] = dates[j]
+                n_dates += 1
+        for q in range(references):
+            if q == 0 and use_a[r]:
+                _against(r, 0, a_data, a_off, a_h, a_st, a_sp, a_f, a_ptr[r], a_ptr[r + 1], present[r], out_h, o0, o1,
+                         n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums, lower_h,
+                         n_names, dates, n_dates, result)
+            elif q == 0:
+                _against(r, 0, b_data, b_off, b_h, b_st, b_sp, b_f, b_ptr[r], b_ptr[r + 1], present[r], out_h, o0, o1,
+                         n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums, lower_h,
+                         n_names, dates, n_dates, result)
+            elif use_c[r]:
+                _against(r, N_GROUNDING, c_data, c_off, c_h, c_st, c_sp, c_f, c_ptr[r], c_ptr[r + 1], present_c[r],
+                         out_h, o0, o1, n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums,
+                         lower_h, n_names, dates, n_dates, result)
+            else:
+                _against(r, N_GROUNDING, d_data, d_off, d_h, d_st, d_sp, d_f, d_ptr[r], d_ptr[r + 1], present_c[r],
+                         out_h, o0, o1, n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums,
+                         lower_h, n_names, dates, n_dates, result)
+
+
+@register_jitable
+def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0, o1, n_o1, n_oc, n_o2, n_o3,
+             seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums, names, n_names, dates, n_dates, result):
+    """Write row r's grounding features against one reference (tokens t0:t1 of ``data``)
+    from column ``col``, given the output's side."""
+    n_out, n_ref = o1 - o0, t1 - t0
+    for j in range(ss):
+        marks[j] = 0
+    # the reference's distinct tokens (and numbers, dates) in a set of its own; each of its
+    # n-grams is looked up in the output's set only when its first word is there
+    m_ref_nums = _numbers(data, off[r], off[r + 1], ref_nums, 0)
+    rs = _capacity(2 * n_ref + m_ref_nums + 8)
+    _clear(ref, rs)
+    n_rc = uni_hits = content_hits = bi_hits = tri_hits = 0
+    for i in range(t0, t1):
+        x = h[i]
+        if _add(ref, rs, _key(x, UNI)) and not (fl[i] & STOP):
+            n_rc += 1
+        j = _slot(seen, ss, _key(x, UNI))
+        if j < 0:
+            continue
+        if not marks[j]:
+            marks[j] = 1
+            uni_hits += 1
+            content_hits += not (fl[i] & STOP)
+        if i + 1 < t1:
+            g = _fold(x, h[i + 1])
+            j = _slot(seen, ss, _key(g, BI))
+            if j >= 0:
+                if not marks[j]:
+                    marks[j] = 1
+                    bi_hits += 1
+                if i + 2 < t1:
+                    j = _slot(seen, ss, _key(_fold(g, h[i + 2]), TRI))
+                    if j >= 0 and not marks[j]:
+                        marks[j] = 1
+                        tri_hits += 1
+    for j in range(m_ref_nums):
+        _add(ref, rs, _key(ref_nums[j], NUM))
+    novel_numbers = 0
+    for j in range(n_nums):
+        novel_numbers += not _has(ref, rs, _key(nums[j], NUM))
+    novel_names = 0
+    for j in range(n_names):
+        novel_names += not _has(ref, rs, _key(names[j], UNI))
+    novel_dates = 0
+    if n_dates:  # the reference's dates only when the output has any
+        m_ref = _dates(data, h, st, sp, fl, t0, t1, ref_dates, 0)
+        for j in range(m_ref):
+            _add(ref, rs, _key(ref_dates[j], DATE))
+        for j in range(n_dates):
+            novel_dates += not _has(ref, rs, _key(dates[j], DATE))
+    # copied: the output's tokens appear in the reference in a row
+    copied = 0.0
+    if 0 < n_out <= n_ref and uni_hits == n_o1:
+        for s in range(t0, t1 - n_out + 1):
+            same = True
+            for j in range(n_out):
+                if h[s + j] != out_h[o0 + j]:
+                    same = False
                     break
-        uni = uni_hits / n_o1 if n_o1 else 1.0
-        bi = bi_hits / n_o2 if n_o2 else uni
-        tri = tri_hits / n_o3 if n_o3 else bi
-        result[r, 0] = uni
-        result[r, 1] = content_hits / n_oc if n_oc else 1.0
-        result[r, 2] = bi
-        result[r, 3] = tri
-        result[r, 4] = 1.0 - bi
-        result[r, 5] = 1.0 - tri
-        result[r, 6] = content_hits / n_rc if n_rc else 0.0
-        result[r, 7] = np.log1p(novel_numbers)
-        result[r, 8] = 1.0 if novel_numbers else 0.0
-        result[r, 9] = np.log1p(novel_names)
-        result[r, 10] = 1.0 if novel_names else 0.0
-        result[r, 11] = novel_names / n_names if n_names else 0.0
-        result[r, 12] = np.log1p(novel_dates)
-        result[r, 13] = 1.0 if novel_dates else 0.0
-        result[r, 14] = np.log1p(n_out)
-        result[r, 15] = np.log1p(n_ref)
-        result[r, 16] = np.log((n_out + 1.0) / (n_ref + 1.0))
-        result[r, 17] = copied
-        result[r, 18] = 1.0 if present[r] else 0.0
+            if same:
+                copied = 1.0
+                break
+    uni = uni_hits / n_o1 if n_o1 else 1.0
+    bi = bi_hits / n_o2 if n_o2 else uni
+    tri = tri_hits / n_o3 if n_o3 else bi
+    result[r, col] = uni
+    result[r, col + 1] = content_hits / n_oc if n_oc else 1.0
+    result[r, col + 2] = bi
+    result[r, col + 3] = tri
+    result[r, col + 4] = 1.0 - bi
+    result[r, col + 5] = 1.0 - tri
+    result[r, col + 6] = content_hits / n_rc if n_rc else 0.0
+    result[r, col + 7] = np.log1p(novel_numbers)
+    result[r, col + 8] = 1.0 if novel_numbers else 0.0
+    result[r, col + 9] = np.log1p(novel_names)
+    result[r, col + 10] = 1.0 if novel_names else 0.0
+    result[r, col + 11] = novel_names / n_names if n_names else 0.0
+    result[r, col + 12] = np.log1p(novel_dates)
+    result[r, col + 13] = 1.0 if novel_dates else 0.0
+    result[r, col + 14] = np.log1p(n_out)
+    result[r, col + 15] = np.log1p(n_ref)
+    result[r, col + 16] = np.log((n_out + 1.0) / (n_ref + 1.0))
+    result[r, col + 17] = copied
+    result[r, col + 18] = 1.0 if has_reference else 0.0
 
 
 # --------------------------------------------------------------------------- style

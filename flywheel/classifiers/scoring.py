@@ -107,6 +107,10 @@ def _score_into(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, ac
     sums = {task: 0.0 for task in active}
     threads = scoring_threads(settings)
     fast = FastScorer({task: scorer.pipeline for task, scorer in active.items()})
+    # DuckDB's own worker threads would compete with the scoring threads for the cores:
+    # one thread reads and writes meanwhile (the inserts take half the CPU time that way)
+    duckdb_threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("SET threads = 1")
     reading = con.cursor()
     try:
         reader = reading.execute(
@@ -126,6 +130,7 @@ def _score_into(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, ac
                 write.result()
     finally:
         reading.close()
+        con.execute(f"SET threads = {int(duckdb_threads)}")
     return sums
 
 
