@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
+
 import dagster as dg
 
 from assets.annotations import annotations, consensus
@@ -82,6 +84,49 @@ def test_no_champion_scores_nothing_and_says_so(settings):
     assert mat.metadata["dagster/row_count"].value == 0
     assert "no champion" in mat.metadata["skipped"].value["hallucination"]
     assert rows(settings, "SELECT count(*) FROM log_scores")[0][0] == 0
+
+
+class _Broken:
+    """A model that fails while scoring."""
+
+    def predict_proba(self, frame):
+        raise ValueError("the model broke while scoring")
+
+
+def test_a_failure_while_scoring_keeps_the_days_scores_and_duckdb_threads(settings, tmp_path):
+    """Scoring a day is one transaction: a model that fails halfway leaves the day's
+    previous scores as they were, the error is the model's own, and DuckDB's thread
+    setting (lowered while scoring) is restored."""
+    from flywheel import store
+    from flywheel.classifiers.registry import Scorer
+    from flywheel.classifiers.scoring import score_day
+    from flywheel.ingest.loader import ingest_day
+
+    day = "2026-04-04"
+    land(settings, day, "app.jsonl", "".join(
+        json.dumps({"log_id": f"y{i}", "ts": f"{day}T10:00:00Z", "input": "Where is my order?",
+                    "output": f"Order {i} shipped."}) + "\n" for i in range(50)))
+    good = Scorer(task="hallucination", version="good", pipeline=_Constant(), artifact_path=tmp_path / "none")
+    broken = Scorer(task="hallucination", version="broken", pipeline=_Broken(), artifact_path=tmp_path / "none")
+    with store.connection(settings) as con:
+        ingest_day(con, settings, day)
+        con.execute("SET threads = 2")
+        report = score_day(con, settings, day, tasks=("hallucination",), scorers={"hallucination": good})
+        assert report.rows == {"hallucination": 50}
+        with pytest.raises(ValueError, match="the model broke while scoring"):
+            score_day(con, settings, day, tasks=("hallucination",), scorers={"hallucination": broken})
+        assert con.execute("SELECT count(*), min(model_version) FROM log_scores WHERE day = ?", [day]).fetchone() \
+            == (50, "good")
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 2
+
+
+class _Constant:
+    """A model that gives every log 0.25."""
+
+    def predict_proba(self, frame):
+        import numpy as np
+
+        return np.tile([0.75, 0.25], (len(frame), 1))
 
 
 def _fast_rows(n: int, seed: int):

@@ -80,15 +80,22 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
         report.versions[task] = scorer.version
     scored_at = dt.datetime.now(dt.timezone.utc)
     sums = {task: 0.0 for task in active}
-    con.execute("BEGIN TRANSACTION")
+    # DuckDB's own worker threads would compete with the scoring threads for the cores:
+    # one thread reads and writes meanwhile (the inserts take half the CPU time that way)
+    duckdb_threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("SET threads = 1")
     try:
-        con.execute("DELETE FROM log_scores WHERE day = ?", [day])
-        if active and report.logs:
-            sums = _score_into(con, settings, day, active, scored_at)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM log_scores WHERE day = ?", [day])
+            if active and report.logs:
+                sums = _score_into(con, settings, day, active, scored_at)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.execute(f"SET threads = {int(duckdb_threads)}")
     for task in active:
         report.rows[task] = report.logs
         report.mean_score[task] = round(sums[task] / report.logs, 4) if report.logs else float("nan")
@@ -107,10 +114,6 @@ def _score_into(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, ac
     sums = {task: 0.0 for task in active}
     threads = scoring_threads(settings)
     fast = FastScorer({task: scorer.pipeline for task, scorer in active.items()})
-    # DuckDB's own worker threads would compete with the scoring threads for the cores:
-    # one thread reads and writes meanwhile (the inserts take half the CPU time that way)
-    duckdb_threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-    con.execute("SET threads = 1")
     reading = con.cursor()
     try:
         reader = reading.execute(
@@ -130,7 +133,6 @@ def _score_into(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, ac
                 write.result()
     finally:
         reading.close()
-        con.execute(f"SET threads = {int(duckdb_threads)}")
     return sums
 
 
