@@ -232,6 +232,9 @@ def test_kernel_tokens_are_the_python_tokens_on_any_text():
         assert len(got) == len(expected), (text, expected)
         assert [int(h) for h in got] == [int(x[0]) for x in _raw_hashes(expected)], text
     assert tokens("Don\u2019t STOP") == ["don't", "stop"]
+    # texts of one-letter words hold more tokens than the first guess of room: a second pass
+    short = Texts(pl.Series(["a b c d e f g h i j"] * 40 + ["x"], dtype=pl.String))
+    assert np.diff(short.ptr).tolist() == [10] * 40 + [1]
 
 
 def test_numbers_names_and_dates_as_documented():

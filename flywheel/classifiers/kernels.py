@@ -148,29 +148,6 @@ def _token_end(data, pos, end):
 
 
 @kernel
-def _token_counts(data, offsets, ptr):
-    """Fill the row pointers of the tokens (a first, cheap pass: no hashing)."""
-    n = len(offsets) - 1
-    k = 0
-    for r in range(n):
-        pos, end = offsets[r], offsets[r + 1]
-        while pos < end:
-            if _CLASS[data[pos]] == 0:
-                pos += 1
-                continue
-            while pos < end and _CLASS[data[pos]] != 0:
-                pos += 1
-            if pos < end:
-                skip = _apostrophe(data, pos, end)
-                if skip:
-                    pos += skip
-                    while pos < end and (_CLASS[data[pos]] == 1 or _CLASS[data[pos]] == 3):
-                        pos += 1
-            k += 1
-        ptr[r + 1] = k
-
-
-@kernel
 def _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, flags):
     """Fill the tokens; return their number, or -1 when they do not fit."""
     n = len(offsets) - 1
@@ -200,8 +177,9 @@ def tokenize(data, offsets, word_slots, word_flags):
     ``ptr[r]:ptr[r+1]``, with their byte spans in ``data``, and each token's flags from
     the :func:`lookup_table` of special words (``STOP`` | ``MONTH`` | ...; 0 for others)."""
     ptr = np.zeros(len(offsets), np.int64)
-    # one pass with room for a token every four bytes (English text has one every five or
-    # six); texts of shorter tokens are counted first and filled in a second pass
+    # room for a token every four bytes (English text has one every five or six); texts of
+    # shorter tokens are tokenized again with room for the most there can be (a token and
+    # the byte that ends it take at least two bytes)
     room = (int(offsets[-1] - offsets[0]) if len(offsets) else 0) // 4 + len(offsets) + 16
     for attempt in range(2):
         hashes, starts, stops = np.empty(room, np.uint64), np.empty(room, np.int64), np.empty(room, np.int64)
@@ -209,9 +187,8 @@ def tokenize(data, offsets, word_slots, word_flags):
         k = _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, flags)
         if k >= 0:
             return ptr, hashes[:k], starts[:k], stops[:k], flags[:k]
-        _token_counts(data, offsets, ptr)
-        room = int(ptr[-1])
-    raise AssertionError("the counted tokens did not fit")
+        room = int(((np.diff(offsets) + 1) // 2).sum()) + 1
+    raise AssertionError("tokens cannot outnumber half the bytes")
 
 
 @kernel
@@ -265,15 +242,7 @@ def _add(table, size, key):
 
 @njit(inline="always")
 def _has(table, size, key):
-    mask = size - 1
-    i = np.int64(key & np.uint64(mask))
-    while True:
-        v = table[i]
-        if v == 0:
-            return False
-        if v == key:
-            return True
-        i = (i + 1) & mask
+    return _slot(table, size, key) >= 0
 
 
 @njit(inline="always")
@@ -766,10 +735,14 @@ def gram_terms(ptr, hashes, low, high):
     per_row = sum(np.maximum(lengths - (g - 1), 0) for g in range(low, high + 1))
     tptr = np.zeros(len(ptr), np.int64)
     np.cumsum(per_row, out=tptr[1:])
-    total = tptr[-1]
-    terms, first, size = np.empty(total, np.uint64), np.empty(total, np.int64), np.empty(total, np.int64)
+    terms, first, size = _term_arrays(tptr[-1])
     _grams(ptr, hashes, low, high, terms, first, size)
     return tptr, terms, first, size
+
+
+def _term_arrays(total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Room for ``total`` terms: their hashes and two locating integers each."""
+    return np.empty(total, np.uint64), np.empty(total, np.int64), np.empty(total, np.int64)
 
 
 @kernel
@@ -821,9 +794,8 @@ def name_terms(data, offsets):
     """Every capitalized word of each row (case kept, with repeats): (ptr, hashes, byte
     start, byte stop)."""
     tptr = np.zeros(len(offsets), np.int64)
-    _names(data, offsets, tptr, np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64), False)
-    total = tptr[-1]
-    terms, starts, stops = np.empty(total, np.uint64), np.empty(total, np.int64), np.empty(total, np.int64)
+    _names(data, offsets, tptr, *_term_arrays(0), False)
+    terms, starts, stops = _term_arrays(tptr[-1])
     _names(data, offsets, tptr, terms, starts, stops, True)
     return tptr, terms, starts, stops
 
@@ -897,16 +869,8 @@ def _fill_table(keys, values, slots, found):
 @njit(inline="always")
 def _find(slots, values, h):
     """The value of hash ``h`` in a :func:`lookup_table`, or -1."""
-    key = _key(h, 0)
-    mask = len(slots) - 1
-    i = np.int64(key & np.uint64(mask))
-    while True:
-        v = slots[i]
-        if v == 0:
-            return -1
-        if v == key:
-            return values[i]
-        i = (i + 1) & mask
+    i = _slot(slots, len(slots), _key(h, 0))
+    return values[i] if i >= 0 else -1
 
 
 def count_grams(ptr, hashes, low, high, slots, values):
@@ -940,6 +904,17 @@ def _tally(col, where, mask, indices, counts, k):
         j = (j + 1) & mask
 
 
+@register_jitable
+def _end_row(r, k, size, where, indptr, counts):
+    """Close row r at entry k: empty ``where`` and turn its counts into 1 + ln(count)."""
+    for j in range(size):
+        where[j] = -1
+    for e in range(indptr[r], k):
+        if counts[e] > 1.0:
+            counts[e] = 1.0 + np.log(counts[e])
+    indptr[r + 1] = k
+
+
 @kernel
 def _count_grams(ptr, hashes, low, high, slots, values, where, indptr, indices, counts):
     k = 0
@@ -958,12 +933,7 @@ def _count_grams(ptr, hashes, low, high, slots, values, where, indptr, indices, 
                 col = _find(slots, values, x)
                 if col >= 0:
                     k = _tally(col, where, mask, indices, counts, k)
-        for j in range(size):
-            where[j] = -1
-        for e in range(indptr[r], k):
-            if counts[e] > 1.0:
-                counts[e] = 1.0 + np.log(counts[e])
-        indptr[r + 1] = k
+        _end_row(r, k, size, where, indptr, counts)
     return k
 
 
@@ -988,10 +958,5 @@ def _count(tptr, terms, slots, values, where, indptr, indices, counts):
             col = _find(slots, values, terms[i])
             if col >= 0:
                 k = _tally(col, where, mask, indices, counts, k)
-        for j in range(size):
-            where[j] = -1
-        for e in range(indptr[r], k):
-            if counts[e] > 1.0:
-                counts[e] = 1.0 + np.log(counts[e])
-        indptr[r + 1] = k
+        _end_row(r, k, size, where, indptr, counts)
     return k
