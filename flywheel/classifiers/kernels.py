@@ -380,12 +380,8 @@ def _day_number(data, s, e, suffix):
 
 @register_jitable
 def _all_space(data, s, e):
-    if e <= s:
-        return False
-    for p in range(s, e):
-        if not _space(data[p]):
-            return False
-    return True
+    """Whether bytes [s, e) are white space, and at least one."""
+    return e > s and _only_space(data, s, e)
 
 
 @register_jitable
