@@ -1,23 +1,33 @@
-"""Ingest benchmark: our `logs` ingestion of N canonical JSON-line records against bare
-DuckDB `CREATE TABLE t AS SELECT * FROM read_json(...)` on the same file, in one process,
-with the same DuckDB thread count and memory limit.
+"""Ingest benchmark, in one of two modes.
 
-The input (about 1 KB a record, from the demo generator) is written once to
-benchmarks/.cache and reused. Both sides write into a fresh DuckDB file.
+Default: our `logs` ingestion of N canonical JSON-line records against bare DuckDB
+`CREATE TABLE t AS SELECT * FROM read_json(...)` on the same file, in one process, with
+the same DuckDB thread count and memory limit.
+
+`--format NAME` (a demo format: openai, openai_batch, otel, langfuse, csv, parquet,
+canonical_jsonl_gz, ...): our ingestion of one demo day of N records written in that
+format against our ingestion of the very same records as canonical JSON lines (the
+accepted rows, exported from the first run's `logs` table), in the same process: the
+`ratio` is what the format costs over the canonical path.
+
+Inputs (from the demo generator) are written once to benchmarks/.cache and reused. Each
+side writes into a fresh DuckDB file.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import duckdb
 
 from benchmarks.common import CACHE, peak_rss_mb, say
 from flywheel import store
-from flywheel.demo import DemoSpec, iter_canonical_records, write_canonical_jsonl
+from flywheel.demo import FORMATS, DemoSpec, generate, iter_canonical_records, write_canonical_jsonl
 from flywheel.ingest.loader import ingest_day
 from flywheel.settings import load
 
@@ -37,11 +47,84 @@ def input_file(rows: int, seed: int) -> Path:
     return path
 
 
+def format_day(fmt: str, rows: int, seed: int) -> Path:
+    """Return the cached landing folder of one demo day of ``rows`` records in ``fmt`` only."""
+    folder = CACHE / f"format-{fmt}-{rows}-seed{seed}"
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        say(f"writing {rows:,} demo records as {fmt} to {folder} (once) ...")
+        spec = DemoSpec(days=1, rows_per_day=rows, seed=seed, start=date.fromisoformat(DAY), format_shares={fmt: 1.0})
+        generate(folder / "home", spec)
+        (folder / ".complete").write_text("")
+    return folder / "home" / "landing" / DAY
+
+
+# The canonical fields of a stored log, as the canonical JSON-lines format spells them.
+_CANONICAL_EXPORT = (
+    "log_id, strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, source, input, output, context, model, "
+    "prompt_name, prompt_version, feedback, messages, git_commit, session_id, user_id, latency_ms, "
+    "prompt_tokens, completion_tokens, cost_usd, tags, metadata"
+)
+
+
+def _timed_ingest(home: Path, files: list[Path]) -> tuple[object, float, float]:
+    """Ingest ``files`` as the day DAY of a fresh home; return (report, seconds, cpu seconds)."""
+    settings = load({"FLYWHEEL_HOME": str(home)})
+    landing = settings.landing_for(DAY)
+    landing.mkdir(parents=True)
+    for path in files:
+        (landing / path.name).symlink_to(path)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with store.connection(settings) as con:
+        report = ingest_day(con, settings, DAY)
+    return report, time.perf_counter() - started, time.process_time() - cpu_started
+
+
+def compare_format(fmt: str, rows: int, seed: int) -> dict:
+    """Return the JSON result of ``--format``: ``fmt`` against the canonical path."""
+    landing = format_day(fmt, rows, seed)
+    files = sorted(p for p in landing.iterdir() if p.is_file())
+    size_mb = sum(p.stat().st_size for p in files) / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        say(f"ours: ingesting {rows:,} records as {fmt} ({size_mb:,.0f} MB) ...")
+        report, seconds, cpu_seconds = _timed_ingest(Path(tmp) / "format", files)
+        canonical = Path(tmp) / "canonical.jsonl"
+        with duckdb.connect(str(Path(tmp) / "format" / "flywheel.duckdb"), read_only=True) as con:
+            con.execute(f"COPY (SELECT {_CANONICAL_EXPORT} FROM logs ORDER BY source_file, source_line) "
+                        f"TO '{canonical}' (FORMAT json)")
+        say(f"canonical: ingesting the same {report.total('accepted'):,} records as canonical JSON lines ...")
+        base_report, base_seconds, base_cpu = _timed_ingest(Path(tmp) / "canonical", [canonical])
+        canonical_mb = canonical.stat().st_size / 1e6
+    return {
+        "name": "ingest",
+        "format": fmt,
+        "rows": report.total("read"),
+        "accepted": report.total("accepted"),
+        "rejected": report.total("rejected"),
+        "file_mb": round(size_mb, 1),
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(report.total("read") / seconds),
+        "baseline": "the same records as canonical JSON lines, our ingest",
+        "baseline_rows": base_report.total("accepted"),
+        "baseline_file_mb": round(canonical_mb, 1),
+        "baseline_seconds": round(base_seconds, 2),
+        "ratio": round(seconds / base_seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "baseline_cpu_seconds": round(base_cpu, 2),
+        "cpu_ratio": round(cpu_seconds / base_cpu, 3),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def main(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks ingest")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="a demo format, timed against the canonical path of the same records")
     args = parser.parse_args(argv)
+    if args.format:
+        return compare_format(args.format, args.rows, args.seed)
     source = input_file(args.rows, args.seed)
     size_mb = source.stat().st_size / 1e6
 
