@@ -32,11 +32,39 @@ from flywheel.ingest.formats.detection import FORMATS, detect_format
 from flywheel.ingest.formats.jsonio import _unreadable_on_decode_errors, open_text
 from flywheel.ingest.formats.canonical import _read_canonical
 from flywheel.ingest.formats.openai import _read_batch_output, _read_openai_chat, load_batch_requests
-from flywheel.ingest.formats.otel import _read_otel
+from flywheel.ingest.formats.otel import _read_otel, load_otel_logs, normalize_id
 from flywheel.ingest.formats.langfuse import _read_langfuse
 
 
-__all__ = ["FORMATS", "detect_format", "iter_records", "load_batch_requests", "open_text"]
+__all__ = [
+    "COMPANION_FORMATS",
+    "FORMATS",
+    "detect_format",
+    "iter_records",
+    "load_batch_requests",
+    "load_companion",
+    "load_otel_logs",
+    "normalize_id",
+    "open_text",
+]
+
+COMPANION_FORMATS = frozenset({"openai_batch_input", "otel_logs"})
+"""Formats whose files hold no log records of their own but complete another file's:
+Batch API input lines (the requests of an output file) and OTel log records (the
+message content of the spans in a spans file). The loader reads them first."""
+
+
+def load_companion(path, fmt: str) -> dict:
+    """Return what a companion file adds to the day, for ``iter_records(batch_requests=...)``.
+
+    Batch input lines are keyed by ``custom_id`` (a string), OTel log records by
+    ``("otel_log", trace id, span id)``, so one dict holds both.
+    """
+    if fmt == "openai_batch_input":
+        return load_batch_requests(path)
+    if fmt == "otel_logs":
+        return load_otel_logs(path)
+    raise ValueError(f"{fmt!r} is not a companion format ({', '.join(sorted(COMPANION_FORMATS))})")
 
 
 def iter_records(
@@ -52,9 +80,10 @@ def iter_records(
         path: the file (gzip or plain).
         fmt: ``canonical_jsonl``, ``openai_chat``, ``openai_batch_output``, ``otel`` or
             ``langfuse``.
-        batch_requests: for ``openai_batch_output``, the map from
-            :func:`load_batch_requests` of the matching input file(s); output lines
-            without an input line become error records.
+        batch_requests: what the day's companion files add (:func:`load_companion`):
+            for ``openai_batch_output`` the input lines by custom_id (output lines
+            without an input line become error records); for ``otel`` the log
+            records by span.
         stats: when given, counters are added to it as the iterator runs (final once
             it is exhausted): ``stats["ignored_spans"]`` counts OTel spans that are not
             LLM calls (HTTP, retriever, chain, embedding, tool spans) and so are not

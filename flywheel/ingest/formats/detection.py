@@ -24,6 +24,7 @@ FORMATS = (
     "openai_batch_input",
     "openai_batch_output",
     "otel",
+    "otel_logs",
     "langfuse",
 )
 
@@ -142,6 +143,8 @@ def _classify_keys(keys) -> str | None:
     """
     if "resourceSpans" in keys:
         return "otel"
+    if "resourceLogs" in keys:
+        return "otel_logs"
     if "custom_id" in keys:
         if "response" in keys or "error" in keys:
             return "openai_batch_output"

@@ -1,19 +1,34 @@
-"""OpenTelemetry OTLP/JSON spans of LLM calls.
+"""OpenTelemetry OTLP/JSON spans of LLM calls, joined with their GenAI log records.
 
 Mapping (otel): one record per LLM span (others are counted in
 ``stats["ignored_spans"]``); log_id = ``spanId``; ts = start time as ISO-8601 UTC;
-source = resource ``service.name``; attribute names accepted per field: see
-``_OTEL_FIELDS``.
+latency = end - start; source = resource ``service.name``; attribute names accepted per
+field: see ``_OTEL_FIELDS``. Span and trace ids are normalized to lower-case hex:
+OTLP/JSON (the collector's and the SDK's JSON file exporters) writes hex, protobuf's
+``MessageToJson`` of the same span writes base64; both give the same log_id.
+
+Message content is read, newest convention first, from ``gen_ai.input.messages`` /
+``gen_ai.output.messages`` (latest conventions, content on the span), indexed
+attributes (OpenLLMetry ``gen_ai.prompt.N.*``, OpenInference ``llm.input_messages.N.*``),
+span events, and **log records** (otel_logs): the default mode of the official
+instrumentations (``opentelemetry-instrumentation-openai-v2`` and its siblings on the
+v1.30 conventions with content capture) sends ``gen_ai.system.message``,
+``gen_ai.user.message``, ``gen_ai.choice``, ... as OTLP log records (``resourceLogs``,
+event name in ``eventName`` or the ``event.name`` attribute, content in the body) that
+carry the trace and span id of their span. A day's logs files are read first
+(:func:`load_otel_logs`) and their records join the span with the same ids.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 from flywheel.ingest.records import RawRecord
-from flywheel.ingest.formats.jsonio import _LineFinder, _iter_json_items
+from flywheel.ingest.formats.jsonio import _LineFinder, _iter_json_items, _unreadable_on_decode_errors
 from flywheel.ingest.formats.common import _add, _dumps, _first, _map_value, _own_metadata, _parse_json_text, _put
 from flywheel.ingest.formats.messages import _canonical_messages, _context_from, _last_user_text, _openai_message, _parse_arguments, _render_call, _text
 
@@ -54,8 +69,65 @@ _OTEL_FIELDS = {
 _OTEL_CONTENT_KEYS = ("input.value", "output.value", "input.mime_type", "output.mime_type")
 
 
+def load_otel_logs(path) -> dict[tuple, list[dict]]:
+    """Return the GenAI log records of an OTLP/JSON logs file, by the span they belong to.
+
+    Keys are ``("otel_log", trace id, span id)`` (ids as lower-case hex); values are
+    the span-event-like dicts ``{name, attributes, body}`` of the span's log records in
+    file order. Records without a span id, and broken lines, are skipped: they belong
+    to no log record.
+    """
+    found: dict[tuple, list[dict]] = {}
+    with _unreadable_on_decode_errors(path):
+        for item in _iter_json_items(path):
+            doc = item.value
+            if item.error is not None or not isinstance(doc, dict):
+                continue
+            for resource_logs in doc.get("resourceLogs") or ():
+                if not isinstance(resource_logs, dict):
+                    continue
+                for scope_logs in resource_logs.get("scopeLogs") or ():
+                    for log in (scope_logs.get("logRecords") if isinstance(scope_logs, dict) else None) or ():
+                        if not isinstance(log, dict):
+                            continue
+                        span_id, trace_id = normalize_id(log.get("spanId")), normalize_id(log.get("traceId"))
+                        if not span_id:
+                            continue
+                        attrs = _otel_attrs(log.get("attributes"))
+                        name = log.get("eventName") or attrs.get("event.name")
+                        body = _otel_value(log.get("body"))
+                        found.setdefault(("otel_log", trace_id, span_id), []).append(
+                            {"name": name, "attributes": attrs, "body": body}
+                        )
+    return found
+
+
+def normalize_id(value: Any) -> Any:
+    """Return an OTLP trace/span id as lower-case hex; base64 ids (protobuf JSON) decoded.
+
+    Values that are neither (empty, other lengths) are returned as found.
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    if _HEX_ID.fullmatch(value):
+        return value.lower()
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return value
+    return raw.hex() if len(raw) in (8, 16) else value
+
+
+_HEX_ID = re.compile(r"[0-9a-fA-F]{16}|[0-9a-fA-F]{32}")
+
+
 def _read_otel(path, batch_requests, stats) -> Iterator[RawRecord]:
-    """Yield one record per LLM span of an OTLP/JSON file (one document, or one per line)."""
+    """Yield one record per LLM span of an OTLP/JSON file (one document, or one per line).
+
+    ``batch_requests`` may hold the day's log records by span (:func:`load_otel_logs`);
+    a span's log records are read as its events.
+    """
+    companions = batch_requests or {}
     for item in _iter_json_items(path):
         if item.error is not None:
             yield RawRecord(item.line, item.raw, error=item.error)
@@ -71,6 +143,8 @@ def _read_otel(path, batch_requests, stats) -> Iterator[RawRecord]:
                 continue
             attrs = _otel_attrs(span.get("attributes"))
             events = [e for e in span.get("events") or () if isinstance(e, dict)]
+            key = ("otel_log", normalize_id(span.get("traceId")), normalize_id(span.get("spanId")))
+            events += companions.get(key, [])
             if not _is_llm_span(attrs, events):
                 if stats is not None:
                     stats["ignored_spans"] = stats.get("ignored_spans", 0) + 1
@@ -177,7 +251,7 @@ def _map_otel_span(span: dict, attrs: dict, events: list[dict], resource: dict, 
     """Return the canonical record of one LLM span."""
     used: set[str] = set(_OTEL_CONTENT_KEYS)
     record: dict = {}
-    _put(record, "log_id", span.get("spanId"))
+    _put(record, "log_id", normalize_id(span.get("spanId")))
     start, end = _nanos(span.get("startTimeUnixNano")), _nanos(span.get("endTimeUnixNano"))
     if start:  # 0 means "unknown" in OTLP
         _put(record, "ts", _iso_from_nanos(start) or span.get("startTimeUnixNano"))
@@ -200,8 +274,8 @@ def _map_otel_span(span: dict, attrs: dict, events: list[dict], resource: dict, 
 
     meta = _own_metadata(attrs.get("metadata"))  # OpenInference keeps a JSON object here
     used.add("metadata")
-    _add(meta, "trace_id", span.get("traceId"))
-    _add(meta, "parent_span_id", span.get("parentSpanId") or None)
+    _add(meta, "trace_id", normalize_id(span.get("traceId")))
+    _add(meta, "parent_span_id", normalize_id(span.get("parentSpanId")) or None)
     _add(meta, "span_name", span.get("name"))
     _add(meta, "span_kind", span.get("kind"))
     _add(meta, "scope_name", scope.get("name") if isinstance(scope, dict) else None)
