@@ -10,7 +10,7 @@ from flywheel.annotations.formats.records import ParsedRecord, UnreadableAnnotat
 from flywheel.annotations.formats.reading import _Document, _csv_rows, _json_documents, _read_text
 from flywheel.annotations.formats.canonical import _canonical
 from flywheel.annotations.formats.queue_csv import WIDE_LABEL_COLUMNS, _wide
-from flywheel.annotations.formats.label_studio import _label_studio_task
+from flywheel.annotations.formats.label_studio import _label_studio_min, _label_studio_task
 from flywheel.annotations.formats.argilla import _argilla_record
 from flywheel.annotations.formats.langfuse import _langfuse_score
 
@@ -44,6 +44,8 @@ def _kind(obj: Any) -> str | None:
     keys = {str(k).lower() for k in obj}
     if "annotations" in keys or ("data" in keys and isinstance(obj.get("data"), dict)):
         return "label_studio"
+    if {"annotator", "annotation_id"} <= keys:
+        return "label_studio_min"
     if "responses" in keys or "fields" in keys or any(k.endswith(".responses") for k in keys):
         return "argilla"
     if "log_id" in keys and "label" in keys:
@@ -67,7 +69,7 @@ def _json_format(documents: list[_Document]) -> str:
     keys = sorted(sample)[:12] if isinstance(sample, dict) else type(sample).__name__
     raise UnreadableAnnotationFile(
         f"JSON of no known annotation format (first record keys: {keys}); expected canonical "
-        "records (log_id, label, value), Label Studio tasks, Argilla records or Langfuse scores"
+        "records (log_id, label, value), Label Studio tasks or JSON-MIN rows, Argilla records or Langfuse scores"
     )
 
 
@@ -75,6 +77,7 @@ def _json_records(fmt: str, documents: list[_Document]) -> Iterator[ParsedRecord
     reader = {
         "canonical_json": _canonical,
         "label_studio": _label_studio_task,
+        "label_studio_min": _label_studio_min,
         "argilla": _argilla_record,
         "langfuse_scores": _langfuse_score,
     }[fmt]
@@ -103,6 +106,8 @@ def _csv_file(text: str) -> tuple[str, Iterator[ParsedRecord]]:
     if "log_id" in lower and "label" in lower:
         fmt, reader = "canonical_csv", _canonical
         names = [n.lower() for n in names]
+    elif {"annotator", "annotation_id"} <= lower:  # Label Studio's CSV/TSV export (JSON-MIN rows)
+        fmt, reader = "label_studio_csv", _label_studio_min
     elif "log_id" in lower and lower & set(WIDE_LABEL_COLUMNS):
         fmt, reader = "wide_csv", _wide
         names = [n.lower() for n in names]
@@ -111,7 +116,8 @@ def _csv_file(text: str) -> tuple[str, Iterator[ParsedRecord]]:
     else:
         raise UnreadableAnnotationFile(
             f"CSV of no known annotation format (header: {', '.join(names)[:300]}); expected "
-            "log_id,annotator,label,value,... or a Langfuse score export (traceId, name, value, ...)"
+            "log_id,annotator,label,value,..., a Label Studio CSV/TSV export (annotator, annotation_id, ...) "
+            "or a Langfuse score export (traceId, name, value, ...)"
         )
 
     def records() -> Iterator[ParsedRecord]:

@@ -1,13 +1,29 @@
-"""Label Studio JSON export: one record per ``choices`` or ``labels`` result of a
-not-cancelled annotation of a task.
+"""Label Studio exports: JSON, JSON-MIN, CSV and TSV.
 
-Log id: ``data.log_id``, else ``data.id``, else the task id as ``ls-<id>``. Annotator:
-``completed_by`` as ``label-studio:<user id>`` whether it is an id or an object, the
-e-mail when the object has no id. Created: ``updated_at``, else ``created_at``.
+JSON export (``label_studio``): one record per ``choices`` or ``labels`` result of a
+not-cancelled annotation of a task. Log id: ``data.log_id``, else ``data.id``, else the
+task id as ``ls-<id>``. Annotator: ``completed_by`` as ``label-studio:<user id>`` whether
+it is an id or an object, the e-mail when the object has no id. Created: ``updated_at``,
+else ``created_at``.
+
+JSON-MIN export (``label_studio_min``) and the CSV/TSV exports (``label_studio_csv``,
+the same rows as a table): one row per annotation, the task's data fields flattened
+into the row next to one column per labelling control (the ``from_name``: a single
+choice as its text, spans as a list of ``{start, end, text, labels}``), ``annotator``,
+``annotation_id``, ``created_at``, ``updated_at``, ``lead_time``. One record per filled
+label column: a column is a label unless it is one of those, a data field of the tasks
+flywheel exports (:data:`TASK_DATA_FIELDS`) or the ``comment`` text area (the comment).
+Log id: ``log_id``, else the task ``id`` as ``ls-<id>`` (the task's own ``data.id`` is
+overwritten by the task id in these exports). Annotator: the ``annotator`` column,
+which Label Studio writes as the user's e-mail (or ``label-studio:<id>`` when it is a
+bare user id); note that the JSON export names the same person ``label-studio:<id>``
+when its ``completed_by`` has an id, so map one to the other in ``mapping.toml``
+``[annotators]`` when mixing exports. Created: ``updated_at``, else ``created_at``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,3 +101,65 @@ def _ls_result(record: ParsedRecord, result: dict) -> None:
     else:
         record.reject = "unsupported result type"
         record.detail = f"{kind!r} results are not labels of a log (only choices and labels are)"
+
+
+TASK_DATA_FIELDS = frozenset({"log_id", "input", "output", "context", "source", "day", "strategy", "reason", "priority"})
+"""The data fields of the Label Studio tasks flywheel's outbox writes (not label columns)."""
+
+_MIN_META = frozenset({"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time",
+                       "agreement", "comment", "history"})
+
+
+def _label_studio_min(row: dict, line: int, raw: str) -> Iterator[ParsedRecord]:
+    """Yield one record per filled label column of a JSON-MIN (or CSV/TSV export) row."""
+    get = {str(k).lower(): v for k, v in row.items()}
+    log_id = _first_present(_text(get.get("log_id")))
+    if log_id is None and get.get("id") not in (None, ""):
+        log_id = f"ls-{_text(get['id'])}"
+    annotator = get.get("annotator")
+    if isinstance(annotator, (int, float)) and not isinstance(annotator, bool) or (
+        isinstance(annotator, str) and annotator.strip().isdigit()
+    ):
+        annotator = f"label-studio:{int(annotator)}"  # a bare user id, as in the JSON export
+    comment = get.get("comment")
+    common = {
+        "log_id": log_id,
+        "annotator": _text(annotator),
+        "comment": _text(" ".join(map(str, comment)) if isinstance(comment, list) else comment),
+        "created_at": _first_present(_text(get.get("updated_at")), _text(get.get("created_at"))),
+    }
+    where = {"task": get.get("id"), "annotation": get.get("annotation_id")}
+    labelled = False
+    for name, value in row.items():
+        key = str(name).lower()
+        if key in _MIN_META or key in TASK_DATA_FIELDS or value is None or value == "" or value == []:
+            continue
+        labelled = True
+        value = _parse_cell(value)
+        result_raw = _dumps({**where, name: value})
+        if log_id is None:
+            yield ParsedRecord(line=line, raw=result_raw, label=name, value=value, reject="missing log_id",
+                               detail="the row has no log_id or id", **{k: v for k, v in common.items() if k != "log_id"})
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for span in value:  # a labels (span) control: one record per span
+                labels = span.get("labels")
+                label_text = labels[0] if isinstance(labels, list) and labels else labels
+                yield ParsedRecord(line=line, raw=result_raw, label=name, value=label_text,
+                                   span_label=label_text, span_start=span.get("start"),
+                                   span_end=span.get("end"), **common)
+        else:
+            record = ParsedRecord(line=line, raw=result_raw, label=name, **common)
+            record.value = _text(_single(record, value, "choices"))
+            yield record
+    if not labelled:
+        yield ParsedRecord(line=line, raw=_dumps(where), log_id=log_id, skip="annotation without results")
+
+
+def _parse_cell(value: Any) -> Any:
+    """Return a CSV cell holding JSON (spans, several choices) parsed; other values as found."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

@@ -46,7 +46,9 @@ def _json_documents(text: str) -> Iterator[_Document]:
     if text[start] == "[":
         yield from _array_documents(text, start)
         return
-    lines = text.splitlines()
+    # Only "\n" ends a JSON line: str.splitlines would also split at U+2028/U+2029, \x1c-\x1e
+    # and \x85, which JSON allows raw inside strings (a comment with a line separator).
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     first = next(i for i, line in enumerate(lines) if line.strip())
     try:
         json.loads(lines[first])

@@ -14,6 +14,8 @@ TOOL_OF_FORMAT: dict[str, str] = {
     "canonical_json": "canonical",
     "wide_csv": "canonical",
     "label_studio": "label_studio",
+    "label_studio_min": "label_studio",
+    "label_studio_csv": "label_studio",
     "argilla": "argilla",
     "langfuse_scores": "langfuse",
     "empty": "canonical",

@@ -1,8 +1,25 @@
 """Langfuse trace exports.
 
-Mapping (langfuse): one record per trace; log_id = trace ``id``; source = ``name``, else
-``environment``; feedback rule: see ``_langfuse_feedback``. Dict inputs give the
-context under ``context``/``documents``.
+Shapes read (all detected as ``langfuse``):
+
+- traces of the public API / SDK ``fetch_traces`` (``{"data": [...]}``, an array or JSON
+  lines), with ``observations`` and ``scores`` objects;
+- the UI batch export of traces (Export button, JSON or JSON lines): one row per trace
+  whose ``input``/``output``/``metadata`` are JSON *text* (parsed here), token counts in
+  ``usage.promptTokens``/``completionTokens``, costs as decimal strings, and one column
+  per score name holding the list of that score's values (``"user-feedback": [1]``);
+- the single-trace download of the trace view, ``{"trace": {...}, "observations": [...]}``,
+  and the older ``{"observations": [...], "scores": [...]}`` with no trace object (the
+  trace id then comes from the observations' ``traceId``, the time from their earliest
+  ``startTime``).
+
+Mapping: one record per trace; log_id = trace ``id``; source = ``name``, else
+``environment``; input/output/model/tokens from the trace, else its first GENERATION
+observation; chat-message inputs give the last user message as input and the context
+of the conversation (tool results, or a ``Context:`` line in the system prompt); dict
+inputs give the context under ``context``/``documents``; latency = ``latency``
+seconds, else the generation's; feedback rule: see ``_langfuse_feedback`` (score
+objects) and ``_column_feedback`` (UI export score columns).
 """
 
 from __future__ import annotations
@@ -11,7 +28,7 @@ from typing import Any, Iterator
 
 from flywheel.ingest.records import RawRecord
 from flywheel.ingest.formats.jsonio import _LineFinder, _iter_json_items
-from flywheel.ingest.formats.common import _add, _as_dict, _dumps, _first, _map_value, _own_metadata, _put, _seconds_to_ms
+from flywheel.ingest.formats.common import _add, _as_dict, _dumps, _first, _map_value, _own_metadata, _parse_json_text, _put, _seconds_to_ms
 from flywheel.ingest.formats.messages import _canonical_messages, _context_from, _last_user_text, _openai_message, _text
 
 
@@ -47,7 +64,33 @@ def _read_langfuse(path, batch_requests, stats) -> Iterator[RawRecord]:
                 line = finder.line_of("id", trace.get("id") if isinstance(trace, dict) else None)
                 yield _map_value(line, _dumps(trace), trace, _map_langfuse)
             continue
+        if item.error is None and isinstance(value, dict):
+            value = _trace_of_download(value)
         yield _map_value(item.line, item.raw, value, _map_langfuse, item.error)
+
+
+def _trace_of_download(value: dict) -> dict:
+    """Return the trace of a single-trace download, or ``value`` when it is a trace already.
+
+    ``{"trace": {...}, "observations": [...]}`` gives the trace with its observations;
+    ``{"observations": [...], "scores": [...]}`` (no trace object) a trace built from
+    the observations' ``traceId`` and earliest ``startTime``.
+    """
+    observations = value.get("observations")
+    if isinstance(value.get("trace"), dict):
+        trace = dict(value["trace"])
+        if isinstance(observations, list):
+            trace["observations"] = observations
+        if "scores" in value and not trace.get("scores"):
+            trace["scores"] = value["scores"]
+        return trace
+    if "id" in value or not isinstance(observations, list):
+        return value
+    listed = [o for o in observations if isinstance(o, dict)]
+    trace_id = next((o["traceId"] for o in listed if o.get("traceId")), None)
+    starts = sorted(o["startTime"] for o in listed if isinstance(o.get("startTime"), str))
+    trace = {"id": trace_id, "timestamp": starts[0] if starts else None}
+    return trace | {k: v for k, v in value.items() if k not in trace}
 
 
 def _map_langfuse(trace: dict) -> dict:
@@ -63,9 +106,10 @@ def _map_langfuse(trace: dict) -> dict:
     _put(record, "log_id", trace.get("id"))
     _put(record, "ts", trace.get("timestamp"))
     _put(record, "source", trace.get("name") or trace.get("environment"))
-    trace_input = trace.get("input") if trace.get("input") is not None else generation.get("input")
+    # The UI export (ClickHouse) gives input/output as JSON text: parse it.
+    trace_input = _parse_json_text(trace.get("input") if trace.get("input") is not None else generation.get("input"))
     conversation = _langfuse_input(trace_input, record, meta)
-    trace_output = trace.get("output") if trace.get("output") is not None else generation.get("output")
+    trace_output = _parse_json_text(trace.get("output") if trace.get("output") is not None else generation.get("output"))
     _put(record, "output", _langfuse_output(trace_output))
     if conversation:
         reply = [{"role": "assistant", "content": record.get("output")}] if "output" in record else []
@@ -76,26 +120,30 @@ def _map_langfuse(trace: dict) -> dict:
     _put(record, "model", generation.get("model"))
     _put(record, "prompt_name", generation.get("promptName"))
     _put(record, "prompt_version", generation.get("promptVersion"))
-    usage = _as_dict(generation.get("usageDetails")) or _as_dict(generation.get("usage"))
+    usage = (_as_dict(generation.get("usageDetails")) or _as_dict(generation.get("usage"))
+             or _as_dict(trace.get("usage")))  # UI export: the trace's summed usage
     # usageDetails/usage {input, output} (v3), usage {promptTokens, ...} (v2 SDKs), or
     # promptTokens/completionTokens on the observation itself (public API v2).
-    prompt_tokens = _first(usage, "input", "promptTokens", "prompt_tokens")
-    completion_tokens = _first(usage, "output", "completionTokens", "completion_tokens")
+    prompt_tokens = _first(usage, "input", "promptTokens", "prompt_tokens", "inputTokens")
+    completion_tokens = _first(usage, "output", "completionTokens", "completion_tokens", "outputTokens")
     _put(record, "prompt_tokens", prompt_tokens if prompt_tokens is not None else generation.get("promptTokens"))
     _put(
         record, "completion_tokens",
         completion_tokens if completion_tokens is not None else generation.get("completionTokens"),
     )
     latency = _seconds_to_ms(trace.get("latency"))
+    if latency is None and trace.get("latency") is None:
+        latency = _seconds_to_ms(generation.get("latency"))
     _put(record, "latency_ms", latency)
     if latency is None:
         _add(meta, "latency", trace.get("latency"))
-    _put(record, "cost_usd", trace.get("totalCost"))
+    _put(record, "cost_usd", trace.get("totalCost"))  # a decimal string in the UI export: the loader casts
 
     scores = trace.get("scores") or []
     if scores:
         meta["langfuse_scores"] = scores
-    _put(record, "feedback", _langfuse_feedback(scores))
+    feedback = _langfuse_feedback(scores) if isinstance(scores, list) else None
+    _put(record, "feedback", feedback if feedback is not None else _column_feedback(trace))
     if observations:
         # Their input/output is the trace's text again; everything else is kept.
         meta["langfuse_observations"] = [
@@ -189,6 +237,34 @@ def _langfuse_output(value: Any) -> str | None:
         if replies and replies[-1]["content"] is not None:
             return replies[-1]["content"]
     return _dumps(value)
+
+
+def _column_feedback(trace: dict) -> int | None:
+    """Return end-user feedback (-1, 0, 1) from a UI export's score columns, else None.
+
+    The export has one column per score name holding the list of its values (numbers
+    for NUMERIC scores, ``stringValue`` texts otherwise); a column named like user
+    feedback (:data:`_FEEDBACK_SCORE_NAMES`) gives its last value, read by the rule of
+    :func:`_langfuse_feedback` (``"True"``/``"False"`` as thumbs up/down).
+    """
+    for key, values in trace.items():
+        name = str(key).lower().replace("_", "-").replace(" ", "-")
+        if name not in _FEEDBACK_SCORE_NAMES or values is None:
+            continue
+        listed = [v for v in (values if isinstance(values, list) else [values]) if v is not None]
+        if not listed:
+            continue
+        value = listed[-1]
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return 1 if value.strip().lower() == "true" else -1
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return _FEEDBACK_CATEGORIES.get(str(value).strip().lower().replace(" ", "-"))
+        if "thumb" in name:
+            return 1 if number > 0 else -1
+        return (number > 0) - (number < 0)
+    return None
 
 
 def _langfuse_feedback(scores: list) -> int | None:

@@ -2,7 +2,8 @@
 
 Mapping:
 
-- openai_chat: log_id = top-level ``log_id``/``id``, else ``response.id``; ts =
+- openai_chat: log_id = top-level ``log_id``/``id``, else ``response.id``, else one
+  derived from the record's content (NVIDIA data-flywheel datasets, see :mod:`.nvidia`); ts =
   ``timestamp``, else ``response.created``; source = ``workload_id``, else ``client_id``;
   user_id = ``request.user``; top-level canonical keys win over derived values. The
   request's ``metadata`` (stored-completions metadata, a dict of strings) fills the
@@ -12,6 +13,12 @@ Mapping:
   from the input line with the same ``custom_id``; user_id = the input body's ``user``;
   the input body's ``metadata`` is used as for openai_chat (so source = its
   ``metadata.source``); failed requests and unknown custom_ids are error records.
+- Responses API (``/v1/responses``), in batch files or as ``{request, response}`` logs:
+  input = the request's ``input`` (a string, or the last user message of a message
+  list); the request's ``instructions`` are the system message (so a ``Context:`` line
+  in them gives the context); output = the ``output_text`` parts of the ``message``
+  items of ``response.output``; tokens = ``usage.input_tokens``/``output_tokens``;
+  ts = ``created_at``; log_id = the response ``id`` (``resp_...``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from typing import Any, Iterator
 from flywheel.ingest.records import RawRecord
 from flywheel.ingest.formats.jsonio import _iter_json_items, _unreadable_on_decode_errors
 from flywheel.ingest.formats.common import _CANONICAL, _RecordError, _add, _as_dict, _first, _map_items, _own_metadata, _put, _seconds_to_ms
-from flywheel.ingest.formats.messages import _canonical_messages, _context_from, _last_user_text, _openai_message, _text
+from flywheel.ingest.formats.nvidia import content_log_id
+from flywheel.ingest.formats.messages import _canonical_messages, _context_from, _last_user_text, _openai_message, _parse_arguments, _render_call, _text
 
 
 # --------------------------------------------------------------------------- OpenAI
@@ -42,12 +50,81 @@ def load_batch_requests(path) -> dict[str, dict]:
     return requests
 
 
+def _is_responses(request: dict, response: dict) -> bool:
+    """Return whether a request/response pair is of the Responses API (not chat completions)."""
+    if response.get("object") == "response":
+        return True
+    return "choices" not in response and "messages" not in request and (
+        isinstance(response.get("output"), list) or "input" in request
+    )
+
+
+def _responses_fields(request: dict, response: dict, record: dict, meta: dict) -> None:
+    """Fill model, input, output, messages, context and tokens from a Responses API pair.
+
+    Request parameters and response details other than those read go into ``meta``.
+    """
+    messages: list[dict] = []
+    instructions = _text(request.get("instructions"))
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    given = request.get("input")
+    if isinstance(given, str):
+        messages.append({"role": "user", "content": given})
+    elif isinstance(given, list):
+        messages.extend(_openai_message({"role": "user", **m}) for m in given
+                        if isinstance(m, dict) and m.get("type", "message") == "message")
+    texts, calls = [], []
+    for item in response.get("output") or ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            for part in item.get("content") or ():
+                if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
+                    texts.append(part.get("text") if part.get("type") == "output_text" else part.get("refusal"))
+        elif item.get("type") == "function_call":
+            calls.append({"id": item.get("call_id"), "name": item.get("name"),
+                          "arguments": _parse_arguments(item.get("arguments"))})
+    output = "\n".join(t for t in texts if isinstance(t, str)) or None
+    if output is None and calls:
+        output = "\n".join(map(_render_call, calls))
+    _put(record, "model", _first(response, "model") or request.get("model"))
+    _put(record, "input", _last_user_text(messages))
+    _put(record, "output", output)
+    _put(record, "context", _context_from(messages))
+    conversation = messages + ([{"role": "assistant", "content": output}] if output is not None else [])
+    if conversation:
+        record["messages"] = _canonical_messages(conversation)
+    usage = _as_dict(response.get("usage"))
+    _put(record, "prompt_tokens", _first(usage, "input_tokens", "prompt_tokens"))
+    _put(record, "completion_tokens", _first(usage, "output_tokens", "completion_tokens"))
+    _put(record, "user_id", request.get("user") or response.get("user"))
+    for key, value in request.items():
+        if key not in ("input", "instructions", "model", "metadata", "user"):
+            _add(meta, key, value)
+    _add(meta, "response_id", response.get("id"))
+    for key, value in response.items():
+        # the request's echo (instructions, metadata, tools, ...) is not kept twice
+        if key not in ("id", "model", "output", "usage", "created_at", "instructions", "metadata", "user") \
+                and request.get(key) != value:
+            _add(meta, key, value)
+    for key, value in usage.items():
+        if key not in ("input_tokens", "output_tokens"):
+            _add(meta, key, value)
+    if calls:
+        meta["tool_calls"] = calls
+
+
 def _chat_fields(request: dict, response: dict, record: dict, meta: dict) -> None:
     """Fill model, input, output, messages, context and tokens from a chat request/response.
 
     Request parameters (temperature, tools, ...) and response details (id, finish
-    reason, extra usage counters) go into ``meta``.
+    reason, extra usage counters) go into ``meta``. Responses API pairs are read by
+    :func:`_responses_fields`.
     """
+    if _is_responses(request, response):
+        _responses_fields(request, response, record, meta)
+        return
     messages = [_openai_message(m) for m in request.get("messages") or () if isinstance(m, dict)]
     choices = response.get("choices") or []
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
@@ -147,7 +224,10 @@ def _map_openai_chat(obj: dict) -> dict:
     _put(record, "log_id", _first(obj, "log_id", "id") or response.get("id"))
     if obj.get("log_id") is not None:
         _add(meta, "id", obj.get("id"))
-    _put(record, "ts", _first(obj, "timestamp", "created_at") or response.get("created"))
+    if "log_id" not in record:  # NVIDIA data-flywheel datasets carry no id at all
+        record["log_id"] = content_log_id(obj)
+        meta["log_id_from"] = "content"
+    _put(record, "ts", _first(obj, "timestamp", "created_at") or _epoch(_first(response, "created", "created_at")))
     _put(record, "source", _first(obj, "workload_id", "client_id"))
     latency = _seconds_to_ms(obj.get("latency"))
     _put(record, "latency_ms", latency)
@@ -194,13 +274,20 @@ def _map_batch_output(obj: dict, requests: dict[str, dict]) -> dict:
     _add(meta, "request_id", response.get("request_id"))
     _chat_fields(request, body, record, meta)
     _put(record, "log_id", body.get("id") or obj.get("id"))
-    _put(record, "ts", body.get("created"))
+    _put(record, "ts", _epoch(_first(body, "created", "created_at")))
     for key, value in obj.items():
         if key not in ("id", "custom_id", "response", "error"):
             _add(meta, key, value)
     _fill_from_request_metadata(record, meta, request)  # source, prompt_version, ...
     record["metadata"] = meta
     return record
+
+
+def _epoch(value: Any) -> Any:
+    """Return epoch seconds as an int when whole (the openai types write ``created_at`` as a float)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _batch_failure(error: Any, status: Any, body: dict) -> str:
