@@ -20,25 +20,30 @@ canonical_csv      canonical    a row ``log_id,annotator,label,value[,comment,cr
 canonical_json     canonical    an object with the same keys (JSON lines or an array)
 label_studio       label_studio a ``choices`` or ``labels`` result of a not-cancelled
                                 annotation of a task (JSON export: array, or lines)
+label_studio_min   label_studio a filled label column of a JSON-MIN export row (one row
+                                per annotation, task data and one column per control)
+label_studio_csv   label_studio the same rows as a CSV or TSV export
 argilla            argilla      a response of one user to one question of a record
                                 (``record.to_dict()``, or the flattened ``to_list()``)
 langfuse_scores    langfuse     a score row with ``source`` = ``ANNOTATION`` (CSV export,
-                                or score objects as JSON)
+                                JSON-encoded date cells unwrapped, or score objects as JSON)
 wide_csv           canonical    a filled cell of a label column (``hallucination``,
                                 ``relevance``) of a row with ``log_id`` and ``annotator``:
                                 the queue CSV of the outbox, filled in by a person
 =================  ===========  =====================================================
 
 Log ids: canonical ``log_id``; Label Studio ``data.log_id``, else ``data.id``, else the
-task id as ``ls-<id>`` (tasks with none of these are rejected: ``missing log_id``);
+task id as ``ls-<id>`` (tasks with none of these are rejected: ``missing log_id``;
+JSON-MIN/CSV rows: ``log_id``, else ``ls-<id>``);
 Argilla ``metadata.log_id``, else ``fields.log_id``, else the record ``id``; Langfuse
 ``traceId``.
 
 Annotators: Label Studio ``completed_by`` as ``label-studio:<user id>`` whether it is
 an id or an object (so that one person is one annotator in every export), the e-mail
 when the object has no id; Argilla the response's ``user_id``; Langfuse the
-``authorUserId`` column, else ``annotator``/``author``/``authorUserId``/``user``/
-``email`` in the score's metadata, else ``langfuse`` (the CSV export names no author).
+``authorUserId`` column, else ``authorUserName``, else ``authorUserEmail``, else
+``annotator``/``author``/``authorUserId``/``user``/``email`` in the score's metadata,
+else ``langfuse``; Label Studio JSON-MIN/CSV the ``annotator`` column (an e-mail).
 
 Not labels, so counted as *skipped* rather than read: cancelled Label Studio
 annotations, annotations without results, Argilla responses with status ``discarded``

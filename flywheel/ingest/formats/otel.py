@@ -58,7 +58,7 @@ _OTEL_FIELDS = {
     "completion_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
                           "llm.token_count.completion", "llm.usage.completion_tokens"),
     "session_id": ("session.id", "gen_ai.conversation.id", "langfuse.session.id"),
-    "user_id": ("user.id", "enduser.id", "langfuse.user.id"),
+    "user_id": ("user.id", "enduser.id", "langfuse.user.id", "gen_ai.user"),  # gen_ai.user: traceloop
     "prompt_name": ("gen_ai.prompt.name", "prompt.name", "llm.prompt_template.name",
                     "langfuse.prompt.name"),
     "prompt_version": ("gen_ai.prompt.version", "prompt.version", "prompt_version",
