@@ -791,6 +791,17 @@ def test_otel_openinference_spans():
     assert first["completion_tokens"] == int(attribute(spans[0], "llm.token_count.completion"))
 
 
+def test_otel_traceloop_spans():
+    spans = otlp_spans("otel_traceloop.spans.jsonl")
+    records = read_tool("otel_traceloop.spans.jsonl")
+    assert_support_chat(records, spans)
+    for record, span in zip((r.record for r in records), spans):
+        assert record["user_id"] == attribute(span, "gen_ai.user") == "u-7"
+        assert record["model"] == attribute(span, "gen_ai.response.model")
+        assert record["prompt_tokens"] == int(attribute(span, "gen_ai.usage.input_tokens"))
+        assert record["completion_tokens"] == int(attribute(span, "gen_ai.usage.output_tokens"))
+
+
 def test_openai_batch_for_the_responses_api():
     outputs = [json.loads(line) for line in open(TOOLS / "openai_batch_responses_output.jsonl")]
     inputs = {line["custom_id"]: line for line in map(json.loads, open(TOOLS / "openai_batch_responses_input.jsonl"))}
