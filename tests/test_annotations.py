@@ -715,3 +715,24 @@ def test_a_line_separator_inside_a_comment_does_not_split_the_record(settings):
     assert fmt == "canonical_json"
     assert [(r.line, r.annotator, r.comment, r.reject) for r in records] == [
         (1, "ann", "first part\u2028second part", None), (2, "bob", "first part\u2028second part", None)]
+
+
+def test_argilla_record_to_dict_export_read_field_by_field():
+    from flywheel.annotations.formats import parse_file
+
+    lines = [json.loads(line) for line in open(TOOL_EXPORTS / "argilla_records.jsonl")]
+    fmt, records = parse_file(TOOL_EXPORTS / "argilla_records.jsonl")
+    got = [(r.line, r.log_id, r.annotator, r.label, r.value, r.reject, r.skip) for r in records]
+    expected = [
+        (n, line["metadata"]["log_id"], response["user_id"], question, response["value"], None, None)
+        for n, line in enumerate(lines, 1)
+        for question, responses in line["responses"].items()
+        for response in responses
+    ]
+    assert fmt == "argilla" and got == expected and len(got) == 4
+    # Two people who disagree on one question stay two annotators.
+    relevance = [g for g in got if g[3] == "relevance"]
+    assert len({g[2] for g in relevance}) == 2 and {g[4] for g in relevance} == {"relevant", "unrelated"}
+    # to_dict() drops each response's status: the draft of log-0002 cannot be told from a
+    # submitted answer here (README: export submitted responses only).
+    assert "status" not in lines[1]["responses"]["hallucination"][0]

@@ -2,7 +2,9 @@
 per response of one user to one question.
 
 Log id: ``metadata.log_id``, else ``fields.log_id``, else the record ``id``. Annotator:
-the response's ``user_id``. Discarded and draft responses are skipped.
+the response's ``user_id``. Discarded and draft responses are skipped where the file says
+so (``to_list()``, API dumps); ``record.to_dict()`` (argilla 2.8) drops each response's
+status, so there a draft reads as an answer.
 """
 
 from __future__ import annotations
