@@ -640,7 +640,7 @@ def test_flywheel_annotations_does_not_import_dagster():
 # Exports written by the tools themselves (tests/fixtures/annotations/tools, ORIGIN.md)
 # ---------------------------------------------------------------------------------------
 
-TOOL_EXPORTS = pathlib.Path(__file__).parent / "fixtures" / "annotations" / "tools"
+TOOL_EXPORTS = pathlib.Path(__file__).parent / "fixtures" / "tools" / "annotations"
 
 
 @pytest.mark.parametrize("name,fmt", [("label_studio_min.json", "label_studio_min"),

@@ -683,11 +683,11 @@ def test_broken_pretty_document_with_lone_list_items_is_still_one_document(tmp_p
 
 # --------------------------------------------------------------------------- files written by the tools
 #
-# tests/fixtures/logs/tools/ holds files the tools wrote themselves (or built by the
+# tests/fixtures/tools/logs/ holds files the tools wrote themselves (or built by the
 # tool's own published code where it cannot run here), see tests/fixtures/ORIGIN.md.
 # Expected values are read from the fixture's own fields, not typed in.
 
-TOOLS = LOGS / "tools"
+TOOLS = LOGS.parent / "tools" / "logs"
 QUESTIONS = ["How do I change my billing email?", "When are invoices sent?"]
 ANSWERS = ["Go to Settings > Billing and edit the contact email.",
            "Invoices are sent on the first day of each month."]
