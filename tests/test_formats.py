@@ -914,3 +914,13 @@ def test_a_day_of_tool_files_loads_and_an_unreadable_file_does_not_fail_rejected
                        if o.name == "rejected_share")
     assert outcome.passed, outcome.description
     assert outcome.metadata["rejected"] == 1
+
+
+def test_otel_collector_file_with_logs_and_spans_together(tmp_path):
+    """A collector writing both pipelines to one file: log lines first, then span lines."""
+    mixed = tmp_path / "otel-collector.jsonl"
+    mixed.write_text((TOOLS / "otel_openai_v2_default.logs.jsonl").read_text()
+                     + (TOOLS / "otel_openai_v2_default.spans.jsonl").read_text())
+    assert detect_format(mixed) == "otel"
+    records = list(iter_records(mixed, "otel"))
+    assert_support_chat(records, otlp_spans("otel_openai_v2_default.spans.jsonl"))

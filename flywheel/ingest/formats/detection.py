@@ -95,6 +95,7 @@ def _sniff(head: str, complete: bool) -> str | None:
     if not complete:
         lines.pop()  # the last line of a partial head may be cut off
     tried = 0
+    found = None
     for line in lines:
         if not line.strip():
             continue
@@ -106,8 +107,14 @@ def _sniff(head: str, complete: bool) -> str | None:
         except ValueError:
             continue
         fmt = _classify_value(value)
+        if fmt == "otel_logs":
+            # A collector writing both signals to one file: any span line makes it otel.
+            found = fmt
+            continue
         if fmt is not None:
             return fmt
+    if found is not None:
+        return found
     if complete:
         try:
             value = json.loads(head)

@@ -16,7 +16,8 @@ v1.30 conventions with content capture) sends ``gen_ai.system.message``,
 ``gen_ai.user.message``, ``gen_ai.choice``, ... as OTLP log records (``resourceLogs``,
 event name in ``eventName`` or the ``event.name`` attribute, content in the body) that
 carry the trace and span id of their span. A day's logs files are read first
-(:func:`load_otel_logs`) and their records join the span with the same ids.
+(:func:`load_otel_logs`) and their records join the span with the same ids; a file in
+which a collector wrote both signals is read as spans, its log records joined the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 from flywheel.ingest.records import RawRecord
-from flywheel.ingest.formats.jsonio import _LineFinder, _iter_json_items, _unreadable_on_decode_errors
+from flywheel.ingest.formats.jsonio import _LineFinder, _iter_json_items, _unreadable_on_decode_errors, open_text
 from flywheel.ingest.formats.common import _add, _dumps, _first, _map_value, _own_metadata, _parse_json_text, _put
 from flywheel.ingest.formats.messages import _canonical_messages, _context_from, _last_user_text, _openai_message, _parse_arguments, _render_call, _text
 
@@ -102,6 +103,18 @@ def load_otel_logs(path) -> dict[tuple, list[dict]]:
     return found
 
 
+def _mentions(path, needle: str) -> bool:
+    """Return whether the text of ``path`` contains ``needle`` (read in blocks, not parsed)."""
+    overlap = len(needle) - 1
+    tail = ""
+    with open_text(path) as f:
+        while block := f.read(1 << 20):
+            if needle in tail + block:
+                return True
+            tail = block[-overlap:]
+    return False
+
+
 def normalize_id(value: Any) -> Any:
     """Return an OTLP trace/span id as lower-case hex; base64 ids (protobuf JSON) decoded.
 
@@ -128,11 +141,15 @@ def _read_otel(path, batch_requests, stats) -> Iterator[RawRecord]:
     a span's log records are read as its events.
     """
     companions = batch_requests or {}
+    if _mentions(path, '"resourceLogs"'):  # log records in the spans file itself (a collector)
+        companions = {**companions, **load_otel_logs(path)}
     for item in _iter_json_items(path):
         if item.error is not None:
             yield RawRecord(item.line, item.raw, error=item.error)
             continue
         doc = item.value
+        if isinstance(doc, dict) and "resourceLogs" in doc and "resourceSpans" not in doc:
+            continue  # read above, joined with its spans
         if not isinstance(doc, dict) or not isinstance(doc.get("resourceSpans"), list):
             yield RawRecord(item.line, item.raw, error="not an OTLP/JSON document (no resourceSpans)")
             continue
