@@ -924,3 +924,11 @@ def test_otel_collector_file_with_logs_and_spans_together(tmp_path):
     assert detect_format(mixed) == "otel"
     records = list(iter_records(mixed, "otel"))
     assert_support_chat(records, otlp_spans("otel_openai_v2_default.spans.jsonl"))
+
+
+def test_otel_openai_v2_latest_conventions_content_in_an_operation_details_log_record():
+    spans = otlp_spans("otel_openai_v2_latest_events.spans.jsonl")
+    assert not any(a["key"] == "gen_ai.input.messages" for a in spans[0]["attributes"])
+    records = read_tool("otel_openai_v2_latest_events.spans.jsonl", ("otel_openai_v2_latest_events.logs.jsonl",))
+    assert_support_chat(records, spans)
+    assert "events" not in records[0].record["metadata"]  # the content is not kept twice

@@ -15,7 +15,9 @@ instrumentations (``opentelemetry-instrumentation-openai-v2`` and its siblings o
 v1.30 conventions with content capture) sends ``gen_ai.system.message``,
 ``gen_ai.user.message``, ``gen_ai.choice``, ... as OTLP log records (``resourceLogs``,
 event name in ``eventName`` or the ``event.name`` attribute, content in the body) that
-carry the trace and span id of their span. A day's logs files are read first
+carry the trace and span id of their span; on the latest conventions in ``event_only``
+mode one ``gen_ai.client.inference.operation.details`` record carries the
+``gen_ai.input.messages``/``gen_ai.output.messages`` attributes instead. A day's logs files are read first
 (:func:`load_otel_logs`) and their records join the span with the same ids; a file in
 which a collector wrote both signals is read as spans, its log records joined the same way.
 """
@@ -103,6 +105,26 @@ def load_otel_logs(path) -> dict[tuple, list[dict]]:
     return found
 
 
+# The latest conventions' event_only mode: one log record per call whose attributes are
+# the content attributes the span would carry in span_only mode.
+_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+_CONTENT_ATTRIBUTES = ("gen_ai.system_instructions", "gen_ai.input.messages", "gen_ai.output.messages")
+
+
+def _content_from_details(log_events: list[dict], attrs: dict) -> list[dict]:
+    """Move the content of ``gen_ai.client.inference.operation.details`` log records into
+    the span's attributes (where it is absent); return the other log records as events."""
+    events = []
+    for event in log_events:
+        if event.get("name") != _DETAILS_EVENT:
+            events.append(event)
+            continue
+        for key in _CONTENT_ATTRIBUTES:
+            if key in event["attributes"] and key not in attrs:
+                attrs[key] = event["attributes"][key]
+    return events
+
+
 def _mentions(path, needle: str) -> bool:
     """Return whether the text of ``path`` contains ``needle`` (read in blocks, not parsed)."""
     overlap = len(needle) - 1
@@ -161,7 +183,7 @@ def _read_otel(path, batch_requests, stats) -> Iterator[RawRecord]:
             attrs = _otel_attrs(span.get("attributes"))
             events = [e for e in span.get("events") or () if isinstance(e, dict)]
             key = ("otel_log", normalize_id(span.get("traceId")), normalize_id(span.get("spanId")))
-            events += companions.get(key, [])
+            events += _content_from_details(companions.get(key, []), attrs)
             if not _is_llm_span(attrs, events):
                 if stats is not None:
                     stats["ignored_spans"] = stats.get("ignored_spans", 0) + 1
