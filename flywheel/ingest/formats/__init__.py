@@ -18,9 +18,12 @@ always end up in ``record["metadata"]``):
 - :mod:`.jsonio`: opening (gzip, BOM) and the JSON layouts every JSON format accepts.
 - :mod:`.common`: record-building helpers; :mod:`.messages`: chat messages and context.
 - :mod:`.canonical`: canonical JSON lines.
-- :mod:`.openai`: OpenAI request/response logs and Batch API files.
-- :mod:`.otel`: OpenTelemetry OTLP/JSON spans.
-- :mod:`.langfuse`: Langfuse trace exports.
+- :mod:`.openai`: OpenAI request/response logs and Batch API files (chat completions
+  and Responses).
+- :mod:`.nvidia`: NVIDIA data-flywheel records (no id: one derived from the content).
+- :mod:`.otel`: OpenTelemetry OTLP/JSON (and protobuf JSON) spans, joined with their
+  GenAI log records (``otel_logs``, a companion format, see :data:`COMPANION_FORMATS`).
+- :mod:`.langfuse`: Langfuse trace exports (API, UI export, single-trace download).
 """
 
 from __future__ import annotations
