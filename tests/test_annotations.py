@@ -736,3 +736,17 @@ def test_argilla_record_to_dict_export_read_field_by_field():
     # to_dict() drops each response's status: the draft of log-0002 cannot be told from a
     # submitted answer here (README: export submitted responses only).
     assert "status" not in lines[1]["responses"]["hallucination"][0]
+
+
+def test_label_studio_json_min_of_label_studios_own_image_export():
+    """label-studio-sdk's Converter on Label Studio's test-suite export csv_test.json: the
+    task data columns (text, audio, image) are not read as labels, the rectangle is
+    rejected with a reason, annotator and dates come from the row."""
+    from flywheel.annotations.formats import parse_file
+
+    rows_min = json.loads((TOOL_EXPORTS / "label_studio_image_min.json").read_text())
+    fmt, records = parse_file(TOOL_EXPORTS / "label_studio_image_min.json")
+    got = [(r.log_id, r.annotator, r.label, r.created_at, r.reject) for r in records]
+    assert fmt == "label_studio_min"
+    assert got == [(f"ls-{row['id']}", row["annotator"], "label", row["updated_at"], "unsupported result type")
+                   for row in rows_min]

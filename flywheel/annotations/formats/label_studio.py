@@ -11,8 +11,12 @@ the same rows as a table): one row per annotation, the task's data fields flatte
 into the row next to one column per labelling control (the ``from_name``: a single
 choice as its text, spans as a list of ``{start, end, text, labels}``), ``annotator``,
 ``annotation_id``, ``created_at``, ``updated_at``, ``lead_time``. One record per filled
-label column: a column is a label unless it is one of those, a data field of the tasks
-flywheel exports (:data:`TASK_DATA_FIELDS`) or the ``comment`` text area (the comment).
+label column. JSON-MIN keeps the Converter's key order (task data, ``id``, the controls,
+``annotator``, ...), so the controls are the keys between ``id`` and ``annotator``; CSV
+columns are sorted by name, so there a column is a label unless it is one of those, a
+data field of the tasks flywheel exports (:data:`TASK_DATA_FIELDS`) or the ``comment``
+text area (the comment). Region results other than text spans (rectangles, ...) are
+rejected as ``unsupported result type``.
 Log id: ``log_id``, else the task ``id`` as ``ls-<id>`` (the task's own ``data.id`` is
 overwritten by the task id in these exports). Annotator: the ``annotator`` column,
 which Label Studio writes as the user's e-mail (or ``label-studio:<id>`` when it is a
@@ -130,9 +134,12 @@ def _label_studio_min(row: dict, line: int, raw: str) -> Iterator[ParsedRecord]:
     }
     where = {"task": get.get("id"), "annotation": get.get("annotation_id")}
     labelled = False
+    controls = _control_columns(row)
     for name, value in row.items():
         key = str(name).lower()
-        if key in _MIN_META or key in TASK_DATA_FIELDS or value is None or value == "" or value == []:
+        if key in _MIN_META or value is None or value == "" or value == []:
+            continue
+        if (key not in controls) if controls is not None else (key in TASK_DATA_FIELDS):
             continue
         labelled = True
         value = _parse_cell(value)
@@ -140,6 +147,12 @@ def _label_studio_min(row: dict, line: int, raw: str) -> Iterator[ParsedRecord]:
         if log_id is None:
             yield ParsedRecord(line=line, raw=result_raw, label=name, value=value, reject="missing log_id",
                                detail="the row has no log_id or id", **{k: v for k, v in common.items() if k != "log_id"})
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value) and not all(
+                "start" in v and "end" in v for v in value):
+            kinds = sorted({k for v in value for k in v if k.endswith("labels")}) or ["region"]
+            yield ParsedRecord(line=line, raw=result_raw, label=name, reject="unsupported result type",
+                               detail=f"{'/'.join(kinds)} results are not labels of a log (only choices and "
+                                      "text spans are)", **common)
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             for span in value:  # a labels (span) control: one record per span
                 labels = span.get("labels")
@@ -153,6 +166,22 @@ def _label_studio_min(row: dict, line: int, raw: str) -> Iterator[ParsedRecord]:
             yield record
     if not labelled:
         yield ParsedRecord(line=line, raw=_dumps(where), log_id=log_id, skip="annotation without results")
+
+
+def _control_columns(row: dict) -> set[str] | None:
+    """Return the control (label) columns of a JSON-MIN row from its key order, else None.
+
+    The Converter writes the task data first, then ``id``, then one key per control,
+    then ``annotator``: the keys between ``id`` and ``annotator`` are the controls. A
+    CSV row has its columns sorted by name, so there the order says nothing (None).
+    """
+    keys = [str(k).lower() for k in row]
+    if "id" not in keys or "annotator" not in keys:
+        return None
+    start, end = keys.index("id"), keys.index("annotator")
+    if start > end or keys == sorted(keys):
+        return None
+    return set(keys[start + 1 : end])
 
 
 def _parse_cell(value: Any) -> Any:
