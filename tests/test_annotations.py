@@ -634,3 +634,119 @@ def test_demo_inbox_imports_and_reconciles_per_file(settings):
 def test_flywheel_annotations_does_not_import_dagster():
     code = "import sys, flywheel.annotations; sys.exit('dagster' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=pathlib.Path(__file__).parents[1]).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------
+# Exports written by the tools themselves (tests/fixtures/annotations/tools, ORIGIN.md)
+# ---------------------------------------------------------------------------------------
+
+TOOL_EXPORTS = pathlib.Path(__file__).parent / "fixtures" / "tools" / "annotations"
+
+
+@pytest.mark.parametrize("name,fmt", [("label_studio_min.json", "label_studio_min"),
+                                      ("label_studio.csv", "label_studio_csv"),
+                                      ("label_studio.tsv", "label_studio_csv")])
+def test_label_studio_json_min_csv_and_tsv_exports_read_field_by_field(name, fmt):
+    from flywheel.annotations.formats import parse_file
+
+    rows_min = json.loads((TOOL_EXPORTS / "label_studio_min.json").read_text())
+    got_fmt, records = parse_file(TOOL_EXPORTS / name)
+    records = list(records)
+    assert got_fmt == fmt
+    got = [(r.log_id, r.annotator, r.label, r.value, r.comment, r.created_at, r.reject) for r in records]
+    expected = []
+    for row in rows_min:  # what the JSON-MIN rows say, label column by label column
+        for label in ("hallucination", "relevance"):
+            if row.get(label):
+                expected.append((row["log_id"], row["annotator"], label, row[label], row.get("comment"),
+                                 row["updated_at"], None))
+    assert sorted(got) == sorted(expected) and len(got) == 3
+    assert "fine\u2028answer" in {r.comment for r in records}
+
+
+def test_label_studio_exports_import_with_distinct_annotators(settings):
+    ingest_logs(settings, ["log-0001"])
+    settings.annotations_inbox.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TOOL_EXPORTS / "label_studio.tsv", settings.annotations_inbox / "project.tsv")  # bytes as written
+    report = run_import(settings)
+    [file] = report.files
+    assert (file.format, file.accepted, file.rejected) == ("label_studio_csv", 3, 0)
+    got = rows(settings, "SELECT annotator, label, value FROM annotations ORDER BY ALL")
+    assert got == [("ana@example.com", "hallucination", 0), ("ana@example.com", "relevance", 1),
+                   ("ben@example.com", "hallucination", 1)]
+
+
+def test_langfuse_score_csv_with_json_encoded_dates_and_author_names(settings):
+    from flywheel.annotations.formats import parse_file
+
+    table = list(csv.DictReader(open(TOOL_EXPORTS / "langfuse_scores.csv", newline="")))
+    assert table[0]["timestamp"].startswith('"') and "authorUserId" not in table[0]
+    fmt, records = parse_file(TOOL_EXPORTS / "langfuse_scores.csv")
+    records = list(records)
+    assert fmt == "langfuse_scores"
+    human = [r for r in records if r.skip is None]
+    assert [(r.log_id, r.annotator, r.label, r.value, r.created_at) for r in human] == [
+        (row["traceId"], row["authorUserName"], row["name"], row["value"], json.loads(row["timestamp"]))
+        for row in table if row["source"] == "ANNOTATION"]
+    assert [r.skip for r in records if r.skip] == ["not a human label (source=API)"]
+    # Imported: every human score lands, and two people who disagree stay two annotators.
+    ingest_logs(settings, ["trace-0001", "trace-0002"])
+    settings.annotations_inbox.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TOOL_EXPORTS / "langfuse_scores.csv", settings.annotations_inbox / "scores.csv")
+    [file] = run_import(settings).files
+    assert (file.accepted, file.rejected) == (4, 0)
+    assert rows(settings, "SELECT log_id, count(DISTINCT annotator), count(*) FROM annotations GROUP BY 1 ORDER BY 1") == [
+        ("trace-0001", 2, 2), ("trace-0002", 2, 2)]
+    assert rows(settings, "SELECT min(created_at)::VARCHAR FROM annotations")[0][0].startswith("2026-11-21 09:00:00")
+
+
+def test_a_line_separator_inside_a_comment_does_not_split_the_record(settings):
+    # U+2028 is legal raw inside a JSON string (json.dumps(..., ensure_ascii=False) keeps it),
+    # but str.splitlines() ends a line there.
+    record = {"log_id": "l-1", "annotator": "ann", "label": "hallucination", "value": "yes",
+              "comment": "first part\u2028second part"}
+    text = json.dumps(record, ensure_ascii=False) + "\n" + json.dumps({**record, "annotator": "bob"}) + "\n"
+    assert "\u2028" in text and len(text.splitlines()) == 3
+    from flywheel.annotations.formats import parse_file
+
+    path = inbox(settings, "labels.jsonl", text)
+    fmt, records = parse_file(path)
+    records = list(records)
+    assert fmt == "canonical_json"
+    assert [(r.line, r.annotator, r.comment, r.reject) for r in records] == [
+        (1, "ann", "first part\u2028second part", None), (2, "bob", "first part\u2028second part", None)]
+
+
+def test_argilla_record_to_dict_export_read_field_by_field():
+    from flywheel.annotations.formats import parse_file
+
+    lines = [json.loads(line) for line in open(TOOL_EXPORTS / "argilla_records.jsonl")]
+    fmt, records = parse_file(TOOL_EXPORTS / "argilla_records.jsonl")
+    got = [(r.line, r.log_id, r.annotator, r.label, r.value, r.reject, r.skip) for r in records]
+    expected = [
+        (n, line["metadata"]["log_id"], response["user_id"], question, response["value"], None, None)
+        for n, line in enumerate(lines, 1)
+        for question, responses in line["responses"].items()
+        for response in responses
+    ]
+    assert fmt == "argilla" and got == expected and len(got) == 4
+    # Two people who disagree on one question stay two annotators.
+    relevance = [g for g in got if g[3] == "relevance"]
+    assert len({g[2] for g in relevance}) == 2 and {g[4] for g in relevance} == {"relevant", "unrelated"}
+    # to_dict() drops each response's status: the draft of log-0002 cannot be told from a
+    # submitted answer here (README: export submitted responses only).
+    assert "status" not in lines[1]["responses"]["hallucination"][0]
+
+
+def test_label_studio_json_min_of_label_studios_own_image_export():
+    """label-studio-sdk's Converter on Label Studio's test-suite export csv_test.json: the
+    task data columns (text, audio, image) are not read as labels, the rectangle is
+    rejected with a reason, annotator and dates come from the row."""
+    from flywheel.annotations.formats import parse_file
+
+    rows_min = json.loads((TOOL_EXPORTS / "label_studio_image_min.json").read_text())
+    fmt, records = parse_file(TOOL_EXPORTS / "label_studio_image_min.json")
+    got = [(r.log_id, r.annotator, r.label, r.created_at, r.reject) for r in records]
+    assert fmt == "label_studio_min"
+    assert got == [(f"ls-{row['id']}", row["annotator"], "label", row["updated_at"], "unsupported result type")
+                   for row in rows_min]

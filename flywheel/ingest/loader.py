@@ -202,7 +202,8 @@ def ingest_day(
 
 def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
     """Return the (path, format, report) of each file to load, and the OpenAI batch
-    requests by custom_id (batch input files hold no log records of their own)."""
+    requests by custom_id and OTel log records by span (companion files, which hold no
+    log records of their own)."""
     detected: list[tuple[Path, str, FileReport]] = []
     batch_requests: dict[str, dict] = {}
     for path in paths:
@@ -211,8 +212,8 @@ def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
         try:
             fmt = formats.detect_format(path)
             file_report.format = fmt
-            if fmt == "openai_batch_input":
-                batch_requests.update(formats.load_batch_requests(path))
+            if fmt in formats.COMPANION_FORMATS:  # batch input lines, OTel log records
+                batch_requests.update(formats.load_companion(path, fmt))
                 continue
         except UnreadableFile as exc:
             file_report.error = exc.reason
