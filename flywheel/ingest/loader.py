@@ -815,11 +815,14 @@ def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str |
 
     They go to the temporary table of late records (moved to `logs` at the end of the
     day), which can say which lines it took (``RETURNING``: a DuckLake table cannot)."""
-    taken = con.execute(
-        f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back), table=LATE_LOGS)}
-            RETURNING source_line""",
-        [day, source_file, fmt],
-    ).fetch_arrow_table().column(0)
+    # Without filter pushdown: DuckDB would otherwise repeat the parse of every record
+    # for each field the checks name (on OTel spans 3 GB of RSS and most of the time).
+    with _fast_insert_settings(con):
+        taken = con.execute(
+            f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back), table=LATE_LOGS)}
+                RETURNING source_line""",
+            [day, source_file, fmt],
+        ).fetch_arrow_table().column(0)
     records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
     if len(taken) == len(records):
         return None
