@@ -46,7 +46,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from flywheel import pii, store
-from flywheel.ingest import formats
+from flywheel.ingest import fast, formats
 from flywheel.ingest.normalize import (
     accepted_sql,
     fast_accepted_sql,
@@ -157,11 +157,14 @@ def ingest_day(
     day: str,
     *,
     progress: Progress | None = None,
+    fast_formats: bool = True,
 ) -> IngestReport:
     """Replace the partition ``day`` (``YYYY-MM-DD``) with the records of its landing folder.
 
     Returns an :class:`IngestReport` with per-file counts that reconcile
     (read = accepted + rejected + duplicates). A missing landing folder is an empty day.
+    ``fast_formats=False`` maps every record of the other formats in Python (the fast
+    paths of :mod:`flywheel.ingest.fast` give the same tables; tests compare them).
     """
     date.fromisoformat(day)  # a clear error for a malformed partition key
     say = progress or (lambda _msg: None)
@@ -180,7 +183,8 @@ def ingest_day(
         for path, fmt, file_report in detected:
             say(f"{day}: reading {path.name} ({fmt})")
             try:
-                _load_file(con, settings, day, path, fmt, file_report, report, batch_requests)
+                _load_file(con, settings, day, path, fmt, file_report, report, batch_requests,
+                           fast_formats=fast_formats)
             except UnreadableFile as exc:
                 _forget_file(con, day, file_report.source_file)
                 file_report.error = exc.reason
@@ -222,10 +226,13 @@ def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
     return detected, batch_requests
 
 
-def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests) -> None:
+def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests, *,
+               fast_formats: bool = True) -> None:
     """Stage, scrub, validate and store one file's records."""
     if fmt == "canonical_jsonl" and fmt in ONE_RECORD_PER_LINE:
         _load_lines(con, day, path, file_report, settings.pii_mode, report)
+        return
+    if fast_formats and fast.handles(fmt) and _load_fast(con, settings, day, path, fmt, file_report, report):
         return
     batches = _batches(con, path, fmt, file_report, batch_requests, pii_gate=settings.pii_mode != "off")
     for batch in batches:
@@ -235,6 +242,26 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
         file_report.blank_lines += blank
         file_report.read += batch.num_rows - blank
         _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report)
+
+
+def _load_fast(con, settings, day, path, fmt, file_report, report) -> bool:
+    """Load a file through its format's fast path (records mapped in SQL by the batch,
+    one record per line); return False, with nothing of it stored, where the file
+    cannot take it."""
+    pii_counts = dict(report.pii_counts)
+    try:
+        for batch in fast.fast_batches(con, path, fmt, pii_gate=settings.pii_mode != "off"):
+            if batch.num_rows:
+                file_report.read += batch.num_rows
+                _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report,
+                             one_record_per_line=True)
+    except fast.NotFast:
+        _forget_file(con, day, file_report.source_file)
+        file_report.read = 0
+        report.pii_counts.clear()
+        report.pii_counts.update(pii_counts)
+        return False
+    return True
 
 
 def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, report: IngestReport) -> None:
@@ -673,7 +700,7 @@ def _scan_messages(messages: list) -> tuple[list, set[str]]:
 
 
 def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mode: str,
-                 report: IngestReport) -> None:
+                 report: IngestReport, *, one_record_per_line: bool = False) -> None:
     """Write a staged batch: accepted records to `logs`, broken ones to `rejected_logs`.
 
     One statement validates the batch and inserts the records that pass and hold no
@@ -692,7 +719,7 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
     con.register("stage_fix", FIX_SCHEMA.empty_table())
     try:
         hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
-        fast = fmt in ONE_RECORD_PER_LINE
+        fast = one_record_per_line or fmt in ONE_RECORD_PER_LINE
         left_out = (_fast_pass(con, day, source_file, fmt, batch, hold_back) if fast
                     else _detailed_pass(con, day, source_file, fmt, batch, hold_back))
         if left_out is None:

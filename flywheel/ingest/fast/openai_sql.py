@@ -1,0 +1,225 @@
+"""OpenAI request/response logs mapped to canonical documents in one DuckDB statement.
+
+:func:`openai_chat_docs` decides only lines of the plain chat-completions shape
+(top-level keys among ``timestamp``, ``workload_id``, ``client_id``, ``request``,
+``response``; text messages without tool calls; one choice; no refusal; request
+metadata holding only canonical fields the mapping leaves empty, or unknown keys), and
+whose objects hold only keys seen in the first records of the batch. For those it builds
+the very document :func:`flywheel.ingest.formats.openai._map_openai_chat` builds (same
+fields, same values, metadata keys in the same order); every other line is left to that
+mapper.
+
+Each line is parsed twice: once into a STRUCT of the keys the batch's records have
+(values as JSON text, minified the way the loader's own parse of the document will
+minify them), once for the key lists of its objects (their order is the metadata's).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+
+from flywheel.ingest.records import CANONICAL_FIELDS
+
+# What Python's str.strip() / lstrip() remove (str.isspace), but the newline.
+_SPACE_CODES = (9, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *range(8192, 8203), 8232, 8233, 8239,
+                8287, 12288)
+_SPACE_CLASS = "[" + "".join(f"\\x{{{c:x}}}" for c in _SPACE_CODES) + "]"
+_SPACE_CHARS = " || ".join(f"chr({c})" for c in (*_SPACE_CODES, 10))
+_TOP_KEYS = ("timestamp", "workload_id", "client_id", "request", "response")
+# Canonical fields a request's metadata may fill (the mapping sets none of them itself).
+_METADATA_FILLS = ("prompt_name", "prompt_version", "git_commit", "session_id", "feedback", "tags",
+                   "cost_usd", "latency_ms")
+_TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_MESSAGE = '{"role":"JSON","content":"JSON","tool_calls":"JSON","function_call":"JSON","refusal":"JSON"}'
+
+
+def sample_keys(texts: Iterable[str | None]) -> dict[str, tuple[str, ...]]:
+    """Return the keys (plain names only) of the request, response, usage and request
+    metadata objects of the given lines, in first-seen order: the STRUCT to parse into."""
+    seen: dict[str, dict[str, None]] = {name: {} for name in ("request", "response", "usage", "rqmeta")}
+    for text in texts:
+        try:
+            obj = json.loads(text) if text else None
+        except ValueError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        request, response = obj.get("request"), obj.get("response")
+        request = request if isinstance(request, dict) else {}
+        response = response if isinstance(response, dict) else {}
+        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        rqmeta = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+        for name, found in (("request", request), ("response", response), ("usage", usage), ("rqmeta", rqmeta)):
+            seen[name].update((key, None) for key in found if _PLAIN_KEY.fullmatch(key))
+    return {name: tuple(keys) for name, keys in seen.items()}
+
+
+def _list(values) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]::VARCHAR[]"
+
+
+def _distinct(keys: str) -> str:
+    return f"len(list_distinct({keys})) = len({keys})"
+
+
+def _entries(keys: str, struct: str, known: tuple[str, ...], condition: str) -> str:
+    """SQL: the (key, value) entries of an object, in its key order, with a non-null
+    value and a key for which ``condition`` (over ``k``) holds."""
+    if not known:
+        return "[]"
+    value = "CASE k " + " ".join(f"WHEN '{key}' THEN {struct}.\"{key}\"" for key in known) + " END"
+    return (f"list_filter(list_transform(coalesce({keys}, []), k -> struct_pack(key := k, value := ({value}))), "
+            f"e -> (e.value IS NOT NULL AND ({condition.replace('{k}', 'e.key')})))")
+
+
+def _one(key: str, value: str, condition: str = "true") -> str:
+    return (f"CASE WHEN {value} IS NOT NULL AND {condition} "
+            f"THEN [struct_pack(key := '{key}', value := {value})] ELSE [] END")
+
+
+def _is_string(json_text: str) -> str:
+    return f"starts_with({json_text}, '\"')"
+
+
+def _truthy_string(json_value: str) -> str:
+    return f"({json_value} IS NOT NULL AND {json_value} <> '\"\"')"
+
+
+_CONTEXT_WORD = "[cC][oO][nN][tT][eE][xX][tT]:"
+_CONTEXT_START = "^" + _SPACE_CLASS + "*" + _CONTEXT_WORD
+# The CTEs from `named` to `contexted`: ``context``, what follows the first line of the
+# system (or developer) prompt starting with "Context:" (in any case, after blanks),
+# stripped, as Python's _context_from finds it. Only prompts holding "context:" at all
+# are split into lines; a record with two such prompts is left to Python (``context_ok``).
+_CONTEXT_CTES = f"""
+prompted AS (
+    SELECT *, list_filter(list_transform(list_filter(msgs, x -> (x.role IN ('"system"', '"developer"'))),
+                                         x -> (x.content ->> '$')),
+                          c -> regexp_matches(c, '{_CONTEXT_WORD}')) AS prompts
+    FROM named
+),
+split AS (
+    SELECT *, CASE WHEN len(prompts) = 1 THEN string_split(prompts[1], chr(10)) END AS prompt_lines
+    FROM prompted
+),
+found AS (
+    SELECT *, list_position(list_transform(prompt_lines, l -> regexp_matches(l, '{_CONTEXT_START}')), true) AS context_at
+    FROM split
+),
+contexted AS (
+    SELECT *, coalesce(len(prompts), 0) <= 1 AS context_ok,
+        CASE WHEN context_at IS NOT NULL THEN nullif(trim(
+            regexp_replace(prompt_lines[context_at], '{_CONTEXT_START}', '')
+            || CASE WHEN context_at < len(prompt_lines) THEN chr(10) || array_to_string(prompt_lines[context_at + 1:], chr(10)) ELSE '' END,
+            {_SPACE_CHARS}), '') END AS context
+    FROM found
+),"""
+
+
+def _structure(keys: dict[str, tuple[str, ...]]) -> str:
+    def obj(fields: dict[str, str]) -> str:
+        return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
+
+    request = {k: '"JSON"' for k in keys["request"]}
+    request.update(messages=f"[{_MESSAGE}]", metadata=obj({k: '"JSON"' for k in (*keys["rqmeta"], *_METADATA_FILLS)}))
+    response = {k: '"JSON"' for k in (*keys["response"], "id", "model", "object")}
+    response.update(choices=obj({"message": _MESSAGE, "finish_reason": '"JSON"'}).join("[]"),
+                    usage=obj({k: '"JSON"' for k in (*keys["usage"], *_TOKEN_KEYS)}))
+    top = {"timestamp": '"JSON"', "workload_id": '"JSON"', "client_id": '"JSON"', "request": obj(request),
+           "response": obj(response)}
+    return obj(top)
+
+
+def openai_chat_docs(lines: str, batch) -> str:
+    """Return a SELECT of ``rid, doc`` for the lines of the relation ``lines`` (the
+    loader's batch columns; ``batch`` its Arrow table) that it decides: ``doc`` the
+    canonical JSON document."""
+    keys = sample_keys(batch.column("text").slice(0, 200).to_pylist())
+    canonical = _list(CANONICAL_FIELDS)
+    other_canonical = _list(f for f in CANONICAL_FIELDS if f not in _METADATA_FILLS)
+    rq_keys = tuple(dict.fromkeys((*keys["request"], "messages", "metadata")))
+    rs_keys = tuple(dict.fromkeys((*keys["response"], "id", "model", "object", "choices", "usage")))
+    usage_keys = tuple(dict.fromkeys((*keys["usage"], *_TOKEN_KEYS)))
+    rqmeta_keys = tuple(dict.fromkeys((*keys["rqmeta"], *_METADATA_FILLS)))
+    rq_model, rs_model = 'rq."model"', 'rs."model"'
+    meta_entries = "list_concat(" + ", ".join([
+        _entries("k_rq", "rq", tuple(k for k in rq_keys if k not in ("messages", "metadata")),
+                 "{k} NOT IN ('messages', 'model', 'metadata', 'user', 'prompt')"),
+        _one("request_model", rq_model,
+             f"{_truthy_string(rs_model)} AND {_truthy_string(rq_model)} AND {rs_model} <> {rq_model}"),
+        _one("response_id", 'rs."id"'),
+        _entries("k_rs", "rs", tuple(k for k in rs_keys if k not in ("choices", "usage")),
+                 "{k} NOT IN ('id', 'model', 'choices', 'usage')"),
+        _entries("k_usage", "usage", usage_keys, "{k} NOT IN " + str(_TOKEN_KEYS)),
+        _one("finish_reason", "choice.finish_reason"),
+        _entries("k_top", "m", ("workload_id", "client_id"), "{k} IN ('workload_id', 'client_id')"),
+        _entries("k_rqmeta", "rqmeta", rqmeta_keys, f"NOT list_contains({canonical}, {{k}})"),
+    ]) + ")"
+    role = "reply.role"
+    reply_role = f"CASE WHEN {_truthy_string(role)} THEN {role} ELSE '\"assistant\"' END"
+    message_json = "'{\"role\":' || x.role || ',\"content\":' || x.content || '}'"
+    messages = (f"'[' || array_to_string(list_append(list_transform(msgs, x -> ({message_json})), "
+                f"'{{\"role\":' || {reply_role} || ',\"content\":' || reply.content || '}}'), ',') || ']'")
+    fields = {
+        "log_id": 'rs."id"',
+        "ts": "m.timestamp",
+        "source": "coalesce(m.workload_id, m.client_id)",
+        "model": f"CASE WHEN {_truthy_string(rs_model)} THEN {rs_model} ELSE {rq_model} END",
+        "input": "list_filter(msgs, x -> (x.role = '\"user\"'))[-1].content",
+        "output": "reply.content",
+        "context": "to_json(context)",
+        "messages": messages,
+        "prompt_tokens": "coalesce(usage.prompt_tokens, usage.input_tokens)",
+        "completion_tokens": "coalesce(usage.completion_tokens, usage.output_tokens)",
+        "user_id": 'rq."user"' if "user" in rq_keys else "NULL",
+        **{name: f'rqmeta."{name}"' for name in _METADATA_FILLS},
+        "metadata": "'{' || array_to_string(list_transform(meta, e -> (to_json(e.key) || ':' || e.value)), ',') || '}'",
+    }
+    doc = "'{' || concat_ws(',', " + ", ".join(
+        f"'\"{name}\":' || ({value})" for name, value in fields.items()
+    ) + ") || '}'"
+    message_ok = (f"{_is_string('x.role')} AND {_is_string('x.content')} AND x.role NOT IN ('\"tool\"', '\"function\"') "
+                  "AND coalesce(x.tool_calls, '[]') = '[]' AND x.function_call IS NULL")
+    paths = "['$', '$.request', '$.response', '$.response.usage', '$.request.metadata']"
+    return f"""
+WITH parsed AS (
+    SELECT rid, try(from_json(t, '{_structure(keys)}')) AS m, try(json_keys(t, {paths})) AS k
+    FROM (SELECT rid, rtrim(text, chr(13) || chr(10)) AS t FROM {lines} WHERE NOT blank)
+    WHERE starts_with(t, '{{') AND ends_with(t, '}}')
+),
+named AS (
+    SELECT rid, m, m.request AS rq, m.response AS rs, m.request.messages AS msgs, m.response.choices AS choices,
+        m.response.choices[1] AS choice, m.response.choices[1].message AS reply,
+        m.response.usage AS usage, m.request.metadata AS rqmeta,
+        k[1] AS k_top, k[2] AS k_rq, k[3] AS k_rs,
+        CASE WHEN m.response.usage IS NOT NULL THEN k[4] END AS k_usage,
+        CASE WHEN m.request.metadata IS NOT NULL THEN k[5] END AS k_rqmeta
+    FROM parsed
+    WHERE m IS NOT NULL AND k IS NOT NULL
+),{_CONTEXT_CTES}
+decided AS (
+    SELECT *, {meta_entries} AS meta
+    FROM contexted
+    WHERE context_ok AND list_has_all({_list(_TOP_KEYS)}, k_top) AND {_distinct('k_top')}
+        AND rq IS NOT NULL AND rs IS NOT NULL
+        AND list_has_all({_list(rq_keys)}, k_rq) AND {_distinct('k_rq')}
+        AND list_has_all({_list(rs_keys)}, k_rs) AND {_distinct('k_rs')}
+        AND (usage IS NULL OR (list_has_all({_list(usage_keys)}, k_usage) AND {_distinct('k_usage')}))
+        AND (rqmeta IS NULL OR (list_has_all({_list(rqmeta_keys)}, k_rqmeta) AND {_distinct('k_rqmeta')}
+             AND NOT list_has_any({other_canonical}, k_rqmeta)))
+        AND rs."id" IS NOT NULL
+        AND (regexp_full_match(m.timestamp, '[1-9][0-9]*') OR ({_is_string('m.timestamp')} AND m.timestamp <> '""'))
+        AND ({rq_model} IS NULL OR {_is_string(rq_model)}) AND ({rs_model} IS NULL OR {_is_string(rs_model)})
+        AND rs."object" IS DISTINCT FROM '"response"'
+        AND msgs IS NOT NULL AND list_bool_and(list_transform(msgs, x -> ({message_ok}))) IS NOT false
+        AND len(choices) = 1 AND reply IS NOT NULL AND {_is_string('reply.content')}
+        AND (reply.role IS NULL OR {_is_string('reply.role')})
+        AND coalesce(reply.tool_calls, '[]') = '[]' AND reply.function_call IS NULL AND reply.refusal IS NULL
+)
+SELECT rid, {doc} AS doc
+FROM decided
+WHERE {_distinct('list_transform(meta, e -> e.key)')}
+"""
