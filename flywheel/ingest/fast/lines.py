@@ -106,7 +106,8 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
     if text.null_count:
         raise NotFast("not UTF-8")
     # Python's text reader also ends a line at a lone carriage return.
-    if pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
+    if pc.any(pc.match_substring(text, "\r")).as_py() and \
+            pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
         raise NotFast("a lone carriage return")
     n = lines.num_rows
     con.register("fast_lines", lines)
@@ -123,7 +124,6 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
     has_doc = np.zeros(n, dtype=bool)
     has_doc[rids] = True
     blank = lines.column("blank").to_numpy(zero_copy_only=False)
-    trimmed = pc.utf8_rtrim(text, characters="\r\n")
     # The lines left to the Python mapper, read as the Python reader reads them.
     todo = np.flatnonzero(~has_doc & ~blank)
     keep = ~blank
@@ -158,7 +158,10 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
                               sql_docs)
     fallback_mask = pa.array(np.isin(np.arange(n), todo))
     docs = pc.if_else(fallback_mask, pa.array(doc_values, pa.string()), sql_docs)
-    texts = pc.if_else(fallback_mask, pa.array(fallback_text, pa.string()), trimmed)
+    # A decided line keeps its line end: it starts with "{" and ends with "}" and a line
+    # end, which is all Python's strip() would take off (the rejected raw text is
+    # taken without it).
+    texts = pc.if_else(fallback_mask, pa.array(fallback_text, pa.string()), text)
     table = pa.table(
         {
             "rid": pa.array(np.arange(n, dtype=np.int64)),

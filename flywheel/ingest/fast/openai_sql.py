@@ -186,9 +186,11 @@ def openai_chat_docs(lines: str, batch) -> str:
     paths = "['$', '$.request', '$.response', '$.response.usage', '$.request.metadata']"
     return f"""
 WITH parsed AS (
-    SELECT rid, try(from_json(t, '{_structure(keys)}')) AS m, try(json_keys(t, {paths})) AS k
-    FROM (SELECT rid, rtrim(text, chr(13) || chr(10)) AS t FROM {lines} WHERE NOT blank)
-    WHERE starts_with(t, '{{') AND ends_with(t, '}}')
+    -- The line as it is: the parser takes its line end for trailing blanks (no copy).
+    SELECT rid, try(from_json(text, '{_structure(keys)}')) AS m, try(json_keys(text, {paths})) AS k
+    FROM {lines}
+    WHERE NOT blank AND starts_with(text, '{{')
+        AND (ends_with(text, '}}' || chr(10)) OR ends_with(text, '}}' || chr(13) || chr(10)) OR ends_with(text, '}}'))
 ),
 named AS (
     SELECT rid, m, m.request AS rq, m.response AS rs, m.request.messages AS msgs, m.response.choices AS choices,
