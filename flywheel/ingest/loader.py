@@ -621,7 +621,8 @@ def _arrow_rows(path: Path, fmt: str) -> Iterator[pa.RecordBatch]:
     with pa.input_stream(str(path), compression=compression) as stream:
         reader = pcsv.open_csv(
             stream,
-            read_options=pcsv.ReadOptions(encoding="utf8"),
+            # Blocks as large as a JSON-lines batch: each batch pays for a few statements.
+            read_options=pcsv.ReadOptions(encoding="utf8", block_size=LINES_BLOCK_BYTES),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             # An empty cell is a missing value, as in the canonical JSON.
             convert_options=pcsv.ConvertOptions(
