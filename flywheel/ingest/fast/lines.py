@@ -26,6 +26,9 @@ from flywheel.ingest.formats.openai import _map_openai_chat
 from flywheel.ingest.records import UnreadableFile
 
 
+MAPPING_CHUNK_ROWS = 1024
+
+
 class NotFast(Exception):
     """The file cannot take the fast path; the loader reads it the Python way."""
 
@@ -110,7 +113,9 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
             pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
         raise NotFast("a lone carriage return")
     n = lines.num_rows
-    con.register("fast_lines", lines)
+    # Small record batches: DuckDB maps one per thread, and a batch of lines is only a
+    # few of the loader's chunks.
+    con.register("fast_lines", pa.Table.from_batches(lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS), lines.schema))
     try:
         with _no_filter_pushdown(con):
             decided = con.execute(statement("fast_lines", lines)).fetch_arrow_table()
