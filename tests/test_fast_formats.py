@@ -70,7 +70,7 @@ def demo_day(tmp_path: Path, fmt: str, rows: int = 400) -> list[Path]:
     return sorted((tmp_path / "demo" / "landing" / DAY).iterdir())
 
 
-@pytest.mark.parametrize("fmt", ["openai"])
+@pytest.mark.parametrize("fmt", ["openai", "openai_batch"])
 def test_demo_day_is_the_same_both_ways(tmp_path, fmt):
     tables = assert_same_both_ways(tmp_path, demo_day(tmp_path, fmt))
     assert len(tables["logs"]) > 300  # the day was read, not lost on both sides
@@ -152,17 +152,57 @@ def test_a_file_the_fast_path_cannot_number_is_read_the_python_way(tmp_path):
     assert len(tables["logs"]) > 0
 
 
-@pytest.mark.parametrize("fmt, name", [("openai", "openai_chat")])
+@pytest.mark.parametrize("fmt, name", [("openai", "openai_chat"), ("openai_batch", "openai_batch_output")])
 def test_most_demo_records_are_mapped_in_sql(tmp_path, fmt, name):
     import duckdb
 
     from flywheel.ingest.fast import fast_batches
 
+    from flywheel.ingest import formats
+
+    paths = demo_day(tmp_path, fmt)
+    companions: dict = {}
+    for path in paths:
+        if formats.detect_format(path) in formats.COMPANION_FORMATS:
+            companions.update(formats.load_companion(path, formats.detect_format(path)))
     stats: dict = {}
     read = 0
     with duckdb.connect() as con:
-        for path in demo_day(tmp_path, fmt):
-            read += sum(batch.num_rows for batch in fast_batches(con, path, name, pii_gate=True, stats=stats))
+        for path in paths:
+            if formats.detect_format(path) == name:
+                read += sum(batch.num_rows for batch in fast_batches(
+                    con, path, name, pii_gate=True, batch_requests=companions, stats=stats))
+    assert read >= 300
     assert read == stats["in_sql"] + stats["in_python"]
     # The demo's tool-calling turns are left to Python; the rest are decided in SQL.
     assert stats["in_sql"] >= 0.8 * read, stats
+
+
+def test_bent_batch_lines_are_the_same_both_ways(tmp_path):
+    from flywheel.ingest import formats
+
+    paths = demo_day(tmp_path / "demo", "openai_batch", rows=40)
+    output = next(p for p in paths if formats.detect_format(p) == "openai_batch_output")
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = []
+
+    def bend(i: int, change) -> None:
+        record = json.loads(json.dumps(records[i % len(records)]))
+        change(record)
+        out.append(json.dumps(record, ensure_ascii=False))
+
+    bend(0, lambda r: r.update(error={"code": "server_error", "message": "boom"}))
+    bend(1, lambda r: r["response"].update(status_code=500))
+    bend(2, lambda r: r.update(custom_id="no-such-request"))
+    bend(3, lambda r: r["response"]["body"].update(id=""))  # the line's id instead
+    bend(4, lambda r: r["response"]["body"].update(created=1767225602.0))
+    bend(5, lambda r: r["response"].update(status_code="200"))
+    bend(6, lambda r: r.update(extra_field={"kept": True}))
+    bend(7, lambda r: r["response"]["body"]["usage"].update(prompt_tokens=None, input_tokens=7))
+    bend(8, lambda r: r["response"].pop("request_id"))
+    out.insert(3, "{broken")
+    bent = output.with_name("bent-batch-output.jsonl")
+    bent.write_text("\n".join(out) + "\n", encoding="utf-8")
+    tables = assert_same_both_ways(tmp_path, [*paths, bent])
+    reasons = {row[3] for row in tables["rejected_logs"]}
+    assert any(reason.startswith("batch request failed") for reason in reasons), reasons

@@ -232,7 +232,8 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
     if fmt == "canonical_jsonl" and fmt in ONE_RECORD_PER_LINE:
         _load_lines(con, day, path, file_report, settings.pii_mode, report)
         return
-    if fast_formats and fast.handles(fmt) and _load_fast(con, settings, day, path, fmt, file_report, report):
+    if fast_formats and fast.handles(fmt) and _load_fast(con, settings, day, path, fmt, file_report, report,
+                                                         batch_requests):
         return
     batches = _batches(con, path, fmt, file_report, batch_requests, pii_gate=settings.pii_mode != "off")
     for batch in batches:
@@ -244,13 +245,14 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
         _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report)
 
 
-def _load_fast(con, settings, day, path, fmt, file_report, report) -> bool:
+def _load_fast(con, settings, day, path, fmt, file_report, report, batch_requests) -> bool:
     """Load a file through its format's fast path (records mapped in SQL by the batch,
     one record per line); return False, with nothing of it stored, where the file
     cannot take it."""
     pii_counts = dict(report.pii_counts)
     try:
-        for batch in fast.fast_batches(con, path, fmt, pii_gate=settings.pii_mode != "off"):
+        for batch in fast.fast_batches(con, path, fmt, pii_gate=settings.pii_mode != "off",
+                                       batch_requests=batch_requests):
             if batch.num_rows:
                 file_report.read += batch.num_rows
                 _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report,

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from flywheel.ingest.fast import openai_sql
 from flywheel.ingest.formats.common import _map_value
 from flywheel.ingest.formats.jsonio import _is_gzip, _json_error
-from flywheel.ingest.formats.openai import _map_openai_chat
+from flywheel.ingest.formats.openai import _map_batch_output, _map_openai_chat
 from flywheel.ingest.records import UnreadableFile
 
 
@@ -33,9 +33,14 @@ class NotFast(Exception):
     """The file cannot take the fast path; the loader reads it the Python way."""
 
 
-# Format -> (the mapping statement over a relation of lines, the Python mapper).
-_FORMATS: dict[str, tuple[Callable[[str, pa.Table], str], Callable[[dict], dict]]] = {
-    "openai_chat": (openai_sql.openai_chat_docs, _map_openai_chat),
+# The fast formats: each gives, from the day's companion records, the mapping statement
+# over a relation of lines (and the batch), and the Python mapper of one record.
+_FORMATS = {
+    "openai_chat": lambda requests: (openai_sql.openai_chat_docs, _map_openai_chat),
+    "openai_batch_output": lambda requests: (
+        lambda relation, lines: openai_sql.openai_batch_docs(relation, lines, "fast_requests", requests),
+        lambda obj: _map_batch_output(obj, requests),
+    ),
 }
 
 
@@ -45,11 +50,13 @@ def handles(fmt: str) -> bool:
 
 
 def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
-                 pii_gate: bool, stats: dict | None = None) -> Iterator[pa.Table]:
+                 pii_gate: bool, batch_requests: dict | None = None,
+                 stats: dict | None = None) -> Iterator[pa.Table]:
     """Yield the staged batches (the loader's ``BATCH_SCHEMA``) of a JSON-lines file of
     ``fmt``, one row per record, blank lines left out, as the Python reader numbers them.
 
-    ``stats``, when given, counts the records mapped in SQL (``in_sql``) and in Python
+    ``batch_requests``: the day's companion records (the loader's), for Batch API
+    output files their input lines by custom_id. ``stats``, when given, counts the records mapped in SQL (``in_sql``) and in Python
     (``in_python``).
 
     Raises:
@@ -58,7 +65,8 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
     """
     from flywheel.ingest import loader  # the loader imports this module
 
-    statement, mapper = _FORMATS[fmt]
+    requests = batch_requests or {}
+    statement, mapper = _FORMATS[fmt](requests)
     if _is_gzip(path) != path.name.lower().endswith(".gz"):
         raise NotFast("gzip by its magic bytes only")
     first = True
@@ -67,9 +75,42 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
             if first:
                 _check_first(lines)
                 first = False
-            yield _mapped(con, lines, statement, mapper, pii_gate=pii_gate, stats=stats if stats is not None else {})
+            with _requests_of(con, lines, requests, enabled=fmt == "openai_batch_output"):
+                yield _mapped(con, lines, statement, mapper, pii_gate=pii_gate,
+                              stats=stats if stats is not None else {})
     except UnreadableFile as exc:  # the Python reader words these its own way
         raise NotFast(exc.reason) from None
+
+
+@contextlib.contextmanager
+def _requests_of(con, lines: pa.Table, requests: dict, *, enabled: bool):
+    """Register ``fast_requests(custom_id, body)``: the JSON text of the input line's
+    body (an object) of each custom id the batch's lines name (only those: the day's
+    requests are not copied as a whole)."""
+    if not enabled:
+        yield
+        return
+    con.register("fast_lines_ids", lines)
+    try:
+        ids = con.execute(
+            """SELECT DISTINCT try(from_json(text, '{"custom_id":"VARCHAR"}')).custom_id FROM fast_lines_ids
+               WHERE NOT blank"""
+        ).fetchall()
+    finally:
+        con.unregister("fast_lines_ids")
+    found, bodies = [], []
+    for (custom_id,) in ids:
+        line = requests.get(custom_id) if custom_id is not None else None
+        body = line.get("body") if isinstance(line, dict) else None
+        if isinstance(body, dict):
+            found.append(custom_id)
+            bodies.append(json.dumps(body, ensure_ascii=False))
+    con.register("fast_requests", pa.table({"custom_id": pa.array(found, pa.string()),
+                                            "body": pa.array(bodies, pa.string())}))
+    try:
+        yield
+    finally:
+        con.unregister("fast_requests")
 
 
 @contextlib.contextmanager

@@ -119,18 +119,21 @@ contexted AS (
 ),"""
 
 
-def _structure(keys: dict[str, tuple[str, ...]]) -> str:
-    def obj(fields: dict[str, str]) -> str:
-        return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
+def _obj(fields: dict[str, str]) -> str:
+    return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
 
-    request = {k: '"JSON"' for k in keys["request"]}
-    request.update(messages=f"[{_MESSAGE}]", metadata=obj({k: '"JSON"' for k in (*keys["rqmeta"], *_METADATA_FILLS)}))
-    response = {k: '"JSON"' for k in (*keys["response"], "id", "model", "object")}
-    response.update(choices=obj({"message": _MESSAGE, "finish_reason": '"JSON"'}).join("[]"),
-                    usage=obj({k: '"JSON"' for k in (*keys["usage"], *_TOKEN_KEYS)}))
-    top = {"timestamp": '"JSON"', "workload_id": '"JSON"', "client_id": '"JSON"', "request": obj(request),
-           "response": obj(response)}
-    return obj(top)
+
+def _request_struct(keys: dict[str, tuple[str, ...]], fills: tuple[str, ...]) -> str:
+    request = {k: '"JSON"' for k in (*keys["request"], "model", "user")}
+    request.update(messages=f"[{_MESSAGE}]", metadata=_obj({k: '"JSON"' for k in (*keys["rqmeta"], *fills)}))
+    return _obj(request)
+
+
+def _response_struct(keys: dict[str, tuple[str, ...]]) -> str:
+    response = {k: '"JSON"' for k in (*keys["response"], "id", "model", "object", "created")}
+    response.update(choices=_obj({"message": _MESSAGE, "finish_reason": '"JSON"'}).join("[]"),
+                    usage=_obj({k: '"JSON"' for k in (*keys["usage"], *_TOKEN_KEYS)}))
+    return _obj(response)
 
 
 def openai_chat_docs(lines: str, batch) -> str:
@@ -138,59 +141,15 @@ def openai_chat_docs(lines: str, batch) -> str:
     loader's batch columns; ``batch`` its Arrow table) that it decides: ``doc`` the
     canonical JSON document."""
     keys = sample_keys(batch.column("text").slice(0, 200).to_pylist())
-    canonical = _list(CANONICAL_FIELDS)
-    other_canonical = _list(f for f in CANONICAL_FIELDS if f not in _METADATA_FILLS)
-    rq_keys = tuple(dict.fromkeys((*keys["request"], "messages", "metadata")))
-    rs_keys = tuple(dict.fromkeys((*keys["response"], "id", "model", "object", "choices", "usage")))
-    usage_keys = tuple(dict.fromkeys((*keys["usage"], *_TOKEN_KEYS)))
-    rqmeta_keys = tuple(dict.fromkeys((*keys["rqmeta"], *_METADATA_FILLS)))
-    rq_model, rs_model = 'rq."model"', 'rs."model"'
-    meta_entries = "list_concat(" + ", ".join([
-        _entries("k_rq", "rq", tuple(k for k in rq_keys if k not in ("messages", "metadata")),
-                 "{k} NOT IN ('messages', 'model', 'metadata', 'user', 'prompt')"),
-        _one("request_model", rq_model,
-             f"{_truthy_string(rs_model)} AND {_truthy_string(rq_model)} AND {rs_model} <> {rq_model}"),
-        _one("response_id", 'rs."id"'),
-        _entries("k_rs", "rs", tuple(k for k in rs_keys if k not in ("choices", "usage")),
-                 "{k} NOT IN ('id', 'model', 'choices', 'usage')"),
-        _entries("k_usage", "usage", usage_keys, "{k} NOT IN " + str(_TOKEN_KEYS)),
-        _one("finish_reason", "choice.finish_reason"),
-        _entries("k_top", "m", ("workload_id", "client_id"), "{k} IN ('workload_id', 'client_id')"),
-        _entries("k_rqmeta", "rqmeta", rqmeta_keys, f"NOT list_contains({canonical}, {{k}})"),
-    ]) + ")"
-    role = "reply.role"
-    reply_role = f"CASE WHEN {_truthy_string(role)} THEN {role} ELSE '\"assistant\"' END"
-    message_json = "'{\"role\":' || x.role || ',\"content\":' || x.content || '}'"
-    messages = (f"'[' || array_to_string(list_append(list_transform(msgs, x -> ({message_json})), "
-                f"'{{\"role\":' || {reply_role} || ',\"content\":' || reply.content || '}}'), ',') || ']'")
-    fields = {
-        "log_id": 'rs."id"',
-        "ts": "m.timestamp",
-        "source": "coalesce(m.workload_id, m.client_id)",
-        "model": f"CASE WHEN {_truthy_string(rs_model)} THEN {rs_model} ELSE {rq_model} END",
-        "input": "list_filter(msgs, x -> (x.role = '\"user\"'))[-1].content",
-        "output": "reply.content",
-        "context": "to_json(context)",
-        "messages": messages,
-        "prompt_tokens": "coalesce(usage.prompt_tokens, usage.input_tokens)",
-        "completion_tokens": "coalesce(usage.completion_tokens, usage.output_tokens)",
-        "user_id": 'rq."user"' if "user" in rq_keys else "NULL",
-        **{name: f'rqmeta."{name}"' for name in _METADATA_FILLS},
-        "metadata": "'{' || array_to_string(list_transform(meta, e -> (to_json(e.key) || ':' || e.value)), ',') || '}'",
-    }
-    doc = "'{' || concat_ws(',', " + ", ".join(
-        f"'\"{name}\":' || ({value})" for name, value in fields.items()
-    ) + ") || '}'"
-    message_ok = (f"{_is_string('x.role')} AND {_is_string('x.content')} AND x.role NOT IN ('\"tool\"', '\"function\"') "
-                  "AND coalesce(x.tool_calls, '[]') = '[]' AND x.function_call IS NULL")
+    top = _obj({"timestamp": '"JSON"', "workload_id": '"JSON"', "client_id": '"JSON"',
+                "request": _request_struct(keys, _METADATA_FILLS), "response": _response_struct(keys)})
     paths = "['$', '$.request', '$.response', '$.response.usage', '$.request.metadata']"
-    return f"""
-WITH parsed AS (
+    parsed = f"""
+parsed AS (
     -- The line as it is: the parser takes its line end for trailing blanks (no copy).
-    SELECT rid, try(from_json(text, '{_structure(keys)}')) AS m, try(json_keys(text, {paths})) AS k
+    SELECT rid, try(from_json(text, '{top}')) AS m, try(json_keys(text, {paths})) AS k
     FROM {lines}
-    WHERE NOT blank AND starts_with(text, '{{')
-        AND (ends_with(text, '}}' || chr(10)) OR ends_with(text, '}}' || chr(13) || chr(10)) OR ends_with(text, '}}'))
+    WHERE {_LOOKS_LIKE_OBJECT}
 ),
 named AS (
     SELECT rid, m, m.request AS rq, m.response AS rs, m.request.messages AS msgs, m.response.choices AS choices,
@@ -201,19 +160,149 @@ named AS (
         CASE WHEN m.request.metadata IS NOT NULL THEN k[5] END AS k_rqmeta
     FROM parsed
     WHERE m IS NOT NULL AND k IS NOT NULL
-),{_CONTEXT_CTES}
+),"""
+    checks = f"""list_has_all({_list(_TOP_KEYS)}, k_top) AND {_distinct('k_top')}
+        AND rs."id" IS NOT NULL
+        AND (regexp_full_match(m.timestamp, '[1-9][0-9]*') OR ({_is_string('m.timestamp')} AND m.timestamp <> '""'))"""
+    return _chat_docs(
+        keys, parsed=parsed, checks=checks, fills=_METADATA_FILLS,
+        record={"log_id": 'rs."id"', "ts": "m.timestamp", "source": "coalesce(m.workload_id, m.client_id)"},
+        head_meta=[], tail_meta=[_entries("k_top", "m", ("workload_id", "client_id"),
+                                          "{k} IN ('workload_id', 'client_id')")],
+    )
+
+
+def sample_batch_keys(texts: Iterable[str | None], requests: dict) -> dict[str, tuple[str, ...]]:
+    """:func:`sample_keys` for Batch API output lines and their input lines (by custom_id)."""
+    pairs = []
+    for text in texts:
+        try:
+            obj = json.loads(text) if text else None
+        except ValueError:
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("response"), dict):
+            continue
+        line = requests.get(str(obj.get("custom_id")))
+        request = line.get("body") if isinstance(line, dict) else None
+        pairs.append(json.dumps({"request": request, "response": obj["response"].get("body")}))
+    return sample_keys(pairs)
+
+
+# Canonical fields a batch request's metadata may fill: the batch mapping sets no source.
+_BATCH_FILLS = (*_METADATA_FILLS, "source")
+
+
+def openai_batch_docs(lines: str, batch, requests_relation: str, requests: dict) -> str:
+    """Return a SELECT of ``rid, doc`` for the Batch API output lines of ``lines`` it
+    decides (see :func:`openai_chat_docs`); ``requests_relation`` has ``custom_id, body``
+    (the JSON text of the input line's body) for the batch's custom ids, ``requests``
+    the input lines by custom_id (to sample their keys)."""
+    keys = sample_batch_keys(batch.column("text").slice(0, 200).to_pylist(), requests)
+    outer = _obj({"id": '"JSON"', "custom_id": '"JSON"', "error": '"JSON"',
+                  "response": _obj({"status_code": '"JSON"', "request_id": '"JSON"', "body": _response_struct(keys)})})
+    paths = "['$', '$.response', '$.response.body', '$.response.body.usage']"
+    parsed = f"""
+outer_parsed AS (
+    SELECT rid, try(from_json(text, '{outer}')) AS m, try(json_keys(text, {paths})) AS k
+    FROM {lines}
+    WHERE {_LOOKS_LIKE_OBJECT}
+),
+parsed AS (
+    SELECT o.*, try(from_json(r.body, '{_request_struct(keys, _BATCH_FILLS)}')) AS request,
+        try(json_keys(r.body, ['$', '$.metadata'])) AS kr
+    FROM outer_parsed AS o JOIN {requests_relation} AS r ON r.custom_id = (o.m.custom_id ->> '$')
+    WHERE o.m IS NOT NULL AND o.k IS NOT NULL AND starts_with(o.m.custom_id, '"')
+),
+named AS (
+    SELECT rid, m, request AS rq, m.response.body AS rs, request.messages AS msgs,
+        m.response.body.choices AS choices, m.response.body.choices[1] AS choice,
+        m.response.body.choices[1].message AS reply, m.response.body.usage AS usage, request.metadata AS rqmeta,
+        k[1] AS k_top, k[2] AS k_response, kr[1] AS k_rq, k[3] AS k_rs,
+        CASE WHEN m.response.body.usage IS NOT NULL THEN k[4] END AS k_usage,
+        CASE WHEN request.metadata IS NOT NULL THEN kr[2] END AS k_rqmeta
+    FROM parsed
+    WHERE request IS NOT NULL AND kr IS NOT NULL
+),"""
+    checks = f"""list_has_all(['id', 'custom_id', 'response', 'error'], k_top) AND {_distinct('k_top')}
+        AND list_has_all(['status_code', 'request_id', 'body'], k_response) AND {_distinct('k_response')}
+        AND m.error IS NULL AND (m.response.status_code IS NULL OR m.response.status_code IN ('200', '"200"'))
+        AND {_truthy_string('rs."id"')} AND {_is_string('rs."id"')}
+        AND regexp_full_match(rs.created, '[1-9][0-9]*')"""
+    return _chat_docs(
+        keys, parsed=parsed, checks=checks, fills=_BATCH_FILLS,
+        record={"log_id": 'rs."id"', "ts": "rs.created"},
+        head_meta=[_one("custom_id", "m.custom_id"), _one("batch_request_id", "m.id"),
+                   _one("request_id", "m.response.request_id")],
+        tail_meta=[],
+    )
+
+
+_LOOKS_LIKE_OBJECT = ("NOT blank AND starts_with(text, '{') AND (ends_with(text, '}' || chr(10)) "
+                      "OR ends_with(text, '}' || chr(13) || chr(10)) OR ends_with(text, '}'))")
+
+
+def _chat_docs(keys: dict[str, tuple[str, ...]], *, parsed: str, checks: str, fills: tuple[str, ...],
+               record: dict[str, str], head_meta: list[str], tail_meta: list[str]) -> str:
+    """Return the statement shared by both OpenAI shapes: ``parsed`` gives the CTEs up
+    to ``named`` (columns m, rq, rs, msgs, choices, choice, reply, usage, rqmeta and the
+    key lists k_*), ``checks`` the shape's own tests, ``record`` its own fields,
+    ``head_meta``/``tail_meta`` the metadata entries before and after the chat fields'."""
+    canonical = _list(CANONICAL_FIELDS)
+    other_canonical = _list(f for f in CANONICAL_FIELDS if f not in fills)
+    rq_keys = tuple(dict.fromkeys((*keys["request"], "model", "user", "messages", "metadata")))
+    rs_keys = tuple(dict.fromkeys((*keys["response"], "id", "model", "object", "choices", "usage")))
+    usage_keys = tuple(dict.fromkeys((*keys["usage"], *_TOKEN_KEYS)))
+    rqmeta_keys = tuple(dict.fromkeys((*keys["rqmeta"], *fills)))
+    rq_model, rs_model = 'rq."model"', 'rs."model"'
+    meta_entries = "list_concat(" + ", ".join([
+        *head_meta,
+        _entries("k_rq", "rq", tuple(k for k in rq_keys if k not in ("messages", "metadata")),
+                 "{k} NOT IN ('messages', 'model', 'metadata', 'user', 'prompt')"),
+        _one("request_model", rq_model,
+             f"{_truthy_string(rs_model)} AND {_truthy_string(rq_model)} AND {rs_model} <> {rq_model}"),
+        _one("response_id", 'rs."id"'),
+        _entries("k_rs", "rs", tuple(k for k in rs_keys if k not in ("choices", "usage")),
+                 "{k} NOT IN ('id', 'model', 'choices', 'usage')"),
+        _entries("k_usage", "usage", usage_keys, "{k} NOT IN " + str(_TOKEN_KEYS)),
+        _one("finish_reason", "choice.finish_reason"),
+        *tail_meta,
+        _entries("k_rqmeta", "rqmeta", rqmeta_keys, f"NOT list_contains({canonical}, {{k}})"),
+    ]) + ")"
+    role = "reply.role"
+    reply_role = f"CASE WHEN {_truthy_string(role)} THEN {role} ELSE '\"assistant\"' END"
+    message_json = "'{\"role\":' || x.role || ',\"content\":' || x.content || '}'"
+    messages = (f"'[' || array_to_string(list_append(list_transform(msgs, x -> ({message_json})), "
+                f"'{{\"role\":' || {reply_role} || ',\"content\":' || reply.content || '}}'), ',') || ']'")
+    fields = {
+        **record,
+        "model": f"CASE WHEN {_truthy_string(rs_model)} THEN {rs_model} ELSE {rq_model} END",
+        "input": "list_filter(msgs, x -> (x.role = '\"user\"'))[-1].content",
+        "output": "reply.content",
+        "context": "to_json(context)",
+        "messages": messages,
+        "prompt_tokens": "coalesce(usage.prompt_tokens, usage.input_tokens)",
+        "completion_tokens": "coalesce(usage.completion_tokens, usage.output_tokens)",
+        "user_id": 'rq."user"',
+        **{name: f'rqmeta."{name}"' for name in fills},
+        "metadata": "'{' || array_to_string(list_transform(meta, e -> (to_json(e.key) || ':' || e.value)), ',') || '}'",
+    }
+    doc = "'{' || concat_ws(',', " + ", ".join(
+        f"'\"{name}\":' || ({value})" for name, value in fields.items()
+    ) + ") || '}'"
+    message_ok = (f"{_is_string('x.role')} AND {_is_string('x.content')} AND x.role NOT IN ('\"tool\"', '\"function\"') "
+                  "AND coalesce(x.tool_calls, '[]') = '[]' AND x.function_call IS NULL")
+    return f"""
+WITH {parsed}{_CONTEXT_CTES}
 decided AS (
     SELECT *, {meta_entries} AS meta
     FROM contexted
-    WHERE context_ok AND list_has_all({_list(_TOP_KEYS)}, k_top) AND {_distinct('k_top')}
+    WHERE context_ok AND {checks}
         AND rq IS NOT NULL AND rs IS NOT NULL
         AND list_has_all({_list(rq_keys)}, k_rq) AND {_distinct('k_rq')}
         AND list_has_all({_list(rs_keys)}, k_rs) AND {_distinct('k_rs')}
         AND (usage IS NULL OR (list_has_all({_list(usage_keys)}, k_usage) AND {_distinct('k_usage')}))
         AND (rqmeta IS NULL OR (list_has_all({_list(rqmeta_keys)}, k_rqmeta) AND {_distinct('k_rqmeta')}
              AND NOT list_has_any({other_canonical}, k_rqmeta)))
-        AND rs."id" IS NOT NULL
-        AND (regexp_full_match(m.timestamp, '[1-9][0-9]*') OR ({_is_string('m.timestamp')} AND m.timestamp <> '""'))
         AND ({rq_model} IS NULL OR {_is_string(rq_model)}) AND ({rs_model} IS NULL OR {_is_string(rs_model)})
         AND rs."object" IS DISTINCT FROM '"response"'
         AND msgs IS NOT NULL AND list_bool_and(list_transform(msgs, x -> ({message_ok}))) IS NOT false
