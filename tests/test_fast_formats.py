@@ -118,6 +118,10 @@ def _bent_openai_lines(lines: list[str]) -> str:
     bend(21, lambda r: r.update(workload_id=None))
     bend(22, lambda r: r["response"]["choices"][0]["message"].update(refusal="no"))
     bend(23, lambda r: r["request"]["messages"][0].update(content="Ünïcödé \u2028 Context:\r\nré\tsumé \"quoted\" \\ "))
+    bend(24, lambda r: r["request"]["messages"][0].update(content="Rules\nContext:\u3000 facts \u2003\n\u00a0"))
+    bend(25, lambda r: r["request"]["messages"][0].update(content="Rules\nContext:  \n\u2028 "))  # no context
+    bend(26, lambda r: r["request"]["messages"][0].update(content="A\nContext: one\ncontext: two"))
+    bend(27, lambda r: r["request"]["messages"][0].update(content="  context: early\nContext: late"))
     out.insert(5, "")
     out.insert(9, "   \t  ")
     out.insert(12, "{not json")

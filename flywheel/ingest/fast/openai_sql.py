@@ -26,7 +26,10 @@ from flywheel.ingest.records import CANONICAL_FIELDS
 _SPACE_CODES = (9, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *range(8192, 8203), 8232, 8233, 8239,
                 8287, 12288)
 _SPACE_CLASS = "[" + "".join(f"\\x{{{c:x}}}" for c in _SPACE_CODES) + "]"
-_SPACE_CHARS = " || ".join(f"chr({c})" for c in (*_SPACE_CODES, 10))
+# What Python's str.strip() takes off both ends (a regular expression, far cheaper in
+# DuckDB than trim() with a set of characters).
+_SPACE_OR_NEWLINE = _SPACE_CLASS[:-1] + "\\n]"
+_STRIPPED = f"^{_SPACE_OR_NEWLINE}+|{_SPACE_OR_NEWLINE}+$"
 _TOP_KEYS = ("timestamp", "workload_id", "client_id", "request", "response")
 # Canonical fields a request's metadata may fill (the mapping sets none of them itself).
 _METADATA_FILLS = ("prompt_name", "prompt_version", "git_commit", "session_id", "feedback", "tags",
@@ -89,11 +92,13 @@ def _truthy_string(json_value: str) -> str:
 
 
 _CONTEXT_WORD = "[cC][oO][nN][tT][eE][xX][tT]:"
-_CONTEXT_START = "^" + _SPACE_CLASS + "*" + _CONTEXT_WORD
+_QUALIFYING_LINE = "(?:^|\\n)" + _SPACE_CLASS + "*" + _CONTEXT_WORD
 # The CTEs from `named` to `contexted`: ``context``, what follows the first line of the
 # system (or developer) prompt starting with "Context:" (in any case, after blanks),
 # stripped, as Python's _context_from finds it. Only prompts holding "context:" at all
-# are split into lines; a record with two such prompts is left to Python (``context_ok``).
+# count. The usual layout, a line that is "Context:" itself with no line like it before,
+# is cut where that line starts; a record with any other (two such prompts, "CONTEXT:",
+# blanks before it) is left to Python (``context_ok``).
 _CONTEXT_CTES = f"""
 prompted AS (
     SELECT *, list_filter(list_transform(list_filter(msgs, x -> (x.role IN ('"system"', '"developer"'))),
@@ -101,21 +106,18 @@ prompted AS (
                           c -> regexp_matches(c, '{_CONTEXT_WORD}')) AS prompts
     FROM named
 ),
-split AS (
-    SELECT *, CASE WHEN len(prompts) = 1 THEN string_split(prompts[1], chr(10)) END AS prompt_lines
+placed AS (
+    SELECT *, CASE WHEN len(prompts) = 1 THEN strpos(prompts[1], chr(10) || 'Context:') END AS context_at
     FROM prompted
 ),
-found AS (
-    SELECT *, list_position(list_transform(prompt_lines, l -> regexp_matches(l, '{_CONTEXT_START}')), true) AS context_at
-    FROM split
-),
 contexted AS (
-    SELECT *, coalesce(len(prompts), 0) <= 1 AS context_ok,
-        CASE WHEN context_at IS NOT NULL THEN nullif(trim(
-            regexp_replace(prompt_lines[context_at], '{_CONTEXT_START}', '')
-            || CASE WHEN context_at < len(prompt_lines) THEN chr(10) || array_to_string(prompt_lines[context_at + 1:], chr(10)) ELSE '' END,
-            {_SPACE_CHARS}), '') END AS context
-    FROM found
+    SELECT *,
+        CASE WHEN len(prompts) = 0 THEN true
+             WHEN len(prompts) > 1 OR context_at = 0 THEN false
+             ELSE NOT regexp_matches(substr(prompts[1], 1, context_at), '{_QUALIFYING_LINE}') END AS context_ok,
+        CASE WHEN context_at > 0 THEN
+            nullif(regexp_replace(substr(prompts[1], context_at + 9), '{_STRIPPED}', '', 'g'), '') END AS context
+    FROM placed
 ),"""
 
 
