@@ -193,8 +193,9 @@ def test_pii_in_messages_given_as_json_text_is_redacted(settings):
     assert pii == ["email"] and report.pii_counts == {"email": 1}
 
 
-def test_missing_landing_folder_is_an_empty_day(settings):
-    report = ingest(settings)
+def test_missing_landing_folder_is_an_empty_day_when_asked_for(settings):
+    with store.connection(settings) as con:
+        report = ingest_day(con, settings, DAY, allow_empty=True)
     assert report.files == [] and report.reconciles
     assert rows(settings, "SELECT count(*) FROM logs") == [(0,)]
 

@@ -151,23 +151,62 @@ class IngestReport:
 Progress = Callable[[str], None]
 
 
+class EmptyLandingFolder(Exception):
+    """The day's landing folder is missing or holds no files, and an empty day was not
+    asked for: ingesting it would replace what the day holds with nothing."""
+
+
+def landing_files(settings: Settings, day: str) -> list[Path]:
+    """Return the files of the day's landing folder that are read, in name order
+    (hidden files, such as a copy still being written, are left alone)."""
+    folder = settings.landing_for(day)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _refuse_empty(con, settings: Settings, day: str) -> None:
+    """Raise :class:`EmptyLandingFolder`, saying what the day holds that would be lost."""
+    folder = settings.landing_for(day)
+    where = settings.source_name(folder)
+    state = "is missing" if not folder.is_dir() else "holds no files"
+    held = con.execute(
+        "SELECT (SELECT count(*) FROM logs WHERE day = $day), (SELECT count(*) FROM rejected_logs WHERE day = $day), "
+        "(SELECT count(*) FROM duplicate_logs WHERE day = $day)",
+        {"day": day},
+    ).fetchone()
+    stored = (f"the {held[0]:,} logs, {held[1]:,} rejected and {held[2]:,} duplicate records stored for {day}"
+              if any(held) else f"day {day}")
+    raise EmptyLandingFolder(
+        f"landing folder {where} {state}: refusing to replace {stored} with nothing "
+        "(run with --allow-empty, or asset config allow_empty: true, to store an empty day)"
+    )
+
+
 def ingest_day(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
     day: str,
     *,
     progress: Progress | None = None,
+    allow_empty: bool = False,
 ) -> IngestReport:
     """Replace the partition ``day`` (``YYYY-MM-DD``) with the records of its landing folder.
 
     Returns an :class:`IngestReport` with per-file counts that reconcile
-    (read = accepted + rejected + duplicates). A missing landing folder is an empty day.
+    (read = accepted + rejected + duplicates). A landing folder that is missing or holds
+    no files raises :class:`EmptyLandingFolder` (nothing is changed) unless
+    ``allow_empty``: then the day is stored empty.
     """
     date.fromisoformat(day)  # a clear error for a malformed partition key
     say = progress or (lambda _msg: None)
     report = IngestReport(day=day, pii_mode=settings.pii_mode)
-    folder = settings.landing_for(day)
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
+    paths = landing_files(settings, day)
+    if not paths:
+        if not allow_empty:
+            _refuse_empty(con, settings, day)
+        say(f"{day}: landing folder {settings.source_name(settings.landing_for(day))} holds 0 files: "
+            "the day is stored empty")
 
     con.execute("BEGIN TRANSACTION")
     try:

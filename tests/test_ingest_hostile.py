@@ -1,0 +1,112 @@
+"""Hostile input to the ingest (#13): empty days, poison records, impossible values and
+cross-day duplicates in any order. Every record read ends up accepted, rejected with a
+reason, or counted as a duplicate; a bad record costs only itself."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import time
+
+import dagster as dg
+import pytest
+from typer.testing import CliRunner
+
+from assets.ingest import logs
+from assets.resources import FlywheelResource
+from flywheel import store
+from flywheel.ingest.loader import EmptyLandingFolder, ingest_day
+from jobs.cli import app
+from tests.conftest import land, rows
+
+DAY = "2026-11-20"
+
+
+def good(log_id: str, **fields) -> dict:
+    record = {"log_id": log_id, "ts": f"{DAY}T09:14:03Z", "source": "support-bot",
+              "input": "How do I change my billing email?", "output": "Settings > Billing."}
+    record.update(fields)
+    return record
+
+
+def jsonl(*records) -> str:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
+
+
+def ingest(settings, day=DAY, **options):
+    with store.connection(settings) as con:
+        return ingest_day(con, settings, day, **options)
+
+
+def day_counts(settings, day=DAY) -> tuple:
+    return rows(settings, """SELECT (SELECT count(*) FROM logs WHERE day = $d), (SELECT count(*) FROM rejected_logs WHERE day = $d),
+                             (SELECT count(*) FROM duplicate_logs WHERE day = $d), (SELECT count(*) FROM ingest_files WHERE day = $d)""",
+                {"d": day})[0]
+
+
+# --- empty days -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("landing", ["missing", "empty", "hidden files only"])
+def test_an_empty_landing_folder_does_not_replace_a_stored_day(settings, landing):
+    land(settings, DAY, "a.jsonl", jsonl(good("a"), good("b"), "{broken", good("a")))
+    ingest(settings)
+    before = day_counts(settings)
+    assert before == (2, 1, 1, 1)
+    shutil.rmtree(settings.landing_for(DAY))
+    if landing != "missing":
+        settings.landing_for(DAY).mkdir(parents=True)
+    if landing == "hidden files only":
+        (settings.landing_for(DAY) / ".a.jsonl.partial").write_text(jsonl(good("c")))
+    with pytest.raises(EmptyLandingFolder) as refused:
+        ingest(settings)
+    message = str(refused.value)
+    assert "\n" not in message and f"landing/{DAY}" in message and "--allow-empty" in message
+    assert "2 logs" in message  # says what would have been lost
+    assert day_counts(settings) == before
+    # Asked for explicitly, the day is stored empty (and says so).
+    said = []
+    report = ingest(settings, allow_empty=True, progress=said.append)
+    assert report.files == [] and day_counts(settings) == (0, 0, 0, 0)
+    assert any("holds 0 files" in line for line in said)
+
+
+def test_the_logs_asset_refuses_an_empty_day_at_once_and_takes_allow_empty_as_config(settings):
+    land(settings, DAY, "a.jsonl", jsonl(good("a")))
+    ingest(settings)
+    shutil.rmtree(settings.landing_for(DAY))
+    resources = {"flywheel": FlywheelResource(home=str(settings.home))}
+    with dg.instance_for_test() as instance:
+        started = time.monotonic()
+        result = dg.materialize([logs], partition_key=DAY, instance=instance, resources=resources,
+                                raise_on_error=False)
+        assert not result.success
+        assert time.monotonic() - started < 10  # not retried: trying again changes nothing
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
+        assert "refusing to replace" in failure.step_failure_data.error.message
+        assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+        assert day_counts(settings)[0] == 1
+        allowed = dg.materialize([logs], partition_key=DAY, instance=instance, resources=resources,
+                                 run_config={"ops": {"logs": {"config": {"allow_empty": True}}}})
+        assert allowed.success
+        warnings = [e.message for e in instance.all_logs(allowed.run_id) if e.level == 30]
+        assert any("holds 0 files" in m for m in warnings), warnings
+    assert day_counts(settings) == (0, 0, 0, 0)
+
+
+def test_flywheel_run_refuses_an_empty_day_in_one_line_and_allow_empty_empties_it(settings, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    land(settings, DAY, "a.jsonl", jsonl(good("a"), good("b")))
+    ingest(settings)
+    shutil.rmtree(settings.landing_for(DAY))
+    result = CliRunner().invoke(app, ["run", "--day", DAY])
+    assert result.exit_code == 1, result.output
+    failures = [line.strip() for line in result.output.splitlines() if line.strip().startswith("step logs failed")]
+    assert len(failures) == 1 and "refusing to replace the 2 logs" in failures[0], result.output
+    assert f"ingest {DAY}: ok" not in result.output
+    assert day_counts(settings)[0] == 2
+    allowed = CliRunner().invoke(app, ["run", "--day", DAY, "--allow-empty"])
+    assert f"ingest {DAY}: ok" in allowed.output, allowed.output
+    assert day_counts(settings) == (0, 0, 0, 0)
