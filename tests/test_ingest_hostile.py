@@ -110,3 +110,84 @@ def test_flywheel_run_refuses_an_empty_day_in_one_line_and_allow_empty_empties_i
     allowed = CliRunner().invoke(app, ["run", "--day", DAY, "--allow-empty"])
     assert f"ingest {DAY}: ok" in allowed.output, allowed.output
     assert day_counts(settings) == (0, 0, 0, 0)
+
+
+# --- impossible values --------------------------------------------------------------------
+
+IMPOSSIBLE = [
+    # (record fields, rejected field)
+    ({"latency_ms": "NaN"}, "latency_ms"),
+    ({"latency_ms": "Infinity"}, "latency_ms"),
+    ({"latency_ms": "-Infinity"}, "latency_ms"),
+    ({"cost_usd": 1.7e308}, "cost_usd"),
+    ({"latency_ms": 4e6}, "latency_ms"),
+    ({"prompt_tokens": 5_000_000}, "prompt_tokens"),
+    ({"completion_tokens": 9_000_000}, "completion_tokens"),
+]
+FAR = "timestamp too far from the day"
+FAR_TIMESTAMPS = [("99999-01-01T00:00:00Z", FAR), ("1900-01-01T00:00:00Z", FAR), ("2046-11-20T00:00:00Z", FAR), (0, FAR),
+                  # Seconds beyond any timestamp: no timestamp (and no error stopping the day).
+                  (1e300, "unparseable timestamp")]
+
+
+def _value_lines() -> list:
+    lines = [good("fine-1", latency_ms=3_599_999, cost_usd=999.0, prompt_tokens=2_000_000)]
+    lines += [good(f"bad-{i}", **fields) for i, (fields, _) in enumerate(IMPOSSIBLE)]
+    lines += [good(f"far-{i}", ts=ts) for i, (ts, _) in enumerate(FAR_TIMESTAMPS)]
+    # Near the day is fine: a late or early record, a time zone off.
+    lines += [good("near-1", ts="2026-11-19T22:00:00-05:00"), good("near-2", ts="2026-10-01T00:00:00Z")]
+    return lines
+
+
+@pytest.mark.parametrize("path", ["fast", "detailed"])
+def test_impossible_values_and_far_timestamps_cost_only_their_record(settings, monkeypatch, path):
+    from flywheel.ingest import loader
+    from flywheel.quality import check_partition
+
+    if path == "detailed":
+        monkeypatch.setattr(loader, "ONE_RECORD_PER_LINE", ())
+    land(settings, DAY, "a.jsonl", jsonl(*_value_lines()))
+    report = ingest(settings)
+    got = rows(settings, "SELECT line, reason, field FROM rejected_logs ORDER BY line")
+    expected = [(i + 2, "value out of range", name) for i, (_, name) in enumerate(IMPOSSIBLE)]
+    first_far = len(IMPOSSIBLE) + 2
+    expected += [(first_far + i, reason, "ts") for i, (_, reason) in enumerate(FAR_TIMESTAMPS)]
+    assert got == expected
+    assert sorted(r[0] for r in rows(settings, "SELECT log_id FROM logs")) == ["fine-1", "near-1", "near-2"]
+    assert report.reconciles
+    # The day passes its blocking checks: nothing impossible was stored.
+    with store.connection(settings) as con:
+        outcomes = {o.name: o.passed for o in check_partition(con, DAY, max_rejected_share=1.0)}
+    assert outcomes["value_ranges"], outcomes
+
+
+def test_the_timestamp_window_is_a_setting(settings):
+    land(settings, DAY, "a.jsonl", jsonl(good("near", ts="2026-11-10T00:00:00Z"), good("today")))
+    ingest(settings)
+    assert rows(settings, "SELECT count(*) FROM logs") == [(2,)]
+    strict = settings.replace(max_ts_skew_days=2)
+    ingest(strict)
+    assert rows(settings, "SELECT log_id FROM logs") == [("today",)]
+    assert rows(settings, "SELECT reason, field FROM rejected_logs") == [("timestamp too far from the day", "ts")]
+
+
+def test_impossible_values_in_csv_and_parquet_cost_only_their_row(settings):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    land(settings, DAY, "a.csv", "log_id,ts,input,output,latency_ms,cost_usd\n"
+         f"c1,{DAY}T10:00:00Z,q,a,12,0.1\nc2,{DAY}T10:00:00Z,q,a,NaN,0.1\n"
+         f"c3,{DAY}T10:00:00Z,q,a,inf,0.1\nc4,{DAY}T10:00:00Z,q,a,5,1.7e308\n")
+    table = pa.table({"log_id": ["p1", "p2", "p3"], "ts": [f"{DAY}T10:00:00Z"] * 3, "input": ["q"] * 3,
+                      "output": ["a"] * 3, "latency_ms": [10.0, float("nan"), float("inf")]})
+    pq.write_table(table, settings.landing_for(DAY) / "b.parquet")
+    report = ingest(settings)
+    assert sorted(r[0] for r in rows(settings, "SELECT log_id FROM logs")) == ["c1", "p1"]
+    assert rows(settings, "SELECT source_file, line, reason, field FROM rejected_logs ORDER BY 1, 2") == [
+        (f"landing/{DAY}/a.csv", 3, "value out of range", "latency_ms"),
+        (f"landing/{DAY}/a.csv", 4, "value out of range", "latency_ms"),
+        (f"landing/{DAY}/a.csv", 5, "value out of range", "cost_usd"),
+        (f"landing/{DAY}/b.parquet", 2, "value out of range", "latency_ms"),
+        (f"landing/{DAY}/b.parquet", 3, "value out of range", "latency_ms"),
+    ]
+    assert report.reconciles and not report.unreadable

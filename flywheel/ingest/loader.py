@@ -29,6 +29,7 @@ import contextlib
 import csv
 import gzip
 import json
+import math
 import queue
 import threading
 import zlib
@@ -48,11 +49,14 @@ import pyarrow.parquet as pq
 from flywheel import pii, store
 from flywheel.ingest import formats
 from flywheel.ingest.normalize import (
+    REASONS,
+    TsWindow,
     accepted_sql,
     fast_accepted_sql,
     judged_accepted,
     judged_rejected,
     judged_sql,
+    ts_window,
 )
 from flywheel.ingest.records import RawRecord, UnreadableFile
 from flywheel.settings import Settings
@@ -262,8 +266,9 @@ def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
 
 def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests) -> None:
     """Stage, scrub, validate and store one file's records."""
+    window = ts_window(day, settings.max_ts_skew_days)
     if fmt == "canonical_jsonl" and fmt in ONE_RECORD_PER_LINE:
-        _load_lines(con, day, path, file_report, settings.pii_mode, report)
+        _load_lines(con, day, path, file_report, settings.pii_mode, report, window)
         return
     batches = _batches(con, path, fmt, file_report, batch_requests, pii_gate=settings.pii_mode != "off")
     for batch in batches:
@@ -272,10 +277,11 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
         blank = pc.sum(batch.column("blank").cast(pa.int64())).as_py() or 0
         file_report.blank_lines += blank
         file_report.read += batch.num_rows - blank
-        _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report)
+        _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report, window)
 
 
-def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, report: IngestReport) -> None:
+def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, report: IngestReport,
+                window: TsWindow) -> None:
     """Load a JSON-lines file with one statement: DuckDB pulls the file's batches (read
     and split by a thread ahead of it) and inserts the records that pass the combined
     test, writing them out as it goes. The records it left out are found by their
@@ -285,7 +291,7 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     source = _LineSource(path, pii_gate=hold_back is not None)
     first = source.first()
     if first is not None:
-        accepted = fast_accepted_sql("stage_lines", pii_gate=hold_back, key_lists=_key_lists(first))
+        accepted = fast_accepted_sql("stage_lines", pii_gate=hold_back, key_lists=_key_lists(first), window=window)
         con.register("stage_lines", pa.RecordBatchReader.from_batches(BATCH_SCHEMA, source.record_batches()))
         try:
             with _fast_insert_settings(con, whole_file=True):
@@ -311,7 +317,8 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     left_out = pa.array(np.flatnonzero(left))
     second = source.rows(left_out)
     second = second.set_column(0, "rid", pa.array(np.arange(second.num_rows), pa.int64()))
-    _second_look(con, day, source_file, "canonical_jsonl", second, fast=True, mode=mode, report=report)
+    _second_look(con, day, source_file, "canonical_jsonl", second, fast=True, mode=mode, report=report,
+                 window=window)
 
 
 class _LineSource:
@@ -595,7 +602,7 @@ def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> It
     try:
         for batch in _arrow_rows(path, fmt):
             n = batch.num_rows
-            rows = pa.StructArray.from_arrays(batch.columns, names=batch.schema.names)
+            rows = pa.StructArray.from_arrays([_finite_or_text(c) for c in batch.columns], names=batch.schema.names)
             con.register("stage_rows", pa.table({"row": rows}))
             try:
                 text = con.execute("SELECT to_json(row)::VARCHAR FROM stage_rows").fetch_arrow_table().column(0)
@@ -620,6 +627,14 @@ def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> It
         raise UnreadableFile(path, f"cannot read as {fmt.split('_')[1].upper()}: {exc}") from None
 
 
+def _finite_or_text(column: pa.Array) -> pa.Array:
+    """Return a float column with NaN or infinity as text (JSON has no such number:
+    as text, the field's range check rejects its record); other columns as they are."""
+    if not pa.types.is_floating(column.type) or pc.all(pc.fill_null(pc.is_finite(column), True)).as_py():
+        return column
+    return column.cast(pa.string())
+
+
 def _arrow_rows(path: Path, fmt: str) -> Iterator[pa.RecordBatch]:
     """Yield the rows of a CSV (all cells as text) or Parquet file in Arrow batches."""
     if fmt == "canonical_parquet":
@@ -635,8 +650,10 @@ def _arrow_rows(path: Path, fmt: str) -> Iterator[pa.RecordBatch]:
             read_options=pcsv.ReadOptions(encoding="utf8"),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             # An empty cell is a missing value, as in the canonical JSON.
+            # (only an empty cell: "NaN", "NA" or "null" are the cell's text, judged as such).
             convert_options=pcsv.ConvertOptions(
-                column_types={name: pa.string() for name in header}, strings_can_be_null=True
+                column_types={name: pa.string() for name in header}, strings_can_be_null=True,
+                null_values=[""],
             ),
         )
         yield from reader
@@ -657,15 +674,29 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
         columns["line"].append(rec.line)
         columns["text"].append(rec.raw)
         columns["raw"].append(None)
-        columns["doc"].append(None if rec.record is None else json.dumps(rec.record, default=str, ensure_ascii=False))
-        columns["pre_error"].append(rec.error if rec.record is None else None)
-        columns["pre_field"].append(rec.field if rec.record is None else None)
+        doc, error, field_name = (None, rec.error, rec.field) if rec.record is None else _record_json(rec.record)
+        columns["doc"].append(doc)
+        columns["pre_error"].append(error)
+        columns["pre_field"].append(field_name)
         columns["blank"].append(False)
         columns["maybe_pii"].append(None)
         if len(columns["line"]) >= PARSED_BATCH_ROWS:
             yield flush()
     if columns["line"]:
         yield flush()
+
+
+def _record_json(record: dict) -> tuple[str | None, str | None, str | None]:
+    """Return ``(json, None, None)`` for a parsed record, or ``(None, reason, field)``
+    when it has no JSON text: NaN or infinity (JSON has no such number), or nesting too
+    deep to serialize."""
+    try:
+        return json.dumps(record, default=str, ensure_ascii=False, allow_nan=False), None, None
+    except ValueError:
+        name = next((k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)), None)
+        return None, REASONS["bad_value"], name
+    except RecursionError:
+        return None, f"{REASONS['invalid_json']}: nested too deeply", None
 
 
 def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
@@ -711,7 +742,7 @@ def _scan_messages(messages: list) -> tuple[list, set[str]]:
 
 
 def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mode: str,
-                 report: IngestReport) -> None:
+                 report: IngestReport, window: TsWindow) -> None:
     """Write a staged batch: accepted records to `logs`, broken ones to `rejected_logs`.
 
     One statement validates the batch and inserts the records that pass and hold no
@@ -731,21 +762,21 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
     try:
         hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
         fast = fmt in ONE_RECORD_PER_LINE
-        left_out = (_fast_pass(con, day, source_file, fmt, batch, hold_back) if fast
-                    else _detailed_pass(con, day, source_file, fmt, batch, hold_back))
+        left_out = (_fast_pass(con, day, source_file, fmt, batch, hold_back, window) if fast
+                    else _detailed_pass(con, day, source_file, fmt, batch, hold_back, window))
         if left_out is None:
             return
         # The few records left out, copied out of the batch, so that the statements
         # below do not scan the whole batch again.
         second = batch.filter(pc.is_in(batch.column("line"), left_out.column(0)))
-        _second_look(con, day, source_file, fmt, second, fast=fast, mode=mode, report=report)
+        _second_look(con, day, source_file, fmt, second, fast=fast, mode=mode, report=report, window=window)
     finally:
         for name in ("stage_batch", "stage_fix"):
             con.unregister(name)
 
 
 def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *, fast: bool,
-                 mode: str, report: IngestReport) -> None:
+                 mode: str, report: IngestReport, window: TsWindow) -> None:
     """Judge in detail the records (rows of a batch) the first statement left out:
     store the broken ones with their reason, and the good ones (with ``fast``, those the
     combined test did not settle; always, the PII candidates, scrubbed in Python)."""
@@ -754,7 +785,7 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
     con.register("stage_fix", FIX_SCHEMA.empty_table())
     try:
         # Judged once, then read three ways: rejected, accepted, held back for PII.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_judged AS {judged_sql('stage_second', 'stage_fix')}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_judged AS {judged_sql('stage_second', 'stage_fix', window=window)}")
         rejected = con.execute(judged_rejected("stage_judged")).fetchall()
         _insert_rejected(con, day, source_file, rejected, mode, report)
         if fast:
@@ -780,7 +811,8 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
             con.unregister(name)
 
 
-def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None) -> pa.Table | None:
+def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None,
+               window: TsWindow) -> pa.Table | None:
     """Insert the records of the batch that pass the combined test; return the lines left
     for a second look (None when every record was taken).
 
@@ -790,7 +822,7 @@ def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | Non
     records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
     if len(records) == 0:
         return None
-    accepted = fast_accepted_sql("stage_batch", pii_gate=hold_back, key_lists=_key_lists(batch))
+    accepted = fast_accepted_sql("stage_batch", pii_gate=hold_back, key_lists=_key_lists(batch), window=window)
     with _fast_insert_settings(con):
         taken = _insert_accepted(con, day, source_file, fmt, accepted)
     if taken == len(records):
@@ -847,14 +879,15 @@ def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tu
     return tuple(keys for keys, _ in seen.most_common(most))
 
 
-def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None) -> pa.Table | None:
+def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None,
+                   window: TsWindow) -> pa.Table | None:
     """Insert the accepted records of the batch, judged in detail; return the lines left
     for a second look (None when every record was taken).
 
     They go to the temporary table of late records (moved to `logs` at the end of the
     day), which can say which lines it took (``RETURNING``: a DuckLake table cannot)."""
     taken = con.execute(
-        f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back), table=LATE_LOGS)}
+        f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back, window=window), table=LATE_LOGS)}
             RETURNING source_line""",
         [day, source_file, fmt],
     ).fetch_arrow_table().column(0)
