@@ -191,3 +191,78 @@ def test_impossible_values_in_csv_and_parquet_cost_only_their_row(settings):
         (f"landing/{DAY}/b.parquet", 3, "value out of range", "latency_ms"),
     ]
     assert report.reconciles and not report.unreadable
+
+
+# --- cross-day duplicates, whatever order the days come in --------------------------------
+
+DAYS = ["2026-11-18", "2026-11-19", "2026-11-20"]
+
+
+def _land_overlapping_days(settings) -> None:
+    """Three days sharing log ids: `s` on every day, `a` twice on the last day and once on
+    the first, `b` on the last two, `c` once."""
+    land(settings, DAYS[2], "x.jsonl", jsonl(good("s", output="third"), good("a", output="third"),
+                                              good("b", output="third"), good("a", output="third again")))
+    land(settings, DAYS[1], "y.jsonl", jsonl(good("b", output="second"), good("s", output="second")))
+    land(settings, DAYS[0], "z.jsonl", jsonl(good("c"), good("a", output="first"), good("s", output="first")))
+
+
+def _all_tables(settings) -> dict[str, list[tuple]]:
+    queries = {
+        "logs": "SELECT * EXCLUDE (ingested_at) FROM logs ORDER BY ALL",
+        "duplicate_logs": "SELECT * FROM duplicate_logs ORDER BY ALL",
+        "duplicate_rows": "SELECT * EXCLUDE (ingested_at) FROM duplicate_rows ORDER BY ALL",
+        "ingest_files": "SELECT * EXCLUDE (ingested_at) FROM ingest_files ORDER BY ALL",
+    }
+    with store.connection(settings, read_only=True) as con:
+        return {name: con.execute(sql).fetchall() for name, sql in queries.items()}
+
+
+@pytest.mark.parametrize("storage", ["duckdb", "ducklake"])
+def test_which_day_keeps_a_duplicate_does_not_depend_on_the_ingest_order(tmp_path, storage):
+    from flywheel.settings import load
+
+    orders = [DAYS, DAYS[::-1], [DAYS[1], DAYS[2], DAYS[0]], [DAYS[2], DAYS[0], DAYS[1], DAYS[2], DAYS[0]]]
+    tables = []
+    for i, order in enumerate(orders):
+        settings = load({"FLYWHEEL_HOME": str(tmp_path / f"home-{i}"), "FLYWHEEL_STORAGE": storage,
+                         "FLYWHEEL_DUCKDB_THREADS": "1"})
+        _land_overlapping_days(settings)
+        for day in order:
+            ingest(settings, day)
+        tables.append(_all_tables(settings))
+        if i == 0:
+            # The earliest day keeps each id; every other copy is a duplicate naming it.
+            kept = {(r[0], r[2].isoformat(), r[5]) for r in tables[0]["logs"]}
+            assert kept == {("c", DAYS[0], good("c")["output"]), ("a", DAYS[0], "first"), ("s", DAYS[0], "first"),
+                            ("b", DAYS[1], "second")}
+            dups = {(r[1], r[0].isoformat(), r[4].isoformat()) for r in tables[0]["duplicate_logs"]}
+            assert dups == {("s", DAYS[1], DAYS[0]), ("s", DAYS[2], DAYS[0]), ("a", DAYS[2], DAYS[0]),
+                            ("b", DAYS[2], DAYS[1])} and len(tables[0]["duplicate_logs"]) == 5
+            assert len(tables[0]["duplicate_rows"]) == 5
+            counts = {(r[0].isoformat(), r[3], r[4], r[6]) for r in tables[0]["ingest_files"]}
+            assert counts == {(DAYS[0], 3, 3, 0), (DAYS[1], 2, 1, 1), (DAYS[2], 4, 0, 4)}
+    for other in tables[1:]:
+        assert other == tables[0]
+
+
+def test_ingesting_a_day_again_without_the_kept_copy_brings_the_next_copy_back(settings):
+    _land_overlapping_days(settings)
+    for day in DAYS:
+        ingest(settings, day)
+    # The first day is landed again without `a` and `s`: the next copies take their place.
+    (settings.landing_for(DAYS[0]) / "z.jsonl").write_text(jsonl(good("c")))
+    ingest(settings, DAYS[0])
+    kept = dict(((log_id, day.isoformat()), output) for log_id, day, output in
+                rows(settings, "SELECT log_id, day, output FROM logs"))
+    assert kept == {("c", DAYS[0]): good("c")["output"], ("a", DAYS[2]): "third", ("s", DAYS[1]): "second",
+                    ("b", DAYS[1]): "second"}
+    dups = rows(settings, "SELECT log_id, day::VARCHAR, line, first_day::VARCHAR, first_line FROM duplicate_logs ORDER BY ALL")
+    assert dups == [("a", DAYS[2], 4, DAYS[2], 2), ("b", DAYS[2], 3, DAYS[1], 1), ("s", DAYS[2], 1, DAYS[1], 2)]
+    # The same tables as a home that only ever saw these files.
+    fresh = settings.replace(home=settings.home.parent / "fresh")
+    _land_overlapping_days(fresh)
+    (fresh.landing_for(DAYS[0]) / "z.jsonl").write_text(jsonl(good("c")))
+    for day in DAYS:
+        ingest(fresh, day)
+    assert _all_tables(fresh) == {name: [tuple(r) for r in got] for name, got in _all_tables(settings).items()}

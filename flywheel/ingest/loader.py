@@ -945,48 +945,76 @@ def _forget_file(con, day: str, source_file: str) -> None:
 
 
 def _move_duplicates(con, day: str) -> None:
-    """Move rows whose log_id was already stored to `duplicate_logs`.
+    """Keep one copy of each log id in `logs` and move the others to `duplicate_logs`
+    (where the kept copy is) and `duplicate_rows` (their full rows).
 
-    A log id is a duplicate when another partition holds it, or when it occurs earlier
-    in this one (files in name order, then line order): the first occurrence stays.
+    The kept copy is the earliest: lowest day, then file name, then line. That does not
+    depend on the order days are ingested in: ingesting an earlier day that holds a
+    log id moves a later day's copy out of `logs`, and ingesting a day again without
+    the copy it kept brings the next copy back. Only log ids with more than one copy
+    (in this day, or this day and another) are looked at; the counts of other days'
+    files whose rows moved are updated in `ingest_files`.
     """
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE day_duplicates AS
-        WITH today AS (
-            SELECT rowid AS rid, log_id, source_file, source_line FROM logs WHERE day = $day
-        ),
-        repeated AS (
-            SELECT log_id FROM today GROUP BY log_id HAVING count(*) > 1
-        ),
-        ranked AS (
-            SELECT t.*, row_number() OVER (PARTITION BY t.log_id ORDER BY t.source_file, t.source_line) AS n,
-                   first_value(t.source_file) OVER (PARTITION BY t.log_id ORDER BY t.source_file, t.source_line) AS first_file,
-                   first_value(t.source_line) OVER (PARTITION BY t.log_id ORDER BY t.source_file, t.source_line) AS first_line
-            FROM today t SEMI JOIN repeated USING (log_id)
-        ),
-        elsewhere AS (
-            SELECT l.log_id, min({'day': l.day, 'file': l.source_file, 'line': l.source_line}) AS first
-            FROM logs l SEMI JOIN today USING (log_id)
-            WHERE l.day <> $day
-            GROUP BY l.log_id
-        )
-        SELECT t.rid, t.log_id, t.source_file, t.source_line,
-               e.first.day AS first_day, e.first.file AS first_file, e.first.line AS first_line
-        FROM today t JOIN elsewhere e USING (log_id)
-        UNION ALL
-        SELECT r.rid, r.log_id, r.source_file, r.source_line, $day::DATE, r.first_file, r.first_line
-        FROM ranked r ANTI JOIN elsewhere USING (log_id)
-        WHERE r.n > 1""",
+        """CREATE OR REPLACE TEMP TABLE contested AS
+        WITH today AS (SELECT DISTINCT log_id FROM logs WHERE day = $day)
+        SELECT DISTINCT log_id FROM (
+            SELECT log_id FROM logs WHERE day = $day GROUP BY log_id HAVING count(*) > 1
+            UNION ALL
+            SELECT l.log_id FROM logs l SEMI JOIN today USING (log_id) WHERE l.day <> $day
+            UNION ALL
+            SELECT r.log_id FROM duplicate_rows r SEMI JOIN today USING (log_id)
+            UNION ALL
+            -- copies elsewhere whose kept copy was on this day: it may be gone now
+            SELECT log_id FROM duplicate_logs WHERE first_day = $day AND day <> $day
+        )""",
         {"day": day},
     )
-    con.execute(
-        """INSERT INTO duplicate_logs (day, log_id, source_file, line, first_day, first_file, first_line)
-           SELECT ?::DATE, log_id, source_file, source_line, first_day, first_file, first_line
-           FROM day_duplicates""",
-        [day],
-    )
-    con.execute("DELETE FROM logs WHERE rowid IN (SELECT rid FROM day_duplicates)")
-    con.execute("DROP TABLE day_duplicates")
+    if con.execute("SELECT count(*) FROM contested").fetchone()[0]:
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE copies AS
+            SELECT *, row_number() OVER (PARTITION BY log_id
+                                         ORDER BY day, source_file, source_line, ts, input, output) AS copy
+            FROM (SELECT * FROM logs SEMI JOIN contested USING (log_id)
+                  UNION ALL BY NAME
+                  SELECT * FROM duplicate_rows SEMI JOIN contested USING (log_id))"""
+        )
+        # Every copy of a contested id is placed again from `copies`. (Duplicates
+        # recorded without their row, by an older version, are left as they are.)
+        con.execute("DELETE FROM logs WHERE log_id IN (SELECT log_id FROM contested)")
+        con.execute("DELETE FROM duplicate_rows WHERE log_id IN (SELECT log_id FROM contested)")
+        con.execute(
+            """DELETE FROM duplicate_logs WHERE (day, source_file, line, log_id) IN
+               (SELECT (day, source_file, source_line, log_id) FROM copies)"""
+        )
+        columns = ", ".join(LOG_COLUMNS)
+        con.execute(f"INSERT INTO logs ({columns}) SELECT {columns} FROM copies WHERE copy = 1")
+        con.execute(f"INSERT INTO duplicate_rows ({columns}) SELECT {columns} FROM copies WHERE copy > 1")
+        con.execute(
+            """INSERT INTO duplicate_logs (day, log_id, source_file, line, first_day, first_file, first_line)
+               SELECT c.day, c.log_id, c.source_file, c.source_line, k.day, k.source_file, k.source_line
+               FROM copies c JOIN copies k ON k.log_id = c.log_id AND k.copy = 1
+               WHERE c.copy > 1"""
+        )
+        _recount_other_days(con, day)
+        con.execute("DROP TABLE copies")
+    con.execute("DROP TABLE contested")
+
+
+def _recount_other_days(con, day: str) -> None:
+    """Update the accepted and duplicate counts in `ingest_files` of the other days'
+    files that had copies moved (their read and rejected counts do not change)."""
+    files = con.execute(
+        "SELECT DISTINCT day, source_file FROM copies WHERE day <> ?::DATE", [day]
+    ).fetchall()
+    for other_day, source_file in files:
+        con.execute(
+            """UPDATE ingest_files SET
+                   accepted = (SELECT count(*) FROM logs WHERE day = $day AND source_file = $file),
+                   duplicates = (SELECT count(*) FROM duplicate_logs WHERE day = $day AND source_file = $file)
+               WHERE day = $day AND source_file = $file""",
+            {"day": other_day, "file": source_file},
+        )
 
 
 def _count(con, day: str, report: IngestReport) -> None:
