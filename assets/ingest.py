@@ -62,6 +62,8 @@ def logs(context: dg.AssetExecutionContext, config: LogsConfig, flywheel: Flywhe
         outcomes = quality.check_partition(con, day, max_rejected_share=settings.max_rejected_share)
     for f in report.unreadable:
         context.log.error(f"Unreadable file {f.source_file}: {f.error}")
+    for f in report.partly_read:
+        context.log.warning(f"File {f.source_file} broke off: {f.error}")
     summary = report_summary(report)
     return dg.MaterializeResult(
         metadata={

@@ -8,6 +8,7 @@ import gzip
 import json
 import shutil
 import time
+import zlib
 
 import dagster as dg
 import pytest
@@ -266,3 +267,80 @@ def test_ingesting_a_day_again_without_the_kept_copy_brings_the_next_copy_back(s
     for day in DAYS:
         ingest(fresh, day)
     assert _all_tables(fresh) == {name: [tuple(r) for r in got] for name, got in _all_tables(settings).items()}
+
+
+# --- poison records cost only themselves ----------------------------------------------------
+
+DEEP = '{"log_id": "deep", "ts": "2026-11-20T09:00:00Z", "input": "q", "output": "a", "metadata": ' + "[" * 3000 + "]" * 3000 + "}"
+
+
+def rejected(settings) -> list[tuple]:
+    return rows(settings, "SELECT regexp_extract(source_file, '[^/]+$'), line, reason, field FROM rejected_logs ORDER BY ALL")
+
+
+def test_a_record_nested_thousands_deep_costs_only_itself(settings):
+    lines = [good(f"id-{i}") for i in range(6)]
+    land(settings, DAY, "a.jsonl", jsonl(*lines[:2], DEEP, *lines[2:]))
+    report = ingest(settings)
+    assert rows(settings, "SELECT count(*) FROM logs") == [(6,)]
+    assert [r[:2] for r in rejected(settings)] == [("a.jsonl", 3)]
+    assert report.reconciles and report.total("read") == 7
+
+
+def test_a_utf8_byte_order_mark_costs_no_record(settings):
+    body = jsonl(good("j1"), good("j2"))
+    land(settings, DAY, "a.jsonl", b"\xef\xbb\xbf" + body.encode())
+    land(settings, DAY, "b.jsonl.gz", gzip.compress(b"\xef\xbb\xbf" + jsonl(good("g1")).encode()))
+    land(settings, DAY, "c.csv", b"\xef\xbb\xbflog_id,ts,input,output\nc1," + f"{DAY}T10:00:00Z,q,a\n".encode())
+    report = ingest(settings)
+    assert sorted(r[0] for r in rows(settings, "SELECT log_id FROM logs")) == ["c1", "g1", "j1", "j2"]
+    assert rejected(settings) == [] and report.reconciles
+
+
+def _gzip_cut(text: str, keep: float = 0.5) -> bytes:
+    whole = gzip.compress(text.encode())
+    return whole[: int(len(whole) * keep)]
+
+
+def test_a_truncated_gzip_keeps_every_record_that_decompresses(settings):
+    n = 3000
+    land(settings, DAY, "a.jsonl.gz", _gzip_cut(jsonl(*[good(f"j{i}", output=f"answer {i} " * 20) for i in range(n)])))
+    land(settings, DAY, "b.csv.gz", _gzip_cut("log_id,ts,input,output\n"
+                                             + "".join(f"c{i},{DAY}T10:00:00Z,q,answer {i} {'x' * 150}\n" for i in range(n))))
+    report = ingest(settings)
+    by_name = {f.source_file.rsplit("/", 1)[-1]: f for f in report.files}
+    for name, prefix in (("a.jsonl.gz", "j"), ("b.csv.gz", "c")):
+        f = by_name[name]
+        assert f.partial and "truncated gzip" in f.error and f.reconciles, f
+        # Every record before the cut is there, in order, and the cut one is rejected.
+        (kept, top), = rows(settings, f"SELECT count(*), max(source_line) FROM logs WHERE log_id LIKE '{prefix}%'")
+        assert kept > n // 4 and kept == f.accepted == f.read - 1
+        ((line, reason),) = rows(settings, "SELECT line, reason FROM rejected_logs WHERE source_file LIKE ?", [f"%{name}"])
+        assert line == top + 1 and reason.startswith("truncated gzip stream")
+        # The kept records are all those before the cut: every whole line that decompresses.
+        prefix = zlib.decompressobj(wbits=31).decompress((settings.landing_for(DAY) / name).read_bytes())
+        assert kept == prefix.count(b"\n") - (1 if name.endswith(".csv.gz") else 0)
+    assert report_row(settings, "a.jsonl.gz")[0].startswith("truncated gzip stream")
+
+
+def report_row(settings, name):
+    return rows(settings, "SELECT error, read, accepted, rejected FROM ingest_files WHERE source_file LIKE ?", [f"%{name}"])[0]
+
+
+def test_a_ragged_csv_row_costs_only_itself_with_its_exact_line(settings):
+    land(settings, DAY, "a.csv",
+         "log_id,ts,input,output\n"
+         f"c1,{DAY}T10:00:00Z,q,a\n"
+         f'c2,{DAY}T10:00:00Z,"a question\nover two lines",a\n'
+         f"c3,{DAY}T10:00:00Z,q,a,one cell too many\n"
+         f"c4,{DAY}T10:00:00Z,q\n"
+         "\n"
+         f"c5,{DAY}T10:00:00Z,q,a\n")
+    report = ingest(settings)
+    assert rows(settings, "SELECT log_id, source_line FROM logs ORDER BY 2") == [("c1", 2), ("c2", 3), ("c5", 8)]
+    assert rows(settings, "SELECT line, reason, raw FROM rejected_logs ORDER BY line") == [
+        (5, "wrong number of cells: 5, the header has 4", f"c3,{DAY}T10:00:00Z,q,a,one cell too many"),
+        (6, "wrong number of cells: 3, the header has 4", f"c4,{DAY}T10:00:00Z,q"),
+    ]
+    f = report.files[0]
+    assert (f.read, f.accepted, f.rejected, f.error) == (5, 3, 2, None)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import io
 import json
 import math
 import queue
@@ -123,6 +124,9 @@ class FileReport:
     blank_lines: int = 0
     ignored: int = 0
     error: str | None = None
+    # The file broke off (a truncated gzip stream): the records before the cut are kept,
+    # ``error`` says where it broke.
+    partial: bool = False
 
     @property
     def reconciles(self) -> bool:
@@ -145,7 +149,11 @@ class IngestReport:
 
     @property
     def unreadable(self) -> list[FileReport]:
-        return [f for f in self.files if f.error]
+        return [f for f in self.files if f.error and not f.partial]
+
+    @property
+    def partly_read(self) -> list[FileReport]:
+        return [f for f in self.files if f.partial]
 
     @property
     def reconciles(self) -> bool:
@@ -270,14 +278,27 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
     if fmt == "canonical_jsonl" and fmt in ONE_RECORD_PER_LINE:
         _load_lines(con, day, path, file_report, settings.pii_mode, report, window)
         return
-    batches = _batches(con, path, fmt, file_report, batch_requests, pii_gate=settings.pii_mode != "off")
+    pii_gate = settings.pii_mode != "off"
+    try:
+        _store_batches(con, day, fmt, _batches(con, path, fmt, file_report, batch_requests, pii_gate=pii_gate),
+                       file_report, settings.pii_mode, report, window)
+    except _RowByRow:
+        # Arrow read the file whole or not at all: start it again, row by row.
+        _forget_file(con, day, file_report.source_file)
+        file_report.read = file_report.blank_lines = 0
+        _store_batches(con, day, fmt, _csv_rows(path, file_report, pii_gate=pii_gate),
+                       file_report, settings.pii_mode, report, window)
+
+
+def _store_batches(con, day, fmt, batches, file_report, mode, report, window) -> None:
+    """Store each staged batch of one file, counting its records and blank lines."""
     for batch in batches:
         if batch.num_rows == 0:
             continue
         blank = pc.sum(batch.column("blank").cast(pa.int64())).as_py() or 0
         file_report.blank_lines += blank
         file_report.read += batch.num_rows - blank
-        _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report, window)
+        _store_batch(con, day, file_report.source_file, fmt, batch, mode, report, window)
 
 
 def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, report: IngestReport,
@@ -303,6 +324,8 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
         raise UnreadableFile(path, source.error)
     file_report.read += source.records
     file_report.blank_lines += source.blank
+    if source.cut:
+        _broke_off(file_report, source.cut[0])
     if first is None or taken == source.records:
         return
     taken_lines = con.execute(
@@ -334,11 +357,12 @@ class _LineSource:
     def __init__(self, path: Path, *, pii_gate: bool):
         self.path = path
         self.error: str | None = None
+        self.cut: list[str] = []  # why the file broke off (a truncated gzip stream), once read
         self.records = self.blank = self.lines = 0
         self.blank_lines: list[int] = []
         self._stash: list[pa.Table] | None = [] if pii_gate else None
         self._stash_bytes = 0
-        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate))
+        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate, cut=self.cut))
         self._first: pa.Table | None = None
 
     def first(self) -> pa.Table | None:
@@ -404,8 +428,23 @@ def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests,
     else:
         stats = {"ignored_spans": 0}
         records = formats.iter_records(path, fmt, batch_requests=batch_requests, stats=stats)
-        yield from _parsed_batches(records)
+        yield from _parsed_batches(_until_broken(path, records, file_report))
         file_report.ignored = stats["ignored_spans"]
+
+
+def _until_broken(path: Path, records: Iterator[RawRecord], file_report: FileReport) -> Iterator[RawRecord]:
+    """Yield a parser's records; a gzip stream that breaks off after some records ends
+    them there (those are kept, the file's report says where it broke). Broken before
+    any record, the file is unreadable."""
+    seen = 0
+    try:
+        for record in records:
+            seen += 1
+            yield record
+    except UnreadableFile as exc:
+        if not seen or not isinstance(exc.__cause__, (*_BROKEN_STREAM, gzip.BadGzipFile)):
+            raise
+        _broke_off(file_report, f"{exc.reason} after record {seen:,}")
 
 
 def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
@@ -448,19 +487,28 @@ def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
                 thread.join(0.05)
 
 
-def _line_batches(path: Path, *, pii_gate: bool = False) -> Iterator[pa.Table]:
+def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None = None) -> Iterator[pa.Table]:
     """Yield the lines of a JSON-lines file (gzipped or not) with 1-based line numbers.
 
     Blocks of the file are split at newlines with numpy and handed to Arrow without
     copying; every line is one value, blank lines included, so line numbers stay exact.
-    With ``pii_gate``, ``maybe_pii`` tells which lines could hold PII.
+    With ``pii_gate``, ``maybe_pii`` tells which lines could hold PII. A leading UTF-8
+    byte-order mark is not part of the first record.
+
+    A gzip stream that breaks off (truncated or corrupt) after some lines ends the
+    file there: every line before is kept, the line it cut is rejected (``pre_error``),
+    and the reason is appended to ``cut``.
     """
     start = 1
     try:
-        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as stream:
-            for raw, offsets in _split_lines(stream):
+        with (_Gunzip(path) if path.name.endswith(".gz") else open(path, "rb")) as stream:
+            broke: list[str] = []
+            for raw, offsets in _split_lines(stream, broke=broke):
                 n = len(raw)
                 text, undecodable = _as_text(raw)
+                pre_error = pa.nulls(n, pa.string())
+                if broke:  # the last block: the line where the stream broke off
+                    pre_error = pa.array([broke[0]] * n, pa.string())
                 yield _parallel(pa.table(
                     {
                         "rid": pa.array(np.arange(n, dtype=np.int64)),
@@ -468,7 +516,7 @@ def _line_batches(path: Path, *, pii_gate: bool = False) -> Iterator[pa.Table]:
                         "text": text,
                         "raw": undecodable,
                         "doc": pa.nulls(n, pa.string()),
-                        "pre_error": pa.nulls(n, pa.string()),
+                        "pre_error": pre_error,
                         "pre_field": pa.nulls(n, pa.string()),
                         "blank": _blank_mask(raw, offsets),
                         "maybe_pii": _maybe_pii(text) if pii_gate else pa.nulls(n, pa.bool_()),
@@ -476,20 +524,106 @@ def _line_batches(path: Path, *, pii_gate: bool = False) -> Iterator[pa.Table]:
                     schema=BATCH_SCHEMA,
                 ))
                 start += n
+            if broke and cut is not None:
+                cut.append(f"{broke[0]} in line {start - 1:,}")
     except (OSError, EOFError, zlib.error) as exc:
         raise UnreadableFile(path, _read_error(exc)) from None
 
 
-def _split_lines(stream) -> Iterator[tuple[pa.Array, np.ndarray]]:
+UTF8_BOM = b"\xef\xbb\xbf"
+_BROKEN_STREAM = (EOFError, zlib.error)
+
+
+class _Gunzip(io.RawIOBase):
+    """The decompressed bytes of a gzip file (members one after another).
+
+    Unlike :func:`gzip.open`, a stream that breaks off (truncated, or corrupt from some
+    point) first gives every byte that decompressed before the break, then raises
+    (EOFError, zlib.error).
+    """
+
+    def __init__(self, path: Path, *, keep_error: bool = False):
+        self._file = open(path, "rb")
+        self._member = zlib.decompressobj(wbits=31)
+        self._fed = False  # bytes of the current member were decompressed
+        self._out = b""  # decompressed, from self._at on not yet read
+        self._at = 0
+        # With keep_error, a break ends the stream (as if the file ended) and is kept here.
+        self._keep_error = keep_error
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view) -> int:
+        while not self._out:
+            if self.error is not None:
+                return 0
+            try:
+                chunk = self._file.read(1 << 16)
+                if not chunk:
+                    if self._fed and not self._member.eof:
+                        raise EOFError("the compressed stream ends before its end marker")
+                    return 0
+                self._out = self._decompress(chunk)
+            except _BROKEN_STREAM as exc:
+                if not self._keep_error:
+                    raise
+                self.error = exc
+        n = min(len(view), len(self._out) - self._at)
+        view[:n] = self._out[self._at:self._at + n]
+        self._at += n
+        if self._at == len(self._out):
+            self._out, self._at = b"", 0
+        return n
+
+    def _decompress(self, chunk: bytes) -> bytes:
+        out = []
+        while chunk:
+            if self._member.eof:  # the next member
+                self._member, self._fed = zlib.decompressobj(wbits=31), False
+            out.append(self._member.decompress(chunk))
+            self._fed = True
+            chunk = self._member.unused_data if self._member.eof else b""
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _split_lines(stream, *, broke: list[str] | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
     """Yield Arrow binary arrays of whole lines (each with its newline) read from
     ``stream``, with their offsets. Each block is read straight into a fresh buffer
-    that the array then owns (no copy)."""
+    that the array then owns (no copy). A leading byte-order mark is skipped.
+
+    With ``broke``, a stream that breaks off after some bytes (a truncated gzip) ends
+    the lines instead of raising: the reason is appended to ``broke``, then one last
+    block holds the line it cut (when there is one).
+    """
     carry = b""
+    first = True
     while True:
         # Not zero-filled: every byte used is read into it first.
         buffer = np.empty(len(carry) + LINES_BLOCK_BYTES, dtype=np.uint8)
         buffer[: len(carry)] = np.frombuffer(carry, dtype=np.uint8)
-        filled = len(carry) + _read_into(stream, memoryview(buffer)[len(carry):])
+        got, error = _read_into(stream, memoryview(buffer)[len(carry):])
+        filled = len(carry) + got
+        if error is not None and (broke is None or (first and not filled)):
+            raise error
+        if first and filled:
+            first = False
+            if bytes(buffer[:3]) == UTF8_BOM:
+                buffer, filled = buffer[3:], filled - 3
+        if error is not None:
+            data = memoryview(buffer)[:filled]
+            cut = _last_newline(buffer, filled) + 1
+            if cut:
+                yield _lines_array(data[:cut])
+            broke.append(_read_error(error))
+            if filled > cut:
+                yield _lines_array(memoryview(bytes(data[cut:]) + b"\n"))
+            return
         if filled == len(carry):
             break
         data = memoryview(buffer)[:filled]
@@ -513,15 +647,19 @@ def _last_newline(buffer: np.ndarray, end: int) -> int:
     return -1
 
 
-def _read_into(stream, view: memoryview) -> int:
-    """Fill ``view`` from the stream (less only at its end); return the bytes read."""
+def _read_into(stream, view: memoryview) -> tuple[int, BaseException | None]:
+    """Fill ``view`` from the stream (less only at its end); return the bytes read, and
+    the error of a stream that broke off (None at a proper end)."""
     total = 0
     while total < len(view):
-        n = stream.readinto(view[total:])
+        try:
+            n = stream.readinto(view[total:])
+        except _BROKEN_STREAM as exc:
+            return total, exc
         if not n:
             break
         total += n
-    return total
+    return total, None
 
 
 def _lines_array(body: memoryview) -> tuple[pa.Array, np.ndarray]:
@@ -583,10 +721,18 @@ def _blank_mask(raw: pa.Array, offsets: np.ndarray) -> pa.Array:
     return pa.array(mask, pa.bool_())
 
 
+def _broke_off(file_report: FileReport, reason: str) -> None:
+    """Note in the file's report that it broke off (the records before are kept)."""
+    file_report.partial = True
+    file_report.error = f"{reason}: the records before it are kept"
+
+
 def _read_error(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if "gzip" in text.lower() or isinstance(exc, EOFError):
-        return f"truncated or corrupt gzip stream ({text})"
+    if isinstance(exc, EOFError):
+        return "truncated gzip stream (it ends before its end marker)"
+    if "gzip" in text.lower() or isinstance(exc, zlib.error):
+        return f"corrupt gzip stream ({text})"
     return text
 
 
@@ -599,8 +745,11 @@ def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> It
     row number plus one for the header (a quoted cell spanning lines shifts it).
     """
     first_line = 2 if fmt == "canonical_csv" else 1
+    ragged: list[str] = []
     try:
-        for batch in _arrow_rows(path, fmt):
+        for batch in _arrow_rows(path, fmt, ragged=ragged):
+            if ragged:
+                raise _RowByRow
             n = batch.num_rows
             rows = pa.StructArray.from_arrays([_finite_or_text(c) for c in batch.columns], names=batch.schema.names)
             con.register("stage_rows", pa.table({"row": rows}))
@@ -623,7 +772,9 @@ def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> It
                 schema=BATCH_SCHEMA,
             ))
             first_line += n
-    except (pa.ArrowInvalid, OSError, EOFError, zlib.error, duckdb.Error) as exc:
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error, UnicodeDecodeError, duckdb.Error) as exc:
+        if fmt == "canonical_csv":  # a line that is not UTF-8, a gzip that breaks off
+            raise _RowByRow from None
         raise UnreadableFile(path, f"cannot read as {fmt.split('_')[1].upper()}: {exc}") from None
 
 
@@ -635,8 +786,95 @@ def _finite_or_text(column: pa.Array) -> pa.Array:
     return column.cast(pa.string())
 
 
-def _arrow_rows(path: Path, fmt: str) -> Iterator[pa.RecordBatch]:
-    """Yield the rows of a CSV (all cells as text) or Parquet file in Arrow batches."""
+class _RowByRow(Exception):
+    """A CSV file that Arrow cannot read whole (a row with too many or too few cells, a
+    line that is not UTF-8, a gzip stream that breaks off): it is read again with
+    :func:`_csv_rows`, which rejects only the bad rows."""
+
+
+def _csv_rows(path: Path, file_report: FileReport, *, pii_gate: bool) -> Iterator[pa.Table]:
+    """Yield a CSV file's rows as JSON documents (the text Arrow's path gives them), in
+    batches, read row by row: a row with the wrong number of cells or bytes that are not
+    UTF-8 is rejected with its line (the line where the row starts, exact also for cells
+    spanning lines). A gzip stream that breaks off ends the file there."""
+    csv.field_size_limit(1 << 30)  # long outputs are cells too
+    columns: dict[str, list] = {name: [] for name in BATCH_SCHEMA.names}
+
+    def flush() -> pa.Table:
+        table = pa.table(columns, schema=BATCH_SCHEMA)
+        if pii_gate:
+            table = table.set_column(table.schema.get_field_index("maybe_pii"), "maybe_pii",
+                                     _maybe_pii(table.column("text")))
+        for values in columns.values():
+            values.clear()
+        return _parallel(table)
+
+    def add(line: int, text: str | None, raw: bytes | None, error: str | None) -> None:
+        columns["rid"].append(len(columns["line"]))
+        columns["line"].append(line)
+        columns["text"].append(text)
+        columns["raw"].append(raw)
+        columns["doc"].append(None)
+        columns["pre_error"].append(error)
+        columns["pre_field"].append(None)
+        columns["blank"].append(False)
+        columns["maybe_pii"].append(None)
+
+    gunzip = _Gunzip(path, keep_error=True) if path.name.endswith(".gz") else None
+    with io.TextIOWrapper(io.BufferedReader(gunzip) if gunzip else open(path, "rb"),
+                          encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
+        reader = csv.reader(stream)
+        try:
+            header = next(reader, [])
+            before = reader.line_num
+            for row in reader:
+                line, before = before + 1, reader.line_num
+                if not row:
+                    continue  # a blank line: no record
+                if len(columns["line"]) >= PARSED_BATCH_ROWS:
+                    yield flush()
+                cells = _csv_line(row)
+                if len(row) != len(header):
+                    add(line, _utf8_or_none(cells), cells.encode("utf-8", "surrogateescape"),
+                        f"wrong number of cells: {len(row)}, the header has {len(header)}")
+                elif _utf8_or_none(cells) is None:
+                    add(line, None, cells.encode("utf-8", "surrogateescape"), None)
+                else:
+                    document = dict(zip(header, (cell if cell != "" else None for cell in row)))
+                    add(line, json.dumps(document, ensure_ascii=False, separators=(",", ":")), None, None)
+        except csv.Error as exc:
+            raise UnreadableFile(path, f"cannot read as CSV: {exc} (line {reader.line_num})") from None
+    if gunzip is not None and gunzip.error is not None:
+        reason = _read_error(gunzip.error)
+        if not header:
+            raise UnreadableFile(path, reason)
+        if columns["line"]:  # the row it cut
+            columns["pre_error"][-1] = reason
+        _broke_off(file_report, f"{reason} in line {before:,}")
+    if columns["line"]:
+        yield flush()
+
+
+def _csv_line(row: list[str]) -> str:
+    """Return the row as one CSV line (quoted where needed), for `rejected_logs`."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(row)
+    return out.getvalue()
+
+
+def _utf8_or_none(text: str) -> str | None:
+    """Return ``text`` when it is valid UTF-8 (no undecodable bytes), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
+def _arrow_rows(path: Path, fmt: str, *, ragged: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Yield the rows of a CSV (all cells as text) or Parquet file in Arrow batches.
+    A CSV row with the wrong number of cells is left out and its text appended to
+    ``ragged`` (before the batch that would have held it is yielded)."""
     if fmt == "canonical_parquet":
         yield from pq.ParquetFile(path).iter_batches(batch_size=PARSED_BATCH_ROWS)
         return
@@ -648,7 +886,10 @@ def _arrow_rows(path: Path, fmt: str) -> Iterator[pa.RecordBatch]:
         reader = pcsv.open_csv(
             stream,
             read_options=pcsv.ReadOptions(encoding="utf8"),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            parse_options=pcsv.ParseOptions(
+                newlines_in_values=True,
+                invalid_row_handler=lambda row: ragged.append(row.text) or "skip" if ragged is not None else "error",
+            ),
             # An empty cell is a missing value, as in the canonical JSON.
             # (only an empty cell: "NaN", "NA" or "null" are the cell's text, judged as such).
             convert_options=pcsv.ConvertOptions(
@@ -872,7 +1113,7 @@ def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tu
     for text in texts:
         try:
             doc = json.loads(text) if text else None
-        except ValueError:
+        except (ValueError, RecursionError):  # a broken record: judged later, as any other
             continue
         if isinstance(doc, dict):
             seen[tuple(doc)] += 1
@@ -1073,6 +1314,7 @@ def report_summary(report: IngestReport) -> dict[str, object]:
     return {
         "file_count": len(report.files),
         "unreadable_files": [Path(f.source_file).name for f in report.unreadable],
+        "partly_read_files": [Path(f.source_file).name for f in report.partly_read],
         "read": report.total("read"),
         "accepted": report.total("accepted"),
         "rejected": report.total("rejected"),
