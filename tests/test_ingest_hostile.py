@@ -19,7 +19,7 @@ from assets.resources import FlywheelResource
 from flywheel import store
 from flywheel.ingest.loader import EmptyLandingFolder, ingest_day
 from jobs.cli import app
-from tests.conftest import land, rows
+from tests.conftest import FIXTURES, land, rows
 
 DAY = "2026-11-20"
 
@@ -344,3 +344,70 @@ def test_a_ragged_csv_row_costs_only_itself_with_its_exact_line(settings):
     ]
     f = report.files[0]
     assert (f.read, f.accepted, f.rejected, f.error) == (5, 3, 2, None)
+
+
+def test_a_first_line_nested_thousands_deep_or_in_another_format_costs_only_itself(settings):
+    chat = (FIXTURES / "logs" / "openai_chat.jsonl").read_text().splitlines(keepends=True)
+    land(settings, DAY, "a.jsonl", jsonl(DEEP, good("after-1"), good("after-2")))
+    land(settings, DAY, "b.jsonl", "".join(chat[:1]) + DEEP + "\n" + "".join(chat[1:]))
+    report = ingest(settings)
+    by_name = {f.source_file.rsplit("/", 1)[-1]: f for f in report.files}
+    assert by_name["a.jsonl"].format == "canonical_jsonl" and by_name["a.jsonl"].accepted == 2
+    assert by_name["b.jsonl"].format == "openai_chat" and not by_name["b.jsonl"].error
+    assert ("b.jsonl", 2, "invalid JSON: nested too deeply", None) in rejected(settings)
+    assert [r[:2] for r in rejected(settings) if r[0] == "a.jsonl"] == [("a.jsonl", 1)]
+    assert report.reconciles
+
+
+def test_a_line_that_is_not_utf8_early_in_a_file_costs_only_itself(settings):
+    bad = b'{"log_id": "bad\xff\xfe", "ts": "2026-11-20T09:00:00Z", "input": "q", "output": "a"}\n'
+    land(settings, DAY, "a.jsonl", jsonl(good("j1")).encode() + bad + jsonl(good("j2")).encode())
+    land(settings, DAY, "b.csv", f"log_id,ts,input,output\nc1,{DAY}T10:00:00Z,q,a\n".encode()
+         + f"c2,{DAY}T10:00:00Z,q\xff,a\n".encode("latin-1") + f"c3,{DAY}T10:00:00Z,q,a\n".encode())
+    chat = (FIXTURES / "logs" / "openai_chat.jsonl").read_bytes()
+    land(settings, DAY, "c.jsonl", chat.replace(b"HR assistant", b"HR \xff assistant", 1))
+    report = ingest(settings)
+    by_name = {f.source_file.rsplit("/", 1)[-1]: f for f in report.files}
+    assert not report.unreadable, [(f.source_file, f.error) for f in report.unreadable]
+    assert sorted(r[0] for r in rows(settings, "SELECT log_id FROM logs WHERE source_format LIKE 'canonical%'")) == [
+        "c1", "c3", "j1", "j2"]
+    bad_lines = [r[:3] for r in rejected(settings) if r[2] == "not valid UTF-8"]
+    assert bad_lines == [("a.jsonl", 2, "not valid UTF-8"), ("b.csv", 3, "not valid UTF-8"),
+                         ("c.jsonl", 1, "not valid UTF-8")]
+    assert by_name["c.jsonl"].accepted > 0 and report.reconciles
+
+
+def test_a_small_truncated_gzip_keeps_what_decompresses_in_every_json_format(settings):
+    land(settings, DAY, "a.jsonl.gz", _gzip_cut(jsonl(*[good(f"j{i}", output="x" * 200) for i in range(200)])))
+    chat = (FIXTURES / "logs" / "openai_chat.jsonl").read_text()
+    land(settings, DAY, "b.jsonl.gz", _gzip_cut(chat * 3, keep=0.8))
+    report = ingest(settings)
+    by_name = {f.source_file.rsplit("/", 1)[-1]: f for f in report.files}
+    for name in ("a.jsonl.gz", "b.jsonl.gz"):
+        f = by_name[name]
+        assert f.partial and "truncated gzip" in f.error and f.accepted > 0 and f.reconciles, f
+    assert by_name["b.jsonl.gz"].format == "openai_chat"
+
+
+def test_an_annotation_record_nested_thousands_deep_costs_only_itself(settings):
+    from flywheel.annotations import import_inbox
+
+    land(settings, DAY, "logs.jsonl", jsonl(good("l-1"), good("l-2")))
+    ingest(settings)
+    settings.annotations_inbox.mkdir(parents=True)
+    deep = '{"log_id": "l-1", "annotator": "a", "label": "hallucination", "value": ' + "[" * 3000 + "]" * 3000 + "}"
+    label = json.dumps({"log_id": "l-2", "annotator": "a", "label": "hallucination", "value": "yes"})
+    (settings.annotations_inbox / "a.jsonl").write_text(deep + "\n" + label + "\n")
+    (settings.annotations_inbox / "b.jsonl").write_text(label.replace("l-2", "l-1") + "\n" + deep + "\n")
+    (settings.annotations_inbox / "c.json").write_text("[" + label.replace('"a"', '"c"') + ",\n" + deep + "]")
+    (settings.annotations_inbox / "d.jsonl").write_text(label.replace('"a"', '"d"') + "\n")
+    with store.connection(settings) as con:
+        report = import_inbox(con, settings)
+    files = {f.source_file.rsplit("/", 1)[-1]: f for f in report.files}
+    assert (files["a.jsonl"].accepted, files["a.jsonl"].rejected) == (1, 1)
+    assert (files["b.jsonl"].accepted, files["b.jsonl"].rejected) == (1, 1)
+    assert (files["c.json"].accepted, files["c.json"].rejected) == (1, 1)
+    assert files["d.jsonl"].accepted == 1  # the files after them are imported too
+    reasons = rows(settings, "SELECT regexp_extract(source_file, '[^/]+$'), line, detail FROM rejected_annotations ORDER BY 1")
+    assert [(name, line) for name, line, _ in reasons] == [("a.jsonl", 1), ("b.jsonl", 2), ("c.json", 2)]
+    assert all("nested too deeply" in (detail or "") for _, _, detail in reasons), reasons

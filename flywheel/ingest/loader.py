@@ -862,6 +862,11 @@ def _csv_line(row: list[str]) -> str:
     return out.getvalue()
 
 
+def _undecodable(text: str | None) -> bool:
+    """Return whether text holds bytes that were not UTF-8 (as lone surrogates)."""
+    return text is not None and _utf8_or_none(text) is None
+
+
 def _utf8_or_none(text: str) -> str | None:
     """Return ``text`` when it is valid UTF-8 (no undecodable bytes), else None."""
     try:
@@ -911,11 +916,18 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
         return table
 
     for rec in records:
+        raw_text = rec.raw
+        if rec.record is None:
+            doc, error, field_name = None, rec.error, rec.field
+        else:
+            doc, error, field_name = _record_json(rec.record)
+        if _undecodable(raw_text) or _undecodable(doc):  # bytes that were not UTF-8 (formats.open_text)
+            raw_text = raw_text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            doc, error, field_name = None, REASONS["bad_encoding"], None
         columns["rid"].append(len(columns["line"]))
         columns["line"].append(rec.line)
-        columns["text"].append(rec.raw)
+        columns["text"].append(raw_text)
         columns["raw"].append(None)
-        doc, error, field_name = (None, rec.error, rec.field) if rec.record is None else _record_json(rec.record)
         columns["doc"].append(doc)
         columns["pre_error"].append(error)
         columns["pre_field"].append(field_name)
