@@ -29,7 +29,7 @@ class Settings:
     home: Path = Path("data")
     pii_mode: str = "redact"
     max_rejected_share: float = 0.05
-    max_ts_skew_days: int = 3650  # a record's ts this many days before or after its day: rejected
+    max_ts_skew_days: int = 3650  # a record whose ts is more days than this before or after its day: rejected
     start_date: str = "2025-01-01"
     nightly_cron: str = "0 2 * * *"
     timezone: str = "UTC"
