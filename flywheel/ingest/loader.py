@@ -826,6 +826,8 @@ def _csv_rows(path: Path, file_report: FileReport, *, pii_gate: bool) -> Iterato
         reader = csv.reader(stream)
         try:
             header = next(reader, [])
+            if _undecodable(",".join(header)):
+                raise UnreadableFile(path, "the CSV header is not valid UTF-8")
             before = reader.line_num
             for row in reader:
                 line, before = before + 1, reader.line_num
