@@ -29,6 +29,7 @@ class Settings:
     home: Path = Path("data")
     pii_mode: str = "redact"
     max_rejected_share: float = 0.05
+    max_ts_skew_days: int = 3650  # a record whose ts is more days than this before or after its day: rejected
     start_date: str = "2025-01-01"
     nightly_cron: str = "0 2 * * *"
     timezone: str = "UTC"
@@ -147,6 +148,8 @@ def _validated(settings: Settings) -> Settings:
         raise SettingsError(f"FLYWHEEL_FEW_SHOT_LAMBDA={settings.few_shot_lambda} must be between 0 and 1")
     if not 0.0 < settings.prompt_eval_alpha < 1.0:
         raise SettingsError(f"FLYWHEEL_PROMPT_EVAL_ALPHA={settings.prompt_eval_alpha} must be between 0 and 1")
+    if settings.max_ts_skew_days < 0:
+        raise SettingsError(f"FLYWHEEL_MAX_TS_SKEW_DAYS={settings.max_ts_skew_days} must be at least 0")
     if not 0.0 <= settings.max_rejected_share <= 1.0:
         raise SettingsError(
             f"FLYWHEEL_MAX_REJECTED_SHARE={settings.max_rejected_share} must be between 0 and 1"

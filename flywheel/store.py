@@ -71,6 +71,38 @@ CREATE TABLE IF NOT EXISTS duplicate_logs (
     first_line   BIGINT
 );
 
+-- The full row of each duplicate (`duplicate_logs` says where it was first seen), so that
+-- a copy takes the place of the kept one when the day holding that is ingested again
+-- without it: the earliest copy is kept, whatever order the days are ingested in.
+CREATE TABLE IF NOT EXISTS duplicate_rows (
+    log_id            VARCHAR NOT NULL,
+    ts                TIMESTAMPTZ NOT NULL,
+    day               DATE NOT NULL,
+    source            VARCHAR NOT NULL,
+    input             VARCHAR NOT NULL,
+    output            VARCHAR NOT NULL,
+    context           VARCHAR,
+    model             VARCHAR,
+    prompt_name       VARCHAR,
+    prompt_version    VARCHAR,
+    feedback          TINYINT,
+    messages          JSON,
+    git_commit        VARCHAR,
+    session_id        VARCHAR,
+    user_id           VARCHAR,
+    latency_ms        DOUBLE,
+    prompt_tokens     BIGINT,
+    completion_tokens BIGINT,
+    cost_usd          DOUBLE,
+    tags              VARCHAR[],
+    metadata          JSON,
+    pii               VARCHAR[],
+    source_file       VARCHAR NOT NULL,
+    source_format     VARCHAR NOT NULL,
+    source_line       BIGINT NOT NULL,
+    ingested_at       TIMESTAMPTZ NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS ingest_files (
     day          DATE NOT NULL,
     source_file  VARCHAR NOT NULL,
@@ -460,7 +492,7 @@ def all_schemas() -> str:
 
 
 # Partition-owned tables: re-materializing a day replaces exactly these rows.
-DAILY_TABLES = ("logs", "rejected_logs", "duplicate_logs", "ingest_files")
+DAILY_TABLES = ("logs", "rejected_logs", "duplicate_logs", "duplicate_rows", "ingest_files")
 
 
 def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:

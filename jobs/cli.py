@@ -124,6 +124,8 @@ def run(
     start: Annotated[Optional[str], typer.Option(help="First day of a range.")] = None,
     end: Annotated[Optional[str], typer.Option(help="Last day of a range (inclusive).")] = None,
     all_days: Annotated[bool, typer.Option("--all", help="Every day that has a landing folder.")] = False,
+    allow_empty: Annotated[bool, typer.Option(
+        "--allow-empty", help="Store a day whose landing folder is missing or empty as empty (else refused).")] = False,
 ) -> None:
     """Run the flywheel for one day, a range of days, or all landed days.
 
@@ -146,7 +148,8 @@ def run(
     ingested: list[str] = []
     for i, partition in enumerate(days, 1):
         typer.echo(f"[ingest {i}/{len(days)}] {partition} ...")
-        if _execute(nightly, instance, partition_key=partition, asset_selection=ingest_keys, label=f"ingest {partition}"):
+        if _execute(nightly, instance, partition_key=partition, asset_selection=ingest_keys, label=f"ingest {partition}",
+                    ops_config={"logs": {"config": {"allow_empty": True}}} if allow_empty else None):
             ingested.append(partition)
         else:
             failed.append(f"ingest {partition}")
@@ -172,7 +175,7 @@ def _group(defs, key) -> str | None:
 
 
 def _execute(job, instance, *, partition_key: str | None = None, asset_selection=None,
-             label: str | None = None) -> bool:
+             label: str | None = None, ops_config: dict | None = None) -> bool:
     """Run ``job`` in this process; print its outcome and, for a failure, each failed
     step with its error in one line. Return whether it succeeded."""
     result = job.execute_in_process(
@@ -180,7 +183,7 @@ def _execute(job, instance, *, partition_key: str | None = None, asset_selection
         instance=instance,
         asset_selection=asset_selection,
         raise_on_error=False,
-        run_config=QUIET,
+        run_config={**QUIET, "ops": ops_config} if ops_config else QUIET,
     )
     what = label or partition_key or job.name
     if result.success:
