@@ -6,6 +6,7 @@ from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
 from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
 from flywheel import quality, store
+from flywheel.annotations.importer import join_pending
 from flywheel.ingest.loader import ingest_day, report_markdown, report_summary
 
 QUALITY_DESCRIPTIONS = {
@@ -44,6 +45,10 @@ def logs(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.Ma
         # another writer (lake mode) is safely run again.
         report = store.retry_conflicts(lambda: ingest_day(con, settings, day, progress=context.log.info))
         outcomes = quality.check_partition(con, day, max_rejected_share=settings.max_rejected_share)
+        # Labels that arrived before these logs have waited in pending_annotations: they join now.
+        pending = join_pending(con)
+    if pending.joined or pending.duplicates:
+        context.log.info(f"{pending.joined} pending labels joined their logs; {pending.waiting} still wait")
     for f in report.unreadable:
         context.log.error(f"Unreadable file {f.source_file}: {f.error}")
     summary = report_summary(report)

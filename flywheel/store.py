@@ -126,7 +126,31 @@ CREATE TABLE IF NOT EXISTS annotation_files (
     imported_at    TIMESTAMPTZ NOT NULL,
     skipped        BIGINT NOT NULL,
     error          VARCHAR,
-    archived_to    VARCHAR
+    archived_to    VARCHAR,
+    pending        BIGINT DEFAULT 0,  -- records waiting in pending_annotations for their log
+    size_bytes     BIGINT             -- the size read: an archived file that grew is read again
+);
+
+-- Labels whose log_id is not in `logs` yet (they arrived before their logs, or the day's
+-- ingest failed): they wait here and join `annotations` when their log lands.
+CREATE TABLE IF NOT EXISTS pending_annotations (
+    log_id         VARCHAR NOT NULL,
+    annotator      VARCHAR NOT NULL,
+    label          VARCHAR NOT NULL,
+    value          TINYINT NOT NULL,
+    comment        VARCHAR,
+    created_at     TIMESTAMPTZ,
+    span_start     BIGINT,
+    span_end       BIGINT,
+    source_file    VARCHAR NOT NULL,
+    source_format  VARCHAR NOT NULL,
+    line           BIGINT,
+    read_at        TIMESTAMPTZ NOT NULL,
+    tool           VARCHAR NOT NULL,
+    raw_label      VARCHAR,
+    raw_value      VARCHAR,
+    file_sha256    VARCHAR NOT NULL,
+    raw            VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS consensus (
@@ -489,7 +513,16 @@ def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyCo
     con.execute("SET preserve_insertion_order = false")
     if not read_only:
         con.execute(all_schemas())
+        for statement in MIGRATIONS:
+            con.execute(statement)
     return con
+
+
+# Columns added after a table was first released: a file made by an older version gets them.
+MIGRATIONS = (
+    "ALTER TABLE annotation_files ADD COLUMN IF NOT EXISTS pending BIGINT DEFAULT 0",
+    "ALTER TABLE annotation_files ADD COLUMN IF NOT EXISTS size_bytes BIGINT",
+)
 
 
 # -- storage mode "ducklake" ---------------------------------------------------------------

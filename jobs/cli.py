@@ -104,18 +104,42 @@ def _landing_days(settings: flywheel_settings.Settings) -> list[str]:
 def _days(settings, day: str | None, start: str | None, end: str | None, all_days: bool) -> list[str]:
     if sum(bool(x) for x in (all_days, day, start or end)) > 1:
         _fail("use one of --day, --start/--end, --all", 2)
+    first_day, last_day = _partition_range()
+    valid = (f"the days that can run go from {first_day} (FLYWHEEL_START_DATE) to {last_day} "
+             "(the last day that has ended)")
     if all_days:
-        return _landing_days(settings)
+        days = _landing_days(settings)
+        outside = [d for d in days if not first_day <= d <= last_day]
+        if outside:
+            typer.echo(f"warning: skipping landing folders outside the partitions: {', '.join(outside)}; {valid}",
+                       err=True)
+        return [d for d in days if first_day <= d <= last_day]
     if day:
-        return [_day(day)]
-    if start or end:
+        days = [_day(day)]
+    elif start or end:
         if not (start and end):
             _fail("--start and --end go together", 2)
         first, last = date.fromisoformat(_day(start, "--start")), date.fromisoformat(_day(end, "--end"))
         if last < first:
             _fail(f"--end {last} is before --start {first}", 2)
-        return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-    return [(date.today() - timedelta(days=1)).isoformat()]
+        days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    else:
+        days = [(date.today() - timedelta(days=1)).isoformat()]
+    outside = [d for d in days if not first_day <= d <= last_day]
+    if outside:
+        what = outside[0] if len(outside) == 1 else f"{outside[0]} .. {outside[-1]} ({len(outside)} days)"
+        _fail(f"{what} cannot run: {valid}", 2)
+    return days
+
+
+def _partition_range() -> tuple[str, str]:
+    """Return the first and last day of the daily partitions (the last is the latest day
+    that has ended in FLYWHEEL_TIMEZONE)."""
+    from assets.partitions import daily_partitions
+
+    first = daily_partitions.get_first_partition_key()
+    last = daily_partitions.get_last_partition_key()
+    return first or "", last or ""
 
 
 @app.command()
@@ -146,21 +170,25 @@ def run(
     ingested: list[str] = []
     for i, partition in enumerate(days, 1):
         typer.echo(f"[ingest {i}/{len(days)}] {partition} ...")
-        if _execute(nightly, instance, partition_key=partition, asset_selection=ingest_keys, label=f"ingest {partition}"):
+        if _execute(nightly, instance, partition_key=partition, asset_selection=ingest_keys,
+                    label=f"ingest {partition}").success:
             ingested.append(partition)
         else:
             failed.append(f"ingest {partition}")
     typer.echo("annotations: importing the inbox and rebuilding the consensus ...")
-    if not _execute(defs.resolve_job_def("import_annotations"), instance):
+    imported = _execute(defs.resolve_job_def("import_annotations"), instance)
+    if imported.success:
+        _print_import(imported)
+    else:
         failed.append("import_annotations")
     learn = defs.resolve_job_def("learn")
     if learn.asset_layer.executable_asset_keys:
         typer.echo("learn: classifiers, judges and prompts from the labels ...")
-        if not _execute(learn, instance):
+        if not _execute(learn, instance).success:
             failed.append("learn")
     for i, partition in enumerate(ingested, 1):
         typer.echo(f"[nightly {i}/{len(ingested)}] {partition}: scores, slices, queue, report ...")
-        if not _execute(nightly, instance, partition_key=partition, asset_selection=rest_keys, label=partition):
+        if not _execute(nightly, instance, partition_key=partition, asset_selection=rest_keys, label=partition).success:
             failed.append(partition)
     _print_where(settings)
     if failed:
@@ -171,10 +199,27 @@ def _group(defs, key) -> str | None:
     return defs.resolve_assets_def(key).group_names_by_key.get(key)
 
 
+def _print_import(result) -> None:
+    """Print what the import did with the labels, pending ones included (nothing is lost
+    silently: labels whose logs are not ingested yet wait, and the line says so)."""
+    (imported,) = result.asset_materializations_for_node("annotations")
+    meta = {k: v.value for k, v in imported.metadata.items()}
+    typer.echo(f"    labels: {meta.get('accepted', 0)} accepted, {meta.get('rejected', 0)} rejected, "
+               f"{meta.get('duplicates', 0)} duplicates, {meta.get('pending_joined', 0)} pending labels "
+               "joined their logs")
+    waiting = meta.get("pending_waiting", 0)
+    if waiting:
+        typer.echo(f"    {waiting} labels wait for their logs (not ingested yet; table pending_annotations): "
+                   "they join when the logs' day is ingested")
+    unsettled = meta.get("unsettled_files") or []
+    if unsettled:
+        typer.echo(f"    still being written, left for the next import: {', '.join(map(str, unsettled))}")
+
+
 def _execute(job, instance, *, partition_key: str | None = None, asset_selection=None,
-             label: str | None = None) -> bool:
+             label: str | None = None):
     """Run ``job`` in this process; print its outcome and, for a failure, each failed
-    step with its error in one line. Return whether it succeeded."""
+    step with its error in one line. Return the run's result (``.success``)."""
     result = job.execute_in_process(
         partition_key=partition_key,
         instance=instance,
@@ -185,12 +230,12 @@ def _execute(job, instance, *, partition_key: str | None = None, asset_selection
     what = label or partition_key or job.name
     if result.success:
         typer.echo(f"    {what}: ok (run {result.run_id})")
-        return True
+        return result
     for event in result.all_events:
         if event.is_step_failure:
             typer.echo(f"    {failure_line(event)}", err=True)
     typer.echo(f"    {what}: FAILED (run {result.run_id})", err=True)
-    return False
+    return result
 
 
 def failure_line(event) -> str:
@@ -281,7 +326,11 @@ def import_annotations(
     while target.exists():
         target = inbox / f"{file.stem}-{n}{file.suffix}"
         n += 1
-    shutil.copyfile(file, target)
+    # Copied under a name the import skips, then renamed: the inbox never shows half a
+    # copy. copy2 keeps the file's own modification time (the settle rule looks at it).
+    partial = target.with_name(target.name + ".part")
+    shutil.copy2(file, partial)
+    os.replace(partial, target)
     typer.echo(f"copied {file} to {target}")
     instance = _instance()
     from jobs.definitions import defs
@@ -299,7 +348,11 @@ def import_annotations(
     (imported,) = result.asset_materializations_for_node("annotations")
     meta = {k: v.value for k, v in imported.metadata.items()}
     typer.echo(f"imported: {meta.get('accepted', 0)} labels accepted, {meta.get('rejected', 0)} rejected, "
-               f"{meta.get('duplicates', 0)} duplicates, {meta.get('skipped', 0)} skipped (run {result.run_id})")
+               f"{meta.get('duplicates', 0)} duplicates, {meta.get('pending', 0)} pending, "
+               f"{meta.get('skipped', 0)} skipped (run {result.run_id})")
+    if meta.get("pending"):
+        typer.echo(f"{meta['pending']} labels wait for their logs (not ingested yet; table pending_annotations): "
+                   "they join when the logs' day is ingested")
     unreadable = meta.get("unreadable_files") or []
     if unreadable:
         _fail(f"not an annotation file we can read: {', '.join(map(str, unreadable))} (see annotation_files.error)", 1)
@@ -416,6 +469,11 @@ def summary_lines(con, *, llm_configured: bool = True) -> list[str]:
         ).fetchall()
         out.append("Labels (consensus): " + (", ".join(
             f"{label} {pos}/{n} positive, {ties} ties" for label, pos, n, ties in labels) or "none yet"))
+    if has("pending_annotations"):
+        waiting = con.execute("SELECT count(*), count(DISTINCT log_id) FROM pending_annotations").fetchone()
+        if waiting[0]:
+            out.append(f"Labels waiting for their logs: {waiting[0]} labels of {waiting[1]} log ids not ingested "
+                       "yet (pending_annotations; they join when the day is ingested)")
     if has("annotation_agreement"):
         kappas = con.execute(
             "SELECT label, round(avg(kappa), 2) FROM annotation_agreement GROUP BY 1 ORDER BY 1").fetchall()

@@ -129,13 +129,18 @@ def test_import_annotations_imports_a_file_and_says_what_was_rejected(home, tmp_
     labels = tmp_path / "reviewed.csv"
     labels.write_text("log_id,annotator,label,value\n"
                       f"{log_id},cli-tester,hallucination,1\n"
+                      f"{log_id},cli-tester,hallucination,maybe\n"
                       "no-such-log,cli-tester,hallucination,0\n")
     before = rows(home, "SELECT count(*) FROM annotations")[0][0]
     result = CliRunner().invoke(app, ["import-annotations", str(labels)])
     assert result.exit_code == 0, result.output
-    assert "imported: 1 labels accepted, 1 rejected" in result.output
+    assert "imported: 1 labels accepted, 1 rejected, 0 duplicates, 1 pending" in result.output
+    assert "1 labels wait for their logs" in result.output
     assert rows(home, "SELECT count(*) FROM annotations")[0][0] == before + 1
-    assert rows(home, "SELECT reason FROM rejected_annotations WHERE source_file LIKE '%reviewed%'") == [("unknown log_id",)]
+    assert rows(home, "SELECT reason FROM rejected_annotations WHERE source_file LIKE '%reviewed%'") == [
+        ("unmappable value",)]
+    assert rows(home, "SELECT log_id FROM pending_annotations WHERE source_file LIKE '%reviewed%'") == [
+        ("no-such-log",)]
     assert labels.exists() and not list(home.annotations_inbox.glob("reviewed*"))  # copied, imported, archived
 
 
@@ -188,3 +193,29 @@ def test_a_bad_setting_is_a_usage_error(monkeypatch, settings):
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 2
     assert error_lines(result.output) == ["error: FLYWHEEL_STORAGE='floppy' is not one of duckdb, ducklake"]
+
+
+def test_labels_of_a_day_run_before_its_logs_wait_and_join_at_the_next_run(demo_home, tmp_path, monkeypatch):
+    """`run --day <day 2>` first imports labels of day 1 before day 1 is ingested: they wait
+    (pending) and `run --all` then keeps every label, as a clean `run --all` does (#13)."""
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo", "--days", "2", "--rows-per-day", "300", "--start", DAYS[0]]).exit_code == 0
+    home = load({"FLYWHEEL_HOME": str(tmp_path / "home")})
+    first = runner.invoke(app, ["run", "--day", DAYS[1]])
+    assert first.exit_code == 0, first.output
+    waiting = rows(home, "SELECT count(*) FROM pending_annotations")[0][0]
+    assert waiting > 0 and f"{waiting} labels wait for their logs" in first.output
+    assert rows(home, "SELECT count(*) FROM rejected_annotations WHERE reason LIKE '%log_id%'") == [(0,)]
+
+    second = runner.invoke(app, ["run", "--all"])
+    assert second.exit_code == 0, second.output
+    assert "labels wait for their logs" not in second.output
+    clean = load({"FLYWHEEL_HOME": demo_home[0]["FLYWHEEL_HOME"]})
+    query = "SELECT log_id, annotator, label, value, tool FROM annotations ORDER BY ALL"
+    assert rows(home, query) == rows(clean, query)
+    assert rows(home, "SELECT count(*) FROM pending_annotations") == [(0,)]
+    consensus = "SELECT log_id, label, value, n_annotators, status FROM consensus ORDER BY ALL"
+    assert rows(home, consensus) == rows(clean, consensus)

@@ -179,8 +179,8 @@ def test_annotations_and_consensus_assets_with_the_agreement_check(settings, mon
         )
     assert result.success
     (imported,) = result.asset_materializations_for_node("annotations")
-    assert imported.metadata["accepted"].value == 8 and imported.metadata["rejected"].value == 1
-    assert rows(settings, "SELECT reason FROM rejected_annotations") == [("unknown log_id",)]
+    assert imported.metadata["accepted"].value == 8 and imported.metadata["pending"].value == 1
+    assert rows(settings, "SELECT log_id FROM pending_annotations") == [("nope",)]  # waits for its log
     assert rows(settings, "SELECT count(*), count(*) FILTER (WHERE status = 'tie') FROM consensus") == [(4, 2)]
     assert check_results(result) == {"agreement": False}
     # The imported file was archived, so the sensor has nothing new to start.
