@@ -693,3 +693,76 @@ def test_the_next_import_joins_pending_labels_and_a_label_given_twice_meanwhile_
     assert rows(settings, "SELECT count(*) FROM annotations") == [(2,)]
     counts = rows(settings, "SELECT read, accepted + rejected + duplicates + pending FROM annotation_files")
     assert all(read == total for read, total in counts)
+
+
+# ---------------------------------------------------------------------------------------
+# Files still being copied into the inbox (#13)
+# ---------------------------------------------------------------------------------------
+
+# A real second process that copies an annotation file into the inbox in two chunks: the
+# first 499 labels, then (when told "go" on stdin) the other 501, through the same open file.
+COPIER = r"""
+import sys
+path = sys.argv[1]
+with open(path, "w", encoding="utf-8") as f:
+    f.write("log_id,annotator,label,value\n")
+    f.writelines(f"l-{i},ann,hallucination,{i % 2}\n" for i in range(499))
+    f.flush()
+    print("half", flush=True)
+    sys.stdin.readline()
+    f.writelines(f"l-{i},ann,hallucination,{i % 2}\n" for i in range(499, 1000))
+print("done", flush=True)
+"""
+
+
+def start_copier(path):
+    process = subprocess.Popen([sys.executable, "-c", COPIER, str(path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "half"
+    return process
+
+
+def finish_copy(process):
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    assert process.stdout.readline().strip() == "done"
+    process.wait(timeout=30)
+
+
+def test_a_file_still_being_copied_is_left_for_the_next_import(settings):
+    ingest_logs(settings, [f"l-{i}" for i in range(1000)])
+    settings = settings.replace(inbox_settle_seconds=2.0)
+    settings.annotations_inbox.mkdir(parents=True)
+    target = settings.annotations_inbox / "labels.csv"
+    copier = start_copier(target)
+    waited = []
+
+    def sleep(seconds):  # the import waits for the file to settle: the copy goes on meanwhile
+        waited.append(seconds)
+        finish_copy(copier)
+
+    report = run_import(settings, sleep=sleep)
+    assert 0 < waited[0] <= 2.0
+    assert report.files == [] and report.unsettled == ["labels.csv"] and target.exists()
+    assert rows(settings, "SELECT count(*) FROM annotations") == [(0,)]
+    # Untouched for the settle time: the next import reads it whole.
+    os.utime(target, (target.stat().st_mtime - 5, target.stat().st_mtime - 5))
+    (whole,) = run_import(settings, sleep=waited.append).files
+    assert (whole.read, whole.accepted) == (1000, 1000) and len(waited) == 1
+
+
+def test_an_archived_file_that_grew_after_its_import_is_read_again(settings):
+    ingest_logs(settings, [f"l-{i}" for i in range(1000)])
+    settings = settings.replace(inbox_settle_seconds=0.0)  # e.g. a copy that stalled longer than the settle time
+    settings.annotations_inbox.mkdir(parents=True)
+    copier = start_copier(settings.annotations_inbox / "labels.csv")
+    (half,) = run_import(settings).files
+    assert (half.read, half.accepted) == (499, 499)
+    # The copy goes on writing into the file, which the import moved to the archive.
+    finish_copy(copier)
+    archived = archive_dir(settings) / "labels.csv"
+    assert len(archived.read_text().splitlines()) == 1001
+    (rest,) = run_import(settings).files
+    assert rest.regrown and (rest.read, rest.accepted, rest.duplicates) == (1000, 501, 499)
+    assert rows(settings, "SELECT count(*), count(DISTINCT log_id) FROM annotations") == [(1000, 1000)]
+    assert run_import(settings).files == []  # read once more only when it changes again
