@@ -30,12 +30,17 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _settings() -> flywheel_settings.Settings:
+def _settings(*, create: bool = False) -> flywheel_settings.Settings:
+    """Return the settings; refuse a home that does not exist unless ``create`` (a typo in
+    FLYWHEEL_HOME must not start a new, empty home)."""
     try:
         settings = flywheel_settings.load()
     except flywheel_settings.SettingsError as exc:
         _fail(str(exc), 2)
         raise  # unreachable
+    if not create and not settings.home.is_dir():
+        _fail(f"FLYWHEEL_HOME={settings.home} does not exist (a typo?); create a new home with "
+              "`flywheel init` or `flywheel demo`", 2)
     # Runs read the settings again, possibly from another working directory: pin the home.
     os.environ["FLYWHEEL_HOME"] = str(settings.home)
     return settings
@@ -79,12 +84,28 @@ def demo(
     """Generate demo production logs and annotation files into FLYWHEEL_HOME."""
     from flywheel.demo import DemoSpec, generate
 
-    settings = _settings()
+    settings = _settings(create=True)
     first = date.fromisoformat(_day(start, "--start")) if start else None
     spec = DemoSpec(days=days, rows_per_day=rows_per_day, seed=seed, start=first)
     summary = generate(settings.home, spec, progress=typer.echo)
     total = sum(sum(day.rows.values()) for day in summary.days)
     typer.echo(f"demo data written under {settings.home}: {len(summary.days)} days, {total} log records")
+
+
+@app.command()
+def init() -> None:
+    """Create a new, empty home at FLYWHEEL_HOME (landing/, annotations/inbox/ and outbox/,
+    the DuckDB tables); other commands refuse a home that does not exist."""
+    from flywheel import store
+
+    settings = _settings(create=True)
+    existed = settings.home.is_dir()
+    for folder in (settings.landing_dir, settings.annotations_inbox, settings.annotations_outbox):
+        folder.mkdir(parents=True, exist_ok=True)
+    with store.connection(settings):
+        pass
+    typer.echo(f"{'home already there' if existed else 'new home'}: {settings.home}; put log files in "
+               f"{settings.landing_dir}/YYYY-MM-DD/ and run `flywheel run`")
 
 
 def _landing_days(settings: flywheel_settings.Settings) -> list[str]:
