@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, transient_retries
 from flywheel import quality, store
 from flywheel.annotations.importer import join_pending
 from flywheel.ingest.loader import ingest_day, report_markdown, report_summary
@@ -31,6 +31,7 @@ QUALITY_DESCRIPTIONS = {
         for name, text in QUALITY_DESCRIPTIONS.items()
     ],
 )
+@transient_retries
 def logs(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """The day's production logs from every file in `landing/YYYY-MM-DD/`, normalized.
 

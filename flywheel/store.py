@@ -8,6 +8,7 @@ writing process per file; the orchestration layer makes sure writers take turns.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import random
 import re
@@ -683,6 +684,33 @@ def is_conflict(exc: BaseException) -> bool:
     return False
 
 
+# Errors that may clear if the same work runs again a little later: the DuckDB file held by
+# another process, a lost commit race, a full disk or exhausted memory, a network hiccup.
+_TRANSIENT_DUCKDB = re.compile(r"could not set lock|conflicting lock|database is locked|conflict|"
+                               r"could not serialize|deadlock|no space left|out of memory", re.I)
+_TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR,
+                     errno.ECONNRESET, errno.ECONNREFUSED, errno.EDQUOT, errno.ENOMEM}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Return whether ``exc`` (or what caused it) may go away when the work is tried again:
+    a lock held by another process, a lost commit race, a full disk or memory, a network
+    error. Bugs and bad input (anything else) fail the same way every time."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (duckdb.TransactionException, duckdb.OutOfMemoryException)):
+            return True
+        if isinstance(exc, duckdb.Error) and _TRANSIENT_DUCKDB.search(str(exc)):
+            return True
+        if isinstance(exc, (TimeoutError, ConnectionError)):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def retry_conflicts(work: Callable[[], T], *, attempts: int = 20, wait: float = 0.1) -> T:
     """Return ``work()``, running it again (after a short, growing, jittered wait) when it
     fails because a concurrent writer committed first; other errors propagate at once.
@@ -726,6 +754,63 @@ def replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: str, sele
 def connection(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """Yield a connection from :func:`connect` and close it afterwards."""
     con = connect(settings, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+class DatabaseBusy(RuntimeError):
+    """The DuckDB file is held by another process; the message names it and what to do."""
+
+
+_LOCKED = re.compile(r"could not set lock|conflicting lock", re.I)
+_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def lock_holder(exc: BaseException) -> str | None:
+    """Return "PID n (program)" of the process holding the DuckDB file, from DuckDB's
+    lock error, or None when ``exc`` is not one."""
+    if not isinstance(exc, duckdb.Error) or not _LOCKED.search(str(exc)):
+        return None
+    found = _HOLDER.search(str(exc))
+    return f"PID {found.group(2)} ({found.group(1)})" if found else "another process"
+
+
+@contextlib.contextmanager
+def connection_when_free(
+    settings: Settings,
+    *,
+    read_only: bool = True,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Yield a connection like :func:`connection`, waiting while another process holds the
+    DuckDB file (a run writing it: DuckDB lets no other process read meanwhile).
+
+    Waits at most ``timeout`` seconds (default ``FLYWHEEL_BUSY_TIMEOUT_SECONDS``), saying
+    once through ``on_wait`` what it waits for; then raises :class:`DatabaseBusy`.
+    """
+    timeout = settings.busy_timeout_seconds if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        try:
+            con = connect(settings, read_only=read_only)
+            break
+        except duckdb.Error as exc:
+            holder = lock_holder(exc)
+            if holder is None:
+                raise
+            if time.monotonic() >= deadline:
+                raise DatabaseBusy(
+                    f"{settings.database_path} is being written by {holder}; waited {timeout:g} s "
+                    "(FLYWHEEL_BUSY_TIMEOUT_SECONDS): try again when that run is done"
+                ) from None
+            if on_wait is not None and not said:
+                on_wait(f"waiting up to {timeout:g} s for {holder} to finish writing {settings.database_path} ...")
+                said = True
+            time.sleep(0.25)
     try:
         yield con
     finally:

@@ -6,6 +6,7 @@ one line on stderr, starting with "error:".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -259,28 +260,59 @@ def _execute(job, instance, *, partition_key: str | None = None, asset_selection
     return result
 
 
+# Dagster's wrappers around the user's exception; the retry policy's own when retries ran out.
+_WRAPPERS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError")
+_RETRIES = ("RetryRequestedFromPolicy", "RetryRequested", "DagsterMaxRetriesExceededError")
+
+
 def failure_line(event) -> str:
-    """Return one line naming the failed step (the asset) and why it failed."""
+    """Return one line naming the failed step (the asset) and why it failed: the cause,
+    not Dagster's wrapper nor its "Exceeded max_retries" (said as "after N attempts")."""
     error = event.step_failure_data.error
-    while error is not None and error.cause is not None and error.cls_name in (
-        "DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"):
+    attempts = None
+    while error is not None and error.cause is not None and error.cls_name in _WRAPPERS + _RETRIES:
+        if error.cls_name in _RETRIES:
+            found = re.search(r"max_retries of (\d+)", error.message)
+            attempts = int(found.group(1)) + 1 if found else attempts
         error = error.cause  # the user's exception, not Dagster's wrapper
     reason = " ".join(error.message.split()) if error else "unknown error"
-    reason = re.sub(r"^dagster\._core\.errors\.\w+: ", "", reason)  # Dagster's own wrapper class
-    return f"step {event.step_key} failed: {reason}"
+    reason = re.sub(r"^dagster\._core\.(errors|definitions\.events)\.\w+: ", "", reason)  # Dagster's own class
+    after = f" (after {attempts} attempts)" if attempts else ""
+    return f"step {event.step_key} failed{after}: {reason}"
+
+
+@contextlib.contextmanager
+def _reading(settings: flywheel_settings.Settings):
+    """Yield a read-only connection, waiting (and saying so) while another process writes
+    the DuckDB file; fail with one line when it stays busy."""
+    from flywheel import store
+
+    try:
+        with store.connection_when_free(settings, on_wait=lambda msg: typer.echo(msg, err=True)) as con:
+            yield con
+    except store.DatabaseBusy as exc:
+        _fail(str(exc), 1)
 
 
 def _print_where(settings: flywheel_settings.Settings) -> None:
+    """Print where the results are and their headline counts (or, when the database cannot
+    be read now, one line saying why: the runs themselves are done)."""
+    import duckdb
+
     from flywheel import store
 
-    with store.connection(settings, read_only=True) as con:
-        rows = con.execute("SELECT day, count(*) FROM logs GROUP BY day ORDER BY day").fetchall()
-        rejected = con.execute("SELECT count(*) FROM rejected_logs").fetchone()[0]
-        duplicates = con.execute("SELECT count(*) FROM duplicate_logs").fetchone()[0]
-        labels = con.execute("SELECT count(*) FROM annotations").fetchone()[0]
-        consensus = con.execute(
-            "SELECT label, count(*) FILTER (WHERE value = 1), count(*) FROM consensus GROUP BY 1 ORDER BY 1"
-        ).fetchall()
+    try:
+        with store.connection_when_free(settings, on_wait=lambda msg: typer.echo(msg, err=True)) as con:
+            rows = con.execute("SELECT day, count(*) FROM logs GROUP BY day ORDER BY day").fetchall()
+            rejected = con.execute("SELECT count(*) FROM rejected_logs").fetchone()[0]
+            duplicates = con.execute("SELECT count(*) FROM duplicate_logs").fetchone()[0]
+            labels = con.execute("SELECT count(*) FROM annotations").fetchone()[0]
+            consensus = con.execute(
+                "SELECT label, count(*) FILTER (WHERE value = 1), count(*) FROM consensus GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+    except (store.DatabaseBusy, duckdb.Error) as exc:
+        typer.echo(f"\nResults: {settings.database_path} (summary not shown: {' '.join(str(exc).split())})")
+        return
     total = sum(n for _, n in rows)
     typer.echo("")
     typer.echo(f"Results: {settings.database_path}")
@@ -297,7 +329,7 @@ def _latest_day(settings, table: str) -> str | None:
 
     if settings.storage == "duckdb" and not settings.database_path.exists():
         return None
-    with store.connection(settings, read_only=True) as con:
+    with _reading(settings) as con:
         if not store.table_exists(con, table):
             return None
         latest = con.execute(f"SELECT max(day) FROM {table}").fetchone()[0]
@@ -316,7 +348,7 @@ def report(
     day = _day(day) or _latest_day(settings, "logs")
     if day is None:
         _fail("no ingested day yet: run `flywheel run` first, or give --day", 1)
-    with store.connection(settings, read_only=True) as con:
+    with _reading(settings) as con:
         page = write_report(con, settings, day)
     empty = [name for name, status in page.chart_status().items() if status != "chart"]
     typer.echo(str(page.path))
@@ -393,7 +425,7 @@ def export_queue_command(
     day = _day(day) or _latest_day(settings, "annotation_queue")
     if day is None:
         _fail("no annotation queue yet: run `flywheel run` first", 1)
-    with store.connection(settings, read_only=True) as con:
+    with _reading(settings) as con:
         queued = con.execute("SELECT count(*) FROM annotation_queue WHERE day = ?::DATE", [day]).fetchone()[0]
         if not queued:
             _fail(f"no queue for {day}: run `flywheel run --day {day}` first", 1)
@@ -428,7 +460,7 @@ def status() -> None:
             typer.echo(f"  {past.job_name:<20} {partition:<12} {past.status.value:<10} {past.run_id[:8]}")
     else:
         typer.echo("Last run: none recorded in this Dagster instance")
-    with store.connection(settings, read_only=True) as con:
+    with _reading(settings) as con:
         for line in summary_lines(con, llm_configured=bool(settings.llm_base_url)):
             typer.echo(line)
 
