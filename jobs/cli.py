@@ -242,12 +242,17 @@ def _execute(job, instance, *, partition_key: str | None = None, asset_selection
              label: str | None = None):
     """Run ``job`` in this process; print its outcome and, for a failure, each failed
     step with its error in one line. Return the run's result (``.success``)."""
+    from jobs import pool
+
+    # Wait here, not inside Dagster: its wait for a slot ignores Ctrl-C and says nothing.
+    pool.wait_for_slot(instance, say=lambda msg: typer.echo(f"    {msg}", err=True))
     result = job.execute_in_process(
         partition_key=partition_key,
         instance=instance,
         asset_selection=asset_selection,
         raise_on_error=False,
         run_config=QUIET,
+        tags=pool.run_tags(),
     )
     what = label or partition_key or job.name
     if result.success:
@@ -388,10 +393,13 @@ def import_annotations(
     instance = _instance()
     from jobs.definitions import defs
 
+    from jobs import pool
+
     job = defs.resolve_job_def("import_annotations")
+    pool.wait_for_slot(instance, say=lambda msg: typer.echo(msg, err=True))
     result = job.execute_in_process(
         instance=instance, raise_on_error=False,
-        run_config=QUIET,
+        run_config=QUIET, tags=pool.run_tags(),
     )
     if not result.success:
         for event in result.all_events:

@@ -165,3 +165,116 @@ def test_the_end_of_run_summary_says_why_it_cannot_be_shown_instead_of_crashing(
     _print_where(settings.replace(busy_timeout_seconds=0.5))
     assert any(f"summary not shown: {settings.database_path} is being written by PID {writer.pid}" in line
                for line in lines), lines
+
+
+# ---------------------------------------------------------------------------------------
+# The DuckDB pool slot of a run that was killed
+# ---------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = "2026-11-20"
+
+
+def dagster_home(tmp_path) -> Path:
+    """A Dagster instance folder like the repository's dagster.yaml (pool limit 1), with
+    absolute paths so that this test process and the CLI's see the same storage."""
+    folder = tmp_path / "dagster"
+    folder.mkdir(exist_ok=True)
+    (folder / "dagster.yaml").write_text(
+        f"storage:\n  sqlite:\n    base_dir: {folder / 'storage'}\n"
+        "concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
+    return folder
+
+
+def cli_env(settings, folder, **extra) -> dict[str, str]:
+    return {**os.environ, "FLYWHEEL_HOME": str(settings.home), "DAGSTER_HOME": str(folder),
+            "FLYWHEEL_INBOX_SETTLE_SECONDS": "0", **extra}
+
+
+def start_cli(args, env, log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def land_many(settings, day: str, n: int) -> None:
+    land(settings, day, "app.jsonl", "".join(
+        json.dumps({"log_id": f"{day}-{i}", "ts": f"{day}T10:00:00Z", "input": f"question {i} about refunds",
+                    "output": f"answer {i}", "source": ["web", "api"][i % 2], "feedback": [1, -1, 0][i % 3]}) + "\n"
+        for i in range(n)))
+
+
+def instance_at(folder: Path):
+    return dg.DagsterInstance.from_config(str(folder))
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def claimed(instance) -> list:
+    storage = instance.event_log_storage
+    if "flywheel_duckdb" not in storage.get_concurrency_keys():
+        return []
+    return storage.get_concurrency_info("flywheel_duckdb").claimed_slots
+
+
+def test_a_run_killed_while_holding_the_pool_slot_does_not_block_the_next_run(settings, tmp_path):
+    folder = dagster_home(tmp_path)
+    land_many(settings, DAY, 60_000)
+    env = cli_env(settings, folder)
+    victim = start_cli(["run", "--day", DAY], env, tmp_path / "victim.log")
+    instance = instance_at(folder)
+    slot = wait_until(lambda: claimed(instance), 120, "the first run to claim the pool slot")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert claimed(instance) == slot  # the dead run keeps its slot
+
+    again = subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--day", DAY], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (f"freed the flywheel_duckdb pool slot of run {slot[0].run_id} (nightly): "
+            f"its process (PID {victim.pid}) is gone") in again.stderr
+    dead = instance_at(folder).get_run_by_id(slot[0].run_id)
+    assert dead.status == dg.DagsterRunStatus.FAILURE
+    assert claimed(instance_at(folder)) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_run_waiting_for_a_live_run_says_so_and_stops_on_ctrl_c_or_sigterm(settings, tmp_path, signum):
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    folder = dagster_home(tmp_path)
+    land(settings, DAY, "app.jsonl", '{"log_id": "a", "ts": "2026-11-20T10:00:00Z", "input": "q", "output": "a"}\n')
+    instance = instance_at(folder)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        run = DagsterRun(job_name="nightly", run_id="0123abcd" + "0" * 28, status=dg.DagsterRunStatus.STARTED,
+                         tags={"flywheel/pid": str(holder.pid), "flywheel/host": socket.gethostname(),
+                               "dagster/partition": DAY})
+        instance.add_run(run)
+        instance.event_log_storage.initialize_concurrency_limit_to_default("flywheel_duckdb")  # limit 1
+        assert instance.event_log_storage.claim_concurrency_slot("flywheel_duckdb", run.run_id, "logs").is_claimed
+        log = tmp_path / "waiter.log"
+        waiter = start_cli(["run", "--day", DAY], cli_env(settings, folder), log)
+        wait_until(lambda: "waiting for the flywheel_duckdb pool slot" in log.read_text(), 120, "the wait message")
+        assert (f"held by run 0123abcd (nightly {DAY}, step logs, PID {holder.pid}); Ctrl-C stops"
+                in log.read_text())
+        waiter.send_signal(signum)
+        assert waiter.wait(timeout=30) != 0
+        assert claimed(instance)[0].run_id == run.run_id  # the live run keeps its slot
+    finally:
+        holder.kill()
+        holder.wait()
