@@ -4,7 +4,7 @@ automation (eager whole-history assets follow new labels without hand-written ch
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import dagster as dg
 import pytest
@@ -139,3 +139,46 @@ def test_the_real_learning_assets_follow_new_labels():
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         requested = {key for key in learners if after.get_requested_partitions(key)}
     assert requested == learners
+
+
+def test_the_landing_sensor_skips_days_ingested_with_the_same_files_and_starts_one_run_at_a_time(
+        settings, monkeypatch):
+    """`dagster dev` on a home whose days are ingested must not re-run them all at once (#13)."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from flywheel import store
+    from flywheel.demo import DemoSpec, generate
+    from flywheel.ingest.loader import ingest_day
+
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    summary = generate(settings.home, DemoSpec(days=3, rows_per_day=50, seed=3, start=date(2026, 11, 1)))
+    days = [d.day for d in summary.days]
+    with store.connection(settings) as con:
+        for day in days:
+            ingest_day(con, settings, day)
+    with dg.instance_for_test() as instance:
+        def tick(cursor=None):
+            context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                              repository_def=defs.get_repository_def())
+            return [r.partition_key for r in landing_sensor(context)], context.cursor
+
+        requested, cursor = tick()
+        assert requested == []  # every day already ingested with these very files
+        # A file changed after the ingest, and two new days: one run per tick, oldest first.
+        land(settings, days[1], "late.jsonl", '{"log_id": "late", "ts": "2026-11-02T10:00:00Z", '
+                                              '"input": "q", "output": "a"}\n')
+        for day in ("2026-11-10", "2026-11-11"):
+            land(settings, day, "app.jsonl", '{"log_id": "n", "ts": "' + day + 'T10:00:00Z", '
+                                             '"input": "q", "output": "a"}\n')
+        requested, cursor = tick(cursor)
+        assert requested == [days[1]]
+        # While a nightly run is in progress, nothing more is started.
+        busy = DagsterRun(job_name="nightly", run_id="f" * 36, status=dg.DagsterRunStatus.STARTED)
+        instance.add_run(busy)
+        assert tick(cursor)[0] == []
+        instance.report_run_failed(busy)
+        requested, cursor = tick(cursor)
+        assert requested == ["2026-11-10"]
+        requested, cursor = tick(cursor)
+        assert requested == ["2026-11-11"]
+        assert tick(cursor)[0] == []

@@ -144,8 +144,10 @@ def test_landing_sensor_requests_a_run_for_new_and_changed_days(settings, monkey
     land(settings, "2026-11-19", "a.jsonl", record("a"))
     land(settings, DAY, "b.jsonl", record("b"))
     context = dg.build_sensor_context(repository_def=defs.get_repository_def())
-    first = list(landing_sensor(context))
-    assert sorted(r.partition_key for r in first) == ["2026-11-19", DAY]
+    first = list(landing_sensor(context))  # one day per tick, oldest first
+    context = dg.build_sensor_context(cursor=context.cursor, repository_def=defs.get_repository_def())
+    second = list(landing_sensor(context))
+    assert [r.partition_key for r in first + second] == ["2026-11-19", DAY]
     # Nothing new: no run. A changed file: a run for that day only.
     context = dg.build_sensor_context(cursor=context.cursor, repository_def=defs.get_repository_def())
     assert list(landing_sensor(context)) == []
