@@ -47,7 +47,7 @@ def logs(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.Ma
         report = store.retry_conflicts(lambda: ingest_day(con, settings, day, progress=context.log.info))
         outcomes = quality.check_partition(con, day, max_rejected_share=settings.max_rejected_share)
         # Labels that arrived before these logs have waited in pending_annotations: they join now.
-        pending = join_pending(con)
+        pending = join_pending(con, settings)
     if pending.joined or pending.duplicates:
         context.log.info(f"{pending.joined} pending labels joined their logs; {pending.waiting} still wait")
     for f in report.unreadable:

@@ -48,6 +48,7 @@ import pyarrow as pa
 
 from flywheel.annotations.formats import TOOL_OF_FORMAT, ParsedRecord, UnreadableAnnotationFile, parse_file
 from flywheel.annotations.values import LABELS, ValueMapping
+from flywheel.crashpoints import crash_point
 from flywheel.settings import Settings
 
 REJECTION_REASONS: tuple[str, ...] = (
@@ -247,7 +248,7 @@ def import_inbox(
     say = progress or (lambda _msg: None)
     mapping = mapping or ValueMapping.load(settings)
     report = ImportReport()
-    report.pending = join_pending(con)
+    report.pending = join_pending(con, settings)
     if report.pending.joined or report.pending.duplicates:
         say(f"{report.pending.joined} pending labels joined their logs "
             f"({report.pending.duplicates} duplicates); {report.pending.waiting} still wait")
@@ -333,7 +334,7 @@ def regrown_archive_files(con: duckdb.DuckDBPyConnection, settings: Settings) ->
     return grown
 
 
-def join_pending(con: duckdb.DuckDBPyConnection) -> PendingJoin:
+def join_pending(con: duckdb.DuckDBPyConnection, settings: Settings | None = None) -> PendingJoin:
     """Move the pending labels whose log is now in `logs` into `annotations` (one
     transaction) and bring their files' counts in `annotation_files` up to date.
 
@@ -387,6 +388,8 @@ def join_pending(con: duckdb.DuckDBPyConnection) -> PendingJoin:
         con.execute("DELETE FROM pending_annotations WHERE log_id IN (SELECT log_id FROM logs)")
         con.execute("DROP TABLE _pending_joined")
         result.waiting = con.execute("SELECT count(*) FROM pending_annotations").fetchone()[0]
+        if settings is not None:
+            crash_point(settings, "pending:before_commit")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -429,11 +432,16 @@ def import_file(
     else:
         mapping = mapping or ValueMapping.load(settings)
         _import(con, settings, path, report, mapping)
+        crash_point(settings, "import:after_commit")
     if archive:
         report.archived_to = settings.source_name(_archive(path, report.sha256, archive_dir(settings)))
     if report.archived_to and not report.already_imported:
         con.execute("UPDATE annotation_files SET archived_to = ? WHERE source_file = ? AND sha256 = ?",
                     [report.archived_to, report.source_file, report.sha256])
+    elif report.archived_to:
+        # Imported by a run that died before it archived the file: say where it went now.
+        con.execute("UPDATE annotation_files SET archived_to = ? WHERE source_file = ? AND sha256 = ? "
+                    "AND archived_to IS NULL", [report.archived_to, report.source_file, report.sha256])
     return report
 
 
@@ -486,6 +494,7 @@ def _import(con, settings: Settings, path: Path, report: FileReport, mapping: Va
             [report.source_file, report.sha256, report.format, report.read, report.accepted,
              report.rejected, report.duplicates, now, report.skipped, report.pending, report.size_bytes],
         )
+        crash_point(settings, "import:before_commit")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
