@@ -346,7 +346,6 @@ def report(
     day: Annotated[Optional[str], typer.Option(help="The day, YYYY-MM-DD (default: the latest ingested day).")] = None,
 ) -> None:
     """Write the HTML report of a day to reports/YYYY-MM-DD.html and print its path."""
-    from flywheel import store
     from flywheel.report import write_report
 
     settings = _settings()
@@ -426,7 +425,6 @@ def export_queue_command(
     day: Annotated[Optional[str], typer.Option(help="The day, YYYY-MM-DD (default: the latest queued day).")] = None,
 ) -> None:
     """Write a day's annotation queue to the outbox (Label Studio, Argilla, CSV); print the paths."""
-    from flywheel import store
     from flywheel.annotations.export import export_queue
 
     settings = _settings()
@@ -447,7 +445,6 @@ def export_queue_command(
 def status() -> None:
     """Print a summary: last run, ingested days, champion models, trusted judges, prompt
     versions, worst slices, labels and the queue."""
-    from flywheel import store
 
     settings = _settings()
     if settings.storage == "duckdb" and not settings.database_path.exists():

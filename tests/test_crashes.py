@@ -12,7 +12,6 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from assets.resources import transient_retries
 from flywheel import store
 from jobs.cli import app, failure_line
 from tests.conftest import land
@@ -45,6 +44,8 @@ def failed_steps(result) -> list:
 
 
 def test_transient_errors_are_retried_and_the_failure_names_the_cause(settings, writer):
+    from assets.resources import transient_retries
+
     attempts = []
 
     @dg.asset(retry_policy=dg.RetryPolicy(max_retries=1, delay=0))
@@ -62,6 +63,8 @@ def test_transient_errors_are_retried_and_the_failure_names_the_cause(settings, 
 
 
 def test_permanent_errors_fail_at_once_with_their_cause(settings):
+    from assets.resources import transient_retries
+
     attempts = []
 
     @dg.asset(retry_policy=dg.RetryPolicy(max_retries=2, delay=0))
@@ -269,7 +272,7 @@ def test_a_run_waiting_for_a_live_run_says_so_and_stops_on_ctrl_c_or_sigterm(set
         assert instance.event_log_storage.claim_concurrency_slot("flywheel_duckdb", run.run_id, "logs").is_claimed
         log = tmp_path / "waiter.log"
         waiter = start_cli(["run", "--day", DAY], cli_env(settings, folder), log)
-        wait_until(lambda: "waiting for the flywheel_duckdb pool slot" in log.read_text(), 120, "the wait message")
+        wait_until(lambda: "waiting for the flywheel_duckdb pool slot" in log.read_text(), 60, "the wait message")
         assert (f"held by run 0123abcd (nightly {DAY}, step logs, PID {holder.pid}); Ctrl-C stops"
                 in log.read_text())
         waiter.send_signal(signum)
