@@ -211,6 +211,8 @@ def test_labels_of_a_day_run_before_its_logs_wait_and_join_at_the_next_run(demo_
     waiting = rows(home, "SELECT count(*) FROM pending_annotations")[0][0]
     assert waiting > 0 and f"{waiting} labels wait for their logs" in first.output
     assert rows(home, "SELECT count(*) FROM rejected_annotations WHERE reason LIKE '%log_id%'") == [(0,)]
+    status = runner.invoke(app, ["status"])
+    assert f"Labels waiting for their logs: {waiting} labels of " in status.output
 
     second = runner.invoke(app, ["run", "--all"])
     assert second.exit_code == 0, second.output
