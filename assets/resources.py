@@ -86,7 +86,15 @@ class FlywheelResource(dg.ConfigurableResource):
             )
             if value is not None
         }
-        return flywheel_settings.load().replace(**overrides)
+        settings = flywheel_settings.load().replace(**overrides)
+        if not settings.home.is_dir():
+            # A typo in FLYWHEEL_HOME must not start a new, empty home (`flywheel init` makes one).
+            raise dg.Failure(
+                description=f"FLYWHEEL_HOME={settings.home} does not exist (a typo?); create a new home with "
+                "`flywheel init` or `flywheel demo`",
+                allow_retries=False,
+            )
+        return settings
 
 
 class LLMResource(dg.ConfigurableResource):

@@ -106,6 +106,7 @@ def trained_probe() -> None:
 
 
 def test_an_eager_asset_is_requested_after_the_consensus_materializes_and_not_before(settings):
+    settings.home.mkdir(parents=True)
     resources = {"flywheel": FlywheelResource(home=str(settings.home))}
     local = dg.Definitions(assets=[annotations, consensus, trained_probe], resources=resources)
     probe = dg.AssetKey("trained_probe")
@@ -182,3 +183,14 @@ def test_the_landing_sensor_skips_days_ingested_with_the_same_files_and_starts_o
         requested, cursor = tick(cursor)
         assert requested == ["2026-11-11"]
         assert tick(cursor)[0] == []
+
+
+def test_a_run_on_a_home_that_does_not_exist_fails_at_once_and_creates_nothing(settings):
+    """A typo in FLYWHEEL_HOME (here: the resource's home) must not start a new, empty home."""
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([annotations], instance=instance, raise_on_error=False,
+                                resources={"flywheel": FlywheelResource(home=str(settings.home))})
+    assert not result.success and not settings.home.exists()
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert f"FLYWHEEL_HOME={settings.home} does not exist (a typo?)" in failure.step_failure_data.error.message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
