@@ -75,6 +75,15 @@ class FlywheelResource(dg.ConfigurableResource):
     pii_mode: Optional[str] = None
     max_rejected_share: Optional[float] = None
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Tag the run with the process that runs it (unless the CLI did): a run killed
+        while it holds the DuckDB pool slot is then recognized, and its slot freed."""
+        from jobs import pool
+
+        run = context.dagster_run
+        if context.instance is not None and run is not None and pool.PID_TAG not in run.tags:
+            context.instance.add_run_tags(run.run_id, pool.run_tags())
+
     def settings(self) -> flywheel_settings.Settings:
         """Return the :class:`flywheel.settings.Settings` this resource stands for."""
         overrides = {

@@ -12,6 +12,7 @@ from assets.resources import SETTINGS
 from flywheel import store
 from flywheel.settings import load
 from flywheel.annotations import inbox_files
+from jobs import pool
 from jobs.nightly import annotations_job, nightly_job
 
 
@@ -50,6 +51,7 @@ def landing_sensor(context: dg.SensorEvaluationContext):
     While a nightly run is queued or running, nothing is requested (one run at a time:
     they would only wait for the DuckDB pool in turn).
     """
+    _free_dead_slots(context)
     seen = json.loads(context.cursor) if context.cursor else {}
     settings = load()
     current = landed_days(settings.landing_dir)
@@ -98,6 +100,16 @@ def ingested_unchanged(settings, days: list[str]) -> set[str]:
         if files and set(by_name) == set(last) and all(by_name[n] < last[n] for n in by_name):
             unchanged.add(day)
     return unchanged
+
+
+def _free_dead_slots(context: dg.SensorEvaluationContext) -> None:
+    """Free the DuckDB pool slots of runs whose process is gone (see jobs/pool.py): queued
+    runs would otherwise wait for them forever."""
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:  # a sensor context built without an instance
+        return
+    pool.free_dead_runs(instance, say=context.log.warning)
 
 
 def _nightly_in_progress(context: dg.SensorEvaluationContext) -> bool:

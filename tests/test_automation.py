@@ -194,3 +194,35 @@ def test_a_run_on_a_home_that_does_not_exist_fails_at_once_and_creates_nothing(s
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert f"FLYWHEEL_HOME={settings.home} does not exist (a typo?)" in failure.step_failure_data.error.message
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_runs_are_tagged_with_their_process_and_the_sensor_frees_slots_of_dead_ones(settings, monkeypatch):
+    """Runs launched by the UI or the daemon (not the CLI) carry their process id too, so
+    that a slot held by one that was killed is freed (by the landing sensor's tick)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    settings.home.mkdir(parents=True)
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([annotations], instance=instance,
+                                resources={"flywheel": FlywheelResource(home=str(settings.home))})
+        tags = instance.get_run_by_id(result.run_id).tags
+        assert (tags["flywheel/pid"], tags["flywheel/host"]) == (str(os.getpid()), socket.gethostname())
+
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        dead = DagsterRun(job_name="nightly", run_id="d" * 36, status=dg.DagsterRunStatus.STARTED,
+                          tags={"flywheel/pid": str(gone.pid), "flywheel/host": socket.gethostname()})
+        instance.add_run(dead)
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("flywheel_duckdb", 1)
+        assert storage.claim_concurrency_slot("flywheel_duckdb", dead.run_id, "logs").is_claimed
+        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+        list(landing_sensor(context))
+        assert storage.get_concurrency_info("flywheel_duckdb").claimed_slots == []
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
