@@ -4,8 +4,9 @@ import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, transient_retries
 from flywheel import quality, store
+from flywheel.annotations.importer import join_pending
 from flywheel.ingest.loader import EmptyLandingFolder, ingest_day, report_markdown, report_summary
 
 QUALITY_DESCRIPTIONS = {
@@ -38,6 +39,7 @@ class LogsConfig(dg.Config):
         for name, text in QUALITY_DESCRIPTIONS.items()
     ],
 )
+@transient_retries
 def logs(context: dg.AssetExecutionContext, config: LogsConfig, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """The day's production logs from every file in `landing/YYYY-MM-DD/`, normalized.
 
@@ -60,6 +62,10 @@ def logs(context: dg.AssetExecutionContext, config: LogsConfig, flywheel: Flywhe
         if not report.files:
             context.log.warning(f"the landing folder of {day} holds 0 files: the day is stored empty")
         outcomes = quality.check_partition(con, day, max_rejected_share=settings.max_rejected_share)
+        # Labels that arrived before these logs have waited in pending_annotations: they join now.
+        pending = join_pending(con, settings)
+    if pending.joined or pending.duplicates:
+        context.log.info(f"{pending.joined} pending labels joined their logs; {pending.waiting} still wait")
     for f in report.unreadable:
         context.log.error(f"Unreadable file {f.source_file}: {f.error}")
     for f in report.partly_read:

@@ -296,8 +296,10 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # text.parse_math off: slice names, prompt and model names are plain text, a `$` in
+    # them is not the start of math text.
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 8, "axes.spines.top": False,
-                         "axes.spines.right": False})
+                         "axes.spines.right": False, "text.parse_math": False})
     return plt
 
 
