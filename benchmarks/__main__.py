@@ -12,6 +12,7 @@ BENCHMARKS = {
     "slicing": "benchmarks.slicing",
     "quality": "benchmarks.quality",
     "scoring": "benchmarks.scoring",
+    "pii": "benchmarks.pii",
 }
 
 
