@@ -312,3 +312,127 @@ def test_benchmark_set_reaches_its_targets_and_the_prefilters_cover_it():
     lines = [line for t in flagged for line in _json_forms(t)]
     hits = pa.compute.match_substring_regex(pa.array(lines), pii.JSON_PREFILTER_PATTERN).to_pylist()
     assert [line for line, hit in zip(lines, hits) if not hit] == []
+
+
+# --- every table and file we write ---------------------------------------------------
+
+LEAKY = "mail jane.doe@example.com or call +44 20 7946 0958"
+
+
+def _ingest_one(settings, content: str | bytes, name: str = "a.jsonl"):
+    from flywheel import store
+    from flywheel.ingest.loader import ingest_day
+    from tests.conftest import land
+
+    land(settings, "2026-11-20", name, content)
+    with store.connection(settings) as con:
+        return ingest_day(con, settings, "2026-11-20")
+
+
+def _record(log_id: str, **fields) -> dict:
+    return {"log_id": log_id, "ts": "2026-11-20T09:14:03Z", "input": "hi", "output": "hello", **fields}
+
+
+@pytest.mark.parametrize("mode", ["redact", "flag"])
+def test_ingest_scans_ids_tags_metadata_and_unknown_fields(settings, mode):
+    from tests.conftest import rows
+
+    settings = settings.replace(pii_mode=mode)
+    record = _record("r1", user_id="jane.doe@example.com", session_id="call 415-555-0132",
+                     tags=["vip", "owner bob@example.com"], metadata={"ip": "203.0.113.7", "n": 3},
+                     customer_iban="DE89 3704 0044 0532 0130 00")
+    report = _ingest_one(settings, json.dumps(record) + "\n" + json.dumps(_record("r2")) + "\n")
+    (user, session, tags, metadata, found), = rows(
+        settings, "SELECT user_id, session_id, tags, metadata, pii FROM logs WHERE log_id = 'r1'")
+    assert sorted(found) == ["email", "iban", "ip", "phone"]
+    assert report.pii_counts == {"email": 1, "iban": 1, "ip": 1, "phone": 1}
+    assert rows(settings, "SELECT pii FROM logs WHERE log_id = 'r2'") == [(None,)]
+    if mode == "redact":
+        assert (user, session, tags) == ("[EMAIL]", "call [PHONE]", ["vip", "owner [EMAIL]"])
+        assert json.loads(metadata) == {"ip": "[IP]", "n": 3, "customer_iban": "[IBAN]"}
+    else:
+        assert user == "jane.doe@example.com" and json.loads(metadata)["customer_iban"].startswith("DE89")
+
+
+def test_rejected_non_utf8_and_duplicate_records_hold_no_pii(settings):
+    from tests.conftest import rows
+
+    bad = ('{"log_id": "x1", "input": "caf\xe9 4111 1111 1111 1111 and later my phone +44 20 7946 0958", "output": 3}'
+           ).encode("latin-1")
+    first = json.dumps(_record("d1", input=LEAKY)).encode()
+    # (format detection reads the file's start: the bad line comes after it)
+    filler = [json.dumps(_record(f"f{i}", output="x" * 200)).encode() for i in range(400)]
+    _ingest_one(settings, b"\n".join([first, *filler, bad, first]) + b"\n")
+    (raw,), = rows(settings, "SELECT raw FROM rejected_logs")
+    assert "4111" not in raw and "7946" not in raw and "[CARD]" in raw and "[PHONE]" in raw
+    assert '"log_id": "x1"' in raw and "\\xe9" in raw  # quotes as written, the bad byte escaped
+    assert rows(settings, "SELECT count(*) FROM duplicate_logs") == [(1,)]
+    assert rows(settings, "SELECT input FROM logs WHERE log_id = 'd1'") == [("mail [EMAIL] or call [PHONE]",)]
+
+
+def test_annotation_comments_and_rejected_raw_are_redacted(settings):
+    from flywheel import store
+    from flywheel.annotations.importer import import_file
+    from tests.conftest import rows
+
+    _ingest_one(settings, json.dumps(_record("a1")) + "\n")
+    path = settings.home / "labels.csv"
+    path.write_text(
+        "log_id,annotator,label,value,comment\n"
+        f"a1,ann,hallucination,1,\"{LEAKY}\"\n"
+        "a1,ann,hallucination,maybe,reach me at bob@example.com\n",
+        encoding="utf-8",
+    )
+    with store.connection(settings) as con:
+        import_file(con, settings, path, archive=False)
+    assert rows(settings, "SELECT comment FROM annotations") == [("mail [EMAIL] or call [PHONE]",)]
+    (raw, detail), = rows(settings, "SELECT raw, detail FROM rejected_annotations")
+    assert "bob@example.com" not in raw and "[EMAIL]" in raw and "bob@" not in (detail or "")
+
+
+def test_queue_csv_cells_cannot_start_a_formula_and_come_back_as_written(tmp_path):
+    import csv
+    import io
+
+    from flywheel.annotations.export import neutralize_cell, queue_csv, queue_csv_to_canonical
+
+    item = {"log_id": "-7", "input": "=HYPERLINK(\"http://evil\",\"x\")", "output": "+1 is fine",
+            "context": "@SUM(A1)", "strategy": "uncertain", "reason": "\tx"}
+    text = queue_csv([item])
+    row = next(csv.DictReader(io.StringIO(text)))
+    assert [row[k] for k in ("log_id", "input", "output", "context", "reason")] == [
+        "'-7", "'=HYPERLINK(\"http://evil\",\"x\")", "'+1 is fine", "'@SUM(A1)", "'\tx"]
+    assert neutralize_cell("plain text") == "plain text" and neutralize_cell(None) == ""
+    filled = text.replace("uncertain,'\tx,,,,", "uncertain,'\tx,ann,1,,'=not a formula")
+    source = tmp_path / "queue.csv"
+    source.write_text(filled, encoding="utf-8")
+    assert queue_csv_to_canonical(source, tmp_path / "out.csv") == 1
+    out = list(csv.reader(io.StringIO((tmp_path / "out.csv").read_text(encoding="utf-8"))))
+    assert out[1] == ["-7", "ann", "hallucination", "1", "=not a formula"]
+
+
+def test_llm_calls_ledger_masks_the_key_and_drops_url_credentials(settings, httpserver):
+    from werkzeug.wrappers import Response
+
+    from flywheel import store
+    from flywheel.llm import LLMClient
+    from flywheel.settings import load
+    from tests.conftest import rows
+
+    def echo_headers(request):  # an endpoint that echoes what it was sent
+        body = {"error": {"message": f"bad credentials: {request.headers.get('Authorization')} "
+                                     f"token=abcd1234efgh5678ijkl9", "type": "auth"}}
+        return Response(json.dumps(body), status=401, content_type="application/json")
+
+    httpserver.expect_request("/v1/chat/completions").respond_with_handler(echo_headers)
+    url = httpserver.url_for("/v1").replace("http://", "http://admin:hunter2pw@")
+    key = "plain-test-key-42"
+    s = load({"FLYWHEEL_HOME": str(settings.home), "OPENAI_BASE_URL": url, "OPENAI_API_KEY": key,
+              "FLYWHEEL_LLM_MODEL": "m", "FLYWHEEL_LLM_MAX_RETRIES": "0"})
+    with store.connection(s) as con:
+        result = LLMClient.from_settings(s, con).chat([{"role": "user", "content": "hi"}], purpose="test")
+    assert result.status == "error" and "401" in result.error
+    (error, base_url), = rows(s, "SELECT error, base_url FROM llm_calls")
+    assert key not in error and "abcd1234efgh5678ijkl9" not in error and "[SECRET]" in error
+    assert "hunter2pw" not in error
+    assert base_url == httpserver.url_for("/v1") and "admin" not in base_url

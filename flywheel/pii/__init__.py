@@ -45,18 +45,24 @@ PLACEHOLDERS = {
 # not a card or a phone; an IBAN holds no card, a card number is not a phone.
 _PRECEDENCE = {"secret": 0, "iban": 1, "card": 2, "ssn": 3, "email": 4, "ip": 5, "phone": 6}
 
-_TWO_DIGITS = re.compile(r"\d\D?\d", re.ASCII)
 _IBAN_HINT = re.compile(r"[A-Z]{2}\d\d", re.ASCII)
+
+
+def _gate(before: str, pattern: str) -> Callable[[str], bool]:
+    """A finder's own prefilter branch as a Python test (False: it cannot match)."""
+    regex = re.compile(f"(?:^|{before})(?:{pattern})", re.ASCII)
+    return lambda text: regex.search(text) is not None
+
 
 # Each finder behind a cheap test that is False only where it cannot match.
 _FINDERS: tuple[tuple[Callable[[str], bool], Callable[[str], Iterable[Finding]]], ...] = (
     (lambda text: True, secrets.find),  # each pattern has its own substring hint
-    (lambda text: _TWO_DIGITS.search(text) is not None, numbers.find_cards),
+    (_gate(r"[^\w.,+-]", numbers.CARD_PREFILTER), numbers.find_cards),
     (lambda text: _IBAN_HINT.search(text) is not None, numbers.find_ibans),
-    (lambda text: _TWO_DIGITS.search(text) is not None, numbers.find_ssns),
+    (_gate(r"[^\w-]", numbers.SSN_PREFILTER), numbers.find_ssns),
     (lambda text: "@" in text, emails.find),
     (lambda text: "." in text or ":" in text, network.find),
-    (lambda text: _TWO_DIGITS.search(text) is not None, phones.find),
+    (_gate(phones.BOUNDARY, phones.PREFILTER), phones.find),
 )
 
 

@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from flywheel import pii
 from flywheel.slicing import stats
 from flywheel.slicing.signal import SCORES_TABLE, SIGNAL_TABLE
 
