@@ -57,9 +57,9 @@ def _gate(before: str, pattern: str) -> Callable[[str], bool]:
 # Each finder behind a cheap test that is False only where it cannot match.
 _FINDERS: tuple[tuple[Callable[[str], bool], Callable[[str], Iterable[Finding]]], ...] = (
     (lambda text: True, secrets.find),  # each pattern has its own substring hint
-    (_gate(r"[^\w.,+-]", numbers.CARD_PREFILTER), numbers.find_cards),
+    (_gate(r"[^\w.,+/-]", numbers.CARD_PREFILTER), numbers.find_cards),
     (lambda text: _IBAN_HINT.search(text) is not None, numbers.find_ibans),
-    (_gate(r"[^\w-]", numbers.SSN_PREFILTER), numbers.find_ssns),
+    (_gate(r"[^\w+./-]", numbers.SSN_PREFILTER), numbers.find_ssns),
     (lambda text: "@" in text, emails.find),
     (lambda text: "." in text or ":" in text, network.find),
     (_gate(phones.BOUNDARY, phones.PREFILTER), phones.find),
@@ -168,9 +168,8 @@ def _prefilter(boundary_extra: str) -> str:
 
     return "|".join((
         secrets.PREFILTER,
-        bounded(r"[^\w.,+-]", numbers.CARD_PREFILTER),
+        # (cards and SSNs: 9+ digits with short separators, within the phone branch)
         bounded(r"[^A-Za-z0-9]", numbers.IBAN_PREFILTER),
-        bounded(r"[^\w-]", numbers.SSN_PREFILTER),
         emails.PREFILTER,
         network.PREFILTER,
         bounded(phones.BOUNDARY, phones.PREFILTER),

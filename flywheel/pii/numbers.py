@@ -14,10 +14,12 @@ from flywheel.pii._common import Finding, near
 
 # A run of digit groups joined by single spaces, dashes or dots, not glued to a word, a
 # decimal point or a thousands separator. Card numbers are looked for inside the run.
-_DIGIT_RUN = re.compile(r"(?<![\w.,+-])\d+(?:[ .-]\d+)*(?!\w|[.,]\d)", re.ASCII)
+_DIGIT_RUN = re.compile(r"(?<![\w.,+/-])\d+(?:[ .-]\d+)*(?!\w|[.,]\d)", re.ASCII)
 _DIGIT_GROUP = re.compile(r"\d+")
 _MAX_CARD_GROUPS = 6  # 4-4-4-4-3 is the longest common grouping
-CARD_PREFILTER = r"[0-9](?:[ .-]?[0-9]){11}"  # after a character not in [\w.,+-]
+# (A card is 12+ digits with single separators after a character not in [\w.,+/-]: the
+# phone branch of the prefilter covers it.)
+CARD_PREFILTER = r"[0-9](?:[ .-]?[0-9]){11}"
 
 
 def luhn_ok(digits: str) -> bool:
@@ -122,12 +124,13 @@ def find_ibans(text: str) -> Iterator[Finding]:
 # ---------------------------------------------------------------------------------------
 
 # AAA-GG-SSSS (or spaced); no area 000, 666 or 9xx, no group 00, no serial 0000.
-_SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-]|[.,]\d)", re.ASCII)
-_SSN_BARE = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4}(?![\w-]|[.,]\d)", re.ASCII)
+_SSN = re.compile(r"(?<![\w+./-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-]|[.,]\d)", re.ASCII)
+_SSN_BARE = re.compile(r"(?<![\w+./-])(?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4}(?![\w-]|[.,]\d)", re.ASCII)
 _SSN_WORDS = frozenset({"ssn", "social", "security", "ss", "ssa", "taxpayer", "tin"})
 _NOT_SSN_WORDS = frozenset({"order", "part", "pn", "invoice", "ref", "reference", "ticket", "case",
                             "serial", "sku", "tracking", "zip", "route", "routing", "model", "item"})
-SSN_PREFILTER = r"[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4}"  # after a character not in [\w-]
+# (after a character not in [\w+./-]: the phone branch of the prefilter covers it)
+SSN_PREFILTER = r"[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4}"
 
 
 def find_ssns(text: str) -> Iterator[Finding]:
