@@ -740,10 +740,13 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         # The held records' text fields, each with whether the prefilter matches it:
         # only those are scanned in Python (the detectors find nothing elsewhere).
         pattern = "'" + hold_back.replace("'", "''") + "'" if hold_back is not None else ""
+        json_pattern = "'" + pii.JSON_PREFILTER_PATTERN.replace("'", "''") + "'"
         docs = [] if hold_back is None else con.execute(
             f"""SELECT rid, {", ".join(f"CASE WHEN regexp_matches({name}, {pattern}) THEN {name} END"
                                        for name in ("input", "output", "context", *_ID_FIELDS))},
-                       messages::VARCHAR, tags, metadata::VARCHAR
+                       messages::VARCHAR,
+                       CASE WHEN regexp_matches(tags::VARCHAR, {json_pattern}) THEN tags END,
+                       CASE WHEN regexp_matches(metadata::VARCHAR, {json_pattern}) THEN metadata::VARCHAR END
                 FROM ({judged_accepted('stage_judged', hold_back=hold_back, held=True)})"""
         ).fetchall()
         if docs:

@@ -180,9 +180,19 @@ _NOT_SECRET_KEYS = frozenset({
     "index", "row", "natural", "surrogate", "candidate", "compound", "music", "keyboard",
     "hot", "shortcut", "key", "the", "a", "an",
 })
-_NAME = r"(?P<name>[A-Za-z0-9_.-]*?(?i:" + "|".join(sorted(_SECRET_NAMES, key=len, reverse=True)) + r"))"
+# The regex starts at the name's last word (the rest of the name is read backwards in
+# Python: a pattern that starts with a lazy run of name characters is slow on long texts).
+_NAME = r"(?P<name>(?i:" + "|".join(sorted(_SECRET_NAMES, key=len, reverse=True)) + r"))"
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _name_start(text: str, end: int) -> int:
+    """Return where the name that ends at ``end`` starts."""
+    while end > 0 and text[end - 1] in _NAME_CHARS:
+        end -= 1
+    return end
 _ASSIGNMENT = re.compile(
-    r"(?<![A-Za-z0-9])" + _NAME + r"[\"']?[ \t]*(?::=|=>|[:=])[ \t]*"
+    _NAME + r"[\"']?[ \t]*(?::=|=>|[:=])[ \t]*"
     r"(?:(?P<q>[\"'`])(?P<qv>[^\"'`\n]{4,200}?)(?P=q)|(?P<v>[^\s\"'`,;<>]{6,}))"
 )
 _PHRASE = re.compile(
@@ -217,18 +227,43 @@ def _password_like(value: str) -> bool:
     return not (value.isalpha() and value.islower())
 
 
+# Every name of an assignment or a phrase contains one of these (found with str.find:
+# a regex that starts with a case-insensitive alternation is slow on long texts).
+_STEMS = ("key", "secret", "token", "pass", "pwd", "credential", "pin")
+
+
+def _matches_at_stems(regex: re.Pattern[str], text: str, lowered: str, *, back: int = 0) -> Iterator[re.Match[str]]:
+    """Yield the matches of ``regex`` that start at a stem (or up to ``back`` characters
+    before one), left to right, without overlaps."""
+    starts = set()
+    for stem in _STEMS:
+        i = lowered.find(stem)
+        while i >= 0:
+            starts.update(range(max(0, i - back), i + 1))
+            i = lowered.find(stem, i + 1)
+    end = 0
+    for start in sorted(starts):
+        if start < end:
+            continue
+        m = regex.match(text, start)
+        if m is not None:
+            end = m.end()
+            yield m
+
+
 def _find_assignments(text: str) -> Iterator[Finding]:
     lowered = text.lower()
-    if any(("=" in text or ":" in text) and n in lowered for n in ("key", "secret", "token", "pass", "pwd", "credential")):
-        for m in _ASSIGNMENT.finditer(text):
-            name = m.group("name").lower()
+    if "=" in text or ":" in text:
+        for m in _matches_at_stems(_ASSIGNMENT, text, lowered, back=6):
+            name_start = _name_start(text, m.start("name"))
+            name = text[name_start : m.end("name")].lower()
             quoted = m.group("qv") is not None
             group = "qv" if quoted else "v"
             value = m.group(group) if quoted else _value_end(m.group("v"), text[: m.start()])
             start = m.start(group)
             end = start + len(value)
             password = any(name.endswith(n) for n in _PASSWORD_NAMES)
-            before = words_before(text, m.start("name"), count=1)
+            before = words_before(text, name_start, count=1)
             if name in ("key", "token", "secret") and before and before[0] in _NOT_SECRET_KEYS:
                 continue
             if password:
@@ -237,25 +272,33 @@ def _find_assignments(text: str) -> Iterator[Finding]:
                 ok = len(value) >= 12 and _looks_random(value) or (quoted and len(value) >= 8 and _looks_random(value))
             if ok:
                 yield Finding(TYPE, start, end, value)
-    if any(n in lowered for n in ("pass", "pwd", "pin", "secret", "key", "token")):
-        for m in _PHRASE.finditer(text):
-            quoted = m.group("qv") is not None
-            group = "qv" if quoted else "v"
-            value = m.group(group) if quoted else _value_end(m.group("v"), text[: m.start()])
-            name = m.group("name").lower()
-            if name in ("secret", "api key", "token"):
-                ok = _looks_random(value) and len(value) >= 12
-            else:
-                ok = _password_like(value) or (quoted and value.lower() not in _NOT_VALUES)
-            if ok:
-                start = m.start(group)
-                yield Finding(TYPE, start, start + len(value), value)
+    for m in _matches_at_stems(_PHRASE, text, lowered, back=4):
+        quoted = m.group("qv") is not None
+        group = "qv" if quoted else "v"
+        value = m.group(group) if quoted else _value_end(m.group("v"), text[: m.start()])
+        name = m.group("name").lower()
+        if name in ("secret", "api key", "token"):
+            ok = _looks_random(value) and len(value) >= 12
+        else:
+            ok = _password_like(value) or (quoted and value.lower() not in _NOT_VALUES)
+        if ok:
+            start = m.start(group)
+            yield Finding(TYPE, start, start + len(value), value)
+
+
+@functools.cache
+def _patterns_and_hints() -> tuple[tuple[_Pattern, ...], tuple[str, ...]]:
+    patterns = (*_library_patterns(), *_OWN_PATTERNS)
+    hints = tuple(sorted({h for p in patterns for h in p.hint or ()}))
+    return patterns, hints
 
 
 def find(text: str) -> Iterator[Finding]:
     """Yield the secrets in ``text`` (they may overlap; the caller resolves overlaps)."""
-    for pattern in (*_library_patterns(), *_OWN_PATTERNS):
-        if pattern.hint is not None and not any(h in text for h in pattern.hint):
+    patterns, hints = _patterns_and_hints()
+    present = {h for h in hints if h in text}  # each hint looked for once
+    for pattern in patterns:
+        if pattern.hint is not None and present.isdisjoint(pattern.hint):
             continue
         for m in pattern.regex.finditer(text):
             start, end = m.span(pattern.group)
