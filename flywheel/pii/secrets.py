@@ -341,5 +341,7 @@ PREFILTER = "|".join((
     r"(?:Bearer|bearer|BEARER|Basic|basic|BASIC)(?:[ \t]|\\t)",
     r"PRIVATE KEY", r"PuTTY-User-Key-File-",
     r"(?i:key|secret|token|passwd|password|pwd|pass|passphrase|credentials?)(?:\\?[\"'])?(?:[ \t]|\\t)*[:=]",
-    r"(?i:password|passwd|passcode|passphrase|pwd|pin|pin code|secret|api key|token)(?:[ \t]|\\t)+(?i:is|was|=|:)(?:[ \t]|\\t)",
+    # "my password is ...": a quoted value, or one with more than lower-case letters
+    r"(?i:password|passwd|passcode|passphrase|pwd|pin|pin code|secret|api key|token)(?:[ \t]|\\t)+(?i:is|was|=|:)"
+    r"(?:[ \t]|\\t)+(?:[\"'`]|[^\s\"'`,;]*[^a-z\s\"'`,;])",
 ))
