@@ -10,6 +10,7 @@ of fewer than 9 digits need a phone word before them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -66,7 +67,10 @@ def _context(text: str, start: int) -> bool | None:
     return True if any(word in _PHONE_WORDS for word in before) else None
 
 
+@functools.lru_cache(maxsize=8192)
 def _valid(candidate: str, *, international: bool, regions: tuple[str, ...]) -> bool:
+    """Whether ``phonenumbers`` takes the candidate for a valid number (international, or
+    national in one of ``regions``); the same numbers come back often in logs."""
     import phonenumbers
 
     if international:
@@ -100,7 +104,8 @@ def _is_phone(text: str, start: int, candidate: str) -> bool:
     if international and digits - (2 if stripped.startswith("00") else 0) < 8:
         return False
     if not international:
-        if digits < (7 if bare else 9):
+        # (no national number has more than 13 digits: longer runs are cards or ids)
+        if digits < (7 if bare else 9) or digits > 13:
             return False
         if _DECIMAL.fullmatch(candidate):
             return False
