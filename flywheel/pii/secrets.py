@@ -31,12 +31,12 @@ _TOKEN_CHARS_RIGHT = _TOKEN_CHARS_LEFT | frozenset("+/=.~")
 
 @dataclass(frozen=True)
 class _Pattern:
-    """A key format: ``regex`` finds it where ``hint`` (a substring, or None) occurs;
+    """A key format: ``regex`` finds it where one of the substrings ``hint`` occurs;
     ``group`` is the part to redact; ``widen`` widens it to the whole token;
     ``accept`` validates the value."""
 
     regex: re.Pattern[str]
-    hint: tuple[str, ...] | None
+    hint: tuple[str, ...]
     group: int | str = 0
     widen: bool = True
     accept: Callable[[str], bool] | None = None
@@ -287,19 +287,20 @@ def _find_assignments(text: str) -> Iterator[Finding]:
 
 
 @functools.cache
-def _patterns_and_hints() -> tuple[tuple[_Pattern, ...], tuple[str, ...]]:
-    patterns = (*_library_patterns(), *_OWN_PATTERNS)
-    hints = tuple(sorted({h for p in patterns for h in p.hint or ()}))
-    return patterns, hints
+def _patterns_by_hint() -> dict[str, tuple[_Pattern, ...]]:
+    """Each hint with the patterns it lets through (every pattern has hints)."""
+    by_hint: dict[str, list[_Pattern]] = {}
+    for pattern in (*_library_patterns(), *_OWN_PATTERNS):
+        for hint in pattern.hint:
+            by_hint.setdefault(hint, []).append(pattern)
+    return {hint: tuple(patterns) for hint, patterns in by_hint.items()}
 
 
 def find(text: str) -> Iterator[Finding]:
     """Yield the secrets in ``text`` (they may overlap; the caller resolves overlaps)."""
-    patterns, hints = _patterns_and_hints()
-    present = {h for h in hints if h in text}  # each hint looked for once
-    for pattern in patterns:
-        if pattern.hint is not None and present.isdisjoint(pattern.hint):
-            continue
+    # Each hint looked for once; only the patterns of the hints present run.
+    candidates = {id(p): p for hint, patterns in _patterns_by_hint().items() if hint in text for p in patterns}
+    for pattern in candidates.values():
         for m in pattern.regex.finditer(text):
             start, end = m.span(pattern.group)
             if start < 0 or start == end:
