@@ -436,3 +436,43 @@ def test_llm_calls_ledger_masks_the_key_and_drops_url_credentials(settings, http
     assert key not in error and "abcd1234efgh5678ijkl9" not in error and "[SECRET]" in error
     assert "hunter2pw" not in error
     assert base_url == httpserver.url_for("/v1") and "admin" not in base_url
+
+
+def test_reports_carry_no_pii_even_in_flag_mode(settings):
+    """Slice names come from the data (here `source`, which ingest does not scan): the
+    slicing reports and the HTML report redact them when they are written."""
+    from flywheel import store
+    from flywheel.report import write_report
+    from flywheel.slicing.run import slice_day
+
+    settings = settings.replace(pii_mode="flag")
+    records = [_record(f"s{i}", source="desk bob@example.com" if i % 2 else "web", feedback=-1 if i % 2 else 1,
+                       input=f"question {i} about refunds") for i in range(80)]
+    _ingest_one(settings, "".join(json.dumps(r) + "\n" for r in records))
+    with store.connection(settings) as con:
+        report = slice_day(con, settings, "2026-11-20")
+        page = write_report(con, settings, "2026-11-20")
+    assert "bob@example.com" in report.markdown  # the slice is there, by its name
+    written = [report.markdown_path.read_text(encoding="utf-8"), page.path.read_text(encoding="utf-8")]
+    written += [p.read_text(encoding="utf-8") for p in settings.reports_dir.glob("worst-slices-*.md")]
+    assert all("bob@example.com" not in text for text in written)
+    assert "desk [EMAIL]" in written[0]
+
+
+def test_exported_queue_files_are_redacted_in_flag_mode(settings):
+    """In flag mode the logs keep their PII; the outbox files for annotators never do."""
+    from flywheel import store
+    from flywheel.annotations.export import export_queue
+    from flywheel.annotations.queue import build_queue
+    from tests.conftest import rows
+
+    settings = settings.replace(pii_mode="flag")
+    records = [_record(f"q{i}", input=f"{LEAKY} ({i})", feedback=-1 if i % 3 else 1) for i in range(30)]
+    _ingest_one(settings, "".join(json.dumps(r) + "\n" for r in records))
+    assert all("jane.doe@example.com" in text for (text,) in rows(settings, "SELECT input FROM logs"))
+    with store.connection(settings) as con:
+        build_queue(con, settings, "2026-11-20", size=5)
+        paths = export_queue(con, settings, "2026-11-20")
+    texts = [p.read_text(encoding="utf-8") for p in paths]
+    assert texts[3].count("mail [EMAIL] or call [PHONE]") == 5  # the CSV, five items
+    assert all("jane.doe" not in text and "7946" not in text for text in texts)

@@ -129,9 +129,14 @@ def find(text: str) -> Iterator[Finding]:
                 yield Finding(TYPE, m.start(), m.start() + len(candidate), candidate)
                 break
             cut = max(candidate.rfind(" "), candidate.rfind("/"))
-            # Only where the kept part is written otherwise ("415-555-0132 12"): four
-            # groups of four of a non-card are no phone of three.
-            if cut <= 0 or (candidate[cut] == " " and " " in candidate[:cut].strip()):
+            # Only where the kept part is written otherwise ("415-555-0132 12"), is
+            # international, or what is cut off is in brackets: four groups of four of
+            # a non-card are no phone of three.
+            if cut <= 0:
+                break
+            kept, rest = candidate[:cut], candidate[cut + 1 :]
+            if (candidate[cut] == " " and " " in kept.strip() and not kept.lstrip("(").startswith(("+", "00"))
+                    and not rest.startswith("(")):
                 break
             candidate = candidate[:cut].rstrip(" -./(")
             if not candidate or not candidate[-1].isdigit() and candidate[-1] != ")":
