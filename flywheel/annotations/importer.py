@@ -46,6 +46,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from flywheel import pii
 from flywheel.annotations.formats import TOOL_OF_FORMAT, ParsedRecord, UnreadableAnnotationFile, parse_file
 from flywheel.annotations.values import LABELS, ValueMapping
 from flywheel.crashpoints import crash_point
@@ -477,6 +478,8 @@ def _import(con, settings: Settings, path: Path, report: FileReport, mapping: Va
         else:
             row["idx"] = len(staged)
             staged.append(row)
+    if settings.pii_mode == "redact":
+        _redact(staged, rejected)
     report.read = len(staged) + len(rejected)
     report.skipped, report.skipped_reasons = sum(skipped.values()), dict(skipped)
     con.execute("BEGIN TRANSACTION")
@@ -575,6 +578,17 @@ def _store(con, report: FileReport, tool: str, staged: list[dict], now: dt.datet
     ).fetchone()
     con.execute("DROP TABLE _annotation_judged")
     return int(pending), int(duplicates)
+
+
+def _redact(staged: list[dict], rejected: list[dict]) -> None:
+    """Replace personal data and secrets in comments and raw texts (PII guardrail) before
+    they are stored: comments become the judges' few-shot reasons sent to an LLM."""
+    for row in staged:
+        for name in ("comment", "raw"):
+            row[name] = pii.scan(row[name])[0]
+    for row in rejected:
+        for name in ("raw", "detail"):
+            row[name] = pii.scan(row[name])[0]
 
 
 def _store_rejected(con, report: FileReport, rejected: list[dict], now: dt.datetime) -> None:

@@ -89,6 +89,10 @@ FIX_SCHEMA = pa.schema(
         ("messages", pa.string()),
         ("text", pa.string()),
         ("pii", pa.list_(pa.string())),
+        ("session_id", pa.string()),
+        ("user_id", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("metadata", pa.string()),
     ]
 )
 LOG_COLUMNS = (
@@ -953,21 +957,26 @@ def _record_json(record: dict) -> tuple[str | None, str | None, str | None]:
         return None, REASONS["bad_value"], name
     except RecursionError:
         return None, f"{REASONS['invalid_json']}: nested too deeply", None
+# Identifier fields scanned like the texts (an e-mail address as user_id).
+_ID_FIELDS = ("session_id", "user_id")
 
 
 def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     """Return the PII fix-ups of records held back by the prefilter: per row (``rid``),
-    the scrubbed input, output, context and messages (redact mode) and the types found.
+    the scrubbed input, output, context, session and user id, messages, tags and
+    metadata (with the unknown fields; redact mode) and the types found.
 
-    ``docs`` holds ``(rid, input, output, context, messages)`` of each record as stored
-    (``messages`` a JSON array), a text field None where it cannot hold PII.
+    ``docs`` holds ``(rid, input, output, context, session_id, user_id, messages, tags,
+    metadata)`` of each record as stored (``messages`` and ``metadata`` JSON text), a
+    text field None where it cannot hold PII.
     """
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
-    for rid, *texts, messages_json in docs:
+    texts_names = ("input", "output", "context", *_ID_FIELDS)
+    for rid, *texts, messages_json, tags, metadata_json in docs:
         found: set[str] = set()
         values: dict[str, object] = {}
-        for name, text in zip(("input", "output", "context"), texts):
+        for name, text in zip(texts_names, texts):
             if text is not None:
                 values[name], kinds = pii.scan(text)
                 found |= kinds
@@ -975,10 +984,15 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
             messages, kinds = _scan_messages(json.loads(messages_json))
             found |= kinds
             values["messages"] = json.dumps(messages, ensure_ascii=False)
+        for name, value in (("tags", tags), ("metadata", None if metadata_json is None else json.loads(metadata_json))):
+            if value is not None:
+                cleaned, kinds = pii.scan_value(value)
+                found |= kinds
+                values[name] = cleaned if name == "tags" else json.dumps(cleaned, ensure_ascii=False)
         for kind in found:
             report.pii_counts[kind] = report.pii_counts.get(kind, 0) + 1
         rows["rid"].append(rid)
-        for name in ("input", "output", "context", "messages"):
+        for name in (*texts_names, "messages", "tags", "metadata"):
             rows[name].append(values.get(name) if redact and found else None)
         rows["text"].append(None)
         rows["pii"].append(sorted(found) or None)
@@ -1050,9 +1064,13 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         # The held records' text fields, each with whether the prefilter matches it:
         # only those are scanned in Python (the detectors find nothing elsewhere).
         pattern = "'" + hold_back.replace("'", "''") + "'" if hold_back is not None else ""
+        json_pattern = "'" + pii.JSON_PREFILTER_PATTERN.replace("'", "''") + "'"
         docs = [] if hold_back is None else con.execute(
             f"""SELECT rid, {", ".join(f"CASE WHEN regexp_matches({name}, {pattern}) THEN {name} END"
-                                       for name in ("input", "output", "context"))}, messages::VARCHAR
+                                       for name in ("input", "output", "context", *_ID_FIELDS))},
+                       messages::VARCHAR,
+                       CASE WHEN regexp_matches(tags::VARCHAR, {json_pattern}) THEN tags END,
+                       CASE WHEN regexp_matches(metadata::VARCHAR, {json_pattern}) THEN metadata::VARCHAR END
                 FROM ({judged_accepted('stage_judged', hold_back=hold_back, held=True)})"""
         ).fetchall()
         if docs:
@@ -1179,7 +1197,11 @@ def _insert_rejected(con, day: str, source_file: str, rejected: list[tuple], mod
     if not rejected:
         return
     rows = []
-    for _rid, line, reason, field, raw_text in rejected:
+    for _rid, line, reason, field, raw_text, raw in rejected:
+        if raw is not None:
+            # Not UTF-8: the bad bytes as \xNN, the rest (quotes too) as written, so that
+            # the detectors see the text.
+            raw_text = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
         if mode != "off" and raw_text is not None:
             scrubbed, kinds = pii.scan(raw_text)
             for kind in kinds:

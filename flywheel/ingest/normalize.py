@@ -19,7 +19,8 @@ UTF-8; ``raw`` then holds the bytes) and
 ``doc`` is the canonical JSON of a parsed record (NULL: parse ``text`` itself, the case
 of canonical JSON lines) and ``pre_error`` is a parser's reason for a broken record;
 ``maybe_pii`` False says the record's text cannot hold PII (NULL: not known).
-A PII fix-up relation ``fix(rid, input, output, context, messages, text, pii)`` is
+A PII fix-up relation ``fix(rid, input, output, context, messages, text, pii, session_id,
+user_id, tags, metadata)`` is
 joined in: where it has a row, its values replace the record's own.
 """
 
@@ -192,7 +193,9 @@ def _judged(batch: str, fix: str, *, with_values: bool, window: TsWindow = None)
            coalesce(f.text, b.text) AS text, coalesce(b.doc, b.text) AS j,
            pre_error IS NULL AND json_valid(coalesce(b.doc, b.text)) AS parses,
            f.input AS fix_input, f.output AS fix_output, f.context AS fix_context,
-           f.messages AS fix_messages, f.pii AS fix_pii
+           f.messages AS fix_messages, f.pii AS fix_pii,
+           f.session_id AS fix_session_id, f.user_id AS fix_user_id, f.tags AS fix_tags,
+           f.metadata AS fix_metadata
     FROM {batch} AS b LEFT JOIN {fix} AS f USING (rid)
     WHERE NOT b.blank"""
     return f"""{_valued(staged, with_values=with_values)},
@@ -264,9 +267,10 @@ SELECT * FROM judged"""
 
 def judged_rejected(judged: str) -> str:
     """Return a SELECT of the rejected rows of a :func:`judged_sql` relation:
-    ``rid, line, reason, field, raw_text`` (the line's text, newline removed)."""
+    ``rid, line, reason, field, raw_text, raw`` (the line's text, newline removed; the
+    bytes of a line that is not UTF-8)."""
     return f"""SELECT rid, line, reject_reason AS reason, reject_field AS field,
-       rtrim(coalesce(text, raw::VARCHAR), chr(10) || chr(13)) AS raw_text
+       rtrim(coalesce(text, raw::VARCHAR), chr(10) || chr(13)) AS raw_text, raw
 FROM {judged} WHERE reject_reason IS NOT NULL"""
 
 
@@ -280,7 +284,9 @@ def judged_accepted(judged: str, *, hold_back: str | None = None, held: bool = F
         condition = f"AND {'' if held else 'NOT '}{_holds_back(hold_back)}"
     if fix is not None:
         judged = f"""(SELECT d.* REPLACE (f.input AS fix_input, f.output AS fix_output,
-                    f.context AS fix_context, f.messages AS fix_messages, f.pii AS fix_pii)
+                    f.context AS fix_context, f.messages AS fix_messages, f.pii AS fix_pii,
+                    f.session_id AS fix_session_id, f.user_id AS fix_user_id, f.tags AS fix_tags,
+                    f.metadata AS fix_metadata)
              FROM {judged} AS d JOIN {fix} AS f USING (rid))"""
     return f"SELECT {_ACCEPTED_COLUMNS}, j FROM {judged} WHERE reject_reason IS NULL {condition}"
 
@@ -305,13 +311,24 @@ WHERE reject_reason IS NULL {condition}
 
 
 def _holds_back(pattern: str) -> str:
-    """SQL: the record's input, output, context or messages match the pattern (RE2)."""
+    """SQL: the record's text fields (input, output, context, messages, session and user
+    id) match the pattern (RE2), or its tags, metadata or unknown fields (JSON text) match
+    the PII prefilter for JSON (:data:`flywheel.pii.JSON_PREFILTER_PATTERN`)."""
+    from flywheel import pii
+
     literal = "'" + pattern.replace("'", "''") + "'"
+    json_literal = "'" + pii.JSON_PREFILTER_PATTERN.replace("'", "''") + "'"
     # One scan over the text fields joined is three times cheaper than one per field.
     text = " || chr(10) || ".join(
-        f"coalesce({column}, '')" for column in ("v.input", "v.output", "v.context", "messages::VARCHAR")
+        f"coalesce({column}, '')"
+        for column in ("v.input", "v.output", "v.context", "messages::VARCHAR", "v.session_id", "v.user_id")
     )
-    return f"regexp_matches({text}, {literal})"
+    # Unknown fields end up in `metadata`: the whole record is looked at when it has some.
+    json_text = ("coalesce(v.tags::VARCHAR, '') || coalesce(v.metadata::VARCHAR, '') || "
+                 "CASE WHEN len(extra_keys) > 0 THEN j ELSE '' END")
+    return (f"(regexp_matches({text}, {literal}) OR "
+            f"CASE WHEN v.tags IS NULL AND v.metadata IS NULL AND len(extra_keys) = 0 THEN false "
+            f"ELSE regexp_matches({json_text}, {json_literal}) END)")
 
 
 # The `logs` columns of an accepted record (after ``rid, line``), the same for the
@@ -332,12 +349,13 @@ _ACCEPTED_COLUMNS = f"""
     v.model, v.prompt_name, v.prompt_version,
     feedback,
     coalesce(fix_messages::JSON, messages) AS messages,
-    v.git_commit, v.session_id, v.user_id,
+    v.git_commit, coalesce(fix_session_id, v.session_id) AS session_id,
+    coalesce(fix_user_id, v.user_id) AS user_id,
     n_latency_ms AS latency_ms, n_prompt_tokens AS prompt_tokens,
     n_completion_tokens AS completion_tokens, n_cost_usd AS cost_usd,
-    tags,
-    CASE WHEN len(extra_keys) = 0 THEN metadata_json
-         ELSE json_merge_patch(coalesce(metadata_json, '{{}}'), {_EXTRAS}) END AS metadata,
+    coalesce(fix_tags, tags) AS tags,
+    coalesce(fix_metadata::JSON, CASE WHEN len(extra_keys) = 0 THEN metadata_json
+         ELSE json_merge_patch(coalesce(metadata_json, '{{}}'), {_EXTRAS}) END) AS metadata,
     fix_pii AS pii"""
 
 
@@ -387,7 +405,9 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
     staged = f"""
     SELECT rid, line, maybe_pii, coalesce(doc, text) AS j,
            NULL::VARCHAR AS fix_input, NULL::VARCHAR AS fix_output, NULL::VARCHAR AS fix_context,
-           NULL::VARCHAR AS fix_messages, NULL::VARCHAR[] AS fix_pii
+           NULL::VARCHAR AS fix_messages, NULL::VARCHAR[] AS fix_pii,
+           NULL::VARCHAR AS fix_session_id, NULL::VARCHAR AS fix_user_id, NULL::VARCHAR[] AS fix_tags,
+           NULL::VARCHAR AS fix_metadata
     FROM {batch}
     WHERE NOT blank AND pre_error IS NULL"""
     condition = ""

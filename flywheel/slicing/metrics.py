@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from flywheel import pii
 from flywheel.slicing import stats
 from flywheel.slicing.signal import SCORES_TABLE, SIGNAL_TABLE
 
@@ -255,7 +256,8 @@ def worst_slices(con: duckdb.DuckDBPyConnection, day: str, *, window_days: int =
         reports_dir.mkdir(parents=True, exist_ok=True)
         suffix = "" if window_days == 1 else f"-{window_days}d"
         result.chart_path = worst_chart(result, reports_dir / f"worst-slices-{day}{suffix}.png", top)
-        (reports_dir / f"worst-slices-{day}{suffix}.md").write_text(result.markdown + "\n", encoding="utf-8")
+        (reports_dir / f"worst-slices-{day}{suffix}.md").write_text(pii.scan(result.markdown)[0] + "\n",
+                                                                     encoding="utf-8")
     return result
 
 
