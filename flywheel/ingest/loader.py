@@ -957,6 +957,8 @@ def _record_json(record: dict) -> tuple[str | None, str | None, str | None]:
         return None, REASONS["bad_value"], name
     except RecursionError:
         return None, f"{REASONS['invalid_json']}: nested too deeply", None
+
+
 # Identifier fields scanned like the texts (an e-mail address as user_id).
 _ID_FIELDS = ("session_id", "user_id")
 
