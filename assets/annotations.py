@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, transient_retries
 from flywheel import store
 from flywheel.annotations import AGREEMENT_WARNING_THRESHOLD, build_consensus, import_inbox, report_markdown
 
@@ -16,6 +16,7 @@ from flywheel.annotations import AGREEMENT_WARNING_THRESHOLD, build_consensus, i
     owners=["team:flywheel"],
     metadata={"dagster/column_schema": table_schema("annotations"), "dagster/table_name": "annotations"},
 )
+@transient_retries
 def annotations(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """Labels people gave, imported from every new file in `annotations/inbox/`
     (canonical CSV/JSON lines, Label Studio, Argilla v2, Langfuse score exports).
@@ -53,6 +54,7 @@ def annotations(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -
         )
     ],
 )
+@transient_retries
 def consensus(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """One label per item and label name by majority of all annotators (ties are marked
     unresolved and left out of training), with Cohen's / Fleiss' kappa per label and

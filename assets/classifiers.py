@@ -5,7 +5,7 @@ import dagster as dg
 
 from assets.automation import LEARN_ON_NEW_LABELS
 from assets.metadata import as_metadata, table_schema
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, transient_retries
 from flywheel import store
 from flywheel.classifiers.run import train_all
 
@@ -29,6 +29,7 @@ from flywheel.classifiers.run import train_all
         )
     ],
 )
+@transient_retries
 def classifiers(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """Hallucination and relevance classifiers trained on `logs` joined with `consensus`:
     grouped hold-out, grouped CV and time-split evaluation, a model card per task, skops

@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets.automation import LEARN_ON_NEW_LABELS
 from assets.metadata import as_metadata, table_schema
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, LLMResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, LLMResource, transient_retries
 from flywheel import store
 from flywheel.judges import align_judges, run_judges
 from flywheel.judges.alignment import MAX_PARSE_FAILURE_SHARE
@@ -30,6 +30,7 @@ def _no_endpoint(context: dg.AssetExecutionContext, asset: str, exc: Exception) 
     automation_condition=LEARN_ON_NEW_LABELS,
     metadata={"dagster/column_schema": table_schema("judge_verdicts"), "dagster/table_name": "judge_verdicts"},
 )
+@transient_retries
 def judge_verdicts(context: dg.AssetExecutionContext, flywheel: FlywheelResource, llm: LLMResource):
     """Binary verdicts with a short reason per criterion (hallucination, relevance and the
     criteria of `judges/*.toml`), from prompts whose few-shot examples are re-drawn from
@@ -88,6 +89,7 @@ def judge_verdicts(context: dg.AssetExecutionContext, flywheel: FlywheelResource
     automation_condition=LEARN_ON_NEW_LABELS,
     metadata={"dagster/column_schema": table_schema("judge_alignment"), "dagster/table_name": "judge_alignment"},
 )
+@transient_retries
 def judge_alignment(context: dg.AssetExecutionContext, flywheel: FlywheelResource, llm: LLMResource):
     """Agreement of each judge's current prompt version with the human consensus on a
     held-out set: Cohen's kappa, true-positive and true-negative rates with counts, parse

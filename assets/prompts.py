@@ -5,7 +5,7 @@ import dagster as dg
 
 from assets.automation import LEARN_ON_NEW_LABELS
 from assets.metadata import as_metadata, table_schema
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, LLMResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, LLMResource, transient_retries
 from flywheel import store
 from flywheel.llm import NoEndpoint
 from flywheel.prompts import evaluate_candidates, refresh_few_shot, render_candidates, written_out_losers
@@ -24,6 +24,7 @@ PREVIEW_CHARS = 1500
     automation_condition=LEARN_ON_NEW_LABELS,
     metadata={"dagster/column_schema": table_schema("few_shot_examples"), "dagster/table_name": "few_shot_examples"},
 )
+@transient_retries
 def few_shot_examples(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """Per prompt name (with a template in prompts/templates/), k approved logs (consensus:
     not hallucinated and relevant, feedback not -1, no personal data, not in the evaluation
@@ -55,6 +56,7 @@ def few_shot_examples(context: dg.AssetExecutionContext, flywheel: FlywheelResou
     automation_condition=LEARN_ON_NEW_LABELS,
     metadata={"dagster/column_schema": table_schema("prompts"), "dagster/table_name": "prompts"},
 )
+@transient_retries
 def prompt_candidates(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """Each template rendered with its few-shot examples, registered as a candidate prompt
     version (version = content hash) with its example ids and label hash. A template
@@ -108,6 +110,7 @@ def prompt_candidates(context: dg.AssetExecutionContext, flywheel: FlywheelResou
         )
     ],
 )
+@transient_retries
 def prompt_evals(context: dg.AssetExecutionContext, flywheel: FlywheelResource, llm: LLMResource):
     """Candidate vs champion on each prompt's fixed evaluation set: replayed through the
     endpoint, scored by the classifier champions, the trusted judges and the assertions

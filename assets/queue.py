@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, transient_retries
 from flywheel import store
 from flywheel.annotations.export import export_queue
 from flywheel.annotations.queue import build_queue
@@ -23,6 +23,7 @@ from flywheel.annotations.queue import build_queue
         "dagster/table_name": "annotation_queue",
     },
 )
+@transient_retries
 def annotation_queue(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """Items to label, mixed from the worst slices, uncertain classifier scores, judge
     and classifier disagreements, and a uniform random share; never an item queued or

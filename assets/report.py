@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.partitions import daily_partitions
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, transient_retries
 from flywheel import store
 from flywheel.report import write_report
 
@@ -18,6 +18,7 @@ from flywheel.report import write_report
     kinds={"html", "python"},
     owners=["team:flywheel"],
 )
+@transient_retries
 def report(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """The night's report, `reports/YYYY-MM-DD.html`: one page that opens without network,
     with charts (inline SVG) of slice metrics over time, the worst slices, classifier metrics

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 
 from flywheel import settings as flywheel_settings
+from flywheel import store
 
 # Read once, when the code location loads: what the definitions themselves need
 # (partitions, schedule). Assets get theirs from FlywheelResource at run time.
@@ -17,9 +21,47 @@ SETTINGS = flywheel_settings.load()
 # this pool, whose limit is 1 (dagster.yaml), so parallel steps wait instead of failing.
 DUCKDB_POOL = "flywheel_duckdb"
 
-# A step that fails (a file lock held by a process outside Dagster, a full disk that
-# clears) is tried again twice, 15 s then 30 s later, before the run fails.
+# A step that fails for a reason that may clear (a file lock held by a process outside
+# Dagster, a full disk) is tried again twice, 15 s then 30 s later, before the run fails.
+# Other errors fail the step at once: see `transient_retries`.
 RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def transient_retries(fn: Callable) -> Callable:
+    """Wrap an asset's function so that only transient errors (:func:`flywheel.store.is_transient`)
+    go through the retry policy; any other error fails the step at once, with its cause as
+    the failure's description (a bug or bad input fails the same way every time)."""
+
+    def permanent(exc: Exception) -> dg.Failure:
+        text = " ".join(str(exc).split()) or "(no message)"
+        return dg.Failure(description=f"{type(exc).__name__}: {text}", allow_retries=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except dg.Failure:
+                raise
+            except Exception as exc:
+                if store.is_transient(exc):
+                    raise
+                raise permanent(exc) from exc
+
+        return generator
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except dg.Failure:
+            raise
+        except Exception as exc:
+            if store.is_transient(exc):
+                raise
+            raise permanent(exc) from exc
+
+    return call
 
 
 class FlywheelResource(dg.ConfigurableResource):
@@ -33,6 +75,15 @@ class FlywheelResource(dg.ConfigurableResource):
     pii_mode: Optional[str] = None
     max_rejected_share: Optional[float] = None
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Tag the run with the process that runs it (unless the CLI did): a run killed
+        while it holds the DuckDB pool slot is then recognized, and its slot freed."""
+        from jobs import pool
+
+        run = context.dagster_run
+        if context.instance is not None and run is not None and pool.PID_TAG not in run.tags:
+            context.instance.add_run_tags(run.run_id, pool.run_tags())
+
     def settings(self) -> flywheel_settings.Settings:
         """Return the :class:`flywheel.settings.Settings` this resource stands for."""
         overrides = {
@@ -44,7 +95,15 @@ class FlywheelResource(dg.ConfigurableResource):
             )
             if value is not None
         }
-        return flywheel_settings.load().replace(**overrides)
+        settings = flywheel_settings.load().replace(**overrides)
+        if not settings.home.is_dir():
+            # A typo in FLYWHEEL_HOME must not start a new, empty home (`flywheel init` makes one).
+            raise dg.Failure(
+                description=f"FLYWHEEL_HOME={settings.home} does not exist (a typo?); create a new home with "
+                "`flywheel init` or `flywheel demo`",
+                allow_retries=False,
+            )
+        return settings
 
 
 class LLMResource(dg.ConfigurableResource):

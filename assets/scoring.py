@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, transient_retries
 from flywheel import store
 from flywheel.classifiers.scoring import score_day
 
@@ -19,6 +19,7 @@ from flywheel.classifiers.scoring import score_day
     owners=["team:flywheel"],
     metadata={"dagster/column_schema": table_schema("log_scores"), "dagster/table_name": "log_scores"},
 )
+@transient_retries
 def log_scores(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """Calibrated hallucination and relevance probabilities for every log of the day, from
     each task's champion (a former champion serves when the champion's artifact is missing

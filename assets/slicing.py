@@ -5,7 +5,7 @@ import dagster as dg
 
 from assets.metadata import as_metadata, table_schema
 from assets.partitions import daily_partitions
-from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource
+from assets.resources import DUCKDB_POOL, RETRY, FlywheelResource, transient_retries
 from flywheel import store
 from flywheel.slicing.run import slice_day
 
@@ -46,6 +46,7 @@ from flywheel.slicing.run import slice_day
     pool=DUCKDB_POOL,
     retry_policy=RETRY,
 )
+@transient_retries
 def slicing(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     settings = flywheel.settings()
     with store.connection(settings) as con:

@@ -13,6 +13,7 @@ BENCHMARKS = {
     "quality": "benchmarks.quality",
     "scoring": "benchmarks.scoring",
     "nightly": "benchmarks.nightly",
+    "pii": "benchmarks.pii",
 }
 
 

@@ -28,13 +28,15 @@ import numpy as np
 import pandas as pd
 
 from flywheel import store
+from flywheel.ingest.records import MAX_VALUES
 
 CHECK_NAMES = ("schema", "required_fields", "unique_log_id", "value_ranges", "rejected_share")
 
-# Bounds of value_ranges: generous, so that only impossible values fail.
-MAX_LATENCY_MS = 3_600_000  # one hour
-MAX_TOKENS = 2_000_000
-MAX_COST_USD = 1_000.0  # per call; more is a unit error (micro-dollars, cents)
+# Bounds of value_ranges: those the ingest rejects records beyond (a day passes unless
+# its rows were stored some other way).
+MAX_LATENCY_MS = MAX_VALUES["latency_ms"]
+MAX_TOKENS = MAX_VALUES["prompt_tokens"]
+MAX_COST_USD = MAX_VALUES["cost_usd"]
 FEEDBACK_VALUES = (-1, 0, 1)
 EXAMPLES = 5  # failing log_ids kept in metadata, per expectation
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from flywheel import store
+from flywheel import pii, store
 from flywheel.settings import Settings
 
 # How many slices the slice-metrics chart follows, and how many days it looks back.
@@ -296,8 +296,10 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # text.parse_math off: slice names, prompt and model names are plain text, a `$` in
+    # them is not the start of math text.
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 8, "axes.spines.top": False,
-                         "axes.spines.right": False})
+                         "axes.spines.right": False, "text.parse_math": False})
     return plt
 
 
@@ -366,18 +368,29 @@ document.querySelectorAll('figure.chart').forEach(function (figure) {
 """
 
 
+def _redact_svg(svg: str) -> str:
+    """The chart with PII replaced in its text nodes (labels are drawn as <text>)."""
+    return re.sub(r">([^<>]+)<", lambda m: ">" + pii.scan(m.group(1))[0] + "<", svg)
+
+
+def _text(value: object) -> str:
+    """HTML of a text of the page, its personal data and secrets replaced (PII guardrail:
+    names of slices and criteria come from the data)."""
+    return html.escape(pii.scan(str(value))[0])
+
+
 def _page(day: str, summary: dict[str, object], charts: list[Chart]) -> str:
     rows = "\n".join(
-        f"<tr><td>{html.escape(str(k))}</td><td><b>{html.escape(str(v))}</b></td></tr>" for k, v in summary.items()
+        f"<tr><td>{html.escape(str(k))}</td><td><b>{_text(v)}</b></td></tr>" for k, v in summary.items()
     )
     figures = []
     for chart in charts:
-        body = chart.svg if chart.svg is not None else ""
+        body = _redact_svg(chart.svg) if chart.svg is not None else ""
         css = "chart" if chart.has_data else "chart nodata"
         figures.append(
             f'<figure class="{css}" id="{chart.name}" data-chart="{chart.name}">\n'
-            f"<h2>{html.escape(chart.title)}</h2>\n{body}\n"
-            f'<p class="note">{html.escape(chart.note)}</p>\n</figure>'
+            f"<h2>{_text(chart.title)}</h2>\n{body}\n"
+            f'<p class="note">{_text(chart.note)}</p>\n</figure>'
         )
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>

@@ -29,12 +29,17 @@ class Settings:
     home: Path = Path("data")
     pii_mode: str = "redact"
     max_rejected_share: float = 0.05
+    max_ts_skew_days: int = 3650  # a record whose ts is more days than this before or after its day: rejected
     start_date: str = "2025-01-01"
     nightly_cron: str = "0 2 * * *"
     timezone: str = "UTC"
     storage: str = "duckdb"
     duckdb_threads: int = 0  # 0: DuckDB's default (all cores)
     duckdb_memory_limit: str = ""  # "": DuckDB's default (80% of RAM)
+    # Crashes and concurrent access (#13).
+    inbox_settle_seconds: float = 3.0  # an inbox file is imported once unchanged this long
+    busy_timeout_seconds: float = 10.0  # how long status/report wait for a writing process
+    crash_at: str = ""  # tests only: a point of flywheel/crashpoints.py where the process dies
     # Classifiers (#5).
     min_labels_per_class: int = 50  # fewer consensus labels of either class: the task is not trained
     gate_confidence: float = 0.95  # a candidate is kept out only when worse at this confidence
@@ -147,10 +152,20 @@ def _validated(settings: Settings) -> Settings:
         raise SettingsError(f"FLYWHEEL_FEW_SHOT_LAMBDA={settings.few_shot_lambda} must be between 0 and 1")
     if not 0.0 < settings.prompt_eval_alpha < 1.0:
         raise SettingsError(f"FLYWHEEL_PROMPT_EVAL_ALPHA={settings.prompt_eval_alpha} must be between 0 and 1")
+    if settings.max_ts_skew_days < 0:
+        raise SettingsError(f"FLYWHEEL_MAX_TS_SKEW_DAYS={settings.max_ts_skew_days} must be at least 0")
     if not 0.0 <= settings.max_rejected_share <= 1.0:
         raise SettingsError(
             f"FLYWHEEL_MAX_REJECTED_SHARE={settings.max_rejected_share} must be between 0 and 1"
         )
+    if settings.crash_at:
+        from flywheel.crashpoints import POINTS
+
+        if settings.crash_at not in POINTS:
+            raise SettingsError(f"FLYWHEEL_CRASH_AT={settings.crash_at!r} is not one of {', '.join(POINTS)}")
+    for name in ("inbox_settle_seconds", "busy_timeout_seconds"):
+        if getattr(settings, name) < 0:
+            raise SettingsError(f"FLYWHEEL_{name.upper()}={getattr(settings, name)} must be at least 0")
     if settings.llm_timeout <= 0:
         raise SettingsError(f"FLYWHEEL_LLM_TIMEOUT={settings.llm_timeout} must be above 0 seconds")
     for name, low in (("llm_concurrency", 1), ("llm_max_retries", 0), ("llm_max_calls", 0),

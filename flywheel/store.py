@@ -8,6 +8,7 @@ writing process per file; the orchestration layer makes sure writers take turns.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import random
 import re
@@ -71,6 +72,38 @@ CREATE TABLE IF NOT EXISTS duplicate_logs (
     first_line   BIGINT
 );
 
+-- The full row of each duplicate (`duplicate_logs` says where it was first seen), so that
+-- a copy takes the place of the kept one when the day holding that is ingested again
+-- without it: the earliest copy is kept, whatever order the days are ingested in.
+CREATE TABLE IF NOT EXISTS duplicate_rows (
+    log_id            VARCHAR NOT NULL,
+    ts                TIMESTAMPTZ NOT NULL,
+    day               DATE NOT NULL,
+    source            VARCHAR NOT NULL,
+    input             VARCHAR NOT NULL,
+    output            VARCHAR NOT NULL,
+    context           VARCHAR,
+    model             VARCHAR,
+    prompt_name       VARCHAR,
+    prompt_version    VARCHAR,
+    feedback          TINYINT,
+    messages          JSON,
+    git_commit        VARCHAR,
+    session_id        VARCHAR,
+    user_id           VARCHAR,
+    latency_ms        DOUBLE,
+    prompt_tokens     BIGINT,
+    completion_tokens BIGINT,
+    cost_usd          DOUBLE,
+    tags              VARCHAR[],
+    metadata          JSON,
+    pii               VARCHAR[],
+    source_file       VARCHAR NOT NULL,
+    source_format     VARCHAR NOT NULL,
+    source_line       BIGINT NOT NULL,
+    ingested_at       TIMESTAMPTZ NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS ingest_files (
     day          DATE NOT NULL,
     source_file  VARCHAR NOT NULL,
@@ -126,7 +159,31 @@ CREATE TABLE IF NOT EXISTS annotation_files (
     imported_at    TIMESTAMPTZ NOT NULL,
     skipped        BIGINT NOT NULL,
     error          VARCHAR,
-    archived_to    VARCHAR
+    archived_to    VARCHAR,
+    pending        BIGINT DEFAULT 0,  -- records waiting in pending_annotations for their log
+    size_bytes     BIGINT             -- the size read: an archived file that grew is read again
+);
+
+-- Labels whose log_id is not in `logs` yet (they arrived before their logs, or the day's
+-- ingest failed): they wait here and join `annotations` when their log lands.
+CREATE TABLE IF NOT EXISTS pending_annotations (
+    log_id         VARCHAR NOT NULL,
+    annotator      VARCHAR NOT NULL,
+    label          VARCHAR NOT NULL,
+    value          TINYINT NOT NULL,
+    comment        VARCHAR,
+    created_at     TIMESTAMPTZ,
+    span_start     BIGINT,
+    span_end       BIGINT,
+    source_file    VARCHAR NOT NULL,
+    source_format  VARCHAR NOT NULL,
+    line           BIGINT,
+    read_at        TIMESTAMPTZ NOT NULL,
+    tool           VARCHAR NOT NULL,
+    raw_label      VARCHAR,
+    raw_value      VARCHAR,
+    file_sha256    VARCHAR NOT NULL,
+    raw            VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS consensus (
@@ -460,7 +517,7 @@ def all_schemas() -> str:
 
 
 # Partition-owned tables: re-materializing a day replaces exactly these rows.
-DAILY_TABLES = ("logs", "rejected_logs", "duplicate_logs", "ingest_files")
+DAILY_TABLES = ("logs", "rejected_logs", "duplicate_logs", "duplicate_rows", "ingest_files")
 
 
 def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -489,7 +546,16 @@ def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyCo
     con.execute("SET preserve_insertion_order = false")
     if not read_only:
         con.execute(all_schemas())
+        for statement in MIGRATIONS:
+            con.execute(statement)
     return con
+
+
+# Columns added after a table was first released: a file made by an older version gets them.
+MIGRATIONS = (
+    "ALTER TABLE annotation_files ADD COLUMN IF NOT EXISTS pending BIGINT DEFAULT 0",
+    "ALTER TABLE annotation_files ADD COLUMN IF NOT EXISTS size_bytes BIGINT",
+)
 
 
 # -- storage mode "ducklake" ---------------------------------------------------------------
@@ -650,6 +716,33 @@ def is_conflict(exc: BaseException) -> bool:
     return False
 
 
+# Errors that may clear if the same work runs again a little later: the DuckDB file held by
+# another process, a lost commit race, a full disk or exhausted memory, a network hiccup.
+_TRANSIENT_DUCKDB = re.compile(r"could not set lock|conflicting lock|database is locked|conflict|"
+                               r"could not serialize|deadlock|no space left|out of memory", re.I)
+_TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR,
+                     errno.ECONNRESET, errno.ECONNREFUSED, errno.EDQUOT, errno.ENOMEM}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Return whether ``exc`` (or what caused it) may go away when the work is tried again:
+    a lock held by another process, a lost commit race, a full disk or memory, a network
+    error. Bugs and bad input (anything else) fail the same way every time."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (duckdb.TransactionException, duckdb.OutOfMemoryException)):
+            return True
+        if isinstance(exc, duckdb.Error) and _TRANSIENT_DUCKDB.search(str(exc)):
+            return True
+        if isinstance(exc, (TimeoutError, ConnectionError)):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def retry_conflicts(work: Callable[[], T], *, attempts: int = 20, wait: float = 0.1) -> T:
     """Return ``work()``, running it again (after a short, growing, jittered wait) when it
     fails because a concurrent writer committed first; other errors propagate at once.
@@ -693,6 +786,63 @@ def replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: str, sele
 def connection(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """Yield a connection from :func:`connect` and close it afterwards."""
     con = connect(settings, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+class DatabaseBusy(RuntimeError):
+    """The DuckDB file is held by another process; the message names it and what to do."""
+
+
+_LOCKED = re.compile(r"could not set lock|conflicting lock", re.I)
+_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def lock_holder(exc: BaseException) -> str | None:
+    """Return "PID n (program)" of the process holding the DuckDB file, from DuckDB's
+    lock error, or None when ``exc`` is not one."""
+    if not isinstance(exc, duckdb.Error) or not _LOCKED.search(str(exc)):
+        return None
+    found = _HOLDER.search(str(exc))
+    return f"PID {found.group(2)} ({found.group(1)})" if found else "another process"
+
+
+@contextlib.contextmanager
+def connection_when_free(
+    settings: Settings,
+    *,
+    read_only: bool = True,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Yield a connection like :func:`connection`, waiting while another process holds the
+    DuckDB file (a run writing it: DuckDB lets no other process read meanwhile).
+
+    Waits at most ``timeout`` seconds (default ``FLYWHEEL_BUSY_TIMEOUT_SECONDS``), saying
+    once through ``on_wait`` what it waits for; then raises :class:`DatabaseBusy`.
+    """
+    timeout = settings.busy_timeout_seconds if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        try:
+            con = connect(settings, read_only=read_only)
+            break
+        except duckdb.Error as exc:
+            holder = lock_holder(exc)
+            if holder is None:
+                raise
+            if time.monotonic() >= deadline:
+                raise DatabaseBusy(
+                    f"{settings.database_path} is being written by {holder}; waited {timeout:g} s "
+                    "(FLYWHEEL_BUSY_TIMEOUT_SECONDS): try again when that run is done"
+                ) from None
+            if on_wait is not None and not said:
+                on_wait(f"waiting up to {timeout:g} s for {holder} to finish writing {settings.database_path} ...")
+                said = True
+            time.sleep(0.25)
     try:
         yield con
     finally:

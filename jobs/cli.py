@@ -6,6 +6,7 @@ one line on stderr, starting with "error:".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,12 +31,17 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _settings() -> flywheel_settings.Settings:
+def _settings(*, create: bool = False) -> flywheel_settings.Settings:
+    """Return the settings; refuse a home that does not exist unless ``create`` (a typo in
+    FLYWHEEL_HOME must not start a new, empty home)."""
     try:
         settings = flywheel_settings.load()
     except flywheel_settings.SettingsError as exc:
         _fail(str(exc), 2)
         raise  # unreachable
+    if not create and not settings.home.is_dir():
+        _fail(f"FLYWHEEL_HOME={settings.home} does not exist (a typo?); create a new home with "
+              "`flywheel init` or `flywheel demo`", 2)
     # Runs read the settings again, possibly from another working directory: pin the home.
     os.environ["FLYWHEEL_HOME"] = str(settings.home)
     return settings
@@ -79,12 +85,28 @@ def demo(
     """Generate demo production logs and annotation files into FLYWHEEL_HOME."""
     from flywheel.demo import DemoSpec, generate
 
-    settings = _settings()
+    settings = _settings(create=True)
     first = date.fromisoformat(_day(start, "--start")) if start else None
     spec = DemoSpec(days=days, rows_per_day=rows_per_day, seed=seed, start=first)
     summary = generate(settings.home, spec, progress=typer.echo)
     total = sum(sum(day.rows.values()) for day in summary.days)
     typer.echo(f"demo data written under {settings.home}: {len(summary.days)} days, {total} log records")
+
+
+@app.command()
+def init() -> None:
+    """Create a new, empty home at FLYWHEEL_HOME (landing/, annotations/inbox/ and outbox/,
+    the DuckDB tables); other commands refuse a home that does not exist."""
+    from flywheel import store
+
+    settings = _settings(create=True)
+    existed = settings.home.is_dir()
+    for folder in (settings.landing_dir, settings.annotations_inbox, settings.annotations_outbox):
+        folder.mkdir(parents=True, exist_ok=True)
+    with store.connection(settings):
+        pass
+    typer.echo(f"{'home already there' if existed else 'new home'}: {settings.home}; put log files in "
+               f"{settings.landing_dir}/YYYY-MM-DD/ and run `flywheel run`")
 
 
 def _landing_days(settings: flywheel_settings.Settings) -> list[str]:
@@ -104,18 +126,42 @@ def _landing_days(settings: flywheel_settings.Settings) -> list[str]:
 def _days(settings, day: str | None, start: str | None, end: str | None, all_days: bool) -> list[str]:
     if sum(bool(x) for x in (all_days, day, start or end)) > 1:
         _fail("use one of --day, --start/--end, --all", 2)
+    first_day, last_day = _partition_range()
+    valid = (f"the days that can run go from {first_day} (FLYWHEEL_START_DATE) to {last_day} "
+             "(the last day that has ended)")
     if all_days:
-        return _landing_days(settings)
+        days = _landing_days(settings)
+        outside = [d for d in days if not first_day <= d <= last_day]
+        if outside:
+            typer.echo(f"warning: skipping landing folders outside the partitions: {', '.join(outside)}; {valid}",
+                       err=True)
+        return [d for d in days if first_day <= d <= last_day]
     if day:
-        return [_day(day)]
-    if start or end:
+        days = [_day(day)]
+    elif start or end:
         if not (start and end):
             _fail("--start and --end go together", 2)
         first, last = date.fromisoformat(_day(start, "--start")), date.fromisoformat(_day(end, "--end"))
         if last < first:
             _fail(f"--end {last} is before --start {first}", 2)
-        return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-    return [(date.today() - timedelta(days=1)).isoformat()]
+        days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    else:
+        days = [(date.today() - timedelta(days=1)).isoformat()]
+    outside = [d for d in days if not first_day <= d <= last_day]
+    if outside:
+        what = outside[0] if len(outside) == 1 else f"{outside[0]} .. {outside[-1]} ({len(outside)} days)"
+        _fail(f"{what} cannot run: {valid}", 2)
+    return days
+
+
+def _partition_range() -> tuple[str, str]:
+    """Return the first and last day of the daily partitions (the last is the latest day
+    that has ended in FLYWHEEL_TIMEZONE)."""
+    from assets.partitions import daily_partitions
+
+    first = daily_partitions.get_first_partition_key()
+    last = daily_partitions.get_last_partition_key()
+    return first or "", last or ""
 
 
 @app.command()
@@ -124,6 +170,8 @@ def run(
     start: Annotated[Optional[str], typer.Option(help="First day of a range.")] = None,
     end: Annotated[Optional[str], typer.Option(help="Last day of a range (inclusive).")] = None,
     all_days: Annotated[bool, typer.Option("--all", help="Every day that has a landing folder.")] = False,
+    allow_empty: Annotated[bool, typer.Option(
+        "--allow-empty", help="Store a day whose landing folder is missing or empty as empty (else refused).")] = False,
 ) -> None:
     """Run the flywheel for one day, a range of days, or all landed days.
 
@@ -146,21 +194,25 @@ def run(
     ingested: list[str] = []
     for i, partition in enumerate(days, 1):
         typer.echo(f"[ingest {i}/{len(days)}] {partition} ...")
-        if _execute(nightly, instance, partition_key=partition, asset_selection=ingest_keys, label=f"ingest {partition}"):
+        if _execute(nightly, instance, partition_key=partition, asset_selection=ingest_keys, label=f"ingest {partition}",
+                    ops_config={"logs": {"config": {"allow_empty": True}}} if allow_empty else None).success:
             ingested.append(partition)
         else:
             failed.append(f"ingest {partition}")
     typer.echo("annotations: importing the inbox and rebuilding the consensus ...")
-    if not _execute(defs.resolve_job_def("import_annotations"), instance):
+    imported = _execute(defs.resolve_job_def("import_annotations"), instance)
+    if imported.success:
+        _print_import(imported)
+    else:
         failed.append("import_annotations")
     learn = defs.resolve_job_def("learn")
     if learn.asset_layer.executable_asset_keys:
         typer.echo("learn: classifiers, judges and prompts from the labels ...")
-        if not _execute(learn, instance):
+        if not _execute(learn, instance).success:
             failed.append("learn")
     for i, partition in enumerate(ingested, 1):
         typer.echo(f"[nightly {i}/{len(ingested)}] {partition}: scores, slices, queue, report ...")
-        if not _execute(nightly, instance, partition_key=partition, asset_selection=rest_keys, label=partition):
+        if not _execute(nightly, instance, partition_key=partition, asset_selection=rest_keys, label=partition).success:
             failed.append(partition)
     _print_where(settings)
     if failed:
@@ -171,50 +223,103 @@ def _group(defs, key) -> str | None:
     return defs.resolve_assets_def(key).group_names_by_key.get(key)
 
 
+def _print_import(result) -> None:
+    """Print what the import did with the labels, pending ones included (nothing is lost
+    silently: labels whose logs are not ingested yet wait, and the line says so)."""
+    (imported,) = result.asset_materializations_for_node("annotations")
+    meta = {k: v.value for k, v in imported.metadata.items()}
+    typer.echo(f"    labels: {meta.get('accepted', 0)} accepted, {meta.get('rejected', 0)} rejected, "
+               f"{meta.get('duplicates', 0)} duplicates, {meta.get('pending_joined', 0)} pending labels "
+               "joined their logs")
+    waiting = meta.get("pending_waiting", 0)
+    if waiting:
+        typer.echo(f"    {waiting} labels wait for their logs (not ingested yet; table pending_annotations): "
+                   "they join when the logs' day is ingested")
+    unsettled = meta.get("unsettled_files") or []
+    if unsettled:
+        typer.echo(f"    still being written, left for the next import: {', '.join(map(str, unsettled))}")
+
+
 def _execute(job, instance, *, partition_key: str | None = None, asset_selection=None,
-             label: str | None = None) -> bool:
+             label: str | None = None, ops_config: dict | None = None):
     """Run ``job`` in this process; print its outcome and, for a failure, each failed
-    step with its error in one line. Return whether it succeeded."""
+    step with its error in one line. Return the run's result (``.success``)."""
+    from jobs import pool
+
+    # Wait here, not inside Dagster: its wait for a slot ignores Ctrl-C and says nothing.
+    pool.wait_for_slot(instance, say=lambda msg: typer.echo(f"    {msg}", err=True))
     result = job.execute_in_process(
         partition_key=partition_key,
         instance=instance,
         asset_selection=asset_selection,
         raise_on_error=False,
-        run_config=QUIET,
+        run_config={**QUIET, "ops": ops_config} if ops_config else QUIET,
+        tags=pool.run_tags(),
     )
     what = label or partition_key or job.name
     if result.success:
         typer.echo(f"    {what}: ok (run {result.run_id})")
-        return True
+        return result
     for event in result.all_events:
         if event.is_step_failure:
             typer.echo(f"    {failure_line(event)}", err=True)
     typer.echo(f"    {what}: FAILED (run {result.run_id})", err=True)
-    return False
+    return result
+
+
+# Dagster's wrappers around the user's exception; the retry policy's own when retries ran out.
+_WRAPPERS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError")
+_RETRIES = ("RetryRequestedFromPolicy", "RetryRequested", "DagsterMaxRetriesExceededError")
 
 
 def failure_line(event) -> str:
-    """Return one line naming the failed step (the asset) and why it failed."""
+    """Return one line naming the failed step (the asset) and why it failed: the cause,
+    not Dagster's wrapper nor its "Exceeded max_retries" (said as "after N attempts")."""
     error = event.step_failure_data.error
-    while error is not None and error.cause is not None and error.cls_name in (
-        "DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"):
+    attempts = None
+    while error is not None and error.cause is not None and error.cls_name in _WRAPPERS + _RETRIES:
+        if error.cls_name in _RETRIES:
+            found = re.search(r"max_retries of (\d+)", error.message)
+            attempts = int(found.group(1)) + 1 if found else attempts
         error = error.cause  # the user's exception, not Dagster's wrapper
     reason = " ".join(error.message.split()) if error else "unknown error"
-    reason = re.sub(r"^dagster\._core\.errors\.\w+: ", "", reason)  # Dagster's own wrapper class
-    return f"step {event.step_key} failed: {reason}"
+    reason = re.sub(r"^dagster\._core\.(errors|definitions\.events)\.\w+: ", "", reason)  # Dagster's own class
+    after = f" (after {attempts} attempts)" if attempts else ""
+    return f"step {event.step_key} failed{after}: {reason}"
+
+
+@contextlib.contextmanager
+def _reading(settings: flywheel_settings.Settings):
+    """Yield a read-only connection, waiting (and saying so) while another process writes
+    the DuckDB file; fail with one line when it stays busy."""
+    from flywheel import store
+
+    try:
+        with store.connection_when_free(settings, on_wait=lambda msg: typer.echo(msg, err=True)) as con:
+            yield con
+    except store.DatabaseBusy as exc:
+        _fail(str(exc), 1)
 
 
 def _print_where(settings: flywheel_settings.Settings) -> None:
+    """Print where the results are and their headline counts (or, when the database cannot
+    be read now, one line saying why: the runs themselves are done)."""
+    import duckdb
+
     from flywheel import store
 
-    with store.connection(settings, read_only=True) as con:
-        rows = con.execute("SELECT day, count(*) FROM logs GROUP BY day ORDER BY day").fetchall()
-        rejected = con.execute("SELECT count(*) FROM rejected_logs").fetchone()[0]
-        duplicates = con.execute("SELECT count(*) FROM duplicate_logs").fetchone()[0]
-        labels = con.execute("SELECT count(*) FROM annotations").fetchone()[0]
-        consensus = con.execute(
-            "SELECT label, count(*) FILTER (WHERE value = 1), count(*) FROM consensus GROUP BY 1 ORDER BY 1"
-        ).fetchall()
+    try:
+        with store.connection_when_free(settings, on_wait=lambda msg: typer.echo(msg, err=True)) as con:
+            rows = con.execute("SELECT day, count(*) FROM logs GROUP BY day ORDER BY day").fetchall()
+            rejected = con.execute("SELECT count(*) FROM rejected_logs").fetchone()[0]
+            duplicates = con.execute("SELECT count(*) FROM duplicate_logs").fetchone()[0]
+            labels = con.execute("SELECT count(*) FROM annotations").fetchone()[0]
+            consensus = con.execute(
+                "SELECT label, count(*) FILTER (WHERE value = 1), count(*) FROM consensus GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+    except (store.DatabaseBusy, duckdb.Error) as exc:
+        typer.echo(f"\nResults: {settings.database_path} (summary not shown: {' '.join(str(exc).split())})")
+        return
     total = sum(n for _, n in rows)
     typer.echo("")
     typer.echo(f"Results: {settings.database_path}")
@@ -231,7 +336,7 @@ def _latest_day(settings, table: str) -> str | None:
 
     if settings.storage == "duckdb" and not settings.database_path.exists():
         return None
-    with store.connection(settings, read_only=True) as con:
+    with _reading(settings) as con:
         if not store.table_exists(con, table):
             return None
         latest = con.execute(f"SELECT max(day) FROM {table}").fetchone()[0]
@@ -243,14 +348,13 @@ def report(
     day: Annotated[Optional[str], typer.Option(help="The day, YYYY-MM-DD (default: the latest ingested day).")] = None,
 ) -> None:
     """Write the HTML report of a day to reports/YYYY-MM-DD.html and print its path."""
-    from flywheel import store
     from flywheel.report import write_report
 
     settings = _settings()
     day = _day(day) or _latest_day(settings, "logs")
     if day is None:
         _fail("no ingested day yet: run `flywheel run` first, or give --day", 1)
-    with store.connection(settings, read_only=True) as con:
+    with _reading(settings) as con:
         page = write_report(con, settings, day)
     empty = [name for name, status in page.chart_status().items() if status != "chart"]
     typer.echo(str(page.path))
@@ -281,15 +385,22 @@ def import_annotations(
     while target.exists():
         target = inbox / f"{file.stem}-{n}{file.suffix}"
         n += 1
-    shutil.copyfile(file, target)
+    # Copied under a name the import skips, then renamed: the inbox never shows half a
+    # copy. copy2 keeps the file's own modification time (the settle rule looks at it).
+    partial = target.with_name(target.name + ".part")
+    shutil.copy2(file, partial)
+    os.replace(partial, target)
     typer.echo(f"copied {file} to {target}")
     instance = _instance()
     from jobs.definitions import defs
 
+    from jobs import pool
+
     job = defs.resolve_job_def("import_annotations")
+    pool.wait_for_slot(instance, say=lambda msg: typer.echo(msg, err=True))
     result = job.execute_in_process(
         instance=instance, raise_on_error=False,
-        run_config=QUIET,
+        run_config=QUIET, tags=pool.run_tags(),
     )
     if not result.success:
         for event in result.all_events:
@@ -299,7 +410,11 @@ def import_annotations(
     (imported,) = result.asset_materializations_for_node("annotations")
     meta = {k: v.value for k, v in imported.metadata.items()}
     typer.echo(f"imported: {meta.get('accepted', 0)} labels accepted, {meta.get('rejected', 0)} rejected, "
-               f"{meta.get('duplicates', 0)} duplicates, {meta.get('skipped', 0)} skipped (run {result.run_id})")
+               f"{meta.get('duplicates', 0)} duplicates, {meta.get('pending', 0)} pending, "
+               f"{meta.get('skipped', 0)} skipped (run {result.run_id})")
+    if meta.get("pending"):
+        typer.echo(f"{meta['pending']} labels wait for their logs (not ingested yet; table pending_annotations): "
+                   "they join when the logs' day is ingested")
     unreadable = meta.get("unreadable_files") or []
     if unreadable:
         _fail(f"not an annotation file we can read: {', '.join(map(str, unreadable))} (see annotation_files.error)", 1)
@@ -312,14 +427,13 @@ def export_queue_command(
     day: Annotated[Optional[str], typer.Option(help="The day, YYYY-MM-DD (default: the latest queued day).")] = None,
 ) -> None:
     """Write a day's annotation queue to the outbox (Label Studio, Argilla, CSV); print the paths."""
-    from flywheel import store
     from flywheel.annotations.export import export_queue
 
     settings = _settings()
     day = _day(day) or _latest_day(settings, "annotation_queue")
     if day is None:
         _fail("no annotation queue yet: run `flywheel run` first", 1)
-    with store.connection(settings, read_only=True) as con:
+    with _reading(settings) as con:
         queued = con.execute("SELECT count(*) FROM annotation_queue WHERE day = ?::DATE", [day]).fetchone()[0]
         if not queued:
             _fail(f"no queue for {day}: run `flywheel run --day {day}` first", 1)
@@ -333,7 +447,6 @@ def export_queue_command(
 def status() -> None:
     """Print a summary: last run, ingested days, champion models, trusted judges, prompt
     versions, worst slices, labels and the queue."""
-    from flywheel import store
 
     settings = _settings()
     if settings.storage == "duckdb" and not settings.database_path.exists():
@@ -354,7 +467,7 @@ def status() -> None:
             typer.echo(f"  {past.job_name:<20} {partition:<12} {past.status.value:<10} {past.run_id[:8]}")
     else:
         typer.echo("Last run: none recorded in this Dagster instance")
-    with store.connection(settings, read_only=True) as con:
+    with _reading(settings) as con:
         for line in summary_lines(con, llm_configured=bool(settings.llm_base_url)):
             typer.echo(line)
 
@@ -416,6 +529,11 @@ def summary_lines(con, *, llm_configured: bool = True) -> list[str]:
         ).fetchall()
         out.append("Labels (consensus): " + (", ".join(
             f"{label} {pos}/{n} positive, {ties} ties" for label, pos, n, ties in labels) or "none yet"))
+    if has("pending_annotations"):
+        waiting = con.execute("SELECT count(*), count(DISTINCT log_id) FROM pending_annotations").fetchone()
+        if waiting[0]:
+            out.append(f"Labels waiting for their logs: {waiting[0]} labels of {waiting[1]} log ids not ingested "
+                       "yet (pending_annotations; they join when the day is ingested)")
     if has("annotation_agreement"):
         kappas = con.execute(
             "SELECT label, round(avg(kappa), 2) FROM annotation_agreement GROUP BY 1 ORDER BY 1").fetchall()

@@ -6,6 +6,7 @@ import collections
 import csv
 import io
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -56,6 +57,8 @@ def inbox(settings, name, content):
     if isinstance(content, (dict, list)):
         content = json.dumps(content, indent=2)
     path.write_text(content, encoding="utf-8")
+    settled = path.stat().st_mtime - 60  # written a while ago: no settle wait (see the settle tests)
+    os.utime(path, (settled, settled))
     return path
 
 
@@ -219,11 +222,10 @@ def test_truthfulqa_labels_land_in_consensus(settings):
     report = run_import(settings).files[0]
 
     # 67 answers are empty: the log ingest rejects them ("empty output"), so their 2 x 67
-    # labels are rejected as unknown log ids: nothing is lost, all is counted.
+    # labels wait for their logs (pending): nothing is lost, all is counted.
     empty = {f"truthfulqa-{n}" for n, (_, a, _) in enumerate(truth, start=1) if not a}
     assert len(empty) == 67 and ingest.total("accepted") == 22434 - 67
-    assert (report.read, report.accepted, report.rejected) == (44868, 44868 - 134, 134)
-    assert report.rejected_reasons == {"unknown log_id": 134}
+    assert (report.read, report.accepted, report.rejected, report.pending) == (44868, 44868 - 134, 0, 134)
     hallucinated = sum(label == "no" for _, _, label in truth)
     relevant = sum(label == "yes" for _, _, label in info)
     assert (hallucinated, relevant) == (12950, 18076)  # the figures of the data README
@@ -246,7 +248,7 @@ def test_every_rejection_reason_is_recorded_with_file_line_and_raw(settings):
         "l-1,ann,hallucination,yes,,2025-01-02T10:00:00Z,,\n"       # 2 accepted
         "l-1,ann,hallucination,yes,,,,,one too many\n"              # 3 malformed
         ",ann,hallucination,yes,,,,\n"                              # 4 missing log_id
-        "nope-404,ann,hallucination,yes,,,,\n"                      # 5 unknown log_id
+        "nope-404,ann,hallucination,yes,,,,\n"                      # 5 pending: no such log (yet)
         "l-2,,hallucination,yes,,,,\n"                              # 6 missing annotator
         "l-2,ann,toxicity,yes,,,,\n"                                # 7 unknown label
         "l-2,ann,relevance,,,,,\n"                                  # 8 missing value
@@ -276,17 +278,20 @@ def test_every_rejection_reason_is_recorded_with_file_line_and_raw(settings):
     assert {reason for _, _, reason, _, _ in rejected} == set(REJECTION_REASONS)
     assert report.rejected_reasons == dict(collections.Counter(r[2] for r in rejected))
     csv_lines = {line: reason for f, line, reason, _, _ in rejected if f.endswith("a-labels.csv")}
-    assert csv_lines == {3: "malformed", 4: "missing log_id", 5: "unknown log_id", 6: "missing annotator",
+    assert csv_lines == {3: "malformed", 4: "missing log_id", 6: "missing annotator",
                          7: "unknown label", 8: "missing value", 9: "unmappable value", 10: "bad span",
                          11: "bad created_at"}
+    assert files["a-labels.csv"].pending == 1
+    assert rows(settings, "SELECT log_id, line FROM pending_annotations") == [("nope-404", 5)]
     jsonl = [(line, reason, raw) for f, line, reason, raw, _ in rejected if f.endswith("c-labels.jsonl")]
     assert jsonl == [(2, "malformed", '{"log_id": "l-2", "annotator": "bo", "label": '),
                      (3, "malformed", "[1, 2]")]
     assert all(line and raw for _, line, _, raw, _ in rejected)
     comment = rows(settings, "SELECT comment, line FROM annotations WHERE label = 'relevance' AND annotator = 'ann'")
     assert comment == [("multi\nline comment", 14)]
-    counts = rows(settings, "SELECT source_file, read, accepted, rejected, duplicates, skipped FROM annotation_files")
-    assert all(read == accepted + rejected + duplicates for _, read, accepted, rejected, duplicates, _ in counts)
+    counts = rows(settings, "SELECT source_file, read, accepted, rejected, duplicates, pending FROM annotation_files")
+    assert all(read == accepted + rejected + duplicates + pending
+               for _, read, accepted, rejected, duplicates, pending in counts)
 
 
 def test_double_import_adds_nothing_and_files_are_archived_not_deleted(settings):
@@ -750,3 +755,127 @@ def test_label_studio_json_min_of_label_studios_own_image_export():
     assert fmt == "label_studio_min"
     assert got == [(f"ls-{row['id']}", row["annotator"], "label", row["updated_at"], "unsupported result type")
                    for row in rows_min]
+# Pending labels (#13): labels that arrive before their logs wait, and join later
+# ---------------------------------------------------------------------------------------
+
+
+def test_labels_before_their_logs_wait_and_join_when_the_logs_land(settings):
+    from flywheel.annotations import join_pending
+
+    ingest_logs(settings, ["l-1"], day="2025-01-01")
+    inbox(settings, "early.csv", CSV_HEADER + (
+        "l-1,ann,hallucination,yes,,,,\n"      # its log is there: accepted
+        "l-2,ann,hallucination,no,,,,\n"       # the log lands tomorrow: pending
+        "l-2,bo,hallucination,yes,,,,\n"       # pending
+        "l-2,bo,hallucination,yes,,,,\n"       # the same again: a duplicate, not a second pending row
+    ))
+    first = run_import(settings).files[0]
+    assert (first.read, first.accepted, first.pending, first.duplicates, first.rejected) == (4, 1, 2, 1, 0)
+    assert first.reconciles
+    assert rows(settings, "SELECT count(*) FROM rejected_annotations") == [(0,)]
+    # The same label in a later file, still before its log: a duplicate of the pending one.
+    inbox(settings, "again.csv", CSV_HEADER + "l-2,ann,hallucination,no,,,,\n")
+    again = run_import(settings).files[0]
+    assert (again.pending, again.duplicates) == (0, 1)
+
+    # The day of l-2 is ingested: the waiting labels join (the `logs` asset and every import call this).
+    ingest_logs(settings, ["l-2"], day="2025-01-02")
+    with store.connection(settings) as con:
+        joined = join_pending(con)
+        assert (joined.joined, joined.duplicates, joined.waiting) == (2, 0, 0)
+        assert join_pending(con).joined == 0  # idempotent
+    assert rows(settings, "SELECT log_id, annotator, value, line FROM annotations ORDER BY ALL") == [
+        ("l-1", "ann", 1, 2), ("l-2", "ann", 0, 3), ("l-2", "bo", 1, 4)]
+    assert rows(settings, "SELECT count(*) FROM pending_annotations") == [(0,)]
+    # The file's own counts follow: everything it held is now accepted or a duplicate.
+    assert rows(settings, "SELECT read, accepted, pending, duplicates FROM annotation_files "
+                          "WHERE source_file LIKE '%early.csv'") == [(4, 3, 0, 1)]
+    assert run_consensus(settings).labels["hallucination"]["items"] == 2
+
+
+def test_the_next_import_joins_pending_labels_and_a_label_given_twice_meanwhile_counts_once(settings):
+    inbox(settings, "first.csv", CSV_HEADER + "l-9,ann,relevance,yes,,,,\n")
+    assert run_import(settings).files[0].pending == 1
+    ingest_logs(settings, ["l-9"])
+    # The same label arrives again once the log is in: accepted from this file; the
+    # pending copy of the first file becomes its duplicate when it joins.
+    inbox(settings, "second.csv", CSV_HEADER + "l-9,ann,relevance,yes,,,,\nl-9,bo,relevance,no,,,,\n")
+    report = run_import(settings)
+    assert (report.pending.joined, report.pending.duplicates, report.pending.waiting) == (1, 0, 0)
+    assert report.files[0].duplicates == 1 and report.files[0].accepted == 1
+    assert rows(settings, "SELECT count(*) FROM annotations") == [(2,)]
+    counts = rows(settings, "SELECT read, accepted + rejected + duplicates + pending FROM annotation_files")
+    assert all(read == total for read, total in counts)
+
+
+# ---------------------------------------------------------------------------------------
+# Files still being copied into the inbox (#13)
+# ---------------------------------------------------------------------------------------
+
+# A real second process that copies an annotation file into the inbox in two chunks: the
+# first 499 labels, then (when told "go" on stdin) the other 501, through the same open file.
+COPIER = r"""
+import sys
+path = sys.argv[1]
+with open(path, "w", encoding="utf-8") as f:
+    f.write("log_id,annotator,label,value\n")
+    f.writelines(f"l-{i},ann,hallucination,{i % 2}\n" for i in range(499))
+    f.flush()
+    print("half", flush=True)
+    sys.stdin.readline()
+    f.writelines(f"l-{i},ann,hallucination,{i % 2}\n" for i in range(499, 1000))
+print("done", flush=True)
+"""
+
+
+def start_copier(path):
+    process = subprocess.Popen([sys.executable, "-c", COPIER, str(path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "half"
+    return process
+
+
+def finish_copy(process):
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    assert process.stdout.readline().strip() == "done"
+    process.wait(timeout=30)
+
+
+def test_a_file_still_being_copied_is_left_for_the_next_import(settings):
+    ingest_logs(settings, [f"l-{i}" for i in range(1000)])
+    settings = settings.replace(inbox_settle_seconds=2.0)
+    settings.annotations_inbox.mkdir(parents=True)
+    target = settings.annotations_inbox / "labels.csv"
+    copier = start_copier(target)
+    waited = []
+
+    def sleep(seconds):  # the import waits for the file to settle: the copy goes on meanwhile
+        waited.append(seconds)
+        finish_copy(copier)
+
+    report = run_import(settings, sleep=sleep)
+    assert 0 < waited[0] <= 2.0
+    assert report.files == [] and report.unsettled == ["labels.csv"] and target.exists()
+    assert rows(settings, "SELECT count(*) FROM annotations") == [(0,)]
+    # Untouched for the settle time: the next import reads it whole.
+    os.utime(target, (target.stat().st_mtime - 5, target.stat().st_mtime - 5))
+    (whole,) = run_import(settings, sleep=waited.append).files
+    assert (whole.read, whole.accepted) == (1000, 1000) and len(waited) == 1
+
+
+def test_an_archived_file_that_grew_after_its_import_is_read_again(settings):
+    ingest_logs(settings, [f"l-{i}" for i in range(1000)])
+    settings = settings.replace(inbox_settle_seconds=0.0)  # e.g. a copy that stalled longer than the settle time
+    settings.annotations_inbox.mkdir(parents=True)
+    copier = start_copier(settings.annotations_inbox / "labels.csv")
+    (half,) = run_import(settings).files
+    assert (half.read, half.accepted) == (499, 499)
+    # The copy goes on writing into the file, which the import moved to the archive.
+    finish_copy(copier)
+    archived = archive_dir(settings) / "labels.csv"
+    assert len(archived.read_text().splitlines()) == 1001
+    (rest,) = run_import(settings).files
+    assert rest.regrown and (rest.read, rest.accepted, rest.duplicates) == (1000, 501, 499)
+    assert rows(settings, "SELECT count(*), count(DISTINCT log_id) FROM annotations") == [(1000, 1000)]
+    assert run_import(settings).files == []  # read once more only when it changes again

@@ -4,7 +4,7 @@ automation (eager whole-history assets follow new labels without hand-written ch
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import dagster as dg
 import pytest
@@ -106,6 +106,7 @@ def trained_probe() -> None:
 
 
 def test_an_eager_asset_is_requested_after_the_consensus_materializes_and_not_before(settings):
+    settings.home.mkdir(parents=True)
     resources = {"flywheel": FlywheelResource(home=str(settings.home))}
     local = dg.Definitions(assets=[annotations, consensus, trained_probe], resources=resources)
     probe = dg.AssetKey("trained_probe")
@@ -139,3 +140,89 @@ def test_the_real_learning_assets_follow_new_labels():
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         requested = {key for key in learners if after.get_requested_partitions(key)}
     assert requested == learners
+
+
+def test_the_landing_sensor_skips_days_ingested_with_the_same_files_and_starts_one_run_at_a_time(
+        settings, monkeypatch):
+    """`dagster dev` on a home whose days are ingested must not re-run them all at once (#13)."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from flywheel import store
+    from flywheel.demo import DemoSpec, generate
+    from flywheel.ingest.loader import ingest_day
+
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    summary = generate(settings.home, DemoSpec(days=3, rows_per_day=50, seed=3, start=date(2026, 11, 1)))
+    days = [d.day for d in summary.days]
+    with store.connection(settings) as con:
+        for day in days:
+            ingest_day(con, settings, day)
+    with dg.instance_for_test() as instance:
+        def tick(cursor=None):
+            context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                              repository_def=defs.get_repository_def())
+            return [r.partition_key for r in landing_sensor(context)], context.cursor
+
+        requested, cursor = tick()
+        assert requested == []  # every day already ingested with these very files
+        # A file changed after the ingest, and two new days: one run per tick, oldest first.
+        land(settings, days[1], "late.jsonl", '{"log_id": "late", "ts": "2026-11-02T10:00:00Z", '
+                                              '"input": "q", "output": "a"}\n')
+        for day in ("2026-11-10", "2026-11-11"):
+            land(settings, day, "app.jsonl", '{"log_id": "n", "ts": "' + day + 'T10:00:00Z", '
+                                             '"input": "q", "output": "a"}\n')
+        requested, cursor = tick(cursor)
+        assert requested == [days[1]]
+        # While a nightly run is in progress, nothing more is started.
+        busy = DagsterRun(job_name="nightly", run_id="f" * 36, status=dg.DagsterRunStatus.STARTED)
+        instance.add_run(busy)
+        assert tick(cursor)[0] == []
+        instance.report_run_failed(busy)
+        requested, cursor = tick(cursor)
+        assert requested == ["2026-11-10"]
+        requested, cursor = tick(cursor)
+        assert requested == ["2026-11-11"]
+        assert tick(cursor)[0] == []
+
+
+def test_a_run_on_a_home_that_does_not_exist_fails_at_once_and_creates_nothing(settings):
+    """A typo in FLYWHEEL_HOME (here: the resource's home) must not start a new, empty home."""
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([annotations], instance=instance, raise_on_error=False,
+                                resources={"flywheel": FlywheelResource(home=str(settings.home))})
+    assert not result.success and not settings.home.exists()
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert f"FLYWHEEL_HOME={settings.home} does not exist (a typo?)" in failure.step_failure_data.error.message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_runs_are_tagged_with_their_process_and_the_sensor_frees_slots_of_dead_ones(settings, monkeypatch):
+    """Runs launched by the UI or the daemon (not the CLI) carry their process id too, so
+    that a slot held by one that was killed is freed (by the landing sensor's tick)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    settings.home.mkdir(parents=True)
+    monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([annotations], instance=instance,
+                                resources={"flywheel": FlywheelResource(home=str(settings.home))})
+        tags = instance.get_run_by_id(result.run_id).tags
+        assert (tags["flywheel/pid"], tags["flywheel/host"]) == (str(os.getpid()), socket.gethostname())
+
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        dead = DagsterRun(job_name="nightly", run_id="d" * 36, status=dg.DagsterRunStatus.STARTED,
+                          tags={"flywheel/pid": str(gone.pid), "flywheel/host": socket.gethostname()})
+        instance.add_run(dead)
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("flywheel_duckdb", 1)
+        assert storage.claim_concurrency_slot("flywheel_duckdb", dead.run_id, "logs").is_claimed
+        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+        list(landing_sensor(context))
+        assert storage.get_concurrency_info("flywheel_duckdb").claimed_slots == []
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE

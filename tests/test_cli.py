@@ -129,13 +129,18 @@ def test_import_annotations_imports_a_file_and_says_what_was_rejected(home, tmp_
     labels = tmp_path / "reviewed.csv"
     labels.write_text("log_id,annotator,label,value\n"
                       f"{log_id},cli-tester,hallucination,1\n"
+                      f"{log_id},cli-tester,hallucination,maybe\n"
                       "no-such-log,cli-tester,hallucination,0\n")
     before = rows(home, "SELECT count(*) FROM annotations")[0][0]
     result = CliRunner().invoke(app, ["import-annotations", str(labels)])
     assert result.exit_code == 0, result.output
-    assert "imported: 1 labels accepted, 1 rejected" in result.output
+    assert "imported: 1 labels accepted, 1 rejected, 0 duplicates, 1 pending" in result.output
+    assert "1 labels wait for their logs" in result.output
     assert rows(home, "SELECT count(*) FROM annotations")[0][0] == before + 1
-    assert rows(home, "SELECT reason FROM rejected_annotations WHERE source_file LIKE '%reviewed%'") == [("unknown log_id",)]
+    assert rows(home, "SELECT reason FROM rejected_annotations WHERE source_file LIKE '%reviewed%'") == [
+        ("unmappable value",)]
+    assert rows(home, "SELECT log_id FROM pending_annotations WHERE source_file LIKE '%reviewed%'") == [
+        ("no-such-log",)]
     assert labels.exists() and not list(home.annotations_inbox.glob("reviewed*"))  # copied, imported, archived
 
 
@@ -163,6 +168,7 @@ def test_a_failed_run_names_the_asset_and_why_in_one_line(settings, monkeypatch,
 
 def test_bad_usage_exits_2_with_a_one_line_error(settings, monkeypatch):
     monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    settings.home.mkdir(parents=True)
     result = CliRunner().invoke(app, ["run", "--start", "2026-11-01"])
     assert result.exit_code == 2
     assert error_lines(result.output) == ["error: --start and --end go together"]
@@ -177,6 +183,7 @@ def test_bad_usage_exits_2_with_a_one_line_error(settings, monkeypatch):
 
 def test_run_without_landed_days_fails_clearly(settings, monkeypatch):
     monkeypatch.setenv("FLYWHEEL_HOME", str(settings.home))
+    settings.home.mkdir(parents=True)
     result = CliRunner().invoke(app, ["run", "--all"])
     assert result.exit_code == 1
     assert "flywheel demo" in result.output
@@ -188,3 +195,70 @@ def test_a_bad_setting_is_a_usage_error(monkeypatch, settings):
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 2
     assert error_lines(result.output) == ["error: FLYWHEEL_STORAGE='floppy' is not one of duckdb, ducklake"]
+
+
+def test_labels_of_a_day_run_before_its_logs_wait_and_join_at_the_next_run(demo_home, tmp_path, monkeypatch):
+    """`run --day <day 2>` first imports labels of day 1 before day 1 is ingested: they wait
+    (pending) and `run --all` then keeps every label, as a clean `run --all` does (#13)."""
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    runner = CliRunner()
+    assert runner.invoke(app, ["demo", "--days", "2", "--rows-per-day", "300", "--start", DAYS[0]]).exit_code == 0
+    home = load({"FLYWHEEL_HOME": str(tmp_path / "home")})
+    first = runner.invoke(app, ["run", "--day", DAYS[1]])
+    assert first.exit_code == 0, first.output
+    waiting = rows(home, "SELECT count(*) FROM pending_annotations")[0][0]
+    assert waiting > 0 and f"{waiting} labels wait for their logs" in first.output
+    assert rows(home, "SELECT count(*) FROM rejected_annotations WHERE reason LIKE '%log_id%'") == [(0,)]
+    status = runner.invoke(app, ["status"])
+    assert f"Labels waiting for their logs: {waiting} labels of " in status.output
+
+    second = runner.invoke(app, ["run", "--all"])
+    assert second.exit_code == 0, second.output
+    assert "labels wait for their logs" not in second.output
+    # The clean run of the module's home (without what other tests imported into it since).
+    clean = load({"FLYWHEEL_HOME": demo_home[0]["FLYWHEEL_HOME"]})
+    demo_labels = "log_id NOT IN (SELECT log_id FROM annotations WHERE annotator = 'cli-tester')"
+    query = f"SELECT log_id, annotator, label, value, tool FROM annotations WHERE {demo_labels} ORDER BY ALL"
+    assert len(rows(home, query)) > 0 and rows(home, query) == rows(clean, query)
+    assert rows(home, "SELECT count(*) FROM pending_annotations") == [(0,)]
+    consensus = f"SELECT log_id, label, value, n_annotators, status FROM consensus WHERE {demo_labels} ORDER BY ALL"
+    assert rows(home, consensus) == rows(clean, consensus)
+
+
+def test_a_typo_in_flywheel_home_is_refused_and_init_creates_a_home(demo_home, tmp_path, monkeypatch):
+    typo = tmp_path / "hoem"
+    monkeypatch.setenv("FLYWHEEL_HOME", str(typo))
+    monkeypatch.setenv("DAGSTER_HOME", demo_home[0]["DAGSTER_HOME"])
+    for command in (["run", "--all"], ["status"], ["report"], ["export-queue"],
+                    ["import-annotations", str(tmp_path)]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert error_lines(result.output) == [
+            f"error: FLYWHEEL_HOME={typo} does not exist (a typo?); create a new home with "
+            "`flywheel init` or `flywheel demo`"], command
+    assert not typo.exists()  # nothing was created
+    created = CliRunner().invoke(app, ["init"])
+    assert created.exit_code == 0 and f"new home: {typo}" in created.output
+    assert (typo / "landing").is_dir() and (typo / "annotations" / "inbox").is_dir()
+    assert (typo / "flywheel.duckdb").exists()
+    run = CliRunner().invoke(app, ["run", "--all"])
+    assert run.exit_code == 1 and "flywheel demo" in run.output  # a home now, but no landed day yet
+
+
+def test_a_day_outside_the_partitions_is_one_line_naming_the_valid_range(home):
+    from datetime import date, timedelta
+
+    yesterday = (date.today() - timedelta(days=1)).isoformat()
+    valid = (f"the days that can run go from {home.start_date} (FLYWHEEL_START_DATE) to {yesterday} "
+             "(the last day that has ended)")
+    future = CliRunner().invoke(app, ["run", "--day", "2099-01-01"])
+    assert future.exit_code == 2
+    assert error_lines(future.output) == [f"error: 2099-01-01 cannot run: {valid}"]
+    assert len(future.output.strip().splitlines()) == 1  # no traceback
+    today = CliRunner().invoke(app, ["run", "--day", date.today().isoformat()])
+    assert error_lines(today.output) == [f"error: {date.today().isoformat()} cannot run: {valid}"]
+    before = CliRunner().invoke(app, ["run", "--start", "2024-12-30", "--end", "2025-01-02"])
+    assert before.exit_code == 2
+    assert error_lines(before.output) == [f"error: 2024-12-30 .. 2024-12-31 (2 days) cannot run: {valid}"]

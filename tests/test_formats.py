@@ -63,12 +63,17 @@ def test_detect_format_of_each_fixture(name, fmt):
     assert fmt in FORMATS
 
 
-def test_truncated_gzip_is_unreadable_and_names_the_file():
-    path = LOGS / "truncated.jsonl.gz"
+def test_truncated_gzip_is_detected_from_the_lines_before_the_cut(tmp_path):
+    # The lines that decompress are read (the loader keeps their records, #13); a gzip
+    # that breaks off before any line is unreadable and named.
+    assert detect_format(LOGS / "truncated.jsonl.gz") == "canonical_jsonl"
+    data = (LOGS / "truncated.jsonl.gz").read_bytes()
+    path = tmp_path / "cut-early.jsonl.gz"
+    path.write_bytes(data[:30])
     with pytest.raises(UnreadableFile) as info:
         detect_format(path)
     assert info.value.path == str(path)
-    assert "truncated.jsonl.gz" in str(info.value)
+    assert "cut-early.jsonl.gz" in str(info.value)
     assert "truncated gzip" in info.value.reason
 
 
@@ -96,15 +101,16 @@ def test_empty_and_blank_files_are_unreadable(tmp_path):
         detect_format(tmp_path / "empty.parquet")
 
 
-def test_corrupt_gzip_and_non_utf8_text_are_unreadable(tmp_path):
+def test_corrupt_gzip_is_unreadable_and_non_utf8_text_is_not(tmp_path):
     corrupt = tmp_path / "corrupt.jsonl.gz"
     corrupt.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 6 + b"not deflate data at all")
     with pytest.raises(UnreadableFile, match="gzip"):
         detect_format(corrupt)
+    # A line that is not UTF-8 does not make the file unreadable: its record is
+    # rejected (not valid UTF-8) by the loader, the other lines load (#13).
     latin1 = tmp_path / "latin1.jsonl"
     latin1.write_bytes('{"log_id": "x", "input": "café", "output": "ok"}\n'.encode("latin-1"))
-    with pytest.raises(UnreadableFile, match="not UTF-8"):
-        detect_format(latin1)
+    assert detect_format(latin1) == "canonical_jsonl"
 
 
 def test_truncated_parquet_is_unreadable(tmp_path):

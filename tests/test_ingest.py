@@ -134,17 +134,22 @@ def test_log_ids_seen_before_are_duplicates_not_new_rows(settings):
     assert rows(settings, "SELECT count(*) FROM logs WHERE day = '2026-11-19'") == [(2,)]
 
 
-def test_gzip_is_read_and_truncated_gzip_is_named(settings):
+def test_gzip_is_read_and_a_truncated_gzip_is_named_and_keeps_what_decompresses(settings):
     land(settings, DAY, "ok.jsonl.gz", gzip.compress(jsonl(good("g1"), good("g2")).encode()))
     whole = gzip.compress(jsonl(*[good(f"t{i}", output="x" * 200) for i in range(200)]).encode())
     land(settings, DAY, "cut.jsonl.gz", whole[: len(whole) // 2])
+    land(settings, DAY, "early.jsonl.gz", whole[:30])
     report = ingest(settings)
     by_name = {f.source_file.rsplit("/", 1)[-1]: f for f in report.files}
     assert by_name["ok.jsonl.gz"].accepted == 2
-    assert "cut.jsonl.gz" in report_summary(report)["unreadable_files"]
-    assert by_name["cut.jsonl.gz"].error
-    # Nothing of the broken file was kept half-way.
-    assert rows(settings, "SELECT count(*) FROM logs WHERE source_file LIKE '%cut%'") == [(0,)]
+    # Broken off half-way: named, and the records before the cut are kept (#13).
+    assert "cut.jsonl.gz" in report_summary(report)["partly_read_files"]
+    assert "truncated gzip" in by_name["cut.jsonl.gz"].error and by_name["cut.jsonl.gz"].reconciles
+    kept = rows(settings, "SELECT count(*) FROM logs WHERE source_file LIKE '%cut%'")[0][0]
+    assert 0 < kept == by_name["cut.jsonl.gz"].accepted < 200
+    # Broken before its first line: unreadable, named.
+    assert "early.jsonl.gz" in report_summary(report)["unreadable_files"]
+    assert "gzip" in by_name["early.jsonl.gz"].error
 
 
 def test_unknown_fields_go_to_metadata(settings):
@@ -193,8 +198,9 @@ def test_pii_in_messages_given_as_json_text_is_redacted(settings):
     assert pii == ["email"] and report.pii_counts == {"email": 1}
 
 
-def test_missing_landing_folder_is_an_empty_day(settings):
-    report = ingest(settings)
+def test_missing_landing_folder_is_an_empty_day_when_asked_for(settings):
+    with store.connection(settings) as con:
+        report = ingest_day(con, settings, DAY, allow_empty=True)
     assert report.files == [] and report.reconciles
     assert rows(settings, "SELECT count(*) FROM logs") == [(0,)]
 

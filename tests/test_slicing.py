@@ -358,3 +358,38 @@ def test_halueval_topics_and_keywords_with_more_hallucinations(tmp_path):
         assert f["q"] < 0.05 and f["lift"] > 1 and f["ci"][0] < f["rate"] < f["ci"][1]
     # ChatGPT's "as an AI language model" answers are labelled hallucinated far more often.
     assert any(f["name"] == "keyword=as_an_ai" for f in found)
+
+
+def test_a_slice_failing_on_every_record_with_dollars_in_its_name_slices_queues_and_reports(settings):
+    """A slice whose every record fails (Wilson upper bound 0.9999999999999999 for n=41)
+    and whose name holds `$` (matplotlib math text) must not break slicing, the queue or
+    the report of the day (#13)."""
+    from flywheel.annotations.queue import build_queue
+    from flywheel.report import write_report
+
+    day = "2026-11-20"
+    broken = "costs $5 or $\\foo$"
+    records = [
+        {"log_id": f"ok-{i}", "ts": f"{day}T10:00:00Z", "input": f"question {i}", "output": "an answer",
+         "source": "web", "feedback": -1 if i % 10 == 0 else 1}
+        for i in range(600)
+    ] + [
+        {"log_id": f"bad-{i}", "ts": f"{day}T11:00:00Z", "input": f"refund {i}", "output": "no",
+         "source": broken, "feedback": -1}
+        for i in range(41)
+    ]
+    land(settings, day, "logs.jsonl", "\n".join(json.dumps(r) for r in records) + "\n")
+    with store.connection(settings) as con:
+        ingest_day(con, settings, day)
+        report = slice_day(con, settings, day)
+        high = con.execute("SELECT failure_high FROM slice_metrics WHERE slice_value = ?", [broken]).fetchone()[0]
+        worst = con.execute("SELECT slice_value FROM worst_slices WHERE day = ?", [day]).fetchall()
+        queue = build_queue(con, settings, day)
+        page = write_report(con, settings, day)
+    assert high == 1.0  # all 41 failed: the interval reaches 1 exactly
+    assert (broken,) in worst
+    assert report.chart_path is not None and report.chart_path.stat().st_size > 0
+    assert queue.queued > 0
+    html = page.path.read_text(encoding="utf-8")
+    assert page.chart_status()["worst_slices"] == "chart"
+    assert "costs $5 or $\\foo$" in html  # drawn as plain text, not math

@@ -5,6 +5,7 @@
 - :mod:`.values`: label names and values of each tool -> ``hallucination``/``relevance``
   and 0/1 (defaults, overridable in ``$FLYWHEEL_HOME/annotations/mapping.toml``).
 - :mod:`.importer`: :func:`import_inbox` / :func:`import_file` into `annotations`,
+  `pending_annotations` (labels before their logs; :func:`join_pending`),
   `rejected_annotations` and `annotation_files`, archiving processed files.
 - :mod:`.consensus`: :func:`build_consensus` into `consensus` and
   `annotation_agreement`, with Cohen's and Fleiss' kappa.
@@ -25,6 +26,7 @@ from flywheel.annotations.importer import (
     import_file,
     import_inbox,
     inbox_files,
+    join_pending,
     report_markdown,
 )
 from flywheel.annotations.values import LABELS, MappingError, ValueMapping
@@ -45,5 +47,6 @@ __all__ = [
     "import_file",
     "import_inbox",
     "inbox_files",
+    "join_pending",
     "report_markdown",
 ]

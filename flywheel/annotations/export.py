@@ -52,6 +52,7 @@ from xml.sax.saxutils import quoteattr
 
 import duckdb
 
+from flywheel import pii
 from flywheel.annotations.queue import current_scores_sql, queue_day
 from flywheel.settings import Settings
 
@@ -106,6 +107,10 @@ def export_queue(con: duckdb.DuckDBPyConnection, settings: Settings, day: str) -
     """
     day = queue_day(day)
     items = queue_items(con, day)
+    if settings.pii_mode != "off":
+        # Files for people outside the database: in flag mode the logs keep their PII,
+        # the files never do.
+        items = [{**item, **{name: pii.scan(item[name])[0] for name in _TEXT_FIELDS}} for item in items]
     outbox = settings.annotations_outbox
     outbox.mkdir(parents=True, exist_ok=True)
     written = [
@@ -116,6 +121,9 @@ def export_queue(con: duckdb.DuckDBPyConnection, settings: Settings, day: str) -
         _write(outbox / csv_file(day), queue_csv(items)),
     ]
     return written
+
+
+_TEXT_FIELDS = ("input", "output", "context")
 
 
 def queue_items(con: duckdb.DuckDBPyConnection, day: str) -> list[dict[str, Any]]:
@@ -269,9 +277,28 @@ def queue_csv(items: list[dict[str, Any]]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for item in items:
-        writer.writerow([item["log_id"], item["input"] or "", item["output"] or "", item["context"] or "",
-                         item["strategy"], item["reason"], "", "", "", ""])
+        writer.writerow([neutralize_cell(cell) for cell in (
+            item["log_id"], item["input"] or "", item["output"] or "", item["context"] or "",
+            item["strategy"], item["reason"])] + ["", "", "", ""])
     return out.getvalue()
+
+
+# A cell starting with one of these is a formula in Excel, LibreOffice and Google Sheets
+# (tab and carriage return too: some programs drop them and read what follows).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def neutralize_cell(value: object) -> str:
+    """Return a CSV cell that a spreadsheet shows as text: a leading ``'`` before a cell
+    that would start a formula (``=HYPERLINK(...)``, ``+1``, ``-2``, ``@SUM``), as OWASP
+    recommends; other cells unchanged."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _restore_cell(text: str) -> str:
+    """Undo :func:`neutralize_cell` (a filled queue CSV comes back with it)."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
 
 
 def queue_csv_to_canonical(source: Path, dest: Path) -> int:
@@ -299,7 +326,7 @@ def queue_csv_to_canonical(source: Path, dest: Path) -> int:
     for row in reader:
         def cell(name: str) -> str:
             key = names.get(name)
-            return (row.get(key) or "").strip() if key else ""
+            return _restore_cell((row.get(key) or "").strip()) if key else ""
 
         for label in ("hallucination", "relevance"):
             value = cell(label)

@@ -9,14 +9,25 @@ read again, so importing twice adds nothing.
 Every label record read from a file ends up in exactly one of:
 
 - `annotations` (accepted),
+- `pending_annotations` when its log_id is not in `logs` (yet): the label arrived before
+  its log, or the day's ingest failed. Pending labels are not lost: every import (and
+  every ingest, see :func:`join_pending`) moves those whose log has landed into
+  `annotations`, and the file's counts in `annotation_files` follow;
 - `rejected_annotations` with the file, line, a reason of :data:`REJECTION_REASONS`, a
   detail and the raw text, or
 - the duplicate count: the same (log_id, annotator, label, value, span, tool) as an
-  annotation already stored, or as an earlier record of the same file.
+  annotation already stored (or pending), or as an earlier record of the same file.
 
-so that per file ``read = accepted + rejected + duplicates``. Records that are not
-labels (cancelled Label Studio annotations, discarded Argilla responses, Langfuse scores
-that are not ``ANNOTATION``) are counted as ``skipped``, outside ``read``.
+so that per file ``read = accepted + rejected + duplicates + pending``. Records that are
+not labels (cancelled Label Studio annotations, discarded Argilla responses, Langfuse
+scores that are not ``ANNOTATION``) are counted as ``skipped``, outside ``read``.
+
+Files still being written are not read half: an inbox file is imported only once its
+size and modification time have stood still for ``FLYWHEEL_INBOX_SETTLE_SECONDS`` (the
+import waits that long for a file that just changed; one that changes meanwhile is left
+for the next import). And an archived file that grew after it was imported (a copy still
+writing into the file that was moved) is read again: the records imported before count
+as duplicates, the rest are added.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,14 +46,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from flywheel import pii
 from flywheel.annotations.formats import TOOL_OF_FORMAT, ParsedRecord, UnreadableAnnotationFile, parse_file
 from flywheel.annotations.values import LABELS, ValueMapping
+from flywheel.crashpoints import crash_point
 from flywheel.settings import Settings
 
 REJECTION_REASONS: tuple[str, ...] = (
     "malformed",                # not parseable, or not the shape of its format
     "missing log_id",           # no log id (a Label Studio task without data.log_id, data.id or id)
-    "unknown log_id",           # no such log_id in `logs`
     "missing annotator",
     "unknown label",            # not a label of the schema, nor mapped to one
     "missing value",
@@ -84,9 +97,11 @@ _REJECT_SCHEMA = pa.schema([
 class FileReport:
     """What happened to one annotation file.
 
-    ``read`` counts label records; ``skipped`` the records that are not labels.
-    ``already_imported`` is set when the same content was imported before (nothing is
-    read then); ``error`` when the file is not a readable annotation file.
+    ``read`` counts label records; ``skipped`` the records that are not labels;
+    ``pending`` the labels whose log is not in `logs` yet (they wait in
+    `pending_annotations`). ``already_imported`` is set when the same content was imported
+    before (nothing is read then); ``error`` when the file is not a readable annotation
+    file; ``regrown`` when it is an archived file read again because it grew.
     """
 
     source_file: str
@@ -96,8 +111,11 @@ class FileReport:
     accepted: int = 0
     rejected: int = 0
     duplicates: int = 0
+    pending: int = 0
     skipped: int = 0
+    size_bytes: int | None = None
     already_imported: bool = False
+    regrown: bool = False
     error: str | None = None
     archived_to: str | None = None
     rejected_reasons: dict[str, int] = field(default_factory=dict)
@@ -105,15 +123,30 @@ class FileReport:
 
     @property
     def reconciles(self) -> bool:
-        """Return whether every record read is accepted, rejected or a duplicate."""
-        return self.read == self.accepted + self.rejected + self.duplicates
+        """Return whether every record read is accepted, rejected, a duplicate or pending."""
+        return self.read == self.accepted + self.rejected + self.duplicates + self.pending
+
+
+@dataclass
+class PendingJoin:
+    """What :func:`join_pending` did: pending labels whose log has landed."""
+
+    joined: int = 0       # moved into `annotations`
+    duplicates: int = 0   # identical to an annotation stored meanwhile: counted as duplicates
+    waiting: int = 0      # still pending afterwards
 
 
 @dataclass
 class ImportReport:
-    """What one import of the inbox did; the `annotations` asset shows it as metadata."""
+    """What one import of the inbox did; the `annotations` asset shows it as metadata.
+
+    ``unsettled`` names the inbox files left for the next import because they were still
+    being written; ``pending`` says what became of the labels waiting for their logs.
+    """
 
     files: list[FileReport] = field(default_factory=list)
+    unsettled: list[str] = field(default_factory=list)
+    pending: PendingJoin = field(default_factory=PendingJoin)
 
     def total(self, name: str) -> int:
         """Return the sum of one count (``read``, ``accepted``, ...) over the files."""
@@ -149,7 +182,12 @@ class ImportReport:
             "accepted": self.total("accepted"),
             "rejected": self.total("rejected"),
             "duplicates": self.total("duplicates"),
+            "pending": self.total("pending"),
             "skipped": self.total("skipped"),
+            "pending_joined": self.pending.joined,
+            "pending_waiting": self.pending.waiting,
+            "unsettled_files": self.unsettled,
+            "regrown_files": [Path(f.source_file).name for f in self.files if f.regrown],
             "reconciles": self.reconciles,
             "rejected_reasons": self.rejected_reasons,
             "skipped_reasons": self.skipped_reasons,
@@ -159,17 +197,21 @@ class ImportReport:
 def report_markdown(report: ImportReport) -> str:
     """Return a markdown table of an import's per-file counts and what became of each file."""
     lines = [
-        "| file | format | read | accepted | rejected | duplicates | skipped | reconciles | note |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| file | format | read | accepted | rejected | duplicates | pending | skipped | reconciles | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for f in report.files:
         notes = [f.error] if f.error else ["already imported"] if f.already_imported else []
+        notes += ["archived file grew: read again"] if f.regrown else []
         notes += [f"{reason}: {n}" for reason, n in sorted(f.rejected_reasons.items())]
         note = "; ".join(notes)
         lines.append(
             f"| {Path(f.source_file).name} | {f.format or '?'} | {f.read} | {f.accepted} | {f.rejected} "
-            f"| {f.duplicates} | {f.skipped} | {'yes' if f.reconciles else '**NO**'} | {note.replace('|', '/')} |"
+            f"| {f.duplicates} | {f.pending} | {f.skipped} | {'yes' if f.reconciles else '**NO**'} "
+            f"| {note.replace('|', '/')} |"
         )
+    for name in report.unsettled:
+        lines.append(f"| {name} | | | | | | | | | still being written: left for the next import |")
     return "\n".join(lines)
 
 
@@ -195,8 +237,10 @@ def import_inbox(
     *,
     progress: Progress | None = None,
     mapping: ValueMapping | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ImportReport:
-    """Import every file of the annotations inbox and archive it.
+    """Join the pending labels whose log has landed, then import every settled file of the
+    annotations inbox (and every archived file that grew) and archive it.
 
     ``mapping`` defaults to :meth:`ValueMapping.load` (the defaults plus the home's
     ``annotations/mapping.toml``). Returns an :class:`ImportReport` with one
@@ -205,18 +249,153 @@ def import_inbox(
     say = progress or (lambda _msg: None)
     mapping = mapping or ValueMapping.load(settings)
     report = ImportReport()
-    for path in inbox_files(settings):
+    report.pending = join_pending(con, settings)
+    if report.pending.joined or report.pending.duplicates:
+        say(f"{report.pending.joined} pending labels joined their logs "
+            f"({report.pending.duplicates} duplicates); {report.pending.waiting} still wait")
+    regrown = regrown_archive_files(con, settings)
+    ready, unsettled = settled_files(regrown + inbox_files(settings),
+                                     settle_seconds=settings.inbox_settle_seconds, sleep=sleep)
+    for path in unsettled:
+        report.unsettled.append(path.name)
+        say(f"{path.name}: still being written (changed within the last "
+            f"{settings.inbox_settle_seconds:g} s): left for the next import")
+    for path in ready:
         file_report = import_file(con, settings, path, mapping=mapping)
         report.files.append(file_report)
-        if file_report.already_imported:
+        if file_report.regrown:
+            say(f"{path.name}: grew after it was imported, read again: {file_report.accepted} accepted, "
+                f"{file_report.duplicates} duplicates")
+        elif file_report.already_imported:
             say(f"{path.name}: already imported, archived")
         elif file_report.error:
             say(f"{path.name}: not imported: {file_report.error}")
         else:
             say(f"{path.name} ({file_report.format}): {file_report.accepted} accepted, "
                 f"{file_report.rejected} rejected, {file_report.duplicates} duplicates, "
-                f"{file_report.skipped} skipped")
+                f"{file_report.pending} pending (log not ingested yet), {file_report.skipped} skipped")
+    report.pending.waiting = con.execute("SELECT count(*) FROM pending_annotations").fetchone()[0]
     return report
+
+
+def settled_files(
+    paths: list[Path],
+    *,
+    settle_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[list[Path], list[Path]]:
+    """Return (settled, unsettled) of ``paths``: a file is settled when its size and
+    modification time have not changed for ``settle_seconds``.
+
+    Files changed more recently are waited for (at most ``settle_seconds``) and looked at
+    again; one that changed meanwhile, or vanished, is not settled.
+    """
+    def look(path: Path) -> tuple[int, int] | None:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    first = {path: look(path) for path in paths}
+    now_ns = time.time_ns()
+    settle_ns = int(settle_seconds * 1e9)
+    young = {p: now_ns - sig[1] for p, sig in first.items() if sig is not None and now_ns - sig[1] < settle_ns}
+    if young:
+        sleep((settle_ns - min(young.values())) / 1e9)
+    settled, unsettled = [], []
+    for path, sig in first.items():
+        if sig is None:
+            continue
+        if path in young and look(path) != sig:
+            unsettled.append(path)
+        else:
+            settled.append(path)
+    return settled, unsettled
+
+
+def regrown_archive_files(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[Path]:
+    """Return the archived files that are larger (or smaller) now than when last read.
+
+    An import moves a file to the archive; a copy that was still writing into it goes on
+    writing there, so the archive holds the complete file: it is read again.
+    """
+    rows = con.execute(
+        """SELECT archived_to, arg_max(size_bytes, imported_at) FROM annotation_files
+           WHERE archived_to IS NOT NULL AND size_bytes IS NOT NULL GROUP BY 1 ORDER BY 1"""
+    ).fetchall()
+    grown = []
+    for archived_to, size in rows:
+        path = settings.home / archived_to if not Path(archived_to).is_absolute() else Path(archived_to)
+        try:
+            if path.stat().st_size != size:
+                grown.append(path)
+        except FileNotFoundError:
+            continue
+    return grown
+
+
+def join_pending(con: duckdb.DuckDBPyConnection, settings: Settings | None = None) -> PendingJoin:
+    """Move the pending labels whose log is now in `logs` into `annotations` (one
+    transaction) and bring their files' counts in `annotation_files` up to date.
+
+    A pending label identical to an annotation stored meanwhile counts as a duplicate.
+    Returns a :class:`PendingJoin`; running it again does nothing more.
+    """
+    result = PendingJoin()
+    if not con.execute("SELECT count(*) FROM pending_annotations p SEMI JOIN logs l USING (log_id)").fetchone()[0]:
+        result.waiting = con.execute("SELECT count(*) FROM pending_annotations").fetchone()[0]
+        return result
+    now = dt.datetime.now(dt.timezone.utc)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _pending_joined AS
+            SELECT p.*, EXISTS (
+                       SELECT 1 FROM annotations a
+                       WHERE a.tool = p.tool AND a.log_id = p.log_id AND a.annotator = p.annotator
+                         AND a.label = p.label AND a.value = p.value
+                         AND coalesce(a.span_start, -1) = coalesce(p.span_start, -1)
+                         AND coalesce(a.span_end, -1) = coalesce(p.span_end, -1)
+                   ) AS duplicate
+            FROM pending_annotations p SEMI JOIN logs l USING (log_id)
+            """
+        )
+        con.execute(
+            """
+            INSERT INTO annotations (log_id, annotator, label, value, comment, created_at, span_start, span_end,
+                                     source_file, source_format, line, imported_at, tool, raw_label, raw_value)
+            SELECT log_id, annotator, label, value, comment, created_at, span_start, span_end,
+                   source_file, source_format, line, $now, tool, raw_label, raw_value
+            FROM _pending_joined WHERE NOT duplicate ORDER BY source_file, line
+            """,
+            {"now": now},
+        )
+        con.execute(
+            """
+            UPDATE annotation_files f
+            SET accepted = f.accepted + j.joined, duplicates = f.duplicates + j.dups,
+                pending = f.pending - j.joined - j.dups
+            FROM (SELECT source_file, file_sha256, count(*) FILTER (NOT duplicate) AS joined,
+                         count(*) FILTER (duplicate) AS dups
+                  FROM _pending_joined GROUP BY ALL) j
+            WHERE f.source_file = j.source_file AND f.sha256 = j.file_sha256 AND f.error IS NULL
+            """
+        )
+        result.joined, result.duplicates = con.execute(
+            "SELECT count(*) FILTER (NOT duplicate), count(*) FILTER (duplicate) FROM _pending_joined"
+        ).fetchone()
+        con.execute("DELETE FROM pending_annotations WHERE log_id IN (SELECT log_id FROM logs)")
+        con.execute("DROP TABLE _pending_joined")
+        result.waiting = con.execute("SELECT count(*) FROM pending_annotations").fetchone()[0]
+        if settings is not None:
+            crash_point(settings, "pending:before_commit")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return result
 
 
 def import_file(
@@ -237,20 +416,33 @@ def import_file(
     path = Path(path)
     if archive is None:
         archive = path.resolve().parent == settings.annotations_inbox.resolve()
-    report = FileReport(source_file=settings.source_name(path), sha256=_sha256(path))
+    sha256, size = _fingerprint(path)
+    report = FileReport(source_file=settings.source_name(path), sha256=sha256, size_bytes=size)
+    # An archived file read again (it grew): it stays where it is, under its own name.
+    report.regrown = path.resolve().parent == archive_dir(settings).resolve()
+    if report.regrown:
+        report.archived_to = report.source_file
     previous = None if force else con.execute(
         "SELECT format FROM annotation_files WHERE sha256 = ? AND error IS NULL LIMIT 1", [report.sha256]
     ).fetchone()
     if previous is not None:
         report.already_imported, report.format = True, previous[0]
+        if report.regrown:  # its new content was imported under another name: seen
+            con.execute("UPDATE annotation_files SET size_bytes = ? WHERE archived_to = ?",
+                        [report.size_bytes, report.archived_to])
     else:
         mapping = mapping or ValueMapping.load(settings)
         _import(con, settings, path, report, mapping)
+        crash_point(settings, "import:after_commit")
     if archive:
         report.archived_to = settings.source_name(_archive(path, report.sha256, archive_dir(settings)))
-        if not report.already_imported:
-            con.execute("UPDATE annotation_files SET archived_to = ? WHERE source_file = ? AND sha256 = ?",
-                        [report.archived_to, report.source_file, report.sha256])
+    if report.archived_to and not report.already_imported:
+        con.execute("UPDATE annotation_files SET archived_to = ? WHERE source_file = ? AND sha256 = ?",
+                    [report.archived_to, report.source_file, report.sha256])
+    elif report.archived_to:
+        # Imported by a run that died before it archived the file: say where it went now.
+        con.execute("UPDATE annotation_files SET archived_to = ? WHERE source_file = ? AND sha256 = ? "
+                    "AND archived_to IS NULL", [report.archived_to, report.source_file, report.sha256])
     return report
 
 
@@ -268,8 +460,8 @@ def _import(con, settings: Settings, path: Path, report: FileReport, mapping: Va
         report.error = exc.reason
         con.execute(
             "INSERT INTO annotation_files (source_file, sha256, format, read, accepted, rejected, duplicates, "
-            "imported_at, skipped, error) VALUES (?, ?, NULL, 0, 0, 0, 0, ?, 0, ?)",
-            [report.source_file, report.sha256, now, report.error],
+            "imported_at, skipped, error, pending, size_bytes) VALUES (?, ?, NULL, 0, 0, 0, 0, ?, 0, ?, 0, ?)",
+            [report.source_file, report.sha256, now, report.error, report.size_bytes],
         )
         return
     tool = TOOL_OF_FORMAT[report.format]
@@ -286,25 +478,26 @@ def _import(con, settings: Settings, path: Path, report: FileReport, mapping: Va
         else:
             row["idx"] = len(staged)
             staged.append(row)
+    if settings.pii_mode == "redact":
+        _redact(staged, rejected)
     report.read = len(staged) + len(rejected)
     report.skipped, report.skipped_reasons = sum(skipped.values()), dict(skipped)
     con.execute("BEGIN TRANSACTION")
     try:
-        unknown, duplicates = _store(con, report, tool, staged, now)
+        pending, duplicates = _store(con, report, tool, staged, now)
         _store_rejected(con, report, rejected, now)
-        reasons = Counter(r["reason"] for r in rejected)
-        if unknown:
-            reasons["unknown log_id"] += unknown
-        report.rejected = len(rejected) + unknown
+        report.rejected = len(rejected)
         report.duplicates = duplicates
-        report.accepted = len(staged) - unknown - duplicates
-        report.rejected_reasons = dict(reasons)
+        report.pending = pending
+        report.accepted = len(staged) - pending - duplicates
+        report.rejected_reasons = dict(Counter(r["reason"] for r in rejected))
         con.execute(
             "INSERT INTO annotation_files (source_file, sha256, format, read, accepted, rejected, duplicates, "
-            "imported_at, skipped, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            "imported_at, skipped, error, pending, size_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
             [report.source_file, report.sha256, report.format, report.read, report.accepted,
-             report.rejected, report.duplicates, now, report.skipped],
+             report.rejected, report.duplicates, now, report.skipped, report.pending, report.size_bytes],
         )
+        crash_point(settings, "import:before_commit")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -312,9 +505,10 @@ def _import(con, settings: Settings, path: Path, report: FileReport, mapping: Va
 
 
 def _store(con, report: FileReport, tool: str, staged: list[dict], now: dt.datetime) -> tuple[int, int]:
-    """Insert the new annotations of ``staged``; unknown log ids become rejections.
+    """Insert the new annotations of ``staged``; those whose log_id is not in `logs` (yet)
+    go to `pending_annotations`.
 
-    Returns (records with an unknown log_id, duplicates).
+    Returns (pending records, duplicates).
     """
     if not staged:
         return 0, 0
@@ -333,14 +527,21 @@ def _store(con, report: FileReport, tool: str, staged: list[dict], now: dt.datet
                 ) AS nth
                 FROM known
             ), stored AS (
-                SELECT DISTINCT log_id, annotator, label, value,
-                       coalesce(span_start, -1) AS s, coalesce(span_end, -1) AS e
-                FROM annotations
-                WHERE tool = $tool AND log_id IN (SELECT log_id FROM _annotation_batch)
+                SELECT DISTINCT log_id, annotator, label, value, s, e FROM (
+                    SELECT log_id, annotator, label, value,
+                           coalesce(span_start, -1) AS s, coalesce(span_end, -1) AS e
+                    FROM annotations
+                    WHERE tool = $tool AND log_id IN (SELECT log_id FROM _annotation_batch)
+                    UNION ALL
+                    SELECT log_id, annotator, label, value,
+                           coalesce(span_start, -1) AS s, coalesce(span_end, -1) AS e
+                    FROM pending_annotations
+                    WHERE tool = $tool AND log_id IN (SELECT log_id FROM _annotation_batch)
+                )
             )
             SELECT r.*,
-                   CASE WHEN NOT r.known THEN 'unknown'
-                        WHEN r.nth > 1 OR s.log_id IS NOT NULL THEN 'duplicate'
+                   CASE WHEN r.nth > 1 OR s.log_id IS NOT NULL THEN 'duplicate'
+                        WHEN NOT r.known THEN 'pending'
                         ELSE 'new' END AS status
             FROM ranked r
             LEFT JOIN stored s
@@ -363,17 +564,31 @@ def _store(con, report: FileReport, tool: str, staged: list[dict], now: dt.datet
     )
     con.execute(
         """
-        INSERT INTO rejected_annotations (source_file, line, reason, raw, rejected_at, detail, source_format)
-        SELECT $file, line, 'unknown log_id', raw, $now, 'no log with log_id ' || log_id || ' in logs', $format
-        FROM _annotation_judged WHERE status = 'unknown' ORDER BY idx
+        INSERT INTO pending_annotations (log_id, annotator, label, value, comment, created_at, span_start,
+                                         span_end, source_file, source_format, line, read_at, tool, raw_label,
+                                         raw_value, file_sha256, raw)
+        SELECT log_id, annotator, label, value, comment, created_at, span_start, span_end,
+               $file, $format, line, $now, $tool, raw_label, raw_value, $sha256, raw
+        FROM _annotation_judged WHERE status = 'pending' ORDER BY idx
         """,
-        {"file": report.source_file, "format": report.format, "now": now},
+        {"file": report.source_file, "format": report.format, "now": now, "tool": tool, "sha256": report.sha256},
     )
-    unknown, duplicates = con.execute(
-        "SELECT count(*) FILTER (status = 'unknown'), count(*) FILTER (status = 'duplicate') FROM _annotation_judged"
+    pending, duplicates = con.execute(
+        "SELECT count(*) FILTER (status = 'pending'), count(*) FILTER (status = 'duplicate') FROM _annotation_judged"
     ).fetchone()
     con.execute("DROP TABLE _annotation_judged")
-    return int(unknown), int(duplicates)
+    return int(pending), int(duplicates)
+
+
+def _redact(staged: list[dict], rejected: list[dict]) -> None:
+    """Replace personal data and secrets in comments and raw texts (PII guardrail) before
+    they are stored: comments become the judges' few-shot reasons sent to an LLM."""
+    for row in staged:
+        for name in ("comment", "raw"):
+            row[name] = pii.scan(row[name])[0]
+    for row in rejected:
+        for name in ("raw", "detail"):
+            row[name] = pii.scan(row[name])[0]
 
 
 def _store_rejected(con, report: FileReport, rejected: list[dict], now: dt.datetime) -> None:
@@ -522,12 +737,18 @@ def _timestamp(raw: Any) -> dt.datetime | None:
 # ---------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _fingerprint(path: Path) -> tuple[str, int]:
+    """Return the SHA-256 and the size of the bytes of ``path`` (read once)."""
+    digest, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _sha256(path: Path) -> str:
+    return _fingerprint(path)[0]
 
 
 def _archive(path: Path, sha256: str, folder: Path) -> Path:

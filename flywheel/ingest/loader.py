@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import io
 import json
+import math
 import queue
 import threading
 import zlib
@@ -48,11 +50,14 @@ import pyarrow.parquet as pq
 from flywheel import pii, store
 from flywheel.ingest import fast, formats
 from flywheel.ingest.normalize import (
+    REASONS,
+    TsWindow,
     accepted_sql,
     fast_accepted_sql,
     judged_accepted,
     judged_rejected,
     judged_sql,
+    ts_window,
 )
 from flywheel.ingest.records import RawRecord, UnreadableFile
 from flywheel.settings import Settings
@@ -84,6 +89,10 @@ FIX_SCHEMA = pa.schema(
         ("messages", pa.string()),
         ("text", pa.string()),
         ("pii", pa.list_(pa.string())),
+        ("session_id", pa.string()),
+        ("user_id", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("metadata", pa.string()),
     ]
 )
 LOG_COLUMNS = (
@@ -119,6 +128,9 @@ class FileReport:
     blank_lines: int = 0
     ignored: int = 0
     error: str | None = None
+    # The file broke off (a truncated gzip stream): the records before the cut are kept,
+    # ``error`` says where it broke.
+    partial: bool = False
 
     @property
     def reconciles(self) -> bool:
@@ -141,7 +153,11 @@ class IngestReport:
 
     @property
     def unreadable(self) -> list[FileReport]:
-        return [f for f in self.files if f.error]
+        return [f for f in self.files if f.error and not f.partial]
+
+    @property
+    def partly_read(self) -> list[FileReport]:
+        return [f for f in self.files if f.partial]
 
     @property
     def reconciles(self) -> bool:
@@ -151,26 +167,65 @@ class IngestReport:
 Progress = Callable[[str], None]
 
 
+class EmptyLandingFolder(Exception):
+    """The day's landing folder is missing or holds no files, and an empty day was not
+    asked for: ingesting it would replace what the day holds with nothing."""
+
+
+def landing_files(settings: Settings, day: str) -> list[Path]:
+    """Return the files of the day's landing folder that are read, in name order
+    (hidden files, such as a copy still being written, are left alone)."""
+    folder = settings.landing_for(day)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _refuse_empty(con, settings: Settings, day: str) -> None:
+    """Raise :class:`EmptyLandingFolder`, saying what the day holds that would be lost."""
+    folder = settings.landing_for(day)
+    where = settings.source_name(folder)
+    state = "is missing" if not folder.is_dir() else "holds no files"
+    held = con.execute(
+        "SELECT (SELECT count(*) FROM logs WHERE day = $day), (SELECT count(*) FROM rejected_logs WHERE day = $day), "
+        "(SELECT count(*) FROM duplicate_logs WHERE day = $day)",
+        {"day": day},
+    ).fetchone()
+    stored = (f"the {held[0]:,} logs, {held[1]:,} rejected and {held[2]:,} duplicate records stored for {day}"
+              if any(held) else f"day {day}")
+    raise EmptyLandingFolder(
+        f"landing folder {where} {state}: refusing to replace {stored} with nothing "
+        "(run with --allow-empty, or asset config allow_empty: true, to store an empty day)"
+    )
+
+
 def ingest_day(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
     day: str,
     *,
     progress: Progress | None = None,
+    allow_empty: bool = False,
     fast_formats: bool = True,
 ) -> IngestReport:
     """Replace the partition ``day`` (``YYYY-MM-DD``) with the records of its landing folder.
 
     Returns an :class:`IngestReport` with per-file counts that reconcile
-    (read = accepted + rejected + duplicates). A missing landing folder is an empty day.
+    (read = accepted + rejected + duplicates). A landing folder that is missing or holds
+    no files raises :class:`EmptyLandingFolder` (nothing is changed) unless
+    ``allow_empty``: then the day is stored empty.
     ``fast_formats=False`` maps every record of the other formats in Python (the fast
     paths of :mod:`flywheel.ingest.fast` give the same tables; tests compare them).
     """
     date.fromisoformat(day)  # a clear error for a malformed partition key
     say = progress or (lambda _msg: None)
     report = IngestReport(day=day, pii_mode=settings.pii_mode)
-    folder = settings.landing_for(day)
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
+    paths = landing_files(settings, day)
+    if not paths:
+        if not allow_empty:
+            _refuse_empty(con, settings, day)
+        say(f"{day}: landing folder {settings.source_name(settings.landing_for(day))} holds 0 files: "
+            "the day is stored empty")
 
     con.execute("BEGIN TRANSACTION")
     try:
@@ -229,23 +284,37 @@ def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
 def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests, *,
                fast_formats: bool = True) -> None:
     """Stage, scrub, validate and store one file's records."""
+    window = ts_window(day, settings.max_ts_skew_days)
     if fmt == "canonical_jsonl" and fmt in ONE_RECORD_PER_LINE:
-        _load_lines(con, day, path, file_report, settings.pii_mode, report)
+        _load_lines(con, day, path, file_report, settings.pii_mode, report, window)
         return
     if fast_formats and fast.handles(fmt) and _load_fast(con, settings, day, path, fmt, file_report, report,
-                                                         batch_requests):
+                                                         batch_requests, window):
         return
-    batches = _batches(con, path, fmt, file_report, batch_requests, pii_gate=settings.pii_mode != "off")
+    pii_gate = settings.pii_mode != "off"
+    try:
+        _store_batches(con, day, fmt, _batches(con, path, fmt, file_report, batch_requests, pii_gate=pii_gate),
+                       file_report, settings.pii_mode, report, window)
+    except _RowByRow:
+        # Arrow read the file whole or not at all: start it again, row by row.
+        _forget_file(con, day, file_report.source_file)
+        file_report.read = file_report.blank_lines = 0
+        _store_batches(con, day, fmt, _csv_rows(path, file_report, pii_gate=pii_gate),
+                       file_report, settings.pii_mode, report, window)
+
+
+def _store_batches(con, day, fmt, batches, file_report, mode, report, window) -> None:
+    """Store each staged batch of one file, counting its records and blank lines."""
     for batch in batches:
         if batch.num_rows == 0:
             continue
         blank = pc.sum(batch.column("blank").cast(pa.int64())).as_py() or 0
         file_report.blank_lines += blank
         file_report.read += batch.num_rows - blank
-        _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report)
+        _store_batch(con, day, file_report.source_file, fmt, batch, mode, report, window)
 
 
-def _load_fast(con, settings, day, path, fmt, file_report, report, batch_requests) -> bool:
+def _load_fast(con, settings, day, path, fmt, file_report, report, batch_requests, window) -> bool:
     """Load a file through its format's fast path (records mapped in SQL by the batch,
     one record per line); return False, with nothing of it stored, where the file
     cannot take it."""
@@ -255,7 +324,7 @@ def _load_fast(con, settings, day, path, fmt, file_report, report, batch_request
                                        batch_requests=batch_requests):
             if batch.num_rows:
                 file_report.read += batch.num_rows
-                _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report,
+                _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report, window,
                              one_record_per_line=True)
     except fast.NotFast:
         _forget_file(con, day, file_report.source_file)
@@ -266,7 +335,8 @@ def _load_fast(con, settings, day, path, fmt, file_report, report, batch_request
     return True
 
 
-def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, report: IngestReport) -> None:
+def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, report: IngestReport,
+                window: TsWindow) -> None:
     """Load a JSON-lines file with one statement: DuckDB pulls the file's batches (read
     and split by a thread ahead of it) and inserts the records that pass the combined
     test, writing them out as it goes. The records it left out are found by their
@@ -276,7 +346,7 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     source = _LineSource(path, pii_gate=hold_back is not None)
     first = source.first()
     if first is not None:
-        accepted = fast_accepted_sql("stage_lines", pii_gate=hold_back, key_lists=_key_lists(first))
+        accepted = fast_accepted_sql("stage_lines", pii_gate=hold_back, key_lists=_key_lists(first), window=window)
         con.register("stage_lines", pa.RecordBatchReader.from_batches(BATCH_SCHEMA, source.record_batches()))
         try:
             with _fast_insert_settings(con, whole_file=True):
@@ -288,6 +358,8 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
         raise UnreadableFile(path, source.error)
     file_report.read += source.records
     file_report.blank_lines += source.blank
+    if source.cut:
+        _broke_off(file_report, source.cut[0])
     if first is None or taken == source.records:
         return
     taken_lines = con.execute(
@@ -302,7 +374,8 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     left_out = pa.array(np.flatnonzero(left))
     second = source.rows(left_out)
     second = second.set_column(0, "rid", pa.array(np.arange(second.num_rows), pa.int64()))
-    _second_look(con, day, source_file, "canonical_jsonl", second, fast=True, mode=mode, report=report)
+    _second_look(con, day, source_file, "canonical_jsonl", second, fast=True, mode=mode, report=report,
+                 window=window)
 
 
 class _LineSource:
@@ -318,11 +391,12 @@ class _LineSource:
     def __init__(self, path: Path, *, pii_gate: bool):
         self.path = path
         self.error: str | None = None
+        self.cut: list[str] = []  # why the file broke off (a truncated gzip stream), once read
         self.records = self.blank = self.lines = 0
         self.blank_lines: list[int] = []
         self._stash: list[pa.Table] | None = [] if pii_gate else None
         self._stash_bytes = 0
-        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate))
+        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate, cut=self.cut))
         self._first: pa.Table | None = None
 
     def first(self) -> pa.Table | None:
@@ -388,8 +462,23 @@ def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests,
     else:
         stats = {"ignored_spans": 0}
         records = formats.iter_records(path, fmt, batch_requests=batch_requests, stats=stats)
-        yield from _parsed_batches(records)
+        yield from _parsed_batches(_until_broken(path, records, file_report))
         file_report.ignored = stats["ignored_spans"]
+
+
+def _until_broken(path: Path, records: Iterator[RawRecord], file_report: FileReport) -> Iterator[RawRecord]:
+    """Yield a parser's records; a gzip stream that breaks off after some records ends
+    them there (those are kept, the file's report says where it broke). Broken before
+    any record, the file is unreadable."""
+    seen = 0
+    try:
+        for record in records:
+            seen += 1
+            yield record
+    except UnreadableFile as exc:
+        if not seen or not isinstance(exc.__cause__, (*_BROKEN_STREAM, gzip.BadGzipFile)):
+            raise
+        _broke_off(file_report, f"{exc.reason} after record {seen:,}")
 
 
 def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
@@ -432,19 +521,28 @@ def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
                 thread.join(0.05)
 
 
-def _line_batches(path: Path, *, pii_gate: bool = False) -> Iterator[pa.Table]:
+def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None = None) -> Iterator[pa.Table]:
     """Yield the lines of a JSON-lines file (gzipped or not) with 1-based line numbers.
 
     Blocks of the file are split at newlines with numpy and handed to Arrow without
     copying; every line is one value, blank lines included, so line numbers stay exact.
-    With ``pii_gate``, ``maybe_pii`` tells which lines could hold PII.
+    With ``pii_gate``, ``maybe_pii`` tells which lines could hold PII. A leading UTF-8
+    byte-order mark is not part of the first record.
+
+    A gzip stream that breaks off (truncated or corrupt) after some lines ends the
+    file there: every line before is kept, the line it cut is rejected (``pre_error``),
+    and the reason is appended to ``cut``.
     """
     start = 1
     try:
-        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as stream:
-            for raw, offsets in _split_lines(stream):
+        with (_Gunzip(path) if path.name.endswith(".gz") else open(path, "rb")) as stream:
+            broke: list[str] = []
+            for raw, offsets in _split_lines(stream, broke=broke):
                 n = len(raw)
                 text, undecodable = _as_text(raw)
+                pre_error = pa.nulls(n, pa.string())
+                if broke:  # the last block: the line where the stream broke off
+                    pre_error = pa.array([broke[0]] * n, pa.string())
                 yield _parallel(pa.table(
                     {
                         "rid": pa.array(np.arange(n, dtype=np.int64)),
@@ -452,7 +550,7 @@ def _line_batches(path: Path, *, pii_gate: bool = False) -> Iterator[pa.Table]:
                         "text": text,
                         "raw": undecodable,
                         "doc": pa.nulls(n, pa.string()),
-                        "pre_error": pa.nulls(n, pa.string()),
+                        "pre_error": pre_error,
                         "pre_field": pa.nulls(n, pa.string()),
                         "blank": _blank_mask(raw, offsets),
                         "maybe_pii": _maybe_pii(text) if pii_gate else pa.nulls(n, pa.bool_()),
@@ -460,20 +558,106 @@ def _line_batches(path: Path, *, pii_gate: bool = False) -> Iterator[pa.Table]:
                     schema=BATCH_SCHEMA,
                 ))
                 start += n
+            if broke and cut is not None:
+                cut.append(f"{broke[0]} in line {start - 1:,}")
     except (OSError, EOFError, zlib.error) as exc:
         raise UnreadableFile(path, _read_error(exc)) from None
 
 
-def _split_lines(stream) -> Iterator[tuple[pa.Array, np.ndarray]]:
+UTF8_BOM = b"\xef\xbb\xbf"
+_BROKEN_STREAM = (EOFError, zlib.error)
+
+
+class _Gunzip(io.RawIOBase):
+    """The decompressed bytes of a gzip file (members one after another).
+
+    Unlike :func:`gzip.open`, a stream that breaks off (truncated, or corrupt from some
+    point) first gives every byte that decompressed before the break, then raises
+    (EOFError, zlib.error).
+    """
+
+    def __init__(self, path: Path, *, keep_error: bool = False):
+        self._file = open(path, "rb")
+        self._member = zlib.decompressobj(wbits=31)
+        self._fed = False  # bytes of the current member were decompressed
+        self._out = b""  # decompressed, from self._at on not yet read
+        self._at = 0
+        # With keep_error, a break ends the stream (as if the file ended) and is kept here.
+        self._keep_error = keep_error
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view) -> int:
+        while not self._out:
+            if self.error is not None:
+                return 0
+            try:
+                chunk = self._file.read(1 << 16)
+                if not chunk:
+                    if self._fed and not self._member.eof:
+                        raise EOFError("the compressed stream ends before its end marker")
+                    return 0
+                self._out = self._decompress(chunk)
+            except _BROKEN_STREAM as exc:
+                if not self._keep_error:
+                    raise
+                self.error = exc
+        n = min(len(view), len(self._out) - self._at)
+        view[:n] = self._out[self._at:self._at + n]
+        self._at += n
+        if self._at == len(self._out):
+            self._out, self._at = b"", 0
+        return n
+
+    def _decompress(self, chunk: bytes) -> bytes:
+        out = []
+        while chunk:
+            if self._member.eof:  # the next member
+                self._member, self._fed = zlib.decompressobj(wbits=31), False
+            out.append(self._member.decompress(chunk))
+            self._fed = True
+            chunk = self._member.unused_data if self._member.eof else b""
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _split_lines(stream, *, broke: list[str] | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
     """Yield Arrow binary arrays of whole lines (each with its newline) read from
     ``stream``, with their offsets. Each block is read straight into a fresh buffer
-    that the array then owns (no copy)."""
+    that the array then owns (no copy). A leading byte-order mark is skipped.
+
+    With ``broke``, a stream that breaks off after some bytes (a truncated gzip) ends
+    the lines instead of raising: the reason is appended to ``broke``, then one last
+    block holds the line it cut (when there is one).
+    """
     carry = b""
+    first = True
     while True:
         # Not zero-filled: every byte used is read into it first.
         buffer = np.empty(len(carry) + LINES_BLOCK_BYTES, dtype=np.uint8)
         buffer[: len(carry)] = np.frombuffer(carry, dtype=np.uint8)
-        filled = len(carry) + _read_into(stream, memoryview(buffer)[len(carry):])
+        got, error = _read_into(stream, memoryview(buffer)[len(carry):])
+        filled = len(carry) + got
+        if error is not None and (broke is None or (first and not filled)):
+            raise error
+        if first and filled:
+            first = False
+            if bytes(buffer[:3]) == UTF8_BOM:
+                buffer, filled = buffer[3:], filled - 3
+        if error is not None:
+            data = memoryview(buffer)[:filled]
+            cut = _last_newline(buffer, filled) + 1
+            if cut:
+                yield _lines_array(data[:cut])
+            broke.append(_read_error(error))
+            if filled > cut:
+                yield _lines_array(memoryview(bytes(data[cut:]) + b"\n"))
+            return
         if filled == len(carry):
             break
         data = memoryview(buffer)[:filled]
@@ -497,15 +681,19 @@ def _last_newline(buffer: np.ndarray, end: int) -> int:
     return -1
 
 
-def _read_into(stream, view: memoryview) -> int:
-    """Fill ``view`` from the stream (less only at its end); return the bytes read."""
+def _read_into(stream, view: memoryview) -> tuple[int, BaseException | None]:
+    """Fill ``view`` from the stream (less only at its end); return the bytes read, and
+    the error of a stream that broke off (None at a proper end)."""
     total = 0
     while total < len(view):
-        n = stream.readinto(view[total:])
+        try:
+            n = stream.readinto(view[total:])
+        except _BROKEN_STREAM as exc:
+            return total, exc
         if not n:
             break
         total += n
-    return total
+    return total, None
 
 
 def _lines_array(body: memoryview) -> tuple[pa.Array, np.ndarray]:
@@ -567,10 +755,18 @@ def _blank_mask(raw: pa.Array, offsets: np.ndarray) -> pa.Array:
     return pa.array(mask, pa.bool_())
 
 
+def _broke_off(file_report: FileReport, reason: str) -> None:
+    """Note in the file's report that it broke off (the records before are kept)."""
+    file_report.partial = True
+    file_report.error = f"{reason}: the records before it are kept"
+
+
 def _read_error(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if "gzip" in text.lower() or isinstance(exc, EOFError):
-        return f"truncated or corrupt gzip stream ({text})"
+    if isinstance(exc, EOFError):
+        return "truncated gzip stream (it ends before its end marker)"
+    if "gzip" in text.lower() or isinstance(exc, zlib.error):
+        return f"corrupt gzip stream ({text})"
     return text
 
 
@@ -583,10 +779,13 @@ def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> It
     row number plus one for the header (a quoted cell spanning lines shifts it).
     """
     first_line = 2 if fmt == "canonical_csv" else 1
+    ragged: list[str] = []
     try:
-        for batch in _arrow_rows(path, fmt):
+        for batch in _arrow_rows(path, fmt, ragged=ragged):
+            if ragged:
+                raise _RowByRow
             n = batch.num_rows
-            rows = pa.StructArray.from_arrays(batch.columns, names=batch.schema.names)
+            rows = pa.StructArray.from_arrays([_finite_or_text(c) for c in batch.columns], names=batch.schema.names)
             con.register("stage_rows", pa.table({"row": rows}))
             try:
                 text = con.execute("SELECT to_json(row)::VARCHAR FROM stage_rows").fetch_arrow_table().column(0)
@@ -607,12 +806,116 @@ def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> It
                 schema=BATCH_SCHEMA,
             ))
             first_line += n
-    except (pa.ArrowInvalid, OSError, EOFError, zlib.error, duckdb.Error) as exc:
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error, UnicodeDecodeError, duckdb.Error) as exc:
+        if fmt == "canonical_csv":  # a line that is not UTF-8, a gzip that breaks off
+            raise _RowByRow from None
         raise UnreadableFile(path, f"cannot read as {fmt.split('_')[1].upper()}: {exc}") from None
 
 
-def _arrow_rows(path: Path, fmt: str) -> Iterator[pa.RecordBatch]:
-    """Yield the rows of a CSV (all cells as text) or Parquet file in Arrow batches."""
+def _finite_or_text(column: pa.Array) -> pa.Array:
+    """Return a float column with NaN or infinity as text (JSON has no such number:
+    as text, the field's range check rejects its record); other columns as they are."""
+    if not pa.types.is_floating(column.type) or pc.all(pc.fill_null(pc.is_finite(column), True)).as_py():
+        return column
+    return column.cast(pa.string())
+
+
+class _RowByRow(Exception):
+    """A CSV file that Arrow cannot read whole (a row with too many or too few cells, a
+    line that is not UTF-8, a gzip stream that breaks off): it is read again with
+    :func:`_csv_rows`, which rejects only the bad rows."""
+
+
+def _csv_rows(path: Path, file_report: FileReport, *, pii_gate: bool) -> Iterator[pa.Table]:
+    """Yield a CSV file's rows as JSON documents (the text Arrow's path gives them), in
+    batches, read row by row: a row with the wrong number of cells or bytes that are not
+    UTF-8 is rejected with its line (the line where the row starts, exact also for cells
+    spanning lines). A gzip stream that breaks off ends the file there."""
+    csv.field_size_limit(1 << 30)  # long outputs are cells too
+    columns: dict[str, list] = {name: [] for name in BATCH_SCHEMA.names}
+
+    def flush() -> pa.Table:
+        table = pa.table(columns, schema=BATCH_SCHEMA)
+        if pii_gate:
+            table = table.set_column(table.schema.get_field_index("maybe_pii"), "maybe_pii",
+                                     _maybe_pii(table.column("text")))
+        for values in columns.values():
+            values.clear()
+        return _parallel(table)
+
+    def add(line: int, text: str | None, raw: bytes | None, error: str | None) -> None:
+        columns["rid"].append(len(columns["line"]))
+        columns["line"].append(line)
+        columns["text"].append(text)
+        columns["raw"].append(raw)
+        columns["doc"].append(None)
+        columns["pre_error"].append(error)
+        columns["pre_field"].append(None)
+        columns["blank"].append(False)
+        columns["maybe_pii"].append(None)
+
+    gunzip = _Gunzip(path, keep_error=True) if path.name.endswith(".gz") else None
+    with io.TextIOWrapper(io.BufferedReader(gunzip) if gunzip else open(path, "rb"),
+                          encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
+        reader = csv.reader(stream)
+        try:
+            header = next(reader, [])
+            if _undecodable(",".join(header)):
+                raise UnreadableFile(path, "the CSV header is not valid UTF-8")
+            before = reader.line_num
+            for row in reader:
+                line, before = before + 1, reader.line_num
+                if not row:
+                    continue  # a blank line: no record
+                if len(columns["line"]) >= PARSED_BATCH_ROWS:
+                    yield flush()
+                cells = _csv_line(row)
+                if len(row) != len(header):
+                    add(line, _utf8_or_none(cells), cells.encode("utf-8", "surrogateescape"),
+                        f"wrong number of cells: {len(row)}, the header has {len(header)}")
+                elif _utf8_or_none(cells) is None:
+                    add(line, None, cells.encode("utf-8", "surrogateescape"), None)
+                else:
+                    document = dict(zip(header, (cell if cell != "" else None for cell in row)))
+                    add(line, json.dumps(document, ensure_ascii=False, separators=(",", ":")), None, None)
+        except csv.Error as exc:
+            raise UnreadableFile(path, f"cannot read as CSV: {exc} (line {reader.line_num})") from None
+    if gunzip is not None and gunzip.error is not None:
+        reason = _read_error(gunzip.error)
+        if not header:
+            raise UnreadableFile(path, reason)
+        if columns["line"]:  # the row it cut
+            columns["pre_error"][-1] = reason
+        _broke_off(file_report, f"{reason} in line {before:,}")
+    if columns["line"]:
+        yield flush()
+
+
+def _csv_line(row: list[str]) -> str:
+    """Return the row as one CSV line (quoted where needed), for `rejected_logs`."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(row)
+    return out.getvalue()
+
+
+def _undecodable(text: str | None) -> bool:
+    """Return whether text holds bytes that were not UTF-8 (as lone surrogates)."""
+    return text is not None and _utf8_or_none(text) is None
+
+
+def _utf8_or_none(text: str) -> str | None:
+    """Return ``text`` when it is valid UTF-8 (no undecodable bytes), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
+def _arrow_rows(path: Path, fmt: str, *, ragged: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Yield the rows of a CSV (all cells as text) or Parquet file in Arrow batches.
+    A CSV row with the wrong number of cells is left out and its text appended to
+    ``ragged`` (before the batch that would have held it is yielded)."""
     if fmt == "canonical_parquet":
         yield from pq.ParquetFile(path).iter_batches(batch_size=PARSED_BATCH_ROWS)
         return
@@ -625,10 +928,15 @@ def _arrow_rows(path: Path, fmt: str) -> Iterator[pa.RecordBatch]:
             stream,
             # Blocks as large as a JSON-lines batch: each batch pays for a few statements.
             read_options=pcsv.ReadOptions(encoding="utf8", block_size=LINES_BLOCK_BYTES),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            parse_options=pcsv.ParseOptions(
+                newlines_in_values=True,
+                invalid_row_handler=lambda row: ragged.append(row.text) or "skip" if ragged is not None else "error",
+            ),
             # An empty cell is a missing value, as in the canonical JSON.
+            # (only an empty cell: "NaN", "NA" or "null" are the cell's text, judged as such).
             convert_options=pcsv.ConvertOptions(
-                column_types={name: pa.string() for name in header}, strings_can_be_null=True
+                column_types={name: pa.string() for name in header}, strings_can_be_null=True,
+                null_values=[""],
             ),
         )
         yield from reader
@@ -645,13 +953,21 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
         return table
 
     for rec in records:
+        raw_text = rec.raw
+        if rec.record is None:
+            doc, error, field_name = None, rec.error, rec.field
+        else:
+            doc, error, field_name = _record_json(rec.record)
+        if _undecodable(raw_text) or _undecodable(doc):  # bytes that were not UTF-8 (formats.open_text)
+            raw_text = raw_text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            doc, error, field_name = None, REASONS["bad_encoding"], None
         columns["rid"].append(len(columns["line"]))
         columns["line"].append(rec.line)
-        columns["text"].append(rec.raw)
+        columns["text"].append(raw_text)
         columns["raw"].append(None)
-        columns["doc"].append(None if rec.record is None else json.dumps(rec.record, default=str, ensure_ascii=False))
-        columns["pre_error"].append(rec.error if rec.record is None else None)
-        columns["pre_field"].append(rec.field if rec.record is None else None)
+        columns["doc"].append(doc)
+        columns["pre_error"].append(error)
+        columns["pre_field"].append(field_name)
         columns["blank"].append(False)
         columns["maybe_pii"].append(None)
         if len(columns["line"]) >= PARSED_BATCH_ROWS:
@@ -660,19 +976,39 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
         yield flush()
 
 
+def _record_json(record: dict) -> tuple[str | None, str | None, str | None]:
+    """Return ``(json, None, None)`` for a parsed record, or ``(None, reason, field)``
+    when it has no JSON text: NaN or infinity (JSON has no such number), or nesting too
+    deep to serialize."""
+    try:
+        return json.dumps(record, default=str, ensure_ascii=False, allow_nan=False), None, None
+    except ValueError:
+        name = next((k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)), None)
+        return None, REASONS["bad_value"], name
+    except RecursionError:
+        return None, f"{REASONS['invalid_json']}: nested too deeply", None
+
+
+# Identifier fields scanned like the texts (an e-mail address as user_id).
+_ID_FIELDS = ("session_id", "user_id")
+
+
 def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     """Return the PII fix-ups of records held back by the prefilter: per row (``rid``),
-    the scrubbed input, output, context and messages (redact mode) and the types found.
+    the scrubbed input, output, context, session and user id, messages, tags and
+    metadata (with the unknown fields; redact mode) and the types found.
 
-    ``docs`` holds ``(rid, input, output, context, messages)`` of each record as stored
-    (``messages`` a JSON array), a text field None where it cannot hold PII.
+    ``docs`` holds ``(rid, input, output, context, session_id, user_id, messages, tags,
+    metadata)`` of each record as stored (``messages`` and ``metadata`` JSON text), a
+    text field None where it cannot hold PII.
     """
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
-    for rid, *texts, messages_json in docs:
+    texts_names = ("input", "output", "context", *_ID_FIELDS)
+    for rid, *texts, messages_json, tags, metadata_json in docs:
         found: set[str] = set()
         values: dict[str, object] = {}
-        for name, text in zip(("input", "output", "context"), texts):
+        for name, text in zip(texts_names, texts):
             if text is not None:
                 values[name], kinds = pii.scan(text)
                 found |= kinds
@@ -680,10 +1016,15 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
             messages, kinds = _scan_messages(json.loads(messages_json))
             found |= kinds
             values["messages"] = json.dumps(messages, ensure_ascii=False)
+        for name, value in (("tags", tags), ("metadata", None if metadata_json is None else json.loads(metadata_json))):
+            if value is not None:
+                cleaned, kinds = pii.scan_value(value)
+                found |= kinds
+                values[name] = cleaned if name == "tags" else json.dumps(cleaned, ensure_ascii=False)
         for kind in found:
             report.pii_counts[kind] = report.pii_counts.get(kind, 0) + 1
         rows["rid"].append(rid)
-        for name in ("input", "output", "context", "messages"):
+        for name in (*texts_names, "messages", "tags", "metadata"):
             rows[name].append(values.get(name) if redact and found else None)
         rows["text"].append(None)
         rows["pii"].append(sorted(found) or None)
@@ -703,7 +1044,7 @@ def _scan_messages(messages: list) -> tuple[list, set[str]]:
 
 
 def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mode: str,
-                 report: IngestReport, *, one_record_per_line: bool = False) -> None:
+                 report: IngestReport, window: TsWindow, *, one_record_per_line: bool = False) -> None:
     """Write a staged batch: accepted records to `logs`, broken ones to `rejected_logs`.
 
     One statement validates the batch and inserts the records that pass and hold no
@@ -723,21 +1064,21 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
     try:
         hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
         fast = one_record_per_line or fmt in ONE_RECORD_PER_LINE
-        left_out = (_fast_pass(con, day, source_file, fmt, batch, hold_back) if fast
-                    else _detailed_pass(con, day, source_file, fmt, batch, hold_back))
+        left_out = (_fast_pass(con, day, source_file, fmt, batch, hold_back, window) if fast
+                    else _detailed_pass(con, day, source_file, fmt, batch, hold_back, window))
         if left_out is None:
             return
         # The few records left out, copied out of the batch, so that the statements
         # below do not scan the whole batch again.
         second = batch.filter(pc.is_in(batch.column("line"), left_out.column(0)))
-        _second_look(con, day, source_file, fmt, second, fast=fast, mode=mode, report=report)
+        _second_look(con, day, source_file, fmt, second, fast=fast, mode=mode, report=report, window=window)
     finally:
         for name in ("stage_batch", "stage_fix"):
             con.unregister(name)
 
 
 def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *, fast: bool,
-                 mode: str, report: IngestReport) -> None:
+                 mode: str, report: IngestReport, window: TsWindow) -> None:
     """Judge in detail the records (rows of a batch) the first statement left out:
     store the broken ones with their reason, and the good ones (with ``fast``, those the
     combined test did not settle; always, the PII candidates, scrubbed in Python)."""
@@ -746,7 +1087,7 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
     con.register("stage_fix", FIX_SCHEMA.empty_table())
     try:
         # Judged once, then read three ways: rejected, accepted, held back for PII.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_judged AS {judged_sql('stage_second', 'stage_fix')}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_judged AS {judged_sql('stage_second', 'stage_fix', window=window)}")
         rejected = con.execute(judged_rejected("stage_judged")).fetchall()
         _insert_rejected(con, day, source_file, rejected, mode, report)
         if fast:
@@ -755,9 +1096,13 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         # The held records' text fields, each with whether the prefilter matches it:
         # only those are scanned in Python (the detectors find nothing elsewhere).
         pattern = "'" + hold_back.replace("'", "''") + "'" if hold_back is not None else ""
+        json_pattern = "'" + pii.JSON_PREFILTER_PATTERN.replace("'", "''") + "'"
         docs = [] if hold_back is None else con.execute(
             f"""SELECT rid, {", ".join(f"CASE WHEN regexp_matches({name}, {pattern}) THEN {name} END"
-                                       for name in ("input", "output", "context"))}, messages::VARCHAR
+                                       for name in ("input", "output", "context", *_ID_FIELDS))},
+                       messages::VARCHAR,
+                       CASE WHEN regexp_matches(tags::VARCHAR, {json_pattern}) THEN tags END,
+                       CASE WHEN regexp_matches(metadata::VARCHAR, {json_pattern}) THEN metadata::VARCHAR END
                 FROM ({judged_accepted('stage_judged', hold_back=hold_back, held=True)})"""
         ).fetchall()
         if docs:
@@ -772,7 +1117,8 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
             con.unregister(name)
 
 
-def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None) -> pa.Table | None:
+def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None,
+               window: TsWindow) -> pa.Table | None:
     """Insert the records of the batch that pass the combined test; return the lines left
     for a second look (None when every record was taken).
 
@@ -782,7 +1128,7 @@ def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | Non
     records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
     if len(records) == 0:
         return None
-    accepted = fast_accepted_sql("stage_batch", pii_gate=hold_back, key_lists=_key_lists(batch))
+    accepted = fast_accepted_sql("stage_batch", pii_gate=hold_back, key_lists=_key_lists(batch), window=window)
     with _fast_insert_settings(con):
         taken = _insert_accepted(con, day, source_file, fmt, accepted)
     if taken == len(records):
@@ -832,14 +1178,15 @@ def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tu
     for text in texts:
         try:
             doc = json.loads(text) if text else None
-        except ValueError:
+        except (ValueError, RecursionError):  # a broken record: judged later, as any other
             continue
         if isinstance(doc, dict):
             seen[tuple(doc)] += 1
     return tuple(keys for keys, _ in seen.most_common(most))
 
 
-def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None) -> pa.Table | None:
+def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None,
+                   window: TsWindow) -> pa.Table | None:
     """Insert the accepted records of the batch, judged in detail; return the lines left
     for a second look (None when every record was taken).
 
@@ -849,7 +1196,7 @@ def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str |
     # for each field the checks name (on OTel spans 3 GB of RSS and most of the time).
     with _fast_insert_settings(con):
         taken = con.execute(
-            f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back), table=LATE_LOGS)}
+            f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back, window=window), table=LATE_LOGS)}
                 RETURNING source_line""",
             [day, source_file, fmt],
         ).fetch_arrow_table().column(0)
@@ -885,7 +1232,11 @@ def _insert_rejected(con, day: str, source_file: str, rejected: list[tuple], mod
     if not rejected:
         return
     rows = []
-    for _rid, line, reason, field, raw_text in rejected:
+    for _rid, line, reason, field, raw_text, raw in rejected:
+        if raw is not None:
+            # Not UTF-8: the bad bytes as \xNN, the rest (quotes too) as written, so that
+            # the detectors see the text.
+            raw_text = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
         if mode != "off" and raw_text is not None:
             scrubbed, kinds = pii.scan(raw_text)
             for kind in kinds:
@@ -907,48 +1258,76 @@ def _forget_file(con, day: str, source_file: str) -> None:
 
 
 def _move_duplicates(con, day: str) -> None:
-    """Move rows whose log_id was already stored to `duplicate_logs`.
+    """Keep one copy of each log id in `logs` and move the others to `duplicate_logs`
+    (where the kept copy is) and `duplicate_rows` (their full rows).
 
-    A log id is a duplicate when another partition holds it, or when it occurs earlier
-    in this one (files in name order, then line order): the first occurrence stays.
+    The kept copy is the earliest: lowest day, then file name, then line. That does not
+    depend on the order days are ingested in: ingesting an earlier day that holds a
+    log id moves a later day's copy out of `logs`, and ingesting a day again without
+    the copy it kept brings the next copy back. Only log ids with more than one copy
+    (in this day, or this day and another) are looked at; the counts of other days'
+    files whose rows moved are updated in `ingest_files`.
     """
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE day_duplicates AS
-        WITH today AS (
-            SELECT rowid AS rid, log_id, source_file, source_line FROM logs WHERE day = $day
-        ),
-        repeated AS (
-            SELECT log_id FROM today GROUP BY log_id HAVING count(*) > 1
-        ),
-        ranked AS (
-            SELECT t.*, row_number() OVER (PARTITION BY t.log_id ORDER BY t.source_file, t.source_line) AS n,
-                   first_value(t.source_file) OVER (PARTITION BY t.log_id ORDER BY t.source_file, t.source_line) AS first_file,
-                   first_value(t.source_line) OVER (PARTITION BY t.log_id ORDER BY t.source_file, t.source_line) AS first_line
-            FROM today t SEMI JOIN repeated USING (log_id)
-        ),
-        elsewhere AS (
-            SELECT l.log_id, min({'day': l.day, 'file': l.source_file, 'line': l.source_line}) AS first
-            FROM logs l SEMI JOIN today USING (log_id)
-            WHERE l.day <> $day
-            GROUP BY l.log_id
-        )
-        SELECT t.rid, t.log_id, t.source_file, t.source_line,
-               e.first.day AS first_day, e.first.file AS first_file, e.first.line AS first_line
-        FROM today t JOIN elsewhere e USING (log_id)
-        UNION ALL
-        SELECT r.rid, r.log_id, r.source_file, r.source_line, $day::DATE, r.first_file, r.first_line
-        FROM ranked r ANTI JOIN elsewhere USING (log_id)
-        WHERE r.n > 1""",
+        """CREATE OR REPLACE TEMP TABLE contested AS
+        WITH today AS (SELECT DISTINCT log_id FROM logs WHERE day = $day)
+        SELECT DISTINCT log_id FROM (
+            SELECT log_id FROM logs WHERE day = $day GROUP BY log_id HAVING count(*) > 1
+            UNION ALL
+            SELECT l.log_id FROM logs l SEMI JOIN today USING (log_id) WHERE l.day <> $day
+            UNION ALL
+            SELECT r.log_id FROM duplicate_rows r SEMI JOIN today USING (log_id)
+            UNION ALL
+            -- copies elsewhere whose kept copy was on this day: it may be gone now
+            SELECT log_id FROM duplicate_logs WHERE first_day = $day AND day <> $day
+        )""",
         {"day": day},
     )
-    con.execute(
-        """INSERT INTO duplicate_logs (day, log_id, source_file, line, first_day, first_file, first_line)
-           SELECT ?::DATE, log_id, source_file, source_line, first_day, first_file, first_line
-           FROM day_duplicates""",
-        [day],
-    )
-    con.execute("DELETE FROM logs WHERE rowid IN (SELECT rid FROM day_duplicates)")
-    con.execute("DROP TABLE day_duplicates")
+    if con.execute("SELECT count(*) FROM contested").fetchone()[0]:
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE copies AS
+            SELECT *, row_number() OVER (PARTITION BY log_id
+                                         ORDER BY day, source_file, source_line, ts, input, output) AS copy
+            FROM (SELECT * FROM logs SEMI JOIN contested USING (log_id)
+                  UNION ALL BY NAME
+                  SELECT * FROM duplicate_rows SEMI JOIN contested USING (log_id))"""
+        )
+        # Every copy of a contested id is placed again from `copies`. (Duplicates
+        # recorded without their row, by an older version, are left as they are.)
+        con.execute("DELETE FROM logs WHERE log_id IN (SELECT log_id FROM contested)")
+        con.execute("DELETE FROM duplicate_rows WHERE log_id IN (SELECT log_id FROM contested)")
+        con.execute(
+            """DELETE FROM duplicate_logs WHERE (day, source_file, line, log_id) IN
+               (SELECT (day, source_file, source_line, log_id) FROM copies)"""
+        )
+        columns = ", ".join(LOG_COLUMNS)
+        con.execute(f"INSERT INTO logs ({columns}) SELECT {columns} FROM copies WHERE copy = 1")
+        con.execute(f"INSERT INTO duplicate_rows ({columns}) SELECT {columns} FROM copies WHERE copy > 1")
+        con.execute(
+            """INSERT INTO duplicate_logs (day, log_id, source_file, line, first_day, first_file, first_line)
+               SELECT c.day, c.log_id, c.source_file, c.source_line, k.day, k.source_file, k.source_line
+               FROM copies c JOIN copies k ON k.log_id = c.log_id AND k.copy = 1
+               WHERE c.copy > 1"""
+        )
+        _recount_other_days(con, day)
+        con.execute("DROP TABLE copies")
+    con.execute("DROP TABLE contested")
+
+
+def _recount_other_days(con, day: str) -> None:
+    """Update the accepted and duplicate counts in `ingest_files` of the other days'
+    files that had copies moved (their read and rejected counts do not change)."""
+    files = con.execute(
+        "SELECT DISTINCT day, source_file FROM copies WHERE day <> ?::DATE", [day]
+    ).fetchall()
+    for other_day, source_file in files:
+        con.execute(
+            """UPDATE ingest_files SET
+                   accepted = (SELECT count(*) FROM logs WHERE day = $day AND source_file = $file),
+                   duplicates = (SELECT count(*) FROM duplicate_logs WHERE day = $day AND source_file = $file)
+               WHERE day = $day AND source_file = $file""",
+            {"day": other_day, "file": source_file},
+        )
 
 
 def _count(con, day: str, report: IngestReport) -> None:
@@ -1007,6 +1386,7 @@ def report_summary(report: IngestReport) -> dict[str, object]:
     return {
         "file_count": len(report.files),
         "unreadable_files": [Path(f.source_file).name for f in report.unreadable],
+        "partly_read_files": [Path(f.source_file).name for f in report.partly_read],
         "read": report.total("read"),
         "accepted": report.total("accepted"),
         "rejected": report.total("rejected"),

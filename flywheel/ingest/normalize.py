@@ -19,13 +19,16 @@ UTF-8; ``raw`` then holds the bytes) and
 ``doc`` is the canonical JSON of a parsed record (NULL: parse ``text`` itself, the case
 of canonical JSON lines) and ``pre_error`` is a parser's reason for a broken record;
 ``maybe_pii`` False says the record's text cannot hold PII (NULL: not known).
-A PII fix-up relation ``fix(rid, input, output, context, messages, text, pii)`` is
+A PII fix-up relation ``fix(rid, input, output, context, messages, text, pii, session_id,
+user_id, tags, metadata)`` is
 joined in: where it has a row, its values replace the record's own.
 """
 
 from __future__ import annotations
 
-from flywheel.ingest.records import CANONICAL_FIELDS, REQUIRED_FIELDS as REQUIRED
+from datetime import date, datetime, time, timedelta, timezone
+
+from flywheel.ingest.records import CANONICAL_FIELDS, MAX_VALUES, REQUIRED_FIELDS as REQUIRED
 
 # Text fields that are kept as strings; numbers given for them are turned into text.
 TEXT_FIELDS = ("source", "model", "prompt_name", "prompt_version", "git_commit", "session_id", "user_id")
@@ -45,7 +48,20 @@ REASONS = {
     "bad_ts": "unparseable timestamp",
     "empty_output": "empty output",
     "bad_value": "value out of range",
+    "far_ts": "timestamp too far from the day",
 }
+
+# The earliest and latest plausible timestamp of a day's records, as SQL literals
+# (TIMESTAMPTZ): see :func:`ts_window`. None: any timestamp DuckDB can hold.
+TsWindow = tuple[str, str] | None
+
+
+def ts_window(day: str, skew_days: int) -> tuple[str, str]:
+    """Return the timestamps a record of partition ``day`` may carry: from ``skew_days``
+    before the day starts to ``skew_days`` after it ends (UTC), as SQL literals."""
+    start = datetime.combine(date.fromisoformat(day), time(), tzinfo=timezone.utc)
+    low, high = start - timedelta(days=skew_days), start + timedelta(days=1 + skew_days)
+    return tuple(f"TIMESTAMPTZ '{moment.isoformat()}'" for moment in (low, high))
 
 # Accepted rows are written in the same statement that validates them; only the few rows
 # it leaves out are judged again to say why (see the loader). A second parse lists each
@@ -101,12 +117,14 @@ def _tags() -> str:
 def _timestamp() -> str:
     """SQL turning ISO-8601 text or epoch seconds (or ms, us, ns) into TIMESTAMPTZ."""
     epoch = "ts_epoch"
+    # try(): a number beyond what a timestamp holds is no timestamp (not an error that
+    # would stop the whole statement).
     return f"""CASE
         WHEN {epoch} IS NOT NULL THEN CASE
-            WHEN abs({epoch}) >= 1e17 THEN to_timestamp({epoch} / 1e9)
-            WHEN abs({epoch}) >= 1e14 THEN to_timestamp({epoch} / 1e6)
-            WHEN abs({epoch}) >= 1e11 THEN to_timestamp({epoch} / 1e3)
-            ELSE to_timestamp({epoch}) END
+            WHEN abs({epoch}) >= 1e17 THEN try(to_timestamp({epoch} / 1e9))
+            WHEN abs({epoch}) >= 1e14 THEN try(to_timestamp({epoch} / 1e6))
+            WHEN abs({epoch}) >= 1e11 THEN try(to_timestamp({epoch} / 1e3))
+            ELSE try(to_timestamp({epoch})) END
         ELSE TRY_CAST(v.ts AS TIMESTAMPTZ)
     END"""
 
@@ -120,9 +138,15 @@ def _feedback() -> str:
         END"""
 
 
-def _checks() -> list[tuple[str, str, str]]:
+def _in_range(name: str) -> str:
+    """SQL: the typed number field lies within its bounds (false for NaN and infinity,
+    which DuckDB orders above every number; NULL when absent)."""
+    return f"n_{name} BETWEEN 0 AND {MAX_VALUES[name]}"
+
+
+def _checks(window: TsWindow = None) -> list[tuple[str, str, str]]:
     """Return (condition, reason, field) SQL triples in priority order: the first that
-    holds is the reason a record is rejected."""
+    holds is the reason a record is rejected. ``window``: see :func:`ts_window`."""
     checks = [
         ("j IS NULL", f"'{REASONS['bad_encoding']}'", "NULL"),
         ("pre_error IS NOT NULL", "pre_error", "pre_field"),
@@ -142,21 +166,23 @@ def _checks() -> list[tuple[str, str, str]]:
         check(_not_text(name), "wrong_type", name)
     for name in NUMBER_FIELDS:
         check(f"{_present(name)} AND n_{name} IS NULL", "wrong_type", name)
-        check(f"n_{name} < 0", "bad_value", name)
+        check(f"NOT ({_in_range(name)})", "bad_value", name)
     check(f"{_present('feedback')} AND feedback IS NULL", "bad_value", "feedback")
     check(f"{_present('tags')} AND tags IS NULL", "wrong_type", "tags")
     check(f"{_present('messages')} AND messages IS NULL", "wrong_type", "messages")
     check(f"{_present('metadata')} AND metadata_json IS NULL", "wrong_type", "metadata")
     check("ts IS NULL", "bad_ts", "ts")
+    if window is not None:
+        check(f"ts NOT BETWEEN {window[0]} AND {window[1]}", "far_ts", "ts")
     # A full match of blanks fails at the first other character: no copy of long outputs.
     check(r"regexp_full_match(coalesce(fix_output, v.output, ''), '\s*')", "empty_output", "output")
     return checks
 
 
-def _judged(batch: str, fix: str, *, with_values: bool) -> str:
+def _judged(batch: str, fix: str, *, with_values: bool, window: TsWindow = None) -> str:
     """The CTEs shared by both statements: parse each record once, type each field once
     (one projection per step, so nothing is computed twice), then judge it."""
-    checks = _checks()
+    checks = _checks(window)
     # The conditions are tested once: the first that holds gives the check's number,
     # which then picks the reason and the field.
     failed = "CASE\n" + "\n".join(f"    WHEN {c} THEN {i}" for i, (c, _, _) in enumerate(checks)) + "\nEND"
@@ -167,7 +193,9 @@ def _judged(batch: str, fix: str, *, with_values: bool) -> str:
            coalesce(f.text, b.text) AS text, coalesce(b.doc, b.text) AS j,
            pre_error IS NULL AND json_valid(coalesce(b.doc, b.text)) AS parses,
            f.input AS fix_input, f.output AS fix_output, f.context AS fix_context,
-           f.messages AS fix_messages, f.pii AS fix_pii
+           f.messages AS fix_messages, f.pii AS fix_pii,
+           f.session_id AS fix_session_id, f.user_id AS fix_user_id, f.tags AS fix_tags,
+           f.metadata AS fix_metadata
     FROM {batch} AS b LEFT JOIN {fix} AS f USING (rid)
     WHERE NOT b.blank"""
     return f"""{_valued(staged, with_values=with_values)},
@@ -228,19 +256,21 @@ valued AS (
 )"""
 
 
-def judged_sql(batch: str, fix: str) -> str:
+def judged_sql(batch: str, fix: str, *, window: TsWindow = None) -> str:
     """Return a SELECT of every record of the batch judged in detail: the columns of
     the checks' CTEs, among them ``reject_reason`` and ``reject_field`` (NULL when
-    accepted). Select from it with :func:`judged_rejected` and :func:`judged_accepted`."""
-    return f"""{_judged(batch, fix, with_values=True)}
+    accepted). Select from it with :func:`judged_rejected` and :func:`judged_accepted`.
+    ``window``: the plausible timestamps (:func:`ts_window`)."""
+    return f"""{_judged(batch, fix, with_values=True, window=window)}
 SELECT * FROM judged"""
 
 
 def judged_rejected(judged: str) -> str:
     """Return a SELECT of the rejected rows of a :func:`judged_sql` relation:
-    ``rid, line, reason, field, raw_text`` (the line's text, newline removed)."""
+    ``rid, line, reason, field, raw_text, raw`` (the line's text, newline removed; the
+    bytes of a line that is not UTF-8)."""
     return f"""SELECT rid, line, reject_reason AS reason, reject_field AS field,
-       rtrim(coalesce(text, raw::VARCHAR), chr(10) || chr(13)) AS raw_text
+       rtrim(coalesce(text, raw::VARCHAR), chr(10) || chr(13)) AS raw_text, raw
 FROM {judged} WHERE reject_reason IS NOT NULL"""
 
 
@@ -254,12 +284,15 @@ def judged_accepted(judged: str, *, hold_back: str | None = None, held: bool = F
         condition = f"AND {'' if held else 'NOT '}{_holds_back(hold_back)}"
     if fix is not None:
         judged = f"""(SELECT d.* REPLACE (f.input AS fix_input, f.output AS fix_output,
-                    f.context AS fix_context, f.messages AS fix_messages, f.pii AS fix_pii)
+                    f.context AS fix_context, f.messages AS fix_messages, f.pii AS fix_pii,
+                    f.session_id AS fix_session_id, f.user_id AS fix_user_id, f.tags AS fix_tags,
+                    f.metadata AS fix_metadata)
              FROM {judged} AS d JOIN {fix} AS f USING (rid))"""
     return f"SELECT {_ACCEPTED_COLUMNS}, j FROM {judged} WHERE reject_reason IS NULL {condition}"
 
 
-def accepted_sql(batch: str, fix: str, *, hold_back: str | None = None, held: bool = False) -> str:
+def accepted_sql(batch: str, fix: str, *, hold_back: str | None = None, held: bool = False,
+                 window: TsWindow = None) -> str:
     """Return a SELECT of the batch's accepted records as `logs` columns: ``rid``, ``line``,
     then ``log_id`` ... ``pii``. The same checks as :func:`judged_sql` decide.
 
@@ -270,7 +303,7 @@ def accepted_sql(batch: str, fix: str, *, hold_back: str | None = None, held: bo
     condition = ""
     if hold_back is not None:
         condition = f"AND {'' if held else 'NOT '}{_holds_back(hold_back)}"
-    return f"""{_judged(batch, fix, with_values=True)}
+    return f"""{_judged(batch, fix, with_values=True, window=window)}
 SELECT {_ACCEPTED_COLUMNS}
 FROM judged
 WHERE reject_reason IS NULL {condition}
@@ -278,13 +311,24 @@ WHERE reject_reason IS NULL {condition}
 
 
 def _holds_back(pattern: str) -> str:
-    """SQL: the record's input, output, context or messages match the pattern (RE2)."""
+    """SQL: the record's text fields (input, output, context, messages, session and user
+    id) match the pattern (RE2), or its tags, metadata or unknown fields (JSON text) match
+    the PII prefilter for JSON (:data:`flywheel.pii.JSON_PREFILTER_PATTERN`)."""
+    from flywheel import pii
+
     literal = "'" + pattern.replace("'", "''") + "'"
+    json_literal = "'" + pii.JSON_PREFILTER_PATTERN.replace("'", "''") + "'"
     # One scan over the text fields joined is three times cheaper than one per field.
     text = " || chr(10) || ".join(
-        f"coalesce({column}, '')" for column in ("v.input", "v.output", "v.context", "messages::VARCHAR")
+        f"coalesce({column}, '')"
+        for column in ("v.input", "v.output", "v.context", "messages::VARCHAR", "v.session_id", "v.user_id")
     )
-    return f"regexp_matches({text}, {literal})"
+    # Unknown fields end up in `metadata`: the whole record is looked at when it has some.
+    json_text = ("coalesce(v.tags::VARCHAR, '') || coalesce(v.metadata::VARCHAR, '') || "
+                 "CASE WHEN len(extra_keys) > 0 THEN j ELSE '' END")
+    return (f"(regexp_matches({text}, {literal}) OR "
+            f"CASE WHEN v.tags IS NULL AND v.metadata IS NULL AND len(extra_keys) = 0 THEN false "
+            f"ELSE regexp_matches({json_text}, {json_literal}) END)")
 
 
 # The `logs` columns of an accepted record (after ``rid, line``), the same for the
@@ -305,16 +349,17 @@ _ACCEPTED_COLUMNS = f"""
     v.model, v.prompt_name, v.prompt_version,
     feedback,
     coalesce(fix_messages::JSON, messages) AS messages,
-    v.git_commit, v.session_id, v.user_id,
+    v.git_commit, coalesce(fix_session_id, v.session_id) AS session_id,
+    coalesce(fix_user_id, v.user_id) AS user_id,
     n_latency_ms AS latency_ms, n_prompt_tokens AS prompt_tokens,
     n_completion_tokens AS completion_tokens, n_cost_usd AS cost_usd,
-    tags,
-    CASE WHEN len(extra_keys) = 0 THEN metadata_json
-         ELSE json_merge_patch(coalesce(metadata_json, '{{}}'), {_EXTRAS}) END AS metadata,
+    coalesce(fix_tags, tags) AS tags,
+    coalesce(fix_metadata::JSON, CASE WHEN len(extra_keys) = 0 THEN metadata_json
+         ELSE json_merge_patch(coalesce(metadata_json, '{{}}'), {_EXTRAS}) END) AS metadata,
     fix_pii AS pii"""
 
 
-def _fast_acceptance() -> str:
+def _fast_acceptance(window: TsWindow = None) -> str:
     """SQL that holds only for a record every check of :func:`_checks` lets pass (it may
     fail for some good records too: those are judged again in detail). One conjunction
     of cheap tests: a field that looks like an object or array is not settled here."""
@@ -322,14 +367,14 @@ def _fast_acceptance() -> str:
     # A first character that is printable ASCII and no space: trim() leaves something
     # (it also removes Unicode spaces, so those are left for the detailed checks).
     tests.append("ascii(v.log_id) BETWEEN 33 AND 126")
-    tests.append("ts IS NOT NULL")
+    tests.append("ts IS NOT NULL" if window is None else f"ts BETWEEN {window[0]} AND {window[1]}")
     # "a OR b" written as CASE: DuckDB evaluates it a little faster in a filter.
     for name in _STRING_FIELDS:
         # Not an object or array: it does not start with '[' (91) or '{' (123), or is no JSON.
         tests.append(f"CASE WHEN v.{name} IS NULL THEN true WHEN ascii(v.{name}) NOT IN (91, 123) THEN true "
                      f"ELSE NOT json_valid(v.{name}) END")
     for name in NUMBER_FIELDS:
-        tests.append(f"CASE WHEN v.{name} IS NULL THEN true ELSE coalesce(n_{name} >= 0, false) END")
+        tests.append(f"CASE WHEN v.{name} IS NULL THEN true ELSE coalesce({_in_range(name)}, false) END")
     tests.append("CASE WHEN v.feedback IS NULL THEN true ELSE feedback IS NOT NULL END")
     tests.append(f"CASE WHEN NOT {_present('tags')} THEN true ELSE tags IS NOT NULL END")
     tests.append(f"CASE WHEN NOT {_present('messages')} THEN true ELSE messages IS NOT NULL END")
@@ -344,7 +389,7 @@ def _sql_list(values) -> str:
 
 
 def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
-                      key_lists: tuple[tuple[str, ...], ...] = ()) -> str:
+                      key_lists: tuple[tuple[str, ...], ...] = (), window: TsWindow = None) -> str:
     """Return a SELECT of the batch's records that pass one combined acceptance test,
     as `logs` columns like :func:`accepted_sql` (no PII fix-ups: ``pii`` is NULL).
 
@@ -355,11 +400,14 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
     messages match it are left out too, unless the batch's ``maybe_pii`` says they
     cannot match (False). ``key_lists``: the key lists (in order) most
     records of the batch have, as far as the caller knows (see :func:`_valued`).
+    ``window``: the plausible timestamps (:func:`ts_window`).
     """
     staged = f"""
     SELECT rid, line, maybe_pii, coalesce(doc, text) AS j,
            NULL::VARCHAR AS fix_input, NULL::VARCHAR AS fix_output, NULL::VARCHAR AS fix_context,
-           NULL::VARCHAR AS fix_messages, NULL::VARCHAR[] AS fix_pii
+           NULL::VARCHAR AS fix_messages, NULL::VARCHAR[] AS fix_pii,
+           NULL::VARCHAR AS fix_session_id, NULL::VARCHAR AS fix_user_id, NULL::VARCHAR[] AS fix_tags,
+           NULL::VARCHAR AS fix_metadata
     FROM {batch}
     WHERE NOT blank AND pre_error IS NULL"""
     condition = ""
@@ -375,6 +423,6 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
     return f"""{_valued(staged, with_values=True, key_lists=key_lists, parse=parse)}
 SELECT {_ACCEPTED_COLUMNS}
 FROM valued
-WHERE v IS NOT NULL AND {_fast_acceptance()}
+WHERE v IS NOT NULL AND {_fast_acceptance(window)}
     {condition}
 """

@@ -33,6 +33,16 @@ OPTIONAL_FIELDS = (
 )
 CANONICAL_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 
+# The largest plausible value of each numeric field: generous, so that only impossible
+# values (a unit error, NaN, infinity) are rejected, record by record. The `value_ranges`
+# check of a stored day tests the same bounds.
+MAX_VALUES = {
+    "latency_ms": 3_600_000,  # one hour
+    "prompt_tokens": 2_000_000,
+    "completion_tokens": 2_000_000,
+    "cost_usd": 1_000.0,  # per call; more is a unit error (micro-dollars, cents)
+}
+
 
 class UnreadableFile(Exception):
     """A whole file cannot be read (unknown format, truncated gzip, ...).

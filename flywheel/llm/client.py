@@ -40,6 +40,7 @@ import duckdb
 import openai
 import pyarrow as pa
 
+from flywheel import pii
 from flywheel.settings import Settings
 
 NO_ENDPOINT_MESSAGE = (
@@ -184,6 +185,10 @@ class LLMClient:
         self._openai = openai.OpenAI(
             base_url=base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=max_retries
         )
+        # What the ledger may never hold: the key itself (whatever its format), and the
+        # user:password of the base URL.
+        self._api_key = api_key
+        self._stored_base_url = pii.strip_url_credentials(base_url)
         self._stats = {"requests": 0, "paid": 0, "cached": 0, "errors": 0, "budget": 0}
         self._cost = 0.0
 
@@ -344,12 +349,12 @@ class LLMClient:
         except openai.APIStatusError as exc:
             error = f"HTTP {exc.status_code}: {exc.message}"
         except openai.APIConnectionError as exc:
-            error = f"connection error to {self.base_url}: {exc}"
+            error = f"connection error to {self._stored_base_url}: {exc}"
         except openai.OpenAIError as exc:
             error = f"{type(exc).__name__}: {exc}"
         latency_ms = (time.perf_counter() - start) * 1000.0
         if error is not None:
-            return ChatResult("", False, "error", 0, 0, digest, error, latency_ms)
+            return ChatResult("", False, "error", 0, 0, digest, self._masked(error), latency_ms)
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None) or 0
         completion_tokens = getattr(usage, "completion_tokens", None) or 0
@@ -365,6 +370,15 @@ class LLMClient:
             )
         text = choices[0].message.content or ""
         return ChatResult(text, False, "ok", prompt_tokens, completion_tokens, digest, None, latency_ms, cost)
+
+    def _masked(self, error: str) -> str:
+        """Return an error text fit for the ledger: an endpoint may echo the request's
+        Authorization header or URL back, so the key and any secret become [SECRET]."""
+        if self._api_key and len(self._api_key) >= 4:
+            error = error.replace(self._api_key, pii.PLACEHOLDERS["secret"])
+        if self.base_url != self._stored_base_url:
+            error = error.replace(self.base_url, self._stored_base_url)
+        return pii.mask_secrets(error)
 
     def _row(self, result: ChatResult, purpose: str, *, cached: bool) -> dict:
         self._stats["requests"] += 1
@@ -390,7 +404,7 @@ class LLMClient:
             "called_at": dt.datetime.now(dt.UTC),
             "response": result.text if result.ok and not cached else None,
             "error": result.error,
-            "base_url": self.base_url,
+            "base_url": self._stored_base_url,
             "run_id": self.run_id,
         }
 

@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from flywheel import pii
 from flywheel.slicing import stats
 from flywheel.slicing.signal import SCORES_TABLE, SIGNAL_TABLE
 
@@ -255,7 +256,8 @@ def worst_slices(con: duckdb.DuckDBPyConnection, day: str, *, window_days: int =
         reports_dir.mkdir(parents=True, exist_ok=True)
         suffix = "" if window_days == 1 else f"-{window_days}d"
         result.chart_path = worst_chart(result, reports_dir / f"worst-slices-{day}{suffix}.png", top)
-        (reports_dir / f"worst-slices-{day}{suffix}.md").write_text(result.markdown + "\n", encoding="utf-8")
+        (reports_dir / f"worst-slices-{day}{suffix}.md").write_text(pii.scan(result.markdown)[0] + "\n",
+                                                                     encoding="utf-8")
     return result
 
 
@@ -310,6 +312,14 @@ def worst_markdown(result: WorstSlices, top: int = 15) -> str:
 def worst_chart(result: WorstSlices, path: Path, top: int = 15) -> Path:
     """Write a horizontal bar chart of the worst slices' failure rates with their
     intervals and the overall rate; return its path."""
+    import matplotlib
+
+    # Slice names are plain text: a `$` in a keyword is not the start of math text.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _draw_worst_chart(result, path, top)
+
+
+def _draw_worst_chart(result: WorstSlices, path: Path, top: int) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import PercentFormatter
@@ -326,7 +336,8 @@ def worst_chart(result: WorstSlices, path: Path, top: int = 15) -> Path:
         high = np.array([r.failure_high for r in rows][::-1])
         y = np.arange(len(rows))
         ax.barh(y, rates, color="#d9534f", alpha=0.8)
-        ax.errorbar(rates, y, xerr=[rates - low, high - rates], fmt="none", ecolor="black", capsize=3, lw=1)
+        below, above = np.maximum(rates - low, 0.0), np.maximum(high - rates, 0.0)
+        ax.errorbar(rates, y, xerr=[below, above], fmt="none", ecolor="black", capsize=3, lw=1)
         ax.set_yticks(y)
         ax.set_yticklabels(names, fontsize=8)
     else:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 
+from flywheel import pii
 from flywheel.settings import Settings
 from flywheel.slicing import metrics, mining, topics
 from flywheel.slicing.config import SlicingConfig, load_config
@@ -152,7 +153,8 @@ def slice_day(
     if write_reports:
         path = settings.reports_dir / f"slices-{day}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(report.markdown + "\n", encoding="utf-8")
+        # (mined terms and topic labels come from the texts: in flag mode they keep PII)
+        path.write_text(pii.scan(report.markdown)[0] + "\n", encoding="utf-8")
         report.markdown_path = path
     clock.lap("report")
     report.seconds = clock.laps

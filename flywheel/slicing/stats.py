@@ -28,8 +28,10 @@ def wilson(k, n, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
         denom = 1.0 + z2 / n
         centre = (p + z2 / (2 * n)) / denom
         half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-        low = np.clip(centre - half, 0.0, 1.0)
-        high = np.clip(centre + half, 0.0, 1.0)
+        # The interval always holds the observed rate: at k = n (or k = 0) rounding would
+        # otherwise leave it 1e-16 short of 1 (above 0), and error bars negative.
+        low = np.clip(np.minimum(centre - half, p), 0.0, 1.0)
+        high = np.clip(np.maximum(centre + half, p), 0.0, 1.0)
     bad = n <= 0
     return np.where(bad, np.nan, low), np.where(bad, np.nan, high)
 

@@ -46,7 +46,7 @@ def _langfuse_score(row: dict, line: int, raw: str) -> Iterator[ParsedRecord]:
     if isinstance(metadata, str):
         try:
             metadata = json.loads(metadata)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             metadata = None
     metadata = {str(k).lower(): v for k, v in metadata.items()} if isinstance(metadata, dict) else {}
     author = _first_present(_text(get.get("authoruserid")), _text(get.get("authorusername")),

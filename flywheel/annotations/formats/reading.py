@@ -32,6 +32,9 @@ def _read_text(path: Path) -> str:
         raise UnreadableAnnotationFile(f"not UTF-8 text ({exc})") from None
 
 
+NESTED_TOO_DEEPLY = "not valid JSON: nested too deeply"
+
+
 @dataclass
 class _Document:
     line: int
@@ -52,12 +55,12 @@ def _json_documents(text: str) -> Iterator[_Document]:
     first = next(i for i, line in enumerate(lines) if line.strip())
     try:
         json.loads(lines[first])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         # Not JSON lines: maybe one pretty-printed object.
         try:
             yield _Document(line=first + 1, raw=text.strip()[:RAW_LIMIT], obj=json.loads(text))
             return
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             pass
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -66,6 +69,8 @@ def _json_documents(text: str) -> Iterator[_Document]:
             yield _Document(line=number, raw=line, obj=json.loads(line))
         except json.JSONDecodeError as exc:
             yield _Document(line=number, raw=line, error=f"not valid JSON: {exc.msg} at column {exc.colno}")
+        except RecursionError:  # a poison record: rejected like a broken one
+            yield _Document(line=number, raw=line[:RAW_LIMIT], error=NESTED_TOO_DEEPLY)
 
 
 def _array_documents(text: str, start: int) -> Iterator[_Document]:
@@ -82,6 +87,9 @@ def _array_documents(text: str, start: int) -> Iterator[_Document]:
         except json.JSONDecodeError as exc:
             yield _Document(line=line, raw=text[pos:pos + RAW_LIMIT],
                             error=f"not valid JSON from here on: {exc.msg} (line {exc.lineno}, column {exc.colno})")
+            return
+        except RecursionError:  # where the element ends is not known
+            yield _Document(line=line, raw=text[pos:pos + RAW_LIMIT], error=f"{NESTED_TOO_DEEPLY} from here on")
             return
         yield _Document(line=line, raw=text[pos:end][:RAW_LIMIT], obj=obj)
         pos = _skip_space(text, end)

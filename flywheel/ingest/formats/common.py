@@ -8,7 +8,7 @@ import json
 from typing import Any, Callable, Iterable, Iterator
 
 from flywheel.ingest.records import CANONICAL_FIELDS, RawRecord
-from flywheel.ingest.formats.jsonio import _Item
+from flywheel.ingest.formats.jsonio import _JSON_ERRORS, NOT_UTF8, _Item, has_undecodable
 
 
 _CANONICAL = frozenset(CANONICAL_FIELDS)
@@ -36,6 +36,8 @@ def _map_value(
     line: int, raw: str, value: Any, mapper: Callable[[dict], dict], error: str | None = None
 ) -> RawRecord:
     """Return the RawRecord of one JSON value mapped by ``mapper`` (or of its parse error)."""
+    if has_undecodable(raw):  # its bytes, as far as they are text
+        return RawRecord(line, raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), error=NOT_UTF8)
     if error is not None:
         return RawRecord(line, raw, error=error)
     if not isinstance(value, dict):
@@ -84,7 +86,7 @@ def _parse_json_text(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("{", "[", '"'):
         try:
             return json.loads(value)
-        except ValueError:
+        except _JSON_ERRORS:
             return value
     return value
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
 from flywheel.ingest.records import UnreadableFile
-from flywheel.ingest.formats.jsonio import _SNIFF_CHARS, _SNIFF_LINES, _unreadable_on_decode_errors, open_text
+from flywheel.ingest.formats.jsonio import (
+    _JSON_ERRORS, _SNIFF_CHARS, _SNIFF_LINES, _unreadable_on_decode_errors, open_text,
+)
 
 
 FORMATS = (
@@ -57,8 +60,7 @@ def detect_format(path) -> str:
         _check_parquet(path)
         return "canonical_parquet"
     with _unreadable_on_decode_errors(path), open_text(path) as f:
-        head = f.read(_SNIFF_CHARS)
-        complete = len(head) < _SNIFF_CHARS or not f.read(1)
+        head, complete = _head(f)
     if not head.strip():
         raise UnreadableFile(path, "empty file")
     if name.endswith((".csv", ".csv.gz")):
@@ -67,6 +69,26 @@ def detect_format(path) -> str:
     if fmt is None:
         raise UnreadableFile(path, f"unknown format ({_describe(head)})")
     return fmt
+
+
+def _head(f) -> tuple[str, bool]:
+    """Return the first :data:`_SNIFF_CHARS` characters of a text file and whether they
+    are the whole file. A gzip stream that breaks off gives the lines before the break
+    (its reader names the break); broken before any line, it raises."""
+    lines: list[str] = []
+    size = 0
+    try:
+        while size < _SNIFF_CHARS:
+            line = f.readline(_SNIFF_CHARS - size)
+            if not line:
+                return "".join(lines), True
+            lines.append(line)
+            size += len(line)
+        return "".join(lines), not f.read(1)
+    except (EOFError, zlib.error):
+        if not lines:
+            raise
+        return "".join(lines), False
 
 
 def _check_parquet(path) -> None:
@@ -104,7 +126,7 @@ def _sniff(head: str, complete: bool) -> str | None:
             break
         try:
             value = json.loads(line)
-        except ValueError:
+        except _JSON_ERRORS:
             continue
         fmt = _classify_value(value)
         if fmt == "otel_logs":
@@ -118,7 +140,7 @@ def _sniff(head: str, complete: bool) -> str | None:
     if complete:
         try:
             value = json.loads(head)
-        except ValueError:
+        except _JSON_ERRORS:
             pass
         else:
             return _classify_value(value)

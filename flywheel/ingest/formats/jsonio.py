@@ -21,6 +21,10 @@ _SNIFF_CHARS = 1 << 16
 _SNIFF_LINES = 20
 
 _DECODER = json.JSONDecoder()
+# What parsing one JSON text may raise: not JSON, or nested deeper than Python's
+# recursion limit (a poison record, rejected like a broken one).
+_JSON_ERRORS = (ValueError, RecursionError)
+NOT_UTF8 = "not valid UTF-8"
 _WS = re.compile(r"[ \t\n\r]*")
 
 # --------------------------------------------------------------------------- opening
@@ -31,11 +35,22 @@ def open_text(path) -> TextIO:
 
     A file is treated as gzip when its name ends in ``.gz`` or it starts with the gzip
     magic bytes. A leading byte-order mark is skipped (``utf-8-sig``), since Windows
-    tools write one. Decoding and decompression errors surface while reading.
+    tools write one. Bytes that are not UTF-8 become lone surrogates
+    (``surrogateescape``): the record holding them is rejected, not the file (see
+    :func:`has_undecodable`). Decompression errors surface while reading.
     """
     if _is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8-sig")
-    return open(path, encoding="utf-8-sig")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="surrogateescape")
+    return open(path, encoding="utf-8-sig", errors="surrogateescape")
+
+
+def has_undecodable(text: str) -> bool:
+    """Return whether text read by :func:`open_text` held bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _is_gzip(path) -> bool:
@@ -97,7 +112,7 @@ def _iter_json_items(path) -> Iterator[_Item]:
             return
         try:
             value, first_error = json.loads(first.rstrip("\r\n")), None
-        except ValueError as err:
+        except _JSON_ERRORS as err:
             value, first_error = None, _json_error(err)
         if first_error is not None:
             yield from _after_broken_first_line(path, first, f.read(), lineno, first_error)
@@ -116,7 +131,7 @@ def _iter_lines(lines: Iterable[str], start: int) -> Iterator[_Item]:
             # Only the line end is cut: columns stay right, and a cut-off string reads
             # "Unterminated string", not "Invalid control character".
             item = _Item(lineno, text, json.loads(line.rstrip("\r\n")))
-        except ValueError as err:
+        except _JSON_ERRORS as err:
             item = _Item(lineno, text, error=_json_error(err))
         yield item
 
@@ -133,6 +148,8 @@ def _after_broken_first_line(path, first: str, rest: str, lineno: int, first_err
         doc = json.loads(whole)
     except json.JSONDecodeError as err:
         doc_error = f"{err.msg} (line {lineno + err.lineno - 1}, col {err.colno})"
+    except RecursionError:
+        doc_error = "nested too deeply"
     else:
         yield _Item(lineno, whole.strip(), doc)
         return
@@ -160,7 +177,7 @@ def _is_broken_document(rest_lines: list[str]) -> bool:
         try:
             if isinstance(json.loads(line), dict):
                 return False
-        except ValueError:
+        except _JSON_ERRORS:
             continue
     return seen > 0
 
@@ -181,6 +198,8 @@ def _iter_array(path, text: str, first_line: int) -> Iterator[_Item]:
                 value, end = _DECODER.raw_decode(text, pos)
             except json.JSONDecodeError as err:
                 _raise_broken_array(path, err.msg, text, err.pos, first_line)
+            except RecursionError:  # where the element ends is not known
+                _raise_broken_array(path, "an element nested too deeply", text, pos, first_line)
             line += text.count("\n", counted, pos)
             counted = pos
             yield _Item(line, text[pos:end], value)
@@ -204,8 +223,12 @@ def _raise_broken_array(path, msg: str, text: str, pos: int, first_line: int) ->
     raise UnreadableFile(path, f"invalid JSON document: {msg} (line {line}, col {col})")
 
 
-def _json_error(err: json.JSONDecodeError) -> str:
+def _json_error(err: ValueError | RecursionError) -> str:
     """Return the error reason for a line that is not valid JSON."""
+    if isinstance(err, RecursionError):
+        return "invalid JSON: nested too deeply"
+    if not isinstance(err, json.JSONDecodeError):
+        return f"invalid JSON: {err}"
     return f"invalid JSON: {err.msg} (col {err.colno})"
 
 

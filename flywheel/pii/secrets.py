@@ -1,0 +1,348 @@
+"""Secrets: API keys and tokens, private keys, passwords in URLs and assignments.
+
+Key formats come from the plugins of detect-secrets (Yelp's maintained secret scanner),
+read from the library itself (each plugin's ``denylist``), plus a few formats it does not
+know (Hugging Face, npm, OpenAI project keys, Google API keys, bearer and basic
+``Authorization`` values). A match is widened to the whole token: a key cut short by a
+pattern of fixed length would leave its tail in clear.
+
+``name = value`` assignments and "my password is ..." need their value to look like a
+secret (and a name that is no database word: ``primary key: customer_id_2024`` is not).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from flywheel.pii._common import Finding, words_before
+
+TYPE = "secret"
+
+# Characters a token is made of, to widen a match to the whole token.
+_TOKEN_CHARS_LEFT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_TOKEN_CHARS_RIGHT = _TOKEN_CHARS_LEFT | frozenset("+/=.~")
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """A key format: ``regex`` finds it where one of the substrings ``hint`` occurs;
+    ``group`` is the part to redact; ``widen`` widens it to the whole token;
+    ``accept`` validates the value."""
+
+    regex: re.Pattern[str]
+    hint: tuple[str, ...]
+    group: int | str = 0
+    widen: bool = True
+    accept: Callable[[str], bool] | None = None
+
+
+def _widen(text: str, start: int, end: int) -> tuple[int, int]:
+    while start > 0 and text[start - 1] in _TOKEN_CHARS_LEFT:
+        start -= 1
+    while end < len(text) and text[end] in _TOKEN_CHARS_RIGHT:
+        end += 1
+    while end > start and text[end - 1] in ".=~+/" and text[end - 1] != "=":
+        end -= 1  # a sentence's full stop is not part of the key ('=' padding is)
+    return start, end
+
+
+def _jwt_ok(token: str) -> bool:
+    """A JSON Web Token: its header and payload decode to JSON (detect-secrets' test)."""
+    from detect_secrets.plugins.jwt import JwtTokenDetector
+
+    parts = token.split(".")
+    return len(parts) >= 2 and JwtTokenDetector.is_formally_valid(".".join(parts[:3]))
+
+
+@functools.cache
+def _library_patterns() -> tuple[_Pattern, ...]:
+    """The key formats of detect-secrets' plugins (imported on first use: ~0.1 s)."""
+    from detect_secrets.plugins import (
+        aws, azure_storage_key, basic_auth, discord, github_token, gitlab_token, jwt,
+        mailchimp, npm, openai, pypi_token, sendgrid, slack, square_oauth, stripe,
+        telegram_token, twilio,
+    )
+
+    def each(plugin, hint, **kw) -> list[_Pattern]:
+        return [_Pattern(regex, hint, **kw) for regex in plugin.denylist]
+
+    return tuple(
+        [_Pattern(aws.AWSKeyDetector.denylist[0], ("A3T", "ABIA", "ACCA", "AKIA", "ASIA"))]
+        + [_Pattern(aws.AWSKeyDetector.denylist[1], ("ws", "WS"), group=1, widen=False)]
+        + each(azure_storage_key.AzureStorageKeyDetector, ("AccountKey=",))
+        # postgres://user:password@host: the password only
+        + each(basic_auth.BasicAuthDetector, ("://",), group=1, widen=False)
+        + each(discord.DiscordBotTokenDetector, (".",))
+        + each(github_token.GitHubTokenDetector, ("gh",))
+        + each(gitlab_token.GitLabTokenDetector, ("gl", "GR1348941"))
+        + each(jwt.JwtTokenDetector, ("eyJ",), accept=_jwt_ok)
+        + each(mailchimp.MailchimpDetector, ("-us",))
+        + each(npm.NpmDetector, ("_authToken",), group=1)
+        + each(openai.OpenAIDetector, ("T3BlbkFJ",))
+        + each(pypi_token.PypiTokenDetector, ("pypi-",))
+        + each(sendgrid.SendGridDetector, ("SG.",))
+        + each(slack.SlackDetector, ("xox", "XOX", "hooks.slack"))
+        + each(square_oauth.SquareOAuthDetector, ("sq0csp-",))
+        + each(stripe.StripeDetector, ("k_live_",))
+        + each(telegram_token.TelegramBotTokenDetector, (":",))
+        + each(twilio.TwilioKeyDetector, ("AC", "SK"))
+    )
+
+
+def _entropy(value: str) -> float:
+    """Shannon entropy of the characters, in bits per character."""
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+
+
+def _looks_random(value: str) -> bool:
+    """Whether a value looks like a key rather than words or an identifier: letters
+    mixed with digits (or long), and not words joined by ``_``, ``-`` or ``.``
+    (``customer_id_2024``, ``order-service-v2``)."""
+    has_digit = any(c.isdigit() for c in value)
+    has_alpha = any(c.isalpha() for c in value)
+    mixed_case = value != value.lower() and value != value.upper()
+    if not ((has_digit and has_alpha) or len(value) >= 32 or (mixed_case and len(value) >= 16 and _entropy(value) >= 3.7)):
+        return False
+    pieces = [p for p in re.split(r"[_.\-/]+", value) if p]
+    identifier = all(p.isalpha() and (p.islower() or p.isupper()) or (p.isdigit() and len(p) <= 4)
+                     for p in pieces)
+    return not identifier
+
+
+_OWN_PATTERNS = (
+    # OpenAI sk-..., sk-proj-..., Anthropic sk-ant-...
+    _Pattern(re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{20,}"), ("sk-",), accept=_looks_random),
+    _Pattern(re.compile(r"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{22,}"), ("github_pat_",)),
+    _Pattern(re.compile(r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}"), ("AIza",)),
+    # Hugging Face user access tokens and npm access tokens
+    _Pattern(re.compile(r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}"), ("hf_",)),
+    _Pattern(re.compile(r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}"), ("npm_",)),
+    # Authorization: Bearer <token> / Basic <base64>
+    _Pattern(re.compile(r"(?:Bearer|bearer|BEARER)[ \t]+(?P<v>[A-Za-z0-9._~+/=-]{20,})"),
+             ("earer", "EARER"), group="v", accept=_looks_random),
+    _Pattern(re.compile(r"(?:Basic|basic|BASIC)[ \t]+(?P<v>[A-Za-z0-9+/]{12,}={0,2})(?![A-Za-z0-9+/=])"),
+             ("asic", "ASIC"), group="v", widen=False, accept=lambda v: _base64_pair(v)),
+)
+
+
+def _base64_pair(value: str) -> bool:
+    """Basic credentials: base64 of ``user:password``."""
+    try:
+        return ":" in base64.b64decode(value + "=" * (-len(value) % 4)).decode("utf-8")
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# PEM private keys: the whole block, from BEGIN to END (or to the end of the base64 body)
+# ---------------------------------------------------------------------------------------
+
+_PEM = re.compile(
+    r"(?:-----)?BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?(?:-----)?"
+    r"(?:[A-Za-z0-9+/=\s\\:,-]*?-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:,-]*)"
+)
+_PUTTY = re.compile(r"PuTTY-User-Key-File-\d:.*?(?:Private-MAC: ?[0-9a-f]+|$)", re.DOTALL)
+
+
+def _find_private_keys(text: str) -> Iterator[Finding]:
+    if "PRIVATE KEY" in text:
+        for m in _PEM.finditer(text):
+            start = text.rfind("-----", max(0, m.start() - 5), m.start() + 5)
+            start = m.start() if start < 0 else min(start, m.start())
+            end = m.end()
+            while end > start and text[end - 1] in " \t\r\n\\":
+                end -= 1
+            yield Finding(TYPE, start, end, text[start:end])
+    if "PuTTY-User-Key-File-" in text:
+        for m in _PUTTY.finditer(text):
+            yield Finding(TYPE, m.start(), m.end(), m.group())
+
+
+# ---------------------------------------------------------------------------------------
+# `name = value` assignments and "my password is ..."
+# ---------------------------------------------------------------------------------------
+
+# A name ends in one of these (OPENAI_API_KEY, db_password, client-secret, "token").
+_SECRET_NAMES = ("key", "secret", "token", "passwd", "password", "pwd", "pass", "passphrase",
+                 "credential", "credentials", "apikey")
+_PASSWORD_NAMES = frozenset({"passwd", "password", "pwd", "pass", "passphrase"})
+# `primary key: customer_id`: a key of a table, a map or a cache is no secret.
+_NOT_SECRET_KEYS = frozenset({
+    "primary", "foreign", "sort", "partition", "composite", "unique", "hash", "range", "cache",
+    "dict", "map", "lookup", "join", "group", "public", "shard", "idempotency", "sorting",
+    "index", "row", "natural", "surrogate", "candidate", "compound", "music", "keyboard",
+    "hot", "shortcut", "key", "the", "a", "an",
+})
+# The regex starts at the name's last word (the rest of the name is read backwards in
+# Python: a pattern that starts with a lazy run of name characters is slow on long texts).
+_NAME = r"(?P<name>(?i:" + "|".join(sorted(_SECRET_NAMES, key=len, reverse=True)) + r"))"
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _name_start(text: str, end: int) -> int:
+    """Return where the name that ends at ``end`` starts."""
+    while end > 0 and text[end - 1] in _NAME_CHARS:
+        end -= 1
+    return end
+_ASSIGNMENT = re.compile(
+    _NAME + r"[\"']?[ \t]*(?::=|=>|[:=])[ \t]*"
+    r"(?:(?P<q>[\"'`])(?P<qv>[^\"'`\n]{4,200}?)(?P=q)|(?P<v>[^\s\"'`,;<>]{6,}))"
+)
+_PHRASE = re.compile(
+    r"(?i:(?P<name>password|passwd|passcode|passphrase|pwd|pin|pin code|secret|api key|token))"
+    r"[ \t]+(?i:is|was|=|:)[ \t]+(?:(?P<q>[\"'`])(?P<qv>[^\"'`\n]{4,100}?)(?P=q)|(?P<v>[^\s\"'`,;]{4,}))"
+)
+# Words that say something about a password rather than being one.
+_NOT_VALUES = frozenset({
+    "none", "null", "nil", "empty", "required", "optional", "incorrect", "invalid", "wrong",
+    "expired", "missing", "correct", "changed", "reset", "blank", "hidden", "redacted",
+    "masked", "unknown", "unset", "true", "false", "****", "********", "xxxx", "string",
+    "your_password", "<password>", "password", "secret", "token", "example", "placeholder",
+})
+
+
+def _value_end(value: str, before: str) -> str:
+    """An unquoted value without the sentence's punctuation, or a closing bracket of the
+    code around it (``before``: the text before the assignment)."""
+    value = value.rstrip(".,;:")
+    for opening, closing in ("()", "[]", "{}"):
+        if before.count(opening) > before.count(closing):
+            while value.endswith(closing) and value.count(closing) > value.count(opening):
+                value = value[:-1]
+    return value
+
+
+def _password_like(value: str) -> bool:
+    """A value said to be a password: not a word about it, and more than plain lower-case
+    letters (mixed case, a digit or a symbol)."""
+    if value.lower() in _NOT_VALUES or set(value) <= set("*x•.#-_"):
+        return False
+    return not (value.isalpha() and value.islower())
+
+
+# Every name of an assignment or a phrase contains one of these (found with str.find:
+# a regex that starts with a case-insensitive alternation is slow on long texts).
+_STEMS = ("key", "secret", "token", "pass", "pwd", "credential", "pin")
+
+
+def _matches_at_stems(regex: re.Pattern[str], text: str, lowered: str, *, back: int = 0) -> Iterator[re.Match[str]]:
+    """Yield the matches of ``regex`` that start at a stem (or up to ``back`` characters
+    before one), left to right, without overlaps."""
+    starts = set()
+    for stem in _STEMS:
+        i = lowered.find(stem)
+        while i >= 0:
+            starts.update(range(max(0, i - back), i + 1))
+            i = lowered.find(stem, i + 1)
+    end = 0
+    for start in sorted(starts):
+        if start < end:
+            continue
+        m = regex.match(text, start)
+        if m is not None:
+            end = m.end()
+            yield m
+
+
+def _find_assignments(text: str) -> Iterator[Finding]:
+    lowered = text.lower()
+    if "=" in text or ":" in text:
+        for m in _matches_at_stems(_ASSIGNMENT, text, lowered, back=6):
+            name_start = _name_start(text, m.start("name"))
+            name = text[name_start : m.end("name")].lower()
+            quoted = m.group("qv") is not None
+            group = "qv" if quoted else "v"
+            value = m.group(group) if quoted else _value_end(m.group("v"), text[: m.start()])
+            start = m.start(group)
+            end = start + len(value)
+            password = any(name.endswith(n) for n in _PASSWORD_NAMES)
+            before = words_before(text, name_start, count=1)
+            if name in ("key", "token", "secret") and before and before[0] in _NOT_SECRET_KEYS:
+                continue
+            if password:
+                ok = _password_like(value) and (quoted or len(value) >= 6)
+            else:
+                ok = len(value) >= 12 and _looks_random(value) or (quoted and len(value) >= 8 and _looks_random(value))
+            if ok:
+                yield Finding(TYPE, start, end, value)
+    for m in _matches_at_stems(_PHRASE, text, lowered, back=4):
+        quoted = m.group("qv") is not None
+        group = "qv" if quoted else "v"
+        value = m.group(group) if quoted else _value_end(m.group("v"), text[: m.start()])
+        name = m.group("name").lower()
+        if name in ("secret", "api key", "token"):
+            ok = _looks_random(value) and len(value) >= 12
+        else:
+            ok = _password_like(value) or (quoted and value.lower() not in _NOT_VALUES)
+        if ok:
+            start = m.start(group)
+            yield Finding(TYPE, start, start + len(value), value)
+
+
+@functools.cache
+def _patterns_by_hint() -> dict[str, tuple[_Pattern, ...]]:
+    """Each hint with the patterns it lets through (every pattern has hints)."""
+    by_hint: dict[str, list[_Pattern]] = {}
+    for pattern in (*_library_patterns(), *_OWN_PATTERNS):
+        for hint in pattern.hint:
+            by_hint.setdefault(hint, []).append(pattern)
+    return {hint: tuple(patterns) for hint, patterns in by_hint.items()}
+
+
+def find(text: str) -> Iterator[Finding]:
+    """Yield the secrets in ``text`` (they may overlap; the caller resolves overlaps)."""
+    # Each hint looked for once; only the patterns of the hints present run.
+    candidates = {id(p): p for hint, patterns in _patterns_by_hint().items() if hint in text for p in patterns}
+    for pattern in candidates.values():
+        for m in pattern.regex.finditer(text):
+            start, end = m.span(pattern.group)
+            if start < 0 or start == end:
+                continue
+            if pattern.widen:
+                start, end = _widen(text, start, end)
+            value = text[start:end]
+            if pattern.accept is None or pattern.accept(value):
+                yield Finding(TYPE, start, end, value)
+    yield from _find_private_keys(text)
+    yield from _find_assignments(text)
+
+
+# The RE2 prefilter branches (a superset of every pattern above), valid on decoded text
+# and on JSON text (a quote may be escaped there, a slash written \/).
+PREFILTER = "|".join((
+    r"(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}",
+    r"(?i:aws)[^\n]{0,20}(?i:key|pwd|pw|pass|token)",
+    r"AccountKey=",
+    r":(?:\\?/){2}[^\s@]*:[^\s@]*@",
+    r"[MNO][a-zA-Z0-9_-]{23,25}\.[a-zA-Z0-9_-]{6}\.",
+    r"gh[pousr]_", r"github_pat_",
+    r"gl(?:pat|dt|ft|soat|rt|cbt|imt|ptt|agent|oas)-", r"GR1348941",
+    r"eyJ[A-Za-z0-9_=-]+\.",
+    r"-us[0-9]",  # Mailchimp (its 32 characters before: a costly DFA)
+    r"_authToken",
+    r"T3BlbkFJ",
+    r"pypi-",
+    r"SG\.[a-zA-Z0-9_-]{22}\.",
+    r"(?i:xox[a-z]-)", r"(?i:hooks\.slack\.com)",
+    r"sq0csp-",
+    r"[rs]k_live_",
+    r"[0-9]{8,10}:[0-9A-Za-z_-]{35}",
+    r"(?:AC|SK)[a-z0-9]{32}",
+    r"sk-[A-Za-z0-9_-]{20}",
+    r"AIza[0-9A-Za-z_-]{35}",
+    r"hf_[A-Za-z0-9]{30}",
+    r"npm_[A-Za-z0-9]{36}",
+    r"(?:Bearer|bearer|BEARER|Basic|basic|BASIC)(?:[ \t]|\\t)",
+    r"PRIVATE KEY", r"PuTTY-User-Key-File-",
+    r"(?i:key|secret|token|passwd|password|pwd|pass|passphrase|credentials?)(?:\\?[\"'])?(?:[ \t]|\\t)*[:=]",
+    # "my password is ...": a quoted value, or one with more than lower-case letters
+    r"(?i:password|passwd|passcode|passphrase|pwd|pin|pin code|secret|api key|token)(?:[ \t]|\\t)+(?i:is|was|=|:)"
+    r"(?:[ \t]|\\t)+(?:[\"'`]|[^\s\"'`,;]*[^a-z\s\"'`,;])",
+))
