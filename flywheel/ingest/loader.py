@@ -48,6 +48,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from flywheel import pii, store
+from flywheel.crashpoints import crash_point
 from flywheel.ingest import fast, formats
 from flywheel.ingest.normalize import (
     REASONS,
@@ -250,12 +251,14 @@ def ingest_day(
         _move_duplicates(con, day)
         _count(con, day, report)
         _record_files(con, day, report)
+        crash_point(settings, "ingest:before_commit")
         con.execute("COMMIT")
     except BaseException:
         # A failed COMMIT (a lost race in lake mode) has already ended the transaction:
         # a plain ROLLBACK would raise again and hide why.
         store.rollback(con)
         raise
+    crash_point(settings, "ingest:after_commit")
     return report
 
 

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from flywheel.ingest.fast import openai_sql
 from flywheel.ingest.formats.common import _map_value
-from flywheel.ingest.formats.jsonio import _is_gzip, _json_error
+from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _is_gzip, _json_error
 from flywheel.ingest.formats.openai import _map_batch_output, _map_openai_chat
 from flywheel.ingest.records import UnreadableFile
 
@@ -136,7 +136,7 @@ def _check_first(lines: pa.Table) -> None:
                 raise NotFast("a byte order mark or a JSON array")
             try:
                 json.loads(text.rstrip("\r\n"))
-            except ValueError:
+            except _JSON_ERRORS:
                 raise NotFast("the first line is not JSON by itself") from None
             return
 
@@ -149,6 +149,8 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
     text = lines.column("text")
     if text.null_count:
         raise NotFast("not UTF-8")
+    if lines.column("pre_error").null_count < lines.num_rows:  # a gzip stream broke off
+        raise NotFast("a broken gzip stream")
     # Python's text reader also ends a line at a lone carriage return.
     if pc.any(pc.match_substring(text, "\r")).as_py() and \
             pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
@@ -187,7 +189,7 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
             continue
         try:
             value, error = json.loads(line.rstrip("\r\n")), None
-        except ValueError as err:
+        except _JSON_ERRORS as err:
             value, error = None, _json_error(err)
         rec = _map_value(int(line_numbers[i]), stripped, value, mapper, error)
         fallback_text[i] = rec.raw

@@ -46,7 +46,7 @@ def sample_keys(texts: Iterable[str | None]) -> dict[str, tuple[str, ...]]:
     for text in texts:
         try:
             obj = json.loads(text) if text else None
-        except ValueError:
+        except (ValueError, RecursionError):  # the Python mapper judges the line
             continue
         if not isinstance(obj, dict):
             continue
@@ -180,7 +180,7 @@ def sample_batch_keys(texts: Iterable[str | None], requests: dict) -> dict[str, 
     for text in texts:
         try:
             obj = json.loads(text) if text else None
-        except ValueError:
+        except (ValueError, RecursionError):  # the Python mapper judges the line
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("response"), dict):
             continue
