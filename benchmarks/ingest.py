@@ -8,7 +8,9 @@ the same DuckDB thread count and memory limit.
 canonical_jsonl_gz, ...): our ingestion of one demo day of N records written in that
 format against our ingestion of the very same records as canonical JSON lines (the
 accepted rows, exported from the first run's `logs` table), in the same process: the
-`ratio` is what the format costs over the canonical path.
+`ratio` is what the format costs over the canonical path. `--python-path` maps every
+record of the format with the Python mappers (the fast paths of `flywheel.ingest.fast`
+off), for the difference they make.
 
 Inputs (from the demo generator) are written once to benchmarks/.cache and reused. Each
 side writes into a fresh DuckDB file.
@@ -67,8 +69,9 @@ _CANONICAL_EXPORT = (
 )
 
 
-def _timed_ingest(home: Path, files: list[Path]) -> tuple[object, float, float]:
-    """Ingest ``files`` as the day DAY of a fresh home; return (report, seconds, cpu seconds)."""
+def _timed_ingest(home: Path, files: list[Path], *, fast_formats: bool = True) -> tuple[object, float, float]:
+    """Ingest ``files`` as the day DAY of a fresh home; return (report, seconds, cpu seconds).
+    ``fast_formats=False``: every record of the non-canonical formats mapped in Python."""
     settings = load({"FLYWHEEL_HOME": str(home)})
     landing = settings.landing_for(DAY)
     landing.mkdir(parents=True)
@@ -76,18 +79,18 @@ def _timed_ingest(home: Path, files: list[Path]) -> tuple[object, float, float]:
         (landing / path.name).symlink_to(path)
     started, cpu_started = time.perf_counter(), time.process_time()
     with store.connection(settings) as con:
-        report = ingest_day(con, settings, DAY)
+        report = ingest_day(con, settings, DAY, fast_formats=fast_formats)
     return report, time.perf_counter() - started, time.process_time() - cpu_started
 
 
-def compare_format(fmt: str, rows: int, seed: int) -> dict:
+def compare_format(fmt: str, rows: int, seed: int, *, fast_formats: bool = True) -> dict:
     """Return the JSON result of ``--format``: ``fmt`` against the canonical path."""
     landing = format_day(fmt, rows, seed)
     files = sorted(p for p in landing.iterdir() if p.is_file())
     size_mb = sum(p.stat().st_size for p in files) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         say(f"ours: ingesting {rows:,} records as {fmt} ({size_mb:,.0f} MB) ...")
-        report, seconds, cpu_seconds = _timed_ingest(Path(tmp) / "format", files)
+        report, seconds, cpu_seconds = _timed_ingest(Path(tmp) / "format", files, fast_formats=fast_formats)
         canonical = Path(tmp) / "canonical.jsonl"
         with duckdb.connect(str(Path(tmp) / "format" / "flywheel.duckdb"), read_only=True) as con:
             con.execute(f"COPY (SELECT {_CANONICAL_EXPORT} FROM logs ORDER BY source_file, source_line) "
@@ -98,6 +101,7 @@ def compare_format(fmt: str, rows: int, seed: int) -> dict:
     return {
         "name": "ingest",
         "format": fmt,
+        "fast_formats": fast_formats,
         "rows": report.total("read"),
         "accepted": report.total("accepted"),
         "rejected": report.total("rejected"),
@@ -122,9 +126,11 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="a demo format, timed against the canonical path of the same records")
+    parser.add_argument("--python-path", action="store_true",
+                        help="with --format: map every record in Python (no fast path), to time the difference")
     args = parser.parse_args(argv)
     if args.format:
-        return compare_format(args.format, args.rows, args.seed)
+        return compare_format(args.format, args.rows, args.seed, fast_formats=not args.python_path)
     source = input_file(args.rows, args.seed)
     size_mb = source.stat().st_size / 1e6
 

@@ -13,6 +13,8 @@ import os
 from flywheel.settings import Settings
 
 POINTS = (
+    "ingest:before_commit",   # a day's rows replaced and its duplicates moved, not committed
+    "ingest:after_commit",    # a day committed, its checks not yet run
     "import:before_commit",   # a file's rows inserted, its transaction not committed
     "import:after_commit",    # a file committed, not yet moved to the archive
     "pending:before_commit",  # pending labels joined, not committed

@@ -48,7 +48,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from flywheel import pii, store
-from flywheel.ingest import formats
+from flywheel.crashpoints import crash_point
+from flywheel.ingest import fast, formats
 from flywheel.ingest.normalize import (
     REASONS,
     TsWindow,
@@ -206,6 +207,7 @@ def ingest_day(
     *,
     progress: Progress | None = None,
     allow_empty: bool = False,
+    fast_formats: bool = True,
 ) -> IngestReport:
     """Replace the partition ``day`` (``YYYY-MM-DD``) with the records of its landing folder.
 
@@ -213,6 +215,8 @@ def ingest_day(
     (read = accepted + rejected + duplicates). A landing folder that is missing or holds
     no files raises :class:`EmptyLandingFolder` (nothing is changed) unless
     ``allow_empty``: then the day is stored empty.
+    ``fast_formats=False`` maps every record of the other formats in Python (the fast
+    paths of :mod:`flywheel.ingest.fast` give the same tables; tests compare them).
     """
     date.fromisoformat(day)  # a clear error for a malformed partition key
     say = progress or (lambda _msg: None)
@@ -235,7 +239,8 @@ def ingest_day(
         for path, fmt, file_report in detected:
             say(f"{day}: reading {path.name} ({fmt})")
             try:
-                _load_file(con, settings, day, path, fmt, file_report, report, batch_requests)
+                _load_file(con, settings, day, path, fmt, file_report, report, batch_requests,
+                           fast_formats=fast_formats)
             except UnreadableFile as exc:
                 _forget_file(con, day, file_report.source_file)
                 file_report.error = exc.reason
@@ -246,12 +251,14 @@ def ingest_day(
         _move_duplicates(con, day)
         _count(con, day, report)
         _record_files(con, day, report)
+        crash_point(settings, "ingest:before_commit")
         con.execute("COMMIT")
     except BaseException:
         # A failed COMMIT (a lost race in lake mode) has already ended the transaction:
         # a plain ROLLBACK would raise again and hide why.
         store.rollback(con)
         raise
+    crash_point(settings, "ingest:after_commit")
     return report
 
 
@@ -277,11 +284,15 @@ def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
     return detected, batch_requests
 
 
-def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests) -> None:
+def _load_file(con, settings, day, path, fmt, file_report, report, batch_requests, *,
+               fast_formats: bool = True) -> None:
     """Stage, scrub, validate and store one file's records."""
     window = ts_window(day, settings.max_ts_skew_days)
     if fmt == "canonical_jsonl" and fmt in ONE_RECORD_PER_LINE:
         _load_lines(con, day, path, file_report, settings.pii_mode, report, window)
+        return
+    if fast_formats and fast.handles(fmt) and _load_fast(con, settings, day, path, fmt, file_report, report,
+                                                         batch_requests, window):
         return
     pii_gate = settings.pii_mode != "off"
     try:
@@ -304,6 +315,27 @@ def _store_batches(con, day, fmt, batches, file_report, mode, report, window) ->
         file_report.blank_lines += blank
         file_report.read += batch.num_rows - blank
         _store_batch(con, day, file_report.source_file, fmt, batch, mode, report, window)
+
+
+def _load_fast(con, settings, day, path, fmt, file_report, report, batch_requests, window) -> bool:
+    """Load a file through its format's fast path (records mapped in SQL by the batch,
+    one record per line); return False, with nothing of it stored, where the file
+    cannot take it."""
+    pii_counts = dict(report.pii_counts)
+    try:
+        for batch in fast.fast_batches(con, path, fmt, pii_gate=settings.pii_mode != "off",
+                                       batch_requests=batch_requests):
+            if batch.num_rows:
+                file_report.read += batch.num_rows
+                _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report, window,
+                             one_record_per_line=True)
+    except fast.NotFast:
+        _forget_file(con, day, file_report.source_file)
+        file_report.read = 0
+        report.pii_counts.clear()
+        report.pii_counts.update(pii_counts)
+        return False
+    return True
 
 
 def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, report: IngestReport,
@@ -897,7 +929,8 @@ def _arrow_rows(path: Path, fmt: str, *, ragged: list[str] | None = None) -> Ite
     with pa.input_stream(str(path), compression=compression) as stream:
         reader = pcsv.open_csv(
             stream,
-            read_options=pcsv.ReadOptions(encoding="utf8"),
+            # Blocks as large as a JSON-lines batch: each batch pays for a few statements.
+            read_options=pcsv.ReadOptions(encoding="utf8", block_size=LINES_BLOCK_BYTES),
             parse_options=pcsv.ParseOptions(
                 newlines_in_values=True,
                 invalid_row_handler=lambda row: ragged.append(row.text) or "skip" if ragged is not None else "error",
@@ -1014,7 +1047,7 @@ def _scan_messages(messages: list) -> tuple[list, set[str]]:
 
 
 def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mode: str,
-                 report: IngestReport, window: TsWindow) -> None:
+                 report: IngestReport, window: TsWindow, *, one_record_per_line: bool = False) -> None:
     """Write a staged batch: accepted records to `logs`, broken ones to `rejected_logs`.
 
     One statement validates the batch and inserts the records that pass and hold no
@@ -1033,7 +1066,7 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
     con.register("stage_fix", FIX_SCHEMA.empty_table())
     try:
         hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
-        fast = fmt in ONE_RECORD_PER_LINE
+        fast = one_record_per_line or fmt in ONE_RECORD_PER_LINE
         left_out = (_fast_pass(con, day, source_file, fmt, batch, hold_back, window) if fast
                     else _detailed_pass(con, day, source_file, fmt, batch, hold_back, window))
         if left_out is None:
@@ -1162,11 +1195,14 @@ def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str |
 
     They go to the temporary table of late records (moved to `logs` at the end of the
     day), which can say which lines it took (``RETURNING``: a DuckLake table cannot)."""
-    taken = con.execute(
-        f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back, window=window), table=LATE_LOGS)}
-            RETURNING source_line""",
-        [day, source_file, fmt],
-    ).fetch_arrow_table().column(0)
+    # Without filter pushdown: DuckDB would otherwise repeat the parse of every record
+    # for each field the checks name (on OTel spans 3 GB of RSS and most of the time).
+    with _fast_insert_settings(con):
+        taken = con.execute(
+            f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back, window=window), table=LATE_LOGS)}
+                RETURNING source_line""",
+            [day, source_file, fmt],
+        ).fetch_arrow_table().column(0)
     records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
     if len(taken) == len(records):
         return None
