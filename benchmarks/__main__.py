@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     module = importlib.import_module(BENCHMARKS[args.name])
     result = module.main(rest)
     print(json.dumps(result), flush=True)
-    return 0
+    return 0 if result.get("ok", True) else 1
 
 
 if __name__ == "__main__":

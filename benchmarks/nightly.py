@@ -138,8 +138,10 @@ def main(argv: list[str]) -> dict:
         output = process.communicate()[0]
         seconds = time.perf_counter() - started
         watcher.join()
+        failed = [line.strip() for line in output.splitlines() if "failed" in line.lower()]
         if process.returncode != 0:
-            raise SystemExit(f"flywheel run failed ({process.returncode}):\n{output}")
+            # A failed night is still measured (its phases up to the failure), and says so.
+            say(f"flywheel run failed ({process.returncode}):\n{output[-4000:]}")
 
         import duckdb
 
@@ -160,7 +162,10 @@ def main(argv: list[str]) -> dict:
             "steps": {k: round(v, 2) for k, v in sorted(steps.items())},
             "peak_rss_mb": round(peak[0] / 1e6, 1),
             "cores": os.cpu_count(),
+            "ok": process.returncode == 0,
         }
+        if failed:
+            result["failed"] = failed
         if args.keep:
             say(f"kept: FLYWHEEL_HOME={home} DAGSTER_HOME={dagster_home}")
         return result
