@@ -32,7 +32,9 @@ from flywheel.classifiers.run import train_all
 @transient_retries
 def classifiers(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """Hallucination and relevance classifiers trained on `logs` joined with `consensus`:
-    grouped hold-out, grouped CV and time-split evaluation, a model card per task, skops
+    grouped hold-out, one grouped out-of-fold pass (CV metrics, threshold, calibration) and
+    time-split evaluation, the served model refitted on every label, a model card per task
+    with per-source metrics and trust verdicts (FLYWHEEL_CLASSIFIER_MIN_AUROC), skops
     artifacts under `models/classifiers/`, and the `models` registry. A task with too few
     labels (FLYWHEEL_MIN_LABELS_PER_CLASS) is skipped with a message."""
     settings = flywheel.settings()
@@ -48,7 +50,8 @@ def classifiers(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -
             "dagster/row_count": total,
             "tasks": dg.MetadataValue.md(_table(reports)),
             **cards,
-            **as_metadata({"summary": [r.summary() for r in reports]}),
+            **as_metadata({"summary": [r.summary() for r in reports],
+                           "trust": {r.task: (r.metrics or {}).get("trust") for r in reports if r.metrics}}),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -64,12 +67,13 @@ def classifiers(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -
 
 
 def _table(reports) -> str:
-    lines = ["| task | status | version | positives | negatives | AUROC | AP | F1 | ECE | message |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | status | version | positives | negatives | AUROC | AP | F1 | ECE | trusted | message |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in reports:
         m = r.metrics or {}
+        trusted = "–" if "trusted" not in m else ("yes" if m["trusted"] else "no")
         cells = [r.task, r.status, r.version or "–", r.positives, r.negatives,
                  *(m.get(k, "–") if m.get(k) is not None else "–" for k in ("auroc", "ap", "f1", "ece")),
-                 r.message.replace("|", "/")]
+                 trusted, r.message.replace("|", "/")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)

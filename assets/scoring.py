@@ -23,7 +23,8 @@ from flywheel.classifiers.scoring import score_day
 def log_scores(context: dg.AssetExecutionContext, flywheel: FlywheelResource) -> dg.MaterializeResult:
     """Calibrated hallucination and relevance probabilities for every log of the day, from
     each task's champion (a former champion serves when the champion's artifact is missing
-    or corrupt; a task without any gets no rows). Replaces the day's rows."""
+    or corrupt; a task without any gets no rows), each flagged `trusted` when the model
+    passes the trust floor for the log's source. Replaces the day's rows."""
     settings = flywheel.settings()
     with store.connection(settings) as con:
         report = score_day(con, settings, context.partition_key)
@@ -31,6 +32,8 @@ def log_scores(context: dg.AssetExecutionContext, flywheel: FlywheelResource) ->
         context.log.error(problem)
     for task, why in report.skipped.items():
         context.log.warning(f"{task}: {why}: 0 rows")
+    for task, why in report.untrusted.items():
+        context.log.warning(f"{task}: scores written with trusted = false (slices and queue ignore them): {why}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": report.total_rows,

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "scoring": "benchmarks.scoring",
     "nightly": "benchmarks.nightly",
     "pii": "benchmarks.pii",
+    "training": "benchmarks.training",
 }
 
 

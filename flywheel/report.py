@@ -74,7 +74,7 @@ def write_report(con: duckdb.DuckDBPyConnection, settings: Settings, day: str) -
         _queue_progress(con, day),
         _prompt_evals(con),
     ]
-    summary = _summary(con, day)
+    summary = _summary(con, day, settings)
     path = report_path(settings, day)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".html.tmp")
@@ -267,8 +267,9 @@ def _prompt_evals(con) -> Chart:
     return chart
 
 
-def _summary(con, day: str) -> dict[str, object]:
-    """Return the headline numbers of the day and of the loop (absent tables are left out)."""
+def _summary(con, day: str, settings: Settings | None = None) -> dict[str, object]:
+    """Return the headline numbers of the day and of the loop (absent tables are left out),
+    with whether each champion classifier's scores are trusted, and why not."""
     summary: dict[str, object] = {}
     one = lambda table, sql, params=None: (_rows(con, table, sql, params) or [(None,)])[0][0]  # noqa: E731
     summary["logs ingested"] = one("logs", "SELECT count(*) FROM logs WHERE day = ?::DATE", [day])
@@ -284,6 +285,17 @@ def _summary(con, day: str) -> dict[str, object]:
     scored = one("log_scores", "SELECT count(*) FROM log_scores WHERE day = ?::DATE", [day])
     if scored is not None:
         summary["classifier scores (logs x tasks)"] = scored
+        columns = {c for (c,) in _rows(con, "log_scores", "SELECT column_name FROM information_schema.columns "
+                                                          "WHERE table_name = 'log_scores'")}
+        if "trusted" in columns:
+            summary["trusted classifier scores (used by slices and queue)"] = one(
+                "log_scores", "SELECT count(*) FROM log_scores WHERE day = ?::DATE AND coalesce(trusted, true)", [day])
+    if settings is not None and champions:
+        from flywheel.classifiers.registry import champion_trust
+        from flywheel.classifiers.trust import describe
+
+        summary["classifier trust"] = "; ".join(
+            line for task, version, trust in champion_trust(con, settings) for line in describe(task, version, trust))
     return {k: v for k, v in summary.items() if v is not None}
 
 

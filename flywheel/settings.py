@@ -45,6 +45,8 @@ class Settings:
     gate_confidence: float = 0.95  # a candidate is kept out only when worse at this confidence
     scoring_batch_rows: int = 100_000  # logs scored per Arrow batch
     scoring_threads: int = 0  # threads scoring a batch (0: one per core)
+    classifier_min_auroc: float = 0.65  # trust floor: 95% lower bound of the held-out AUROC (per task and source)
+    classifier_min_trust_rows: int = 50  # fewer held-out rows: no verdict of its own (see classifiers/trust.py)
     # Storage mode "ducklake": where the lake's catalog and its Parquet files live.
     lake_catalog: str = ""  # "": SQLite file HOME/lake/catalog.sqlite; or "postgres:dbname=... host=..."
     lake_data_path: str = ""  # "": HOME/lake/data/; or s3://bucket/prefix/
@@ -177,6 +179,11 @@ def _validated(settings: Settings) -> Settings:
     for name, low in (("min_labels_per_class", 2), ("scoring_batch_rows", 1), ("scoring_threads", 0)):
         if getattr(settings, name) < low:
             raise SettingsError(f"FLYWHEEL_{name.upper()}={getattr(settings, name)} must be at least {low}")
+    if not 0.0 <= settings.classifier_min_auroc <= 1.0:
+        raise SettingsError(f"FLYWHEEL_CLASSIFIER_MIN_AUROC={settings.classifier_min_auroc} must be between 0 and 1")
+    if settings.classifier_min_trust_rows < 1:
+        raise SettingsError(
+            f"FLYWHEEL_CLASSIFIER_MIN_TRUST_ROWS={settings.classifier_min_trust_rows} must be at least 1")
     if not 0.5 <= settings.gate_confidence < 1.0:
         raise SettingsError(f"FLYWHEEL_GATE_CONFIDENCE={settings.gate_confidence} must be in [0.5, 1)")
     return settings

@@ -369,7 +369,8 @@ CREATE TABLE IF NOT EXISTS log_scores (
     task           VARCHAR NOT NULL,
     model_version  VARCHAR NOT NULL,
     score          DOUBLE,
-    scored_at      TIMESTAMPTZ NOT NULL
+    scored_at      TIMESTAMPTZ NOT NULL,
+    trusted        BOOLEAN             -- the model passes the trust floor for the log's source (NULL: written before the flag; counts as trusted)
 );
 """
 
@@ -555,6 +556,7 @@ def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyCo
 MIGRATIONS = (
     "ALTER TABLE annotation_files ADD COLUMN IF NOT EXISTS pending BIGINT DEFAULT 0",
     "ALTER TABLE annotation_files ADD COLUMN IF NOT EXISTS size_bytes BIGINT",
+    "ALTER TABLE log_scores ADD COLUMN IF NOT EXISTS trusted BOOLEAN",
 )
 
 

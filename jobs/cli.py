@@ -468,13 +468,14 @@ def status() -> None:
     else:
         typer.echo("Last run: none recorded in this Dagster instance")
     with _reading(settings) as con:
-        for line in summary_lines(con, llm_configured=bool(settings.llm_base_url)):
+        for line in summary_lines(con, llm_configured=bool(settings.llm_base_url), settings=settings):
             typer.echo(line)
 
 
-def summary_lines(con, *, llm_configured: bool = True) -> list[str]:
+def summary_lines(con, *, llm_configured: bool = True, settings=None) -> list[str]:
     """Return the lines of `flywheel status` drawn from the tables (absent tables are skipped).
-    ``llm_configured`` says whether an LLM endpoint is set, to explain an empty judge list."""
+    ``llm_configured`` says whether an LLM endpoint is set, to explain an empty judge list;
+    ``settings`` (default: read from the environment) give the classifiers' trust floor."""
     from flywheel import store
 
     def has(table: str) -> bool:
@@ -497,6 +498,14 @@ def summary_lines(con, *, llm_configured: bool = True) -> list[str]:
         out.append(f"  {task}: {version} (trained {trained_at:%Y-%m-%d %H:%M}) {_metrics_text(metrics)}")
     if not champions:
         out.append("  none yet (no classifier trained and promoted)")
+    else:
+        from flywheel.classifiers.registry import champion_trust
+        from flywheel.classifiers.trust import describe
+
+        out.append("Classifier trust (untrusted scores are kept in log_scores but not used by slices, queue, "
+                   "prompt evaluation):")
+        for task, version, trust in champion_trust(con, settings or flywheel_settings.load()):
+            out += [f"  {line}" for line in describe(task, version, trust)]
     no_judges = "none yet" if llm_configured else "none (no LLM endpoint: set OPENAI_BASE_URL to run the judges)"
     if has("judge_alignment"):
         judges = con.execute(

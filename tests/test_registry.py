@@ -15,7 +15,7 @@ from flywheel import store
 from flywheel.annotations import build_consensus, import_inbox
 from flywheel.classifiers.evaluation import best_threshold, compare_auroc, expected_calibration_error
 from flywheel.classifiers.features import LogFeatures
-from flywheel.classifiers.registry import (ArtifactError, champion_scorer, load_artifact, resolve,
+from flywheel.classifiers.registry import (ArtifactError, champion_scorer, companion, load_artifact, resolve,
                                           save_artifact)
 from flywheel.classifiers.run import train_task
 from flywheel.ingest.loader import ingest_day
@@ -163,6 +163,11 @@ def test_a_model_fitted_by_other_feature_code_is_refused_and_the_next_training_p
     pipeline = load_artifact(path)
     del pipeline.named_steps["features"].features_version_  # as the first feature code saved it
     sha256 = save_artifact(pipeline, path)
+    # its evaluation fit was fitted by the same older code (the gate cannot use it either)
+    eval_path = companion(path, "eval")
+    eval_pipeline = load_artifact(eval_path)
+    del eval_pipeline.named_steps["features"].features_version_
+    save_artifact(eval_pipeline, eval_path)
     with store.connection(settings) as con:
         con.execute("UPDATE models SET artifact_sha256 = ?, code_version = 'the older code' WHERE version = ?",
                     [sha256, first.version])
@@ -171,7 +176,7 @@ def test_a_model_fitted_by_other_feature_code_is_refused_and_the_next_training_p
     with store.connection(settings) as con:
         assert champion_scorer(con, settings, "hallucination") is None
         again = train_task(con, settings, "hallucination")
-        assert "no loadable champion: promoted" in again.message
+        assert "no loadable champion evaluation fit" in again.message and "promoted" in again.message
         assert champion_scorer(con, settings, "hallucination").version == again.version
 
 

@@ -10,7 +10,8 @@ strategy          items
 ``worst_slice``   members (`slice_membership`) of the day's top :data:`WORST_SLICES_TOP`
                   `worst_slices`, drawn round-robin from the slices in rank order
 ``uncertain``     items whose current classifier score (`log_scores`, the champion model
-                  when `models` names one) is closest to 0.5, over both tasks
+                  when `models` names one; trusted scores only) is closest to 0.5, over
+                  both tasks
 ``disagreement``  items where the classifier (score above / below 0.5) and an LLM judge
                   verdict (`judge_verdicts(log_id, criterion, verdict)`) disagree, the
                   widest gaps first; only verdicts of trusted judge prompt versions
@@ -355,11 +356,15 @@ def current_scores_sql(con: duckdb.DuckDBPyConnection, ids: str) -> str | None:
 
     One row ``(log_id, task, model_version, score)`` per log and task of :data:`LABELS`:
     the champion model's score when `models` names a champion for the task, else the
-    score of the greatest model_version. Returns None when there is no usable
-    `log_scores` table. ``ids`` is a table or subquery with a ``log_id`` column.
+    score of the greatest model_version. Scores flagged not trusted (``trusted`` false:
+    the model fails the trust floor for the log's source) are left out; NULL counts as
+    trusted. Returns None when there is no usable `log_scores` table. ``ids`` is a table
+    or subquery with a ``log_id`` column.
     """
-    if not {"log_id", "task", "model_version", "score"} <= _columns(con, "log_scores"):
+    columns = _columns(con, "log_scores")
+    if not {"log_id", "task", "model_version", "score"} <= columns:
         return None
+    trusted_filter = " AND coalesce(s.trusted, true)" if "trusted" in columns else ""
     champion_filter = ""
     if {"version", "task", "status"} <= _columns(con, "models"):
         champion_filter = """
@@ -370,7 +375,7 @@ def current_scores_sql(con: duckdb.DuckDBPyConnection, ids: str) -> str | None:
     return f"""
         SELECT s.log_id, s.task, s.model_version::VARCHAR AS model_version, s.score::DOUBLE AS score
         FROM log_scores s SEMI JOIN {ids} i ON i.log_id = s.log_id
-        WHERE s.task IN ({tasks}) AND s.score IS NOT NULL AND NOT isnan(s.score::DOUBLE){champion_filter}
+        WHERE s.task IN ({tasks}) AND s.score IS NOT NULL AND NOT isnan(s.score::DOUBLE){trusted_filter}{champion_filter}
         QUALIFY row_number() OVER (PARTITION BY s.log_id, s.task
                                    ORDER BY s.model_version::VARCHAR DESC, s.score) = 1"""
 
@@ -389,6 +394,11 @@ def _no_scores(con) -> str:
         return "no log_scores table (no classifier scores yet)"
     if not {"log_id", "task", "model_version", "score"} <= _columns(con, "log_scores"):
         return "log_scores lacks log_id, task, model_version or score"
+    if "trusted" in _columns(con, "log_scores") and con.execute(
+            "SELECT count(*) FROM log_scores s SEMI JOIN _queue_eligible e USING (log_id) "
+            "WHERE s.trusted = false").fetchone()[0]:
+        return ("the classifier scores of the day's eligible items are not trusted (below the trust floor: "
+                "see `flywheel status`)")
     return "no classifier scores in log_scores for the day's eligible items"
 
 

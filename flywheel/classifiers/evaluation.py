@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -102,12 +102,38 @@ def slice_metrics(frame: pd.DataFrame, y: np.ndarray, scores: np.ndarray, thresh
     return out
 
 
-def _auroc_rows(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """AUROC of each row of a (B, n) score matrix against the (B, n) labels (Mann-Whitney)."""
-    ranks = rankdata(scores, axis=1)
-    pos = y.sum(axis=1)
-    neg = y.shape[1] - pos
-    return ((ranks * y).sum(axis=1) - pos * (pos + 1) / 2) / (pos * neg)
+def _delong(y: np.ndarray, score_sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Return the AUROCs of each score set on labels ``y`` and their DeLong covariance
+    matrix (the fast midrank form of Sun and Xu, 2014: O(n log n), no resampling)."""
+    pos, neg = y == 1, y == 0
+    m, n = int(pos.sum()), int(neg.sum())
+    aucs, v_pos, v_neg = [], [], []
+    for scores in score_sets:
+        x, z = scores[pos], scores[neg]
+        all_ranks = rankdata(np.concatenate([x, z]))
+        rx, rz = all_ranks[:m], all_ranks[m:]
+        # structural components: each positive's share of negatives below it, and each
+        # negative's share of positives above it (ties count half)
+        v01 = (rx - rankdata(x)) / n
+        v10 = 1.0 - (rz - rankdata(z)) / m
+        aucs.append(v01.mean())
+        v_pos.append(v01)
+        v_neg.append(v10)
+    s01 = np.atleast_2d(np.cov(np.vstack(v_pos))) if m > 1 else np.zeros((len(score_sets),) * 2)
+    s10 = np.atleast_2d(np.cov(np.vstack(v_neg))) if n > 1 else np.zeros((len(score_sets),) * 2)
+    return np.asarray(aucs), s01 / m + s10 / n
+
+
+def auroc_interval(auroc: float, positives: int, negatives: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Return the two-sided ``confidence`` interval (low, high) of an AUROC measured on
+    ``positives`` and ``negatives`` rows: the Hanley-McNeil (1982) standard error with a
+    normal approximation, clipped to [0, 1]. It needs only the three numbers, so a model
+    card's stored figures are enough to judge a model again under other settings."""
+    a = float(auroc)
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    variance = (a * (1 - a) + (positives - 1) * (q1 - a * a) + (negatives - 1) * (q2 - a * a)) / (positives * negatives)
+    half = norm.ppf(0.5 + confidence / 2) * np.sqrt(max(variance, 0.0))
+    return max(0.0, a - half), min(1.0, a + half)
 
 
 @dataclass
@@ -119,10 +145,10 @@ class Comparison:
     delta: float  # candidate - champion
     low: float  # lower bound of the two-sided interval of delta
     high: float  # upper bound
-    p_worse: float  # bootstrap share of resamples where the candidate is not better
+    p_worse: float  # probability (normal approximation) that the candidate is not better
     confidence: float
     n: int
-    resamples: int
+    method: str  # how the interval was made
     worse: bool  # the candidate is worse beyond the noise: high < 0
 
     def to_dict(self) -> dict:
@@ -134,36 +160,35 @@ class Comparison:
                 f"[{self.low:+.4f}, {self.high:+.4f}]")
 
 
-def compare_auroc(y: np.ndarray, champion: np.ndarray, candidate: np.ndarray, *, confidence: float = 0.95,
-                  resamples: int = 2000, seed: int = 0, chunk: int = 250) -> Comparison:
-    """Paired, class-stratified bootstrap of the AUROC difference candidate - champion.
+def compare_auroc(y: np.ndarray, champion: np.ndarray, candidate: np.ndarray, *,
+                  confidence: float = 0.95) -> Comparison:
+    """Paired DeLong test of the AUROC difference candidate - champion on the same rows.
 
-    Both models' scores are on the same rows; each resample draws the positives and the
-    negatives with replacement (so every resample has both classes) and the same rows for
-    both models. ``worse`` is True when the whole ``confidence`` interval of the
-    difference lies below zero, i.e. the candidate is worse beyond the noise of this set.
+    The variance of the difference comes from both models' structural components on the
+    same positives and negatives (their correlation is accounted for), so the interval
+    is the one a paired bootstrap approximates, at the cost of three sorts instead of
+    thousands of resamples. ``worse`` is True when the whole ``confidence`` interval of
+    the difference lies below zero, i.e. the candidate is worse beyond the noise of this
+    set. Raises ValueError when ``y`` lacks a class.
     """
     y = np.asarray(y, dtype=int)
     champion = np.asarray(champion, dtype=float)
     candidate = np.asarray(candidate, dtype=float)
     if not both_classes(y):
         raise ValueError("the evaluation set needs both classes to compare AUROC")
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    deltas = []
-    for start in range(0, resamples, chunk):
-        b = min(chunk, resamples - start)
-        idx = np.hstack([rng.choice(pos, size=(b, len(pos))), rng.choice(neg, size=(b, len(neg)))])
-        yy = y[idx]
-        deltas.append(_auroc_rows(yy, candidate[idx]) - _auroc_rows(yy, champion[idx]))
-    delta_samples = np.concatenate(deltas)
-    tail = (1.0 - confidence) / 2
-    low, high = np.quantile(delta_samples, [tail, 1.0 - tail])
-    base_c, base_n = roc_auc_score(y, champion), roc_auc_score(y, candidate)
+    (base_c, base_n), cov = _delong(y, [champion, candidate])
+    delta = float(base_n - base_c)
+    se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
+    z = norm.ppf(0.5 + confidence / 2)
+    if se > 0:
+        p_worse = float(norm.cdf(-delta / se))
+    else:  # identical rankings (or a degenerate set): no noise to speak of
+        p_worse = 1.0 if delta <= 0 else 0.0
+    low, high = delta - z * se, delta + z * se
     return Comparison(
-        champion_auroc=float(base_c), candidate_auroc=float(base_n), delta=float(base_n - base_c),
-        low=float(low), high=float(high), p_worse=float(np.mean(delta_samples <= 0)),
-        confidence=confidence, n=int(len(y)), resamples=resamples, worse=bool(high < 0),
+        champion_auroc=float(base_c), candidate_auroc=float(base_n), delta=delta,
+        low=float(low), high=float(high), p_worse=p_worse, confidence=confidence, n=int(len(y)),
+        method="paired DeLong test", worse=bool(high < 0),
     )
 
 

@@ -6,10 +6,18 @@ model card next to them (``<version>.md``). They are written with skops and read
 with an explicit list of trusted types (:data:`TRUSTED_TYPES`), never with raw pickle;
 the SHA-256 of each file is kept in ``models.artifact_sha256`` and checked on load.
 
+Each model has two artifacts: ``<version>.skops``, the served pipeline (fitted on every
+labelled row), and ``<version>.eval.skops``, its evaluation fit (fitted without the
+held-out rows), with the log ids that fit was trained on (``<version>.eval-train.parquet``);
+``models.metrics.evaluation_fit`` names them. Models trained before the served refit have
+only the first (it was their evaluation fit too).
+
 Status of a model: ``champion`` (at most one per task: its scores are the ones in use),
 ``candidate`` (trained, not promoted; ``reason`` says why) or ``retired`` (a former
-champion). A new model becomes champion unless it is worse than the current champion on
-the same held-out rows beyond the noise of that set (:func:`gate`).
+champion). A new model becomes champion unless its evaluation fit is worse than the
+champion's evaluation fit on the same held-out rows (those neither was trained on) beyond
+the noise of that set (:func:`gate`). Whether its scores are *trusted* is a separate,
+absolute verdict (:mod:`flywheel.classifiers.trust`), written with every score.
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ import pandas as pd
 import polars as pl
 import skops.io as sio
 
-from flywheel.classifiers.evaluation import Comparison, compare_auroc
+from flywheel.classifiers.evaluation import Comparison, both_classes, compare_auroc
 from flywheel.classifiers.features import FEATURES_VERSION, LogFeatures
+from flywheel.classifiers.trust import Trust, model_trust
 from flywheel.settings import Settings
 
 log = logging.getLogger("flywheel.classifiers")
@@ -166,6 +175,17 @@ class Scorer:
     artifact_path: Path
     threads: int = 1
     problems: list[str] = field(default_factory=list)  # champions skipped before this one, and why
+    trust: Trust | None = None  # None: no verdict known (every score counts as trusted)
+
+    def trusted(self, sources) -> np.ndarray:
+        """Return, per row of ``sources`` (the logs' source values), whether this model's
+        score of that row is trusted (:meth:`Trust.for_source`)."""
+        sources = pd.Series(np.asarray(sources, dtype=object))
+        if self.trust is None:
+            return np.ones(len(sources), dtype=bool)
+        codes, uniques = pd.factorize(sources, use_na_sentinel=False)
+        verdicts = np.array([self.trust.for_source(None if pd.isna(u) else u).trusted for u in uniques], dtype=bool)
+        return verdicts[codes] if len(codes) else np.zeros(0, dtype=bool)
 
     def score(self, frame) -> np.ndarray:
         n = frame.height if isinstance(frame, pl.DataFrame) else len(frame)
@@ -181,6 +201,43 @@ class Scorer:
 
     def _predict(self, frame) -> np.ndarray:
         return np.asarray(self.pipeline.predict_proba(frame)[:, 1], dtype=np.float64)
+
+
+def _json(text) -> dict:
+    try:
+        return json.loads(text) if isinstance(text, str) else (text or {})
+    except ValueError:
+        return {}
+
+
+def companion(artifact: Path, kind: str) -> Path:
+    """Return the file beside a served artifact ``<version>.skops``: ``kind`` ``eval``
+    (``<version>.eval.skops``, the evaluation fit) or ``eval-train``
+    (``<version>.eval-train.parquet``, the log ids that fit was trained on)."""
+    stem = artifact.name.removesuffix(".skops")
+    return artifact.with_name(f"{stem}.eval.skops" if kind == "eval" else f"{stem}.{kind}.parquet")
+
+
+def save_log_ids(log_ids, path: Path) -> str:
+    """Write ``log_ids`` to a Parquet file (atomically); return its SHA-256."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(pa.table({"log_id": pa.array(list(log_ids), type=pa.string())}), tmp, compression="zstd")
+    os.replace(tmp, path)
+    return _sha256(path)
+
+
+def _load_log_ids(path: Path, sha256: str | None) -> set[str]:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise ArtifactError(f"log ids {path} are missing")
+    if sha256 and _sha256(path) != sha256:
+        raise ArtifactError(f"log ids {path} are corrupt: their SHA-256 differs from the registry's")
+    return set(pq.read_table(path, columns=["log_id"]).column("log_id").to_pylist())
 
 
 def _rows(frame, start: int, stop: int):
@@ -202,7 +259,7 @@ def champion_scorer(con: duckdb.DuckDBPyConnection, settings: Settings, task: st
     ``retired`` model) whose artifact loads serves instead.
     """
     problems = []
-    for version, artifact_path, sha256, status in _serving_order(con, task):
+    for version, artifact_path, sha256, status, metrics in _serving_order(con, task):
         path = resolve(settings, artifact_path)
         try:
             pipeline = load_artifact(path, sha256=sha256)
@@ -214,17 +271,26 @@ def champion_scorer(con: duckdb.DuckDBPyConnection, settings: Settings, task: st
         if problems:
             log.warning("%s: %s %s serves instead", task, status, version)
         return Scorer(task=task, version=version, pipeline=pipeline, artifact_path=path,
-                      threads=scoring_threads(settings), problems=problems)
+                      threads=scoring_threads(settings), problems=problems,
+                      trust=model_trust(_json(metrics), settings))
     for message in problems:
         log.error("%s: no loadable champion (%s)", task, message)
     return None
+
+
+def champion_trust(con, settings: Settings) -> list[tuple[str, str, Trust]]:
+    """Return (task, version, :class:`Trust`) of each task's champion, from the stored
+    metrics under the current settings (no artifact is loaded)."""
+    rows = con.execute("SELECT task, version, metrics::VARCHAR FROM models WHERE status = 'champion' "
+                       "ORDER BY task").fetchall()
+    return [(task, version, model_trust(_json(metrics), settings)) for task, version, metrics in rows]
 
 
 def _serving_order(con, task: str) -> list[tuple]:
     """The champion first, then former champions, most recently promoted first."""
     return con.execute(
         """
-        SELECT version, artifact_path, artifact_sha256, status FROM models
+        SELECT version, artifact_path, artifact_sha256, status, metrics::VARCHAR FROM models
         WHERE task = ? AND status IN ('champion', 'retired') AND artifact_path IS NOT NULL
         ORDER BY status = 'champion' DESC, coalesce(promoted_at, trained_at) DESC, version DESC
         """,
@@ -249,29 +315,77 @@ class GateDecision:
                 "comparison": self.comparison.to_dict() if self.comparison else None}
 
 
+@dataclass
+class ChampionEvaluation:
+    """The champion's evaluation fit: what the gate compares a new model with."""
+
+    version: str
+    pipeline: object
+    seen: set[str] | None  # log ids it was trained on (None: not recorded, a model from before the refit)
+
+
+def champion_evaluation(con, settings: Settings, task: str) -> tuple[ChampionEvaluation | None, list[str]]:
+    """Return the evaluation fit of the task's serving champion (the model
+    :func:`champion_scorer` would serve) and the problems met, or (None, problems).
+
+    A model trained before the served refit has one artifact, which was its evaluation
+    fit: it is returned with ``seen`` None."""
+    problems = []
+    for version, artifact_path, sha256, status, metrics in _serving_order(con, task):
+        fit = _json(metrics).get("evaluation_fit") or {}
+        try:
+            if fit.get("artifact"):
+                pipeline = load_artifact(resolve(settings, fit["artifact"]), sha256=fit.get("sha256"))
+                seen = _load_log_ids(resolve(settings, fit["train_ids"]), fit.get("train_ids_sha256"))
+            else:
+                pipeline, seen = load_artifact(resolve(settings, artifact_path), sha256=sha256), None
+        except ArtifactError as exc:
+            problems.append(f"{task} {status} {version}: {exc}")
+            log.error(problems[-1])
+            continue
+        return ChampionEvaluation(version=version, pipeline=pipeline, seen=seen), problems
+    return None, problems
+
+
 def gate(con, settings: Settings, task: str, *, eval_frame: pd.DataFrame, y: np.ndarray,
          candidate_scores: np.ndarray) -> GateDecision:
-    """Decide on a new model of ``task`` given its scores on the held-out rows.
+    """Decide on a new model of ``task`` given its evaluation fit's scores on the held-out
+    rows (``eval_frame``, labels ``y``).
 
-    The serving champion (:func:`champion_scorer`) scores the same rows; the candidate is
-    promoted unless the paired bootstrap interval (``settings.gate_confidence``) of the
-    AUROC difference lies entirely below zero.
+    The champion's *evaluation fit* (:func:`champion_evaluation`; never its served model,
+    which was fitted on every row and so has seen the held-out ones) scores the held-out
+    rows it was not trained on; the candidate is promoted unless the paired DeLong
+    interval (``settings.gate_confidence``) of the AUROC difference on those rows lies
+    entirely below zero. When no such rows with both classes remain, the candidate is
+    promoted and the reason says so.
     """
-    scorer = champion_scorer(con, settings, task)
-    if scorer is None:
+    champion, problems = champion_evaluation(con, settings, task)
+    if champion is None:
         existing = con.execute("SELECT count(*) FROM models WHERE task = ? AND status = 'champion'",
                                [task]).fetchone()[0]
-        why = "no loadable champion: promoted" if existing else "first model of the task: promoted"
+        why = ("no loadable champion evaluation fit (" + "; ".join(problems) + "): promoted") if existing \
+            else "first model of the task: promoted"
         return GateDecision(promote=True, reason=why)
-    champion_scores = scorer.score(eval_frame)
-    comparison = compare_auroc(y, champion_scores, candidate_scores, confidence=settings.gate_confidence)
+    y = np.asarray(y)
+    candidate_scores = np.asarray(candidate_scores, dtype=float)
+    unseen = np.ones(len(eval_frame), dtype=bool) if champion.seen is None else \
+        ~eval_frame["log_id"].astype(str).isin(champion.seen).to_numpy()
+    if not both_classes(y[unseen]):
+        return GateDecision(
+            promote=True, champion_version=champion.version,
+            reason=f"no held-out rows with both classes that champion {champion.version} was not trained on "
+                   f"({int(unseen.sum())} unseen): promoted")
+    rows = eval_frame[unseen]
+    champion_scores = np.asarray(champion.pipeline.predict_proba(rows)[:, 1], dtype=float)
+    comparison = compare_auroc(y[unseen], champion_scores, candidate_scores[unseen],
+                               confidence=settings.gate_confidence)
     if comparison.worse:
         return GateDecision(
-            promote=False, champion_version=scorer.version, comparison=comparison,
-            reason=f"worse than champion {scorer.version} beyond the noise: {comparison.describe()}; not promoted")
+            promote=False, champion_version=champion.version, comparison=comparison,
+            reason=f"worse than champion {champion.version} beyond the noise: {comparison.describe()}; not promoted")
     return GateDecision(
-        promote=True, champion_version=scorer.version, comparison=comparison,
-        reason=f"not worse than champion {scorer.version}: {comparison.describe()}; promoted")
+        promote=True, champion_version=champion.version, comparison=comparison,
+        reason=f"not worse than champion {champion.version}: {comparison.describe()}; promoted")
 
 
 def new_version(task: str, data_hash: str, now: dt.datetime) -> str:

@@ -1,5 +1,6 @@
 """One training run of the classifiers: for each task, train from the labels, evaluate,
-gate against the champion, register, and write the model card.
+gate against the champion, register the model fitted on every label, and write the model
+card (figures of the evaluation fit, and the trust verdicts per source).
 
 :func:`train_task` never raises for a data problem: too few labels, a hold-out without
 both classes, or labels unchanged since the last model all end in a :class:`TaskReport`
@@ -16,8 +17,10 @@ import duckdb
 
 from flywheel.classifiers import registry
 from flywheel.classifiers.model import TASKS
+from flywheel.classifiers.trust import model_trust
 from flywheel.classifiers.training import (
     CV_FOLDS,
+    GROUP_MAX_SHARE,
     HOLDOUT_BUCKETS,
     PipelineFactory,
     TrainedModel,
@@ -80,7 +83,10 @@ def train_task(con: duckdb.DuckDBPyConnection, settings: Settings, task: str, *,
         "has_context": data.has_context,
         "min_labels_per_class": need,
         "holdout": f"groups hashing to bucket 0 of {HOLDOUT_BUCKETS}",
+        "groups": f"session, else (input, context); at most {GROUP_MAX_SHARE:.0%} of the rows per group",
         "cv_folds": CV_FOLDS,
+        "calibration": "sigmoid on out-of-fold scores",
+        "served": "refitted on every labelled row",
         "gate_confidence": settings.gate_confidence,
     })
     latest = con.execute(
@@ -102,18 +108,36 @@ def train_task(con: duckdb.DuckDBPyConnection, settings: Settings, task: str, *,
     folder = registry.artifact_dir(settings, task)
     artifact = folder / f"{version}.skops"
     sha256 = registry.save_artifact(trained.pipeline, artifact)
+    eval_artifact = registry.companion(artifact, "eval")
+    eval_sha256 = registry.save_artifact(trained.eval_pipeline, eval_artifact)
+    ids_path = registry.companion(artifact, "eval-train")
+    ids_sha256 = registry.save_log_ids(data.frame.loc[trained.train_mask, "log_id"].astype(str), ids_path)
     decision = registry.gate(con, settings, task, eval_frame=trained.eval_frame, y=trained.eval_labels,
                              candidate_scores=trained.eval_scores)
     ev = trained.evaluation
+    n_fit, n_eval = int(trained.train_mask.sum()), int((~trained.train_mask).sum())
     metrics = {**ev.holdout, "cv": ev.cv, "time_split": ev.time_split, "slices": ev.slices,
-               "gate": decision.to_dict(), "notes": ev.notes}
+               "gate": decision.to_dict(), "notes": ev.notes, "labelled_sources": ev.labelled_sources,
+               "evaluation_fit": {"artifact": settings.source_name(eval_artifact), "sha256": eval_sha256,
+                                  "train_ids": settings.source_name(ids_path), "train_ids_sha256": ids_sha256,
+                                  "n_train": n_fit, "n_eval": n_eval},
+               "served_fit": {"n_train": trained.n_served}, "seconds": ev.seconds}
+    trust = model_trust(metrics, settings)
+    metrics["trust"] = {**trust.to_dict(), "min_auroc": settings.classifier_min_auroc,
+                        "min_rows": settings.classifier_min_trust_rows}
+    metrics["trusted"] = trust.task.trusted
     status = registry.register(
         con, settings, task=task, version=version, trained_at=now, data_hash=data.data_hash,
         train_settings=train_settings, metrics=metrics, artifact=artifact, sha256=sha256, decision=decision,
-        n_train=int(trained.train_mask.sum()), n_eval=int((~trained.train_mask).sum()))
+        n_train=trained.n_served, n_eval=n_eval)
     report.status, report.version, report.message = status, version, f"{task}: {version} {decision.reason}"
+    if not trust.task.trusted:
+        report.message += f"; its scores are not trusted ({trust.task.reason})"
+    elif trust.untrusted_sources():
+        report.message += "; not trusted for source(s) " + ", ".join(trust.untrusted_sources())
     report.metrics, report.gate, report.notes = metrics, decision.to_dict(), ev.notes
-    report.card = model_card(trained, version=version, status=status, decision=decision, sha256=sha256)
+    report.card = model_card(trained, version=version, status=status, decision=decision, sha256=sha256,
+                             trust=trust)
     card_path = folder / f"{version}.md"
     card_path.write_text(report.card, encoding="utf-8")
     report.card_path = settings.source_name(card_path)
@@ -121,40 +145,54 @@ def train_task(con: duckdb.DuckDBPyConnection, settings: Settings, task: str, *,
 
 
 def model_card(trained: TrainedModel, *, version: str, status: str, decision: registry.GateDecision,
-               sha256: str) -> str:
+               sha256: str, trust=None) -> str:
     """Return the markdown model card of a trained model."""
     ev, data = trained.evaluation, trained.data
+    n_fit, n_eval = int(trained.train_mask.sum()), int((~trained.train_mask).sum())
     lines = [
         f"## {trained.task}: {version} ({status})",
         "",
         f"**Gate:** {decision.reason}",
         "",
-        f"Trained on {int(trained.train_mask.sum())} labelled logs, held out {int((~trained.train_mask).sum())} "
-        f"(groups: session, else normalized input; a fixed quarter of the groups is held out). "
+    ]
+    if trust is not None:
+        lines += [f"**Trust:** {'trusted' if trust.task.trusted else 'NOT trusted'}: {trust.task.reason}", ""]
+    lines += [
+        f"**Served model:** fitted on all {trained.n_served} labelled logs. The figures below are those of its "
+        f"evaluation fit: the same pipeline fitted on {n_fit} logs and scored on {n_eval} held-out logs "
+        f"(groups: session, else the normalized (input, context) pair, none larger than "
+        f"{GROUP_MAX_SHARE:.0%} of the rows; a fixed quarter of the groups is held out). "
         f"Labels: {data.positives} positive, {data.negatives} negative; context "
         f"{'used' if data.has_context else 'absent'}; data hash `{data.data_hash[:16]}`; artifact SHA-256 "
-        f"`{sha256[:16]}`; threshold {trained.threshold:.3f} (best F1 on out-of-fold scores of the training part).",
+        f"`{sha256[:16]}`; threshold {trained.threshold:.3f} (best F1 on out-of-fold scores of the training "
+        f"part, which also calibrate it: a sigmoid fit).",
         "",
         "| evaluation | " + " | ".join(METRIC_COLUMNS) + " |",
         "|---|" + "---|" * len(METRIC_COLUMNS),
     ]
-    for name, values in (("held out", ev.holdout), ("grouped CV (training part)", ev.cv),
+    for name, values in (("held out", ev.holdout), ("grouped CV (training part, out of fold)", ev.cv),
                          ("time split", ev.time_split)):
         if values:
             label = name if name != "time split" else f"time split (test {values.get('test_day')})"
             lines.append(f"| {label} | " + " | ".join(_fmt(values.get(c)) for c in METRIC_COLUMNS) + " |")
     if decision.comparison:
         c = decision.comparison
-        lines += ["", f"Champion {decision.champion_version} on the same rows: AUROC {c.champion_auroc:.4f}; "
-                      f"difference {c.delta:+.4f}, {c.confidence:.0%} interval [{c.low:+.4f}, {c.high:+.4f}] "
-                      f"(paired stratified bootstrap, {c.resamples} resamples)."]
+        lines += ["", f"Champion {decision.champion_version} (its evaluation fit) on the same {c.n} held-out rows: "
+                      f"AUROC {c.champion_auroc:.4f}; difference {c.delta:+.4f}, {c.confidence:.0%} interval "
+                      f"[{c.low:+.4f}, {c.high:+.4f}] ({c.method})."]
     if ev.slices:
         cols = ("n_eval", "positives", "auroc", "ap", "f1", "precision", "recall", "ece")
-        lines += ["", "**Per slice (held out)**", "", "| slice | " + " | ".join(cols) + " |",
-                  "|---|" + "---|" * len(cols)]
+        lines += ["", "**Per slice (held out)**", "", "| slice | " + " | ".join(cols) + " | AUROC 95% low | trusted |",
+                  "|---|" + "---|" * (len(cols) + 2)]
         for s in ev.slices:
+            verdict = trust.sources.get(s["slice_value"]) if trust is not None and s["slice_type"] == "source" \
+                else None
+            tail = (f" {_fmt(verdict.low)} | {'yes' if verdict.trusted else 'no'} ({verdict.basis}) |"
+                    if verdict is not None else " – | – |")
             lines.append(f"| {s['slice_type']}={s['slice_value']} | " + " | ".join(_fmt(s.get(c)) for c in cols)
-                         + " |")
+                         + " |" + tail)
+    if trust is not None and trust.untrusted_sources():
+        lines += ["", "**Sources whose scores are not trusted:** " + "; ".join(trust.untrusted_sources().values())]
     if ev.notes:
         lines += ["", "Notes: " + "; ".join(ev.notes)]
     if ev.plots:

@@ -8,6 +8,10 @@ split into chunks of at most ``CHUNK_ROWS`` rows, scored by one thread per core,
 the memory), and the scores written back through Arrow (the scores' NumPy arrays without a
 copy, the task and the model version as statement parameters).
 Re-scoring a day replaces exactly that day's rows, in one transaction.
+
+Every score is written with ``trusted``: whether the scoring model passes the trust floor
+for the log's source (:mod:`flywheel.classifiers.trust`). Untrusted scores stay in the
+table; the slices, the queue and the report leave them out.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class ScoreReport:
     rows: dict[str, int] = field(default_factory=dict)  # task -> rows written
     versions: dict[str, str] = field(default_factory=dict)  # task -> model version that scored
     skipped: dict[str, str] = field(default_factory=dict)  # task -> why it has no scores
+    trusted_rows: dict[str, int] = field(default_factory=dict)  # task -> rows written with trusted = true
+    untrusted: dict[str, str] = field(default_factory=dict)  # task -> why (some of) its scores are not trusted
     problems: list[str] = field(default_factory=list)  # artifacts that failed to load
     mean_score: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
@@ -49,15 +55,17 @@ class ScoreReport:
         return sum(self.rows.values())
 
     def summary(self) -> dict:
-        return {"day": self.day, "logs": self.logs, "rows": self.rows, "versions": self.versions,
-                "skipped": self.skipped, "problems": self.problems, "mean_score": self.mean_score,
-                "seconds": round(self.seconds, 2)}
+        return {"day": self.day, "logs": self.logs, "rows": self.rows, "trusted_rows": self.trusted_rows,
+                "versions": self.versions, "skipped": self.skipped, "untrusted": self.untrusted,
+                "problems": self.problems, "mean_score": self.mean_score, "seconds": round(self.seconds, 2)}
 
     def markdown(self) -> str:
-        lines = ["| task | model | rows | mean score | note |", "|---|---|---|---|---|"]
+        lines = ["| task | model | rows | trusted rows | mean score | note |", "|---|---|---|---|---|---|"]
         for task in TASKS:
+            note = self.skipped.get(task) or self.untrusted.get(task, "")
             lines.append(f"| {task} | {self.versions.get(task, '–')} | {self.rows.get(task, 0)} | "
-                         f"{self.mean_score.get(task, float('nan')):.4f} | {self.skipped.get(task, '')} |")
+                         f"{self.trusted_rows.get(task, 0)} | {self.mean_score.get(task, float('nan')):.4f} | "
+                         f"{note.replace('|', '/')} |")
         return "\n".join(lines)
 
 
@@ -78,8 +86,19 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
         report.problems += scorer.problems
         active[task] = scorer
         report.versions[task] = scorer.version
+    day_sources = [r[0] for r in con.execute("SELECT DISTINCT source FROM logs WHERE day = ? ORDER BY 1",
+                                             [day]).fetchall()] if active else []
+    for task, scorer in active.items():
+        if scorer.trust is None:
+            continue
+        reasons = [v.reason for v in map(scorer.trust.for_source, day_sources) if not v.trusted]
+        if reasons and not scorer.trust.task.trusted:
+            reasons.insert(0, scorer.trust.task.reason)
+        if reasons:
+            report.untrusted[task] = f"{scorer.version} not trusted for: " + "; ".join(reasons)
     scored_at = dt.datetime.now(dt.timezone.utc)
     sums = {task: 0.0 for task in active}
+    trusted = {task: 0 for task in active}
     # DuckDB's own worker threads would compete with the scoring threads for the cores:
     # one thread reads and writes meanwhile (the inserts take half the CPU time that way)
     duckdb_threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
@@ -89,7 +108,7 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
         try:
             con.execute("DELETE FROM log_scores WHERE day = ?", [day])
             if active and report.logs:
-                sums = _score_into(con, settings, day, active, scored_at)
+                sums, trusted = _score_into(con, settings, day, active, scored_at)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -98,57 +117,64 @@ def score_day(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, *, t
         con.execute(f"SET threads = {int(duckdb_threads)}")
     for task in active:
         report.rows[task] = report.logs
+        report.trusted_rows[task] = trusted[task]
         report.mean_score[task] = round(sums[task] / report.logs, 4) if report.logs else float("nan")
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _score_into(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, active: dict[str, Scorer],
-                scored_at: dt.datetime) -> dict[str, float]:
+                scored_at: dt.datetime) -> tuple[dict[str, float], dict[str, int]]:
     """Score the day's logs and insert the scores through ``con`` (inside its open
-    transaction); return the sum of the scores per task.
+    transaction); return the sum of the scores and the number of trusted scores per task.
 
     Three things overlap: a second connection streams the logs (the next batch is read
     while the current one is scored), the batch is scored, and a writer thread inserts
     the previous batch's scores."""
     sums = {task: 0.0 for task in active}
+    trusted = {task: 0 for task in active}
     threads = scoring_threads(settings)
     fast = FastScorer({task: scorer.pipeline for task, scorer in active.items()})
     reading = con.cursor()
     try:
         reader = reading.execute(
-            "SELECT log_id, input, output, context FROM logs WHERE day = ?", [day]
+            "SELECT log_id, source, input, output, context FROM logs WHERE day = ?", [day]
         ).fetch_record_batch(settings.scoring_batch_rows)
         with ThreadPoolExecutor(max_workers=1) as writer:
             writes = []
             for batch in _prefetched(reader):
                 batch_scores = score_frame(active, pl.from_arrow(batch), threads=threads, fast=fast)
+                sources = batch.column("source").to_numpy(zero_copy_only=False)
+                flags = {task: scorer.trusted(sources) for task, scorer in active.items()}
                 for task in active:
                     sums[task] += float(np.sum(batch_scores[task]))
+                    trusted[task] += int(flags[task].sum())
                 writes.append(writer.submit(_insert, con, day, active, batch.column("log_id"), batch_scores,
-                                            scored_at))
+                                            flags, scored_at))
                 if len(writes) > 2:  # keep at most two batches of scores waiting
                     writes.pop(0).result()
             for write in writes:
                 write.result()
     finally:
         reading.close()
-    return sums
+    return sums, trusted
 
 
 def _insert(con: duckdb.DuckDBPyConnection, day: str, active: dict[str, Scorer], log_ids: pa.Array,
-            scores: dict[str, np.ndarray], scored_at: dt.datetime) -> None:
+            scores: dict[str, np.ndarray], trusted: dict[str, np.ndarray], scored_at: dt.datetime) -> None:
     """Insert one batch's scores of every task into ``log_scores`` (one statement per
-    task; the log ids and the scores are handed to DuckDB as Arrow arrays without a copy,
-    the task and the model version as parameters)."""
+    task; the log ids, the scores and the trusted flags are handed to DuckDB as Arrow
+    arrays, the task and the model version as parameters)."""
     for task, scorer in active.items():
-        table = pa.table({"log_id": log_ids, "score": pa.array(scores[task], type=pa.float64())})
+        table = pa.table({"log_id": log_ids, "score": pa.array(scores[task], type=pa.float64()),
+                          "trusted": pa.array(trusted[task], type=pa.bool_())})
         view = f"_scores_batch_{id(table)}"
         con.register(view, table)
         try:
             con.execute(
-                "INSERT INTO log_scores (log_id, day, task, model_version, score, scored_at) "
-                f"SELECT log_id, ?::DATE, ?, ?, score, ? FROM {view}", [day, task, scorer.version, scored_at])
+                "INSERT INTO log_scores (log_id, day, task, model_version, score, scored_at, trusted) "
+                f"SELECT log_id, ?::DATE, ?, ?, score, ?, trusted FROM {view}",
+                [day, task, scorer.version, scored_at])
         finally:
             con.unregister(view)
 

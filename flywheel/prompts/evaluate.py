@@ -10,7 +10,10 @@ For each prompt name with a candidate (:func:`flywheel.prompts.registry.latest_c
 2. **Scores** per answer, all oriented so that higher is better:
    ``classifier:hallucination`` (1 - calibrated probability of a hallucination) and
    ``classifier:relevance`` (probability of relevant) from the classifier champions
-   (:func:`flywheel.classifiers.registry.champion_scorer`), ``judge:<criterion>`` (1 when
+   (:func:`flywheel.classifiers.registry.champion_scorer`) that are trusted: a champion
+   below the trust floor (:mod:`flywheel.classifiers.trust`) is not used (the problems
+   say why), and items of a source it is not trusted for are left out of its metric;
+   ``judge:<criterion>`` (1 when
    the trusted judge finds the answer good; parse failures leave the item out of that
    metric) from :func:`flywheel.judges.judge_items` for every trusted criterion, and
    ``assertions`` (1 when the answer passes every check of ``prompts/assertions.toml``).
@@ -164,8 +167,13 @@ def _classifier_scorers(con, settings) -> tuple[dict[str, object], list[str]]:
         except Exception as exc:  # a broken model artifact must not stop the evaluation
             problems.append(f"classifier champion of {task} cannot be loaded: {exc}")
             continue
-        if scorer is not None:
-            scorers[task] = scorer
+        if scorer is None:
+            continue
+        if scorer.trust is not None and not scorer.trust.task.trusted:
+            problems.append(f"classifier champion {scorer.version} of {task} is not trusted, not used: "
+                            f"{scorer.trust.task.reason}")
+            continue
+        scorers[task] = scorer
     return scorers, problems
 
 
@@ -181,8 +189,12 @@ def _trusted_judges(con) -> tuple[list[str], object | None, list[str]]:
 
 
 def _classifier_goodness(scorer, task: str, items: pd.DataFrame, outputs: list[str]) -> np.ndarray:
-    frame = pd.DataFrame({"input": items["input"].tolist(), "output": outputs, "context": items["context"].tolist()})
+    sources = items["source"].tolist() if "source" in items else [None] * len(items)
+    frame = pd.DataFrame({"input": items["input"].tolist(), "output": outputs, "context": items["context"].tolist(),
+                          "source": sources})
     proba = np.asarray(scorer.score(frame), dtype=float)
+    # an item of a source the model is not trusted for has no classifier score
+    proba = np.where(scorer.trusted(frame["source"].to_numpy()), proba, np.nan)
     return 1.0 - proba if task == "hallucination" else proba
 
 
@@ -319,7 +331,7 @@ def evaluate_prompt(
         # Replays failed last time (errors, budget): run it again (answers are cached).
 
     items = con.execute(
-        """SELECT s.log_id, l.input, l.context FROM prompt_eval_sets s JOIN logs l ON l.log_id = s.log_id
+        """SELECT s.log_id, l.input, l.context, l.source FROM prompt_eval_sets s JOIN logs l ON l.log_id = s.log_id
            WHERE s.eval_set_id = ? AND s.prompt_name = ? ORDER BY s.position""",
         [eval_set.eval_set_id, name],
     ).df()

@@ -3,8 +3,11 @@
 The default (:meth:`FailureSignal.default`) is negative user feedback (``feedback = -1``)
 or, when the table ``log_scores`` exists, a hallucination score above 0.5 or a relevance
 score below 0.5 (the champion model's score when the ``models`` registry names one,
-else the mean over model versions). A log with none of these is *unknown*, not a
-success: rates are over the logs whose signal is known.
+else the mean over model versions). Only *trusted* scores count (``log_scores.trusted``:
+the model passes the trust floor for the log's source, :mod:`flywheel.classifiers.trust`;
+NULL, written before the flag existed, counts as trusted): a log whose scores are not
+trusted falls back to its feedback, as before a model existed. A log with none of these
+is *unknown*, not a success: rates are over the logs whose signal is known.
 
 Any other signal is a SQL query returning ``(log_id, failed)`` — for example the labels
 of an evaluation set loaded into a table (:meth:`FailureSignal.from_table`). A log with
@@ -87,7 +90,7 @@ def prepare(con: duckdb.DuckDBPyConnection, day: str, signal: FailureSignal) -> 
 
 
 def _scores_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """Return a query of the day's hallucination and relevance scores, one row per log."""
+    """Return a query of the day's trusted hallucination and relevance scores, one row per log."""
     champion = ""
     if store.table_exists(con, "models"):
         columns = {r[0] for r in con.execute(
@@ -101,10 +104,15 @@ def _scores_sql(con: duckdb.DuckDBPyConnection) -> str:
                        OR s.model_version IN (SELECT version FROM champions c WHERE c.task = s.task)
                 )"""
     source = "picked" if champion else "scored"
+    trusted = ""
+    if "trusted" in {r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'log_scores'").fetchall()}:
+        trusted = "WHERE coalesce(s.trusted, true)"
     return f"""
         WITH scored AS (
             SELECT s.log_id, s.task, s.model_version, s.score
             FROM log_scores s SEMI JOIN (SELECT log_id FROM logs WHERE day = ?) d USING (log_id)
+            {trusted}
         ){champion}
         SELECT log_id,
                avg(score) FILTER (WHERE task = 'hallucination') AS hallucination,
