@@ -52,6 +52,11 @@ def test_demo_labels_train_champions_through_dagster_and_every_log_is_scored(tmp
         assert set(champions) == {"hallucination", "relevance"}
         metrics = json.loads(rows(settings, "SELECT metrics FROM models WHERE task = 'hallucination'")[0][0])
         assert metrics["auroc"] > 0.6 and {"ap", "f1", "precision", "recall", "ece", "threshold", "n_eval"} <= set(metrics)
+        # the per-source card: held-out figures and a trust verdict per source, in the table and the metadata
+        sources = {s["slice_value"] for s in metrics["slices"] if s["slice_type"] == "source"}
+        assert sources and sources <= set(metrics["trust"]["sources"]) and set(metrics["labelled_sources"]) == sources
+        assert mat.metadata["trust"].value["hallucination"]["sources"].keys() == metrics["trust"]["sources"].keys()
+        assert "| trusted |" in mat.metadata["tasks"].value and "AUROC 95% low | trusted |" in card
 
         day = days[1]
         for _ in range(2):  # idempotent: the second run replaces the day's rows
@@ -68,6 +73,10 @@ def test_demo_labels_train_champions_through_dagster_and_every_log_is_scored(tmp
     assert per_log == n_logs
     versions = dict(rows(settings, "SELECT DISTINCT task, model_version FROM log_scores"))
     assert versions == champions
+    # every score carries the verdict of its model for its log's source
+    assert rows(settings, "SELECT count(*) FROM log_scores WHERE trusted IS NULL")[0][0] == 0
+    assert mat.metadata["trusted_rows"].value["hallucination"] == rows(
+        settings, "SELECT count(*) FROM log_scores WHERE day = ? AND task = 'hallucination' AND trusted", [day])[0][0]
 
 
 def test_no_champion_scores_nothing_and_says_so(settings):
