@@ -75,7 +75,7 @@ def main(argv: list[str]) -> dict:
 
     cached = prepared_home(args.labels)
     tasks = [t for t in args.tasks.split(",") if t]
-    seconds, labels, auroc, status = {}, {}, {}, {}
+    seconds, labels, auroc, status, stages = {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="flywheel-training-") as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
@@ -89,12 +89,14 @@ def main(argv: list[str]) -> dict:
                 labels[task] = report.positives + report.negatives
                 auroc[task] = (report.metrics or {}).get("auroc")
                 status[task] = report.status
+                stages[task] = (report.metrics or {}).get("seconds")
                 say(f"{task}: {seconds[task]} s, {labels[task]} labels: {report.message}")
     return {
         "benchmark": "training",
         "labels": labels,
         "seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 2),
+        "stages": stages,  # seconds per stage of fit_and_evaluate (absent before the refit existed)
         "auroc": auroc,
         "status": status,
         "peak_rss_mb": peak_rss_mb(),

@@ -20,6 +20,7 @@ from flywheel.classifiers.model import TASKS
 from flywheel.classifiers.trust import model_trust
 from flywheel.classifiers.training import (
     CV_FOLDS,
+    FULL_CV_ROWS,
     GROUP_MAX_SHARE,
     HOLDOUT_BUCKETS,
     PipelineFactory,
@@ -85,6 +86,7 @@ def train_task(con: duckdb.DuckDBPyConnection, settings: Settings, task: str, *,
         "holdout": f"groups hashing to bucket 0 of {HOLDOUT_BUCKETS}",
         "groups": f"session, else (input, context); at most {GROUP_MAX_SHARE:.0%} of the rows per group",
         "cv_folds": CV_FOLDS,
+        "full_cv_rows": FULL_CV_ROWS,
         "calibration": "sigmoid on out-of-fold scores",
         "served": "refitted on every labelled row",
         "gate_confidence": settings.gate_confidence,
@@ -115,7 +117,7 @@ def train_task(con: duckdb.DuckDBPyConnection, settings: Settings, task: str, *,
     decision = registry.gate(con, settings, task, eval_frame=trained.eval_frame, y=trained.eval_labels,
                              candidate_scores=trained.eval_scores)
     ev = trained.evaluation
-    n_fit, n_eval = int(trained.train_mask.sum()), int((~trained.train_mask).sum())
+    n_fit, n_eval = int(trained.train_mask.sum()), int(trained.held_mask.sum())
     metrics = {**ev.holdout, "cv": ev.cv, "time_split": ev.time_split, "slices": ev.slices,
                "gate": decision.to_dict(), "notes": ev.notes, "labelled_sources": ev.labelled_sources,
                "evaluation_fit": {"artifact": settings.source_name(eval_artifact), "sha256": eval_sha256,
@@ -148,7 +150,7 @@ def model_card(trained: TrainedModel, *, version: str, status: str, decision: re
                sha256: str, trust=None) -> str:
     """Return the markdown model card of a trained model."""
     ev, data = trained.evaluation, trained.data
-    n_fit, n_eval = int(trained.train_mask.sum()), int((~trained.train_mask).sum())
+    n_fit, n_eval = int(trained.train_mask.sum()), int(trained.held_mask.sum())
     lines = [
         f"## {trained.task}: {version} ({status})",
         "",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,6 +53,8 @@ HOLDOUT_BUCKETS = 4  # one bucket of four is held out
 CV_FOLDS = 5
 GROUP_MAX_SHARE = 0.02  # no group holds more of a task's rows than this ...
 GROUP_MIN_ROWS = 20  # ... unless it is at most this many rows
+FULL_CV_ROWS = 20_000  # training rows up to which every fold is fitted (above: one validation fold)
+FIT_WORKERS = 2  # fits run side by side (scikit-learn's liblinear and the feature kernels release the GIL)
 STRATIFIED_GROUP_LIMIT = 5_000  # more groups than this: folds by hash (StratifiedGroupKFold is slow)
 SLICE_COLUMNS = ("source", "prompt_version")
 
@@ -220,14 +223,15 @@ class TrainedModel:
     pipeline: object
     eval_pipeline: object
     data: TrainingData
-    train_mask: np.ndarray  # rows the evaluation fit was fitted on (the rest: held out)
+    train_mask: np.ndarray  # rows the evaluation fit was fitted on
+    held_mask: np.ndarray  # the held-out rows (neither the evaluation fit nor its calibration saw them)
     eval_scores: np.ndarray  # the evaluation fit's scores on the held-out rows
     threshold: float
     evaluation: Evaluation
 
     @property
     def eval_frame(self) -> pd.DataFrame:
-        return self.data.frame[~self.train_mask]
+        return self.data.frame[self.held_mask]
 
     @property
     def eval_labels(self) -> np.ndarray:
@@ -240,16 +244,21 @@ class TrainedModel:
 
 
 def fit_and_evaluate(data: TrainingData, *, factory: PipelineFactory = default_factory,
-                     folds: int = CV_FOLDS) -> TrainedModel:
+                     folds: int = CV_FOLDS, full_cv_rows: int = FULL_CV_ROWS,
+                     workers: int = FIT_WORKERS) -> TrainedModel:
     """Fit the task's pipeline, evaluate it honestly, and fit it again on every row.
 
-    Returns a :class:`TrainedModel`: hold-out metrics of the evaluation fit (fitted on the
-    training groups; threshold and calibration from one grouped out-of-fold pass over the
-    training part), out-of-fold (CV) metrics, a time-split evaluation where the data span
-    several days, per-slice hold-out metrics, the ROC / calibration plots, and the served
-    pipeline fitted on all rows. Fits: one per fold, the evaluation fit, the time split
-    (several days only) and the served fit. Raises ValueError when the hold-out or the
-    training part lacks a class.
+    Returns a :class:`TrainedModel`: hold-out metrics of the evaluation fit, out-of-fold
+    (CV) metrics on the training part, a time-split evaluation where the data span several
+    days, per-slice hold-out metrics, the ROC / calibration plots, and the served pipeline
+    fitted on all rows. The out-of-fold scores choose the threshold and fit the sigmoid
+    calibration. Up to ``full_cv_rows`` training rows every fold is fitted and the
+    evaluation fit is fitted on the whole training part; above, only the first fold is
+    fitted and it is the evaluation fit (its validation rows are a fifth of the training
+    part: plenty for two calibration parameters and a threshold), so training costs two
+    fits (evaluation and served, run side by side by ``workers`` threads) and grows
+    linearly with the labels. Raises ValueError when the hold-out or the training part
+    lacks a class.
     """
     clock = _Clock()
     frame = data.frame
@@ -260,24 +269,34 @@ def fit_and_evaluate(data: TrainingData, *, factory: PipelineFactory = default_f
         raise ValueError(
             f"{data.task}: the held-out groups ({int(held.sum())} rows, {int(y[held].sum())} positive) or the "
             f"training groups ({int((~held).sum())} rows, {int(y[~held].sum())} positive) lack a class")
-    make = lambda: factory(data.task, data.has_context)  # noqa: E731
     notes = []
     train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
     y_train = y[train_idx]
-
-    # one grouped out-of-fold pass: CV metrics, threshold and calibration
-    oof = np.full(len(train_idx), np.nan)
     cv_folds = grouped_folds(y_train, groups[train_idx], folds=folds)
-    for tr, te in cv_folds:
-        model = make().fit(frame.iloc[train_idx[tr]], y_train[tr])
-        oof[te] = response(model, frame.iloc[train_idx[te]])
-        del model
-    clock.lap("out_of_fold")
-    scored = ~np.isnan(oof)
+    full = len(train_idx) <= full_cv_rows or not cv_folds
+    if not full:
+        cv_folds = cv_folds[:1]
+        notes.append(f"{len(train_idx)} training rows (more than {full_cv_rows}): one validation fold of the "
+                     "training part calibrates, sets the threshold and is the evaluation fit")
 
-    eval_model = make().fit(frame.iloc[train_idx], y_train)
+    # every fit of the training, largest first, run by `workers` threads (the fits release the GIL)
+    jobs: dict[str, np.ndarray] = {"served": np.arange(len(frame))}
+    if full:
+        jobs["evaluation"] = train_idx
+    jobs.update({f"fold{k}": train_idx[tr] for k, (tr, _) in enumerate(cv_folds)})
+    split = _time_split_rows(frame, y, notes, limit=None if full else full_cv_rows)
+    if split is not None:
+        jobs["time_split"] = split[0]
+    fitted = _fit_all(jobs, frame, y, lambda: factory(data.task, data.has_context), workers=workers)
+    clock.lap("fits")
+
+    eval_model = fitted["evaluation"] if full else fitted["fold0"]
+    eval_rows = train_idx if full else train_idx[cv_folds[0][0]]
+    oof = np.full(len(train_idx), np.nan)
+    for k, (_, te) in enumerate(cv_folds):
+        oof[te] = response(fitted.pop(f"fold{k}") if full else fitted[f"fold{k}"], frame.iloc[train_idx[te]])
+    scored = ~np.isnan(oof)
     held_response = response(eval_model, frame.iloc[held_idx])
-    clock.lap("evaluation_fit")
 
     cv, threshold = None, 0.5
     if scored.any() and both_classes(y_train[scored]):
@@ -292,25 +311,46 @@ def fit_and_evaluate(data: TrainingData, *, factory: PipelineFactory = default_f
     eval_scores = calibrator.predict(held_response)
     holdout = metrics_at(y[held], eval_scores, threshold)
     slices = slice_metrics(frame[held], y[held], eval_scores, threshold, columns=SLICE_COLUMNS)
-    time_split = _time_split(frame, y, make, calibrator, threshold, notes)
-    clock.lap("time_split")
+    time_split = None
+    if split is not None:
+        test = split[1]
+        scores = calibrator.predict(response(fitted["time_split"], frame.iloc[test]))
+        time_split = {**metrics_at(y[test], scores, threshold), **split[2]}
 
     # the served model learns from every label; its calibrator from every out-of-sample score
-    served = make().fit(frame, y)
     out_of_sample = np.concatenate([oof[scored], held_response]) if cv else held_response
     out_labels = np.concatenate([y_train[scored], y[held]]) if cv else y[held]
-    served = calibrated(served, fit_sigmoid(out_of_sample, out_labels))
-    clock.lap("served_fit")
+    served = calibrated(fitted["served"], fit_sigmoid(out_of_sample, out_labels))
+    clock.lap("scores")
     plots = plots_markdown(y[held], eval_scores, title=f"{data.task}, held out")
     labelled = frame["source"].astype("object").where(frame["source"].notna(), "(none)").astype(str)
+    train_mask = np.zeros(len(frame), dtype=bool)
+    train_mask[eval_rows] = True
     return TrainedModel(
         task=data.task, pipeline=served, eval_pipeline=calibrated(eval_model, calibrator), data=data,
-        train_mask=~held, eval_scores=eval_scores, threshold=threshold,
+        train_mask=train_mask, held_mask=held, eval_scores=eval_scores, threshold=threshold,
         evaluation=Evaluation(holdout=holdout, cv=cv, time_split=time_split, slices=slices, plots=plots,
                               notes=notes, labelled_sources={str(k): int(v) for k, v in
                                                              labelled.value_counts().sort_index().items()},
                               seconds=clock.laps),
     )
+
+
+def _fit_all(jobs: dict[str, np.ndarray], frame: pd.DataFrame, y: np.ndarray, make, *,
+             workers: int) -> dict[str, object]:
+    """Return name -> a new pipeline fitted on the rows ``jobs[name]``; the largest fits
+    start first, ``workers`` at a time."""
+    order = sorted(jobs, key=lambda name: -len(jobs[name]))
+
+    def fit(name: str):
+        rows = jobs[name]
+        return make().fit(frame.iloc[rows], y[rows])
+
+    if workers <= 1 or len(order) == 1:
+        return {name: fit(name) for name in order}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(fit, name) for name in order}
+        return {name: future.result() for name, future in futures.items()}
 
 
 class _Clock:
@@ -326,8 +366,12 @@ class _Clock:
         self._last = now
 
 
-def _time_split(frame: pd.DataFrame, y: np.ndarray, make, calibrator, threshold: float,
-                notes: list[str]) -> dict | None:
+def _time_split_rows(frame: pd.DataFrame, y: np.ndarray, notes: list[str], *,
+                     limit: int | None) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """Return (rows to fit: the earlier days, rows to test: the latest day's groups not
+    seen before, what the card says of it), or None (with a note) when there is no time
+    split: one day, a side without both classes, or more than ``limit`` earlier rows
+    (another fit as large as the evaluation fit; the hold-out covers the evaluation)."""
     days = sorted(frame["day"].dropna().unique())
     if len(days) < 2:
         notes.append("labels from one day only: no time split")
@@ -340,10 +384,12 @@ def _time_split(frame: pd.DataFrame, y: np.ndarray, make, calibrator, threshold:
     if not both_classes(y[earlier]) or not both_classes(y[test]):
         notes.append(f"time split skipped: the earlier days or {_day(latest)} (groups not seen before) lack a class")
         return None
-    model = make().fit(frame[earlier], y[earlier])
-    scores = calibrator.predict(response(model, frame[test]))
-    return {**metrics_at(y[test], scores, threshold), "train_days": f"{_day(days[0])}..{_day(days[-2])}",
-            "test_day": _day(latest)}
+    if limit is not None and earlier.sum() > limit:
+        notes.append(f"time split skipped: {int(earlier.sum())} labelled rows before {_day(latest)} (more than "
+                     f"{limit}: the held-out rows evaluate the model)")
+        return None
+    return np.flatnonzero(earlier), np.flatnonzero(test), {"train_days": f"{_day(days[0])}..{_day(days[-2])}",
+                                                           "test_day": _day(latest)}
 
 
 def _day(value) -> str:
