@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
@@ -20,6 +22,7 @@ from flywheel.classifiers.model import TASKS
 from flywheel.classifiers.trust import model_trust
 from flywheel.classifiers.training import (
     CV_FOLDS,
+    FIT_WORKERS,
     FULL_CV_ROWS,
     GROUP_MAX_SHARE,
     HOLDOUT_BUCKETS,
@@ -63,15 +66,51 @@ class TaskReport:
 
 def train_all(con: duckdb.DuckDBPyConnection, settings: Settings, *, tasks=TASKS,
               factory: PipelineFactory = default_factory, now: dt.datetime | None = None) -> list[TaskReport]:
-    """Return one :class:`TaskReport` per task, training each in turn."""
-    return [train_task(con, settings, task, factory=factory, now=now) for task in tasks]
+    """Return one :class:`TaskReport` per task.
+
+    The tasks' fits share one pool of :data:`FIT_WORKERS` threads (both tasks' fits are
+    packed onto the cores together, not one task after the other); loading, the gate and
+    registering run one task after the other on ``con``."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    prepared = {task: _prepare(con, settings, task, factory=factory) for task in tasks}
+    pending = {task: p for task, p in prepared.items() if isinstance(p, tuple)}
+    fitted: dict[str, object] = {}
+    if pending:
+        with ThreadPoolExecutor(max_workers=FIT_WORKERS) as pool, \
+                ThreadPoolExecutor(max_workers=len(pending)) as tasks_pool:
+            futures = {task: tasks_pool.submit(_fit, data, factory=factory, pool=pool)
+                       for task, (_, data, _) in pending.items()}
+            fitted = {task: future.result() for task, future in futures.items()}
+    reports = []
+    for task in tasks:
+        p = prepared[task]
+        if not isinstance(p, tuple):
+            reports.append(p)
+            continue
+        report, data, train_settings = p
+        reports.append(_finish(con, settings, report, data, train_settings, fitted[task], now=now))
+    return reports
 
 
 def train_task(con: duckdb.DuckDBPyConnection, settings: Settings, task: str, *,
                factory: PipelineFactory = default_factory, now: dt.datetime | None = None) -> TaskReport:
     """Train, evaluate, gate and register one model of ``task``; return what happened."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    return train_all(con, settings, tasks=(task,), factory=factory, now=now)[0]
+
+
+def _fit(data, *, factory, pool) -> TrainedModel | ValueError:
+    try:
+        return fit_and_evaluate(data, factory=factory, pool=pool)
+    except ValueError as exc:  # a data problem (a side without a class): reported, not raised
+        return exc
+
+
+def _prepare(con, settings: Settings, task: str, *, factory: PipelineFactory):
+    """Return (report, data, train settings) of a task to train, or its final
+    :class:`TaskReport` when it is not trained (too few labels; nothing changed)."""
+    started = time.perf_counter()
     data = load_training_data(con, task)
+    data.seconds = round(time.perf_counter() - started, 2)
     report = TaskReport(task=task, status="skipped", message="", positives=data.positives, negatives=data.negatives)
     need = settings.min_labels_per_class
     if data.positives < need or data.negatives < need:
@@ -100,23 +139,30 @@ def train_task(con: duckdb.DuckDBPyConnection, settings: Settings, task: str, *,
         report.message = (f"{task}: labels, code and settings unchanged since {latest[0]} ({latest[1]}): "
                           "not retrained")
         return report
-    try:
-        trained = fit_and_evaluate(data, factory=factory)
-    except ValueError as exc:
-        report.message = f"{exc}: not trained"
-        return report
+    return report, data, train_settings
 
+
+def _finish(con, settings: Settings, report: TaskReport, data, train_settings: dict, trained, *,
+            now: dt.datetime) -> TaskReport:
+    """Save, gate and register a fitted model; write its card; return the report."""
+    task = report.task
+    if isinstance(trained, ValueError):
+        report.message = f"{trained}: not trained"
+        return report
     version = registry.new_version(task, data.data_hash, now)
     folder = registry.artifact_dir(settings, task)
     artifact = folder / f"{version}.skops"
+    started = time.perf_counter()
     sha256 = registry.save_artifact(trained.pipeline, artifact)
     eval_artifact = registry.companion(artifact, "eval")
     eval_sha256 = registry.save_artifact(trained.eval_pipeline, eval_artifact)
     ids_path = registry.companion(artifact, "eval-train")
     ids_sha256 = registry.save_log_ids(data.frame.loc[trained.train_mask, "log_id"].astype(str), ids_path)
+    saved = time.perf_counter()
     decision = registry.gate(con, settings, task, eval_frame=trained.eval_frame, y=trained.eval_labels,
                              candidate_scores=trained.eval_scores)
     ev = trained.evaluation
+    ev.seconds.update(load=data.seconds, save=round(saved - started, 2), gate=round(time.perf_counter() - saved, 2))
     n_fit, n_eval = int(trained.train_mask.sum()), int(trained.held_mask.sum())
     metrics = {**ev.holdout, "cv": ev.cv, "time_split": ev.time_split, "slices": ev.slices,
                "gate": decision.to_dict(), "notes": ev.notes, "labelled_sources": ev.labelled_sources,

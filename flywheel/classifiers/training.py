@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -75,6 +75,7 @@ class TrainingData:
     frame: pd.DataFrame  # log_id, day, source, prompt_version, input, output, context, label, group
     has_context: bool
     data_hash: str
+    seconds: float = 0.0  # how long loading took
 
     @property
     def positives(self) -> int:
@@ -245,7 +246,7 @@ class TrainedModel:
 
 def fit_and_evaluate(data: TrainingData, *, factory: PipelineFactory = default_factory,
                      folds: int = CV_FOLDS, full_cv_rows: int = FULL_CV_ROWS,
-                     workers: int = FIT_WORKERS) -> TrainedModel:
+                     workers: int = FIT_WORKERS, pool: Executor | None = None) -> TrainedModel:
     """Fit the task's pipeline, evaluate it honestly, and fit it again on every row.
 
     Returns a :class:`TrainedModel`: hold-out metrics of the evaluation fit, out-of-fold
@@ -256,9 +257,9 @@ def fit_and_evaluate(data: TrainingData, *, factory: PipelineFactory = default_f
     evaluation fit is fitted on the whole training part; above, only the first fold is
     fitted and it is the evaluation fit (its validation rows are a fifth of the training
     part: plenty for two calibration parameters and a threshold), so training costs two
-    fits (evaluation and served, run side by side by ``workers`` threads) and grows
-    linearly with the labels. Raises ValueError when the hold-out or the training part
-    lacks a class.
+    fits (evaluation and served, run side by side by ``workers`` threads, or by ``pool``
+    when given: several tasks share one) and grows linearly with the labels. Raises
+    ValueError when the hold-out or the training part lacks a class.
     """
     clock = _Clock()
     frame = data.frame
@@ -287,7 +288,7 @@ def fit_and_evaluate(data: TrainingData, *, factory: PipelineFactory = default_f
     split = _time_split_rows(frame, y, notes, limit=None if full else full_cv_rows)
     if split is not None:
         jobs["time_split"] = split[0]
-    fitted = _fit_all(jobs, frame, y, lambda: factory(data.task, data.has_context), workers=workers)
+    fitted = _fit_all(jobs, frame, y, lambda: factory(data.task, data.has_context), workers=workers, pool=pool)
     clock.lap("fits")
 
     eval_model = fitted["evaluation"] if full else fitted["fold0"]
@@ -337,19 +338,22 @@ def fit_and_evaluate(data: TrainingData, *, factory: PipelineFactory = default_f
 
 
 def _fit_all(jobs: dict[str, np.ndarray], frame: pd.DataFrame, y: np.ndarray, make, *,
-             workers: int) -> dict[str, object]:
+             workers: int, pool: Executor | None = None) -> dict[str, object]:
     """Return name -> a new pipeline fitted on the rows ``jobs[name]``; the largest fits
-    start first, ``workers`` at a time."""
+    start first, on ``pool`` or ``workers`` threads at a time."""
     order = sorted(jobs, key=lambda name: -len(jobs[name]))
 
     def fit(name: str):
         rows = jobs[name]
         return make().fit(frame.iloc[rows], y[rows])
 
+    if pool is not None:
+        futures = {name: pool.submit(fit, name) for name in order}
+        return {name: future.result() for name, future in futures.items()}
     if workers <= 1 or len(order) == 1:
         return {name: fit(name) for name in order}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {name: pool.submit(fit, name) for name in order}
+    with ThreadPoolExecutor(max_workers=workers) as own:
+        futures = {name: own.submit(fit, name) for name in order}
         return {name: future.result() for name, future in futures.items()}
 
 
