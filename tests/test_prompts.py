@@ -456,8 +456,14 @@ def test_a_full_run_on_the_demo_data_promotes_prompts_of_approved_examples(tmp_p
             # The evaluation that promoted it is recorded metric by metric.
             metrics = dict(con.execute("SELECT metric, p_value FROM prompt_evals WHERE eval_id = ?", [eval_id]).fetchall())
             assert metrics["quality"] < settings.prompt_eval_alpha and "assertions" in metrics
-            # ... scored by the classifier champions and the trusted judges.
-            assert {f"classifier:{t}" for t in classifiers} | {f"judge:{c}" for (c,) in trusted} <= set(metrics)
+            # ... scored by the trusted judges and the classifier champions above the trust floor
+            # (an untrusted champion is left out)
+            from flywheel.classifiers.registry import champion_trust
+
+            verdicts = {task: trust.task.trusted for task, _, trust in champion_trust(con, settings)}
+            used = {t for t in classifiers if verdicts[t]}
+            assert {f"classifier:{t}" for t in used} | {f"judge:{c}" for (c,) in trusted} <= set(metrics)
+            assert not {f"classifier:{t}" for t in set(classifiers) - used} & set(metrics)
         # Names never evaluated (too few labels) keep their first champion, published too.
         for (name,) in rows(settings, "SELECT DISTINCT name FROM prompts"):
             assert registry.published(settings, name)["version"] == registry.champion(con, name).version
