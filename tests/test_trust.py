@@ -155,6 +155,14 @@ def test_the_served_model_is_refitted_on_every_label_and_the_card_keeps_the_eval
     held = frame[~frame["log_id"].isin(trained_on)]
     assert len(held) == n_eval
     assert not np.allclose(served.predict_proba(held)[:, 1], evaluation.predict_proba(held)[:, 1])
+    # the served model keeps the shape the fast scorer evaluates as matrices, with the same result
+    import polars as pl
+
+    from flywheel.classifiers.fast import FastScorer, linear_parts
+
+    assert linear_parts(served) is not None
+    fast = FastScorer({"hallucination": served}).score(pl.from_pandas(frame[["input", "output", "context", "source"]]))
+    np.testing.assert_allclose(fast["hallucination"], served.predict_proba(frame)[:, 1], atol=1e-6)
 
 
 def test_an_untrusted_model_scores_but_does_not_move_the_slices_nor_the_queue(settings):
