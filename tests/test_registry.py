@@ -185,7 +185,7 @@ def _sha(settings, version: str) -> str:
         return con.execute("SELECT artifact_sha256 FROM models WHERE version = ?", [version]).fetchone()[0]
 
 
-def test_paired_bootstrap_sees_noise_and_real_losses():
+def test_paired_delong_test_sees_noise_and_real_losses():
     rng = np.random.default_rng(0)
     y = np.r_[np.ones(60), np.zeros(140)].astype(int)
     good = y * 0.6 + rng.random(200) * 0.7
