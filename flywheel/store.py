@@ -604,6 +604,7 @@ def _connect_lake(settings: Settings, *, read_only: bool, config: dict) -> duckd
         con.execute(f"USE {LAKE}")
         if not read_only:
             retry_conflicts(lambda: _create_lake_tables(con))
+            retry_conflicts(lambda: _add_lake_columns(con))
     except BaseException:
         con.close()
         raise
@@ -632,6 +633,19 @@ def _create_lake_tables(con: duckdb.DuckDBPyConnection) -> None:
         rollback(con)
         raise
 
+
+def _add_lake_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the columns of :data:`LAKE_MIGRATIONS` that a lake made by an older version lacks."""
+    for table, column, sql_type in LAKE_MIGRATIONS:
+        present = con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_catalog = ? AND table_name = ? "
+            "AND column_name = ?", [LAKE, table, column]).fetchone()[0]
+        if not present:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
+
+# Columns added after release that lakes get too: (table, column, type).
+LAKE_MIGRATIONS = (("log_scores", "trusted", "BOOLEAN"),)
 
 _TABLE_DDL = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \(.*?\n\);", re.S)
 
