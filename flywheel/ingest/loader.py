@@ -32,6 +32,7 @@ import io
 import json
 import math
 import queue
+import re
 import threading
 import zlib
 from collections import Counter
@@ -1021,7 +1022,7 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
             values["messages"] = json.dumps(messages, ensure_ascii=False)
         for name, value in (("tags", tags), ("metadata", None if metadata_json is None else json.loads(metadata_json))):
             if value is not None:
-                cleaned, kinds = pii.scan_value(value)
+                cleaned, kinds = _scan_value(value)
                 found |= kinds
                 values[name] = cleaned if name == "tags" else json.dumps(cleaned, ensure_ascii=False)
         for kind in found:
@@ -1034,12 +1035,44 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     return pa.table(rows, schema=FIX_SCHEMA)
 
 
+# The prefilter in Python: a string it does not match holds nothing the detectors find,
+# and is left alone (the strings of a record's metadata are mostly ids and times).
+_MAY_HOLD_PII = re.compile(pii.PREFILTER_PATTERN)
+
+
+def _scan(text: str | None) -> tuple[str | None, frozenset[str]]:
+    """Return :func:`flywheel.pii.scan` of ``text``, without scanning a text the
+    prefilter clears."""
+    if text is None or _MAY_HOLD_PII.search(text) is None:
+        return text, frozenset()
+    return pii.scan(text)
+
+
+def _scan_value(value: object) -> tuple[object, frozenset[str]]:
+    """Return :func:`flywheel.pii.scan_value` of a JSON value (each string redacted, the
+    PII types found), scanning only the strings the prefilter does not clear."""
+    found: set[str] = set()
+
+    def walk(node: object) -> object:
+        if isinstance(node, str):
+            redacted, kinds = _scan(node)
+            found.update(kinds)
+            return redacted
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if isinstance(node, dict):
+            return {key: walk(item) for key, item in node.items()}
+        return node
+
+    return walk(value), frozenset(found)
+
+
 def _scan_messages(messages: list) -> tuple[list, set[str]]:
     found: set[str] = set()
     cleaned = []
     for message in messages:
         if isinstance(message, dict) and isinstance(message.get("content"), str):
-            content, kinds = pii.scan(message["content"])
+            content, kinds = _scan(message["content"])
             found |= kinds
             message = {**message, "content": content}
         cleaned.append(message)
@@ -1175,8 +1208,10 @@ def _fast_insert_settings(con, *, whole_file: bool = False) -> Iterator[None]:
 
 def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tuple[str, ...], ...]:
     """Return the key lists (in order) of the first records of the batch, most common
-    first: records written by one program mostly share one or a few."""
-    texts = batch.column("text").slice(0, sample).to_pylist()
+    first: records written by one program mostly share one or a few. (A record mapped
+    from another format is its canonical document, not its line.)"""
+    head = batch.slice(0, sample)
+    texts = pc.coalesce(head.column("doc"), head.column("text")).to_pylist()
     seen: Counter = Counter()
     for text in texts:
         try:
