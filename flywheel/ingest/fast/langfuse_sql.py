@@ -14,6 +14,7 @@ same values, metadata in the same order); every other trace is left to that mapp
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 
 from flywheel.ingest.fast.openai_sql import _PLAIN_KEY, _distinct, _entries, _is_string, _list, _obj
@@ -37,19 +38,44 @@ def _plain_text(json_text: str) -> str:
     return f"({_is_string(json_text)} AND NOT regexp_matches({json_text}, '^\"[{{\\[\"]'))"
 
 
-def sample_observation_keys(texts: Iterable[str | None]) -> tuple[str, ...]:
-    """Return the keys (plain names only) of the first observation of the given trace
-    lines, in first-seen order: the STRUCT its metadata is built from."""
-    seen: dict[str, None] = {}
+def sample_key_lists(texts: Iterable[str | None]) -> dict[str, Counter]:
+    """Return, for the top level (``top``), the first observation (``gen``) and its
+    usage (``usage``), the key lists of the given trace lines, counted: the keys of the
+    STRUCT to parse into, and the common lists that take the cheap test (one list
+    comparison)."""
+    seen: dict[str, Counter] = {"top": Counter(), "gen": Counter(), "usage": Counter()}
     for text in texts:
         try:
             trace = json.loads(text.rstrip().removesuffix(",")) if text and text.startswith("{") else None
         except (ValueError, RecursionError):  # the Python mapper judges the line
             continue
-        observations = trace.get("observations") if isinstance(trace, dict) else None
+        if not isinstance(trace, dict):
+            continue
+        seen["top"][tuple(trace)] += 1
+        observations = trace.get("observations")
         if isinstance(observations, list) and observations and isinstance(observations[0], dict):
-            seen.update((key, None) for key in observations[0] if _PLAIN_KEY.fullmatch(key))
-    return tuple(seen)
+            seen["gen"][tuple(observations[0])] += 1
+            if isinstance(observations[0].get("usage"), dict):
+                seen["usage"][tuple(observations[0]["usage"])] += 1
+    return seen
+
+
+def _common(counts: Counter, allowed: tuple[str, ...], *, forbidden: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """Return the most common key list when it passes the set test itself, else None."""
+    for keys, _ in counts.most_common(1):
+        if set(keys) <= set(allowed) and len(set(keys)) == len(keys) and not set(keys) & set(forbidden):
+            return keys
+    return None
+
+
+def _keys_ok(keys: str, allowed: tuple[str, ...], common: tuple[str, ...] | None,
+             forbidden: tuple[str, ...] = ()) -> str:
+    """SQL: the key list ``keys`` holds only ``allowed`` keys, each once, none of
+    ``forbidden``; a list equal to ``common`` is settled by one comparison."""
+    test = f"list_has_all({_list(allowed)}, {keys}) AND {_distinct(keys)}"
+    if forbidden:
+        test += f" AND NOT list_has_any({keys}, {_list(forbidden)})"
+    return f"(CASE WHEN {keys} = {_list(common)} THEN true ELSE {test} END)" if common else f"({test})"
 
 
 def langfuse_docs(lines: str, batch) -> str:
@@ -60,10 +86,14 @@ def langfuse_docs(lines: str, batch) -> str:
     Each line is parsed once into a STRUCT (the observation's ``input`` and ``output``,
     the bulk of a trace, are not kept) and once for the key lists of its objects.
     """
+    sampled = sample_key_lists(batch.column("text").slice(0, 200).to_pylist())
     observation_keys = tuple(dict.fromkeys((
-        *(k for k in sample_observation_keys(batch.column("text").slice(0, 200).to_pylist())
-          if k not in ("input", "output")),
+        *(k for keys in sampled["gen"] for k in keys if _PLAIN_KEY.fullmatch(k) and k not in ("input", "output")),
         "type", "model", "promptName", "promptVersion", "usage")))
+    gen_allowed = (*observation_keys, "input", "output")
+    common_top = _common(sampled["top"], _TOP_KEYS)
+    common_gen = _common(sampled["gen"], gen_allowed, forbidden=_GENERATION_OVERRIDES)
+    common_usage = _common(sampled["usage"], _USAGE_KEYS)
     observation = _obj({k: '"JSON"' for k in observation_keys})
     top = _obj({**{k: '"JSON"' for k in _TOP_KEYS}, "observations": f"[{observation}]"})
     usage = _obj({"input": '"JSON"', "output": '"JSON"'})
@@ -72,11 +102,18 @@ def langfuse_docs(lines: str, batch) -> str:
     paths = "['$', '$.input', '$.metadata', '$.observations[0]', '$.observations[0].usage', '$.scores[0]']"
     other = _entries("k_top", "m", _OTHER_KEYS, "{k} IN " + str(_OTHER_KEYS))
     others = f"nullif(array_to_string(list_transform({other}, e -> (to_json(e.key) || ':' || e.value)), ','), '')"
+    if common_top:  # the usual key order: the entries spelled out, no lambda
+        fixed = ", ".join(f"'\"{k}\":' || m.\"{k}\"" for k in common_top if k in _OTHER_KEYS)
+        others = f"CASE WHEN k_top = {_list(common_top)} THEN nullif(concat_ws(',', {fixed or 'NULL'}), '') ELSE {others} END"
     # The observation as Python keeps it: every key but input and output, nulls too.
     value = "CASE k " + " ".join(f"WHEN '{key}' THEN g.\"{key}\"" for key in observation_keys) + " END"
-    observations = ("'\"langfuse_observations\":[{' || array_to_string(list_transform("
-                    f"list_filter(k_gen, k -> k NOT IN ('input', 'output')), "
-                    f"k -> (to_json(k) || ':' || coalesce({value}, 'null'))), ',') || '}}]'")
+    observation = (f"array_to_string(list_transform(list_filter(k_gen, k -> k NOT IN ('input', 'output')), "
+                   f"k -> (to_json(k) || ':' || coalesce({value}, 'null'))), ',')")
+    if common_gen:
+        fixed = " || ',' || ".join(f"'\"{k}\":' || coalesce(g.\"{k}\", 'null')"
+                                   for k in common_gen if k not in ("input", "output"))
+        observation = f"CASE WHEN k_gen = {_list(common_gen)} THEN {fixed or chr(39) * 2} ELSE {observation} END"
+    observations = f"'\"langfuse_observations\":[{{' || {observation} || '}}]'"
     metadata = ("'{' || concat_ws(',', "
                 "nullif(substr(m.metadata, 2, length(m.metadata) - 2), ''), "
                 "CASE WHEN len(scores) > 0 THEN '\"langfuse_scores\":' || m.scores END, "
@@ -127,7 +164,7 @@ used AS (
 )
 SELECT rid, {doc} AS doc
 FROM used
-WHERE list_has_all({_list(_TOP_KEYS)}, k_top) AND {_distinct('k_top')}
+WHERE {_keys_ok('k_top', _TOP_KEYS, common_top)}
     AND m.id IS NOT NULL
     AND (m.name IS NULL OR {_is_string('m.name')})
     AND (CASE WHEN starts_with(m.input, '{{') THEN
@@ -138,11 +175,9 @@ WHERE list_has_all({_list(_TOP_KEYS)}, k_top) AND {_distinct('k_top')}
     AND m.latency IS NOT NULL AND regexp_full_match(m.latency, '{_LATENCY}')
     AND (m.metadata IS NULL OR (starts_with(m.metadata, '{{') AND {_distinct('k_meta')}
          AND NOT list_has_any(k_meta, {_list((*_OTHER_KEYS, 'langfuse_scores', 'langfuse_observations'))})))
-    AND (g IS NULL OR (g.type = '"GENERATION"' AND {_distinct('k_gen')}
-         AND list_has_all({_list((*observation_keys, 'input', 'output'))}, k_gen)
-         AND NOT list_has_any(k_gen, {_list(_GENERATION_OVERRIDES)})
+    AND (g IS NULL OR (g.type = '"GENERATION"' AND {_keys_ok('k_gen', gen_allowed, common_gen, _GENERATION_OVERRIDES)}
          AND (g.usage IS NULL OR (starts_with(g.usage, '{{') AND u IS NOT NULL
-              AND list_has_all({_list(_USAGE_KEYS)}, k_usage) AND {_distinct('k_usage')}))))
+              AND {_keys_ok('k_usage', _USAGE_KEYS, common_usage)}))))
     AND (len(scores) = 0 OR (s IS NOT NULL AND len(scores) = 1 AND {_distinct('k_score')}
          AND s.name = '"user-feedback"' AND s.source IN {_FEEDBACK_SOURCES} AND s."dataType" = '"BOOLEAN"'
          AND regexp_full_match(s.value, '{_NUMBER}')))

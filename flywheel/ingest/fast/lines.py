@@ -172,14 +172,17 @@ def _array_or_lines(batches: Iterator[pa.Table]) -> tuple[Iterator[pa.Table], bo
             text = lines.column("text")
             if text.null_count:
                 raise NotFast("not UTF-8")
-            body = pc.replace_substring_regex(text, "\r?\n$", "")
             kind = np.full(lines.num_rows, _OTHER, dtype=np.int8)
-            starts = pc.starts_with(body, "{").to_numpy(zero_copy_only=False)
-            kind[starts & pc.ends_with(body, "},").to_numpy(zero_copy_only=False)] = _ELEMENT
-            kind[starts & pc.ends_with(body, "}").to_numpy(zero_copy_only=False)] = _LAST
-            kind[pc.equal(body, "[").to_numpy(zero_copy_only=False)] = _OPEN
-            kind[pc.equal(body, "]").to_numpy(zero_copy_only=False)] = _CLOSE
-            kind[pc.match_substring_regex(body, "^[ \t\r]*$").to_numpy(zero_copy_only=False)] = _BLANK
+            starts = pc.starts_with(text, "{").to_numpy(zero_copy_only=False)
+            for end in (",\n", ",\r\n", ","):  # (tests of the ends only: no regex)
+                kind[starts & pc.ends_with(text, "}" + end).to_numpy(zero_copy_only=False)] = _ELEMENT
+            for end in ("\n", "\r\n", ""):
+                kind[starts & pc.ends_with(text, "}" + end).to_numpy(zero_copy_only=False)] = _LAST
+                kind[pc.equal(text, "[" + end).to_numpy(zero_copy_only=False)] = _OPEN
+                kind[pc.equal(text, "]" + end).to_numpy(zero_copy_only=False)] = _CLOSE
+            # Blank lines are short: the reader's test, then only [ \t\r\n] as JSON's blanks.
+            for i in np.flatnonzero(lines.column("blank").to_numpy(zero_copy_only=False)):
+                kind[i] = _BLANK if not text[int(i)].as_py().strip(" \t\r\n") else _OTHER
             found = kind[kind != _BLANK]
             # (the first line that is not blank opens the array)
             order = found if last == _BLANK else np.concatenate([[last], found])
@@ -188,8 +191,15 @@ def _array_or_lines(batches: Iterator[pa.Table]) -> tuple[Iterator[pa.Table], bo
                 raise NotFast("not a JSON array of one element per line")
             if len(order):
                 last = order[-1]
-            element = pa.array(kind == _ELEMENT)
-            text = pc.if_else(element, pc.replace_substring_regex(text, "\\},(\r?\n)?$", "}\\1"), text)
+            # An element line loses its comma (and line end): the element's text.
+            element = kind == _ELEMENT
+            if element.any():
+                cut = pc.utf8_slice_codeunits(text, 0, -2)  # "},\n", the usual end
+                unusual = element & ~pc.ends_with(text, "},\n").to_numpy(zero_copy_only=False)
+                if unusual.any():
+                    trimmed = pc.utf8_rtrim(text, characters="\r\n")
+                    cut = pc.if_else(pa.array(unusual), pc.utf8_slice_codeunits(trimmed, 0, -1), cut)
+                text = pc.if_else(pa.array(element), cut, text)
             yield lines.set_column(lines.schema.get_field_index("text"), "text", text).set_column(
                 lines.schema.get_field_index("blank"), "blank",
                 pa.array(np.isin(kind, (_BLANK, _OPEN, _CLOSE))))
