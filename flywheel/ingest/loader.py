@@ -472,9 +472,7 @@ def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests,
     else:
         stats = {"ignored_spans": 0}
         records = formats.iter_records(path, fmt, batch_requests=batch_requests, stats=stats)
-        # Mapped in Python by a thread while DuckDB stores the batch before (it releases
-        # the GIL): the two take turns on one core no more.
-        yield from _read_ahead(_parsed_batches(_until_broken(path, records, file_report)))
+        yield from _parsed_batches(_until_broken(path, records, file_report))
         file_report.ignored = stats["ignored_spans"]
 
 
