@@ -70,7 +70,7 @@ def demo_day(tmp_path: Path, fmt: str, rows: int = 400) -> list[Path]:
     return sorted((tmp_path / "demo" / "landing" / DAY).iterdir())
 
 
-@pytest.mark.parametrize("fmt", ["openai", "openai_batch"])
+@pytest.mark.parametrize("fmt", ["openai", "openai_batch", "langfuse"])
 def test_demo_day_is_the_same_both_ways(tmp_path, fmt):
     tables = assert_same_both_ways(tmp_path, demo_day(tmp_path, fmt))
     assert len(tables["logs"]) > 300  # the day was read, not lost on both sides
@@ -156,7 +156,8 @@ def test_a_file_the_fast_path_cannot_number_is_read_the_python_way(tmp_path):
     assert len(tables["logs"]) > 0
 
 
-@pytest.mark.parametrize("fmt, name", [("openai", "openai_chat"), ("openai_batch", "openai_batch_output")])
+@pytest.mark.parametrize("fmt, name", [("openai", "openai_chat"), ("openai_batch", "openai_batch_output"),
+                                       ("langfuse", "langfuse")])
 def test_most_demo_records_are_mapped_in_sql(tmp_path, fmt, name):
     import duckdb
 
@@ -210,3 +211,80 @@ def test_bent_batch_lines_are_the_same_both_ways(tmp_path):
     tables = assert_same_both_ways(tmp_path, [*paths, bent])
     reasons = {row[3] for row in tables["rejected_logs"]}
     assert any(reason.startswith("batch request failed") for reason in reasons), reasons
+
+
+def _bent_langfuse_traces(traces: list[dict]) -> list[str]:
+    """Return demo Langfuse traces bent into shapes the fast statement leaves to Python
+    (or decides with care), one JSON text each."""
+    out = []
+
+    def bend(i: int, change) -> None:
+        trace = json.loads(json.dumps(traces[i % len(traces)]))
+        change(trace)
+        out.append(json.dumps(trace, ensure_ascii=False))
+
+    feedback = {"id": "s1", "name": "user-feedback", "source": "API", "dataType": "BOOLEAN", "value": 1,
+                "stringValue": "True", "timestamp": "2026-01-01T03:00:00.000Z", "comment": None}
+    bend(0, lambda t: t.update(htmlPath="/project/p/traces/x"))  # a key the statement does not know
+    bend(1, lambda t: t.update(input="How do I reset it?"))  # plain text input
+    bend(2, lambda t: t.update(input='{"question": "as JSON text"}'))  # JSON text: parsed by Python
+    bend(3, lambda t: t.update(input=None))  # the generation's messages instead
+    bend(4, lambda t: t["input"].update(documents=["a", "b"]))
+    bend(5, lambda t: t.update(output={"content": "an answer"}))
+    bend(6, lambda t: t.update(latency=1.23456))
+    bend(7, lambda t: t.update(latency="0.4"))
+    bend(8, lambda t: t.update(latency=None))
+    bend(9, lambda t: t.update(scores=[feedback]))
+    bend(10, lambda t: t.update(scores=[{**feedback, "value": 0, "stringValue": "False"}]))
+    bend(11, lambda t: t.update(scores=[{**feedback, "source": "ANNOTATION"}]))
+    bend(12, lambda t: t.update(scores=[feedback, {**feedback, "value": 0, "timestamp": "2026-01-01T04:00:00.000Z"}]))
+    bend(13, lambda t: t.update(scores=[{**feedback, "dataType": "CATEGORICAL", "value": None, "stringValue": "up"}]))
+    bend(14, lambda t: t["metadata"].update(release="other", note=None))  # a clash with a trace key
+    bend(15, lambda t: t.update(metadata=None, name="", environment=None, release=None))
+    bend(16, lambda t: t.update(metadata="as text"))
+    bend(17, lambda t: t.update(observations=[]))
+    bend(18, lambda t: t["observations"][0].update(usageDetails={"input": 3, "output": 4}))
+    bend(19, lambda t: t["observations"][0].update(type="SPAN"))
+    bend(20, lambda t: t["observations"].append({"id": "o2", "type": "EVENT", "input": "x", "extra": None}))
+    bend(21, lambda t: t["observations"][0]["usage"].update(input=None))
+    bend(22, lambda t: t["observations"][0].pop("usage"))
+    bend(23, lambda t: t.update(tags=[], public=True, totalCost="0.0001"))
+    bend(24, lambda t: t.update(id=None))
+    bend(25, lambda t: t.update(timestamp="not a time"))  # rejected
+    bend(26, lambda t: t.update(output="   "))  # rejected: empty output
+    bend(27, lambda t: t["input"].update(question="mail me at jane.doe@example.com, Ünïcödé \u2028 \"q\""))
+    bend(28, lambda t: t.update(observations=[{**t["observations"][0], "type": "generation"}]))
+    bend(29, lambda t: t.update(trace={"id": "inner"}))
+    return out
+
+
+def test_bent_langfuse_traces_are_the_same_both_ways(tmp_path):
+    demo = demo_day(tmp_path / "demo", "langfuse", rows=40)
+    traces = json.loads(demo[0].read_text(encoding="utf-8"))
+    bent = _bent_langfuse_traces(traces)
+    array = tmp_path / "bent-langfuse.json"
+    array.write_text("[\n" + ",\n".join(bent) + "\n]\n", encoding="utf-8")
+    lines = tmp_path / "bent-langfuse.jsonl"
+    lines.write_text("\n".join(bent[:10]) + "\n\n{broken\n" + "\n".join(bent[10:]) + "\n", encoding="utf-8")
+    crlf = tmp_path / "crlf-langfuse.json"
+    crlf.write_bytes(("[\r\n" + ",\r\n".join(bent[:8]) + "\r\n]\r\n").encode())
+    tables = assert_same_both_ways(tmp_path, [array, lines, crlf])
+    assert tables["rejected_logs"]
+    assert tables["duplicate_logs"]
+
+
+def test_langfuse_files_the_fast_path_cannot_read_are_read_the_python_way(tmp_path):
+    demo = demo_day(tmp_path / "demo", "langfuse", rows=20)
+    traces = [json.dumps(t) for t in json.loads(demo[0].read_text(encoding="utf-8"))]
+    broken = tmp_path / "broken-array-langfuse.json"  # unreadable as a whole
+    broken.write_text("[\n" + ",\n".join(traces[:5]) + ",\n{broken},\n" + ",\n".join(traces[5:]) + "\n]\n")
+    two_per_line = tmp_path / "two-per-line-langfuse.json"
+    two_per_line.write_text("[\n" + ",\n".join(f"{a}, {b}" for a, b in zip(traces[::2], traces[1::2])) + "\n]\n")
+    pretty = tmp_path / "pretty-langfuse.json"
+    pretty.write_text(json.dumps(json.loads(demo[0].read_text(encoding="utf-8")), indent=2))
+    wrapper = tmp_path / "wrapper-langfuse.jsonl"
+    wrapper.write_text("\n".join([traces[0], json.dumps({"data": [json.loads(t) for t in traces[1:4]]})]) + "\n")
+    no_end = tmp_path / "no-end-langfuse.json"
+    no_end.write_text("[\n" + ",\n".join(traces[:5]) + "\n")
+    tables = assert_same_both_ways(tmp_path, [broken, two_per_line, pretty, wrapper, no_end])
+    assert len(tables["logs"]) >= 20

@@ -187,6 +187,37 @@ def test_pii_modes(settings, mode):
         assert report.pii_counts["email"] == 1 and report.pii_counts["secret"] == 1
 
 
+def test_numbers_in_metadata_hold_no_record_back_but_its_strings_are_scanned(settings, monkeypatch):
+    """Only the strings of metadata, tags and unknown fields can hold PII: a number that
+    looks like a phone (an epoch timestamp) does not send its record to the Python scan,
+    digits inside a string still do (also right after a colon, where a number would be)."""
+    from flywheel.ingest import loader
+
+    scanned: list[int] = []
+    real = loader._pii_fixes
+
+    def spy(docs, mode, report):
+        scanned.append(len(docs))
+        return real(docs, mode, report)
+
+    monkeypatch.setattr(loader, "_pii_fixes", spy)
+    land(settings, DAY, "a.jsonl", jsonl(
+        good("n1", metadata={"created": 1767243711, "scores": [4155550134, -3.5e10]}, started_ns=4155550199),
+        good("n2", metadata={"note": "tel:4155550134", "n": 1767243711}),
+        good("n3", region="call +1 (415) 555-0132"),
+        good("n4", metadata={"quoted": 'say \\"4155550134\\"'}),
+    ))
+    report = ingest(settings)
+    stored = {log_id: (json.loads(metadata), pii) for log_id, metadata, pii in rows(
+        settings, "SELECT log_id, metadata, pii FROM logs")}
+    assert stored["n1"] == ({"created": 1767243711, "scores": [4155550134, -3.5e10], "started_ns": 4155550199}, None)
+    assert stored["n2"] == ({"note": "tel:[PHONE]", "n": 1767243711}, ["phone"])
+    assert stored["n3"][0]["region"] == "call [PHONE]" and stored["n3"][1] == ["phone"]
+    assert "4155550134" not in json.dumps(stored["n4"][0]) and stored["n4"][1] == ["phone"]
+    assert sum(scanned) == 3  # n2, n3, n4; not n1
+    assert report.pii_counts == {"phone": 3}
+
+
 def test_pii_in_messages_given_as_json_text_is_redacted(settings):
     """A CSV cell holds messages as JSON text: they are scanned like a JSON array."""
     messages = json.dumps([{"role": "user", "content": "mail bob@example.com"}])

@@ -32,6 +32,7 @@ import io
 import json
 import math
 import queue
+import re
 import threading
 import zlib
 from collections import Counter
@@ -308,13 +309,16 @@ def _load_file(con, settings, day, path, fmt, file_report, report, batch_request
 
 def _store_batches(con, day, fmt, batches, file_report, mode, report, window) -> None:
     """Store each staged batch of one file, counting its records and blank lines."""
+    later = _Later(con, day, file_report.source_file, fmt, fast=fmt in ONE_RECORD_PER_LINE, mode=mode,
+                   report=report, window=window)
     for batch in batches:
         if batch.num_rows == 0:
             continue
         blank = pc.sum(batch.column("blank").cast(pa.int64())).as_py() or 0
         file_report.blank_lines += blank
         file_report.read += batch.num_rows - blank
-        _store_batch(con, day, file_report.source_file, fmt, batch, mode, report, window)
+        _store_batch(con, day, file_report.source_file, fmt, batch, mode, report, window, later=later)
+    later.flush()
 
 
 def _load_fast(con, settings, day, path, fmt, file_report, report, batch_requests, window) -> bool:
@@ -322,13 +326,16 @@ def _load_fast(con, settings, day, path, fmt, file_report, report, batch_request
     one record per line); return False, with nothing of it stored, where the file
     cannot take it."""
     pii_counts = dict(report.pii_counts)
+    later = _Later(con, day, file_report.source_file, fmt, fast=True, mode=settings.pii_mode, report=report,
+                   window=window)
     try:
         for batch in fast.fast_batches(con, path, fmt, pii_gate=settings.pii_mode != "off",
                                        batch_requests=batch_requests):
             if batch.num_rows:
                 file_report.read += batch.num_rows
                 _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report, window,
-                             one_record_per_line=True)
+                             one_record_per_line=True, later=later)
+        later.flush()
     except fast.NotFast:
         _forget_file(con, day, file_report.source_file)
         file_report.read = 0
@@ -524,7 +531,8 @@ def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
                 thread.join(0.05)
 
 
-def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None = None) -> Iterator[pa.Table]:
+def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None = None,
+                  block_bytes: int = LINES_BLOCK_BYTES) -> Iterator[pa.Table]:
     """Yield the lines of a JSON-lines file (gzipped or not) with 1-based line numbers.
 
     Blocks of the file are split at newlines with numpy and handed to Arrow without
@@ -540,7 +548,7 @@ def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None =
     try:
         with (_Gunzip(path) if path.name.endswith(".gz") else open(path, "rb")) as stream:
             broke: list[str] = []
-            for raw, offsets in _split_lines(stream, broke=broke):
+            for raw, offsets in _split_lines(stream, broke=broke, block_bytes=block_bytes):
                 n = len(raw)
                 text, undecodable = _as_text(raw)
                 pre_error = pa.nulls(n, pa.string())
@@ -629,7 +637,8 @@ class _Gunzip(io.RawIOBase):
         super().close()
 
 
-def _split_lines(stream, *, broke: list[str] | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
+def _split_lines(stream, *, broke: list[str] | None = None,
+                 block_bytes: int = LINES_BLOCK_BYTES) -> Iterator[tuple[pa.Array, np.ndarray]]:
     """Yield Arrow binary arrays of whole lines (each with its newline) read from
     ``stream``, with their offsets. Each block is read straight into a fresh buffer
     that the array then owns (no copy). A leading byte-order mark is skipped.
@@ -642,7 +651,7 @@ def _split_lines(stream, *, broke: list[str] | None = None) -> Iterator[tuple[pa
     first = True
     while True:
         # Not zero-filled: every byte used is read into it first.
-        buffer = np.empty(len(carry) + LINES_BLOCK_BYTES, dtype=np.uint8)
+        buffer = np.empty(len(carry) + block_bytes, dtype=np.uint8)
         buffer[: len(carry)] = np.frombuffer(carry, dtype=np.uint8)
         got, error = _read_into(stream, memoryview(buffer)[len(carry):])
         filled = len(carry) + got
@@ -1021,7 +1030,7 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
             values["messages"] = json.dumps(messages, ensure_ascii=False)
         for name, value in (("tags", tags), ("metadata", None if metadata_json is None else json.loads(metadata_json))):
             if value is not None:
-                cleaned, kinds = pii.scan_value(value)
+                cleaned, kinds = _scan_value(value)
                 found |= kinds
                 values[name] = cleaned if name == "tags" else json.dumps(cleaned, ensure_ascii=False)
         for kind in found:
@@ -1034,20 +1043,83 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     return pa.table(rows, schema=FIX_SCHEMA)
 
 
+# The prefilter in Python: a string it does not match holds nothing the detectors find,
+# and is left alone (the strings of a record's metadata are mostly ids and times).
+_MAY_HOLD_PII = re.compile(pii.PREFILTER_PATTERN)
+
+
+def _scan(text: str | None) -> tuple[str | None, frozenset[str]]:
+    """Return :func:`flywheel.pii.scan` of ``text``, without scanning a text the
+    prefilter clears."""
+    if text is None or _MAY_HOLD_PII.search(text) is None:
+        return text, frozenset()
+    return pii.scan(text)
+
+
+def _scan_value(value: object) -> tuple[object, frozenset[str]]:
+    """Return :func:`flywheel.pii.scan_value` of a JSON value (each string redacted, the
+    PII types found), scanning only the strings the prefilter does not clear."""
+    found: set[str] = set()
+
+    def walk(node: object) -> object:
+        if isinstance(node, str):
+            redacted, kinds = _scan(node)
+            found.update(kinds)
+            return redacted
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if isinstance(node, dict):
+            return {key: walk(item) for key, item in node.items()}
+        return node
+
+    return walk(value), frozenset(found)
+
+
 def _scan_messages(messages: list) -> tuple[list, set[str]]:
     found: set[str] = set()
     cleaned = []
     for message in messages:
         if isinstance(message, dict) and isinstance(message.get("content"), str):
-            content, kinds = pii.scan(message["content"])
+            content, kinds = _scan(message["content"])
             found |= kinds
             message = {**message, "content": content}
         cleaned.append(message)
     return cleaned, found
 
 
+class _Later:
+    """The records of one file's batches left for a second look, judged together (a
+    second look costs a few large statements, whatever the number of records): at the
+    end of the file, or once they hold :data:`STASH_BYTES`."""
+
+    def __init__(self, con, day: str, source_file: str, fmt: str, *, fast: bool, mode: str,
+                 report: IngestReport, window: TsWindow):
+        self._con, self._day, self._source_file, self._fmt = con, day, source_file, fmt
+        self._fast, self._mode, self._report, self._window = fast, mode, report, window
+        self._tables: list[pa.Table] = []
+        self._bytes = 0
+
+    def add(self, second: pa.Table) -> None:
+        self._tables.append(second)
+        self._bytes += second.nbytes
+        if self._bytes > STASH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Judge the records kept so far."""
+        if not self._tables:
+            return
+        second = pa.concat_tables(self._tables)
+        self._tables, self._bytes = [], 0
+        # Row ids were per batch: the fix-ups are matched by them.
+        second = second.set_column(0, "rid", pa.array(np.arange(second.num_rows, dtype=np.int64)))
+        _second_look(self._con, self._day, self._source_file, self._fmt, second, fast=self._fast,
+                     mode=self._mode, report=self._report, window=self._window)
+
+
 def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mode: str,
-                 report: IngestReport, window: TsWindow, *, one_record_per_line: bool = False) -> None:
+                 report: IngestReport, window: TsWindow, *, one_record_per_line: bool = False,
+                 later: _Later | None = None) -> None:
     """Write a staged batch: accepted records to `logs`, broken ones to `rejected_logs`.
 
     One statement validates the batch and inserts the records that pass and hold no
@@ -1074,7 +1146,10 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
         # The few records left out, copied out of the batch, so that the statements
         # below do not scan the whole batch again.
         second = batch.filter(pc.is_in(batch.column("line"), left_out.column(0)))
-        _second_look(con, day, source_file, fmt, second, fast=fast, mode=mode, report=report, window=window)
+        if later is not None:
+            later.add(second)
+        else:
+            _second_look(con, day, source_file, fmt, second, fast=fast, mode=mode, report=report, window=window)
     finally:
         for name in ("stage_batch", "stage_fix"):
             con.unregister(name)
@@ -1175,8 +1250,10 @@ def _fast_insert_settings(con, *, whole_file: bool = False) -> Iterator[None]:
 
 def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tuple[str, ...], ...]:
     """Return the key lists (in order) of the first records of the batch, most common
-    first: records written by one program mostly share one or a few."""
-    texts = batch.column("text").slice(0, sample).to_pylist()
+    first: records written by one program mostly share one or a few. (A record mapped
+    from another format is its canonical document, not its line.)"""
+    head = batch.slice(0, sample)
+    texts = pc.coalesce(head.column("doc"), head.column("text")).to_pylist()
     seen: Counter = Counter()
     for text in texts:
         try:

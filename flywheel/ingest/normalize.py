@@ -310,6 +310,10 @@ WHERE reject_reason IS NULL {condition}
 """
 
 
+# A JSON string (kept, as group 1), or a number outside strings (removed).
+_JSON_NUMBERS = """'("(?:[^"\\\\]|\\\\.)*")|-?[0-9][0-9.eE+-]*'"""
+
+
 def _holds_back(pattern: str) -> str:
     """SQL: the record's text fields (input, output, context, messages, session and user
     id) match the pattern (RE2), or its tags, metadata or unknown fields (JSON text) match
@@ -324,8 +328,13 @@ def _holds_back(pattern: str) -> str:
         for column in ("v.input", "v.output", "v.context", "messages::VARCHAR", "v.session_id", "v.user_id")
     )
     # Unknown fields end up in `metadata`: the whole record is looked at when it has some.
-    json_text = ("coalesce(v.tags::VARCHAR, '') || coalesce(v.metadata::VARCHAR, '') || "
-                 "CASE WHEN len(extra_keys) > 0 THEN j ELSE '' END")
+    # Only its strings are scanned for PII, and the numbers between them are taken out
+    # first: a timestamp such as "created": 1767243711 looks like a phone number to the
+    # prefilter, and held every record of a format that has one. (One pass, left to
+    # right: a string is matched whole, digits in it with it, and kept.)
+    json_text = ("regexp_replace(coalesce(v.tags::VARCHAR, '') || coalesce(v.metadata::VARCHAR, '') || "
+                 "CASE WHEN len(extra_keys) > 0 THEN j ELSE '' END, "
+                 f"{_JSON_NUMBERS}, '\\1', 'g')")
     return (f"(regexp_matches({text}, {literal}) OR "
             f"CASE WHEN v.tags IS NULL AND v.metadata IS NULL AND len(extra_keys) = 0 THEN false "
             f"ELSE regexp_matches({json_text}, {json_literal}) END)")

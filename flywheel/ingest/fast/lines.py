@@ -10,6 +10,7 @@ exactly as :func:`flywheel.ingest.formats.jsonio._iter_lines` and
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,14 +20,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.ingest.fast import openai_sql
+from flywheel.ingest.fast import langfuse_sql, openai_sql
 from flywheel.ingest.formats.common import _map_value
 from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _is_gzip, _json_error
+from flywheel.ingest.formats.langfuse import _map_langfuse, _trace_of_download
 from flywheel.ingest.formats.openai import _map_batch_output, _map_openai_chat
 from flywheel.ingest.records import UnreadableFile
 
 
 MAPPING_CHUNK_ROWS = 1024
+# Bytes of lines per batch: each batch pays for a handful of statements (mapping, the
+# combined test, the lines it left out), which are many times larger than the
+# canonical path's; larger batches than the loader's spread that over more records.
+FAST_BLOCK_BYTES = 48 << 20
 
 
 class NotFast(Exception):
@@ -41,7 +47,16 @@ _FORMATS = {
         lambda relation, lines: openai_sql.openai_batch_docs(relation, lines, "fast_requests", requests),
         lambda obj: _map_batch_output(obj, requests),
     ),
+    "langfuse": lambda requests: (langfuse_sql.langfuse_docs, _langfuse_trace),
 }
+
+
+def _langfuse_trace(value: dict) -> dict:
+    """Map one Langfuse value the way the Python reader does, when it is one trace; a
+    ``{"data": [...]}`` wrapper holds several (the file is not one record per line)."""
+    if isinstance(value.get("data"), list) and "id" not in value:
+        raise NotFast("a {\"data\": [...]} wrapper of several traces")
+    return _map_langfuse(_trace_of_download(value))
 
 
 def handles(fmt: str) -> bool:
@@ -69,15 +84,19 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
     statement, mapper = _FORMATS[fmt](requests)
     if _is_gzip(path) != path.name.lower().endswith(".gz"):
         raise NotFast("gzip by its magic bytes only")
-    first = True
+    batches = loader._line_batches(path, block_bytes=FAST_BLOCK_BYTES)
+    array = False
+    if fmt == "langfuse":  # a JSON array of traces, one per line, or JSON lines
+        batches, array = _array_or_lines(batches)
+    first = not array
     try:
-        for lines in loader._line_batches(path):
+        for lines in batches:
             if first:
                 _check_first(lines)
                 first = False
             with _requests_of(con, lines, requests, enabled=fmt == "openai_batch_output"):
                 yield _mapped(con, lines, statement, mapper, pii_gate=pii_gate,
-                              stats=stats if stats is not None else {})
+                              stats=stats if stats is not None else {}, strict=array)
     except UnreadableFile as exc:  # the Python reader words these its own way
         raise NotFast(exc.reason) from None
 
@@ -125,6 +144,75 @@ def _no_filter_pushdown(con):
         con.execute(f"SET disabled_optimizers = '{previous}'")
 
 
+# The lines of a JSON array written one element per line: what each line may be, and
+# which may follow which (the Python reader reads nothing else the same way).
+_BLANK, _OPEN, _ELEMENT, _LAST, _CLOSE, _OTHER = range(6)
+_FOLLOWS = np.zeros((6, 6), dtype=bool)
+_FOLLOWS[_OPEN, [_ELEMENT, _LAST, _CLOSE]] = True
+_FOLLOWS[_ELEMENT, [_ELEMENT, _LAST]] = True
+_FOLLOWS[_LAST, _CLOSE] = True
+
+
+def _array_or_lines(batches: Iterator[pa.Table]) -> tuple[Iterator[pa.Table], bool]:
+    """Return the batches of a file that is either JSON lines (as they are, and False)
+    or a JSON array with one element per line (True): then each batch's element lines
+    lose their trailing comma, and the bracket lines count as blank.
+
+    The array's layout is checked as the lines go by: ``[`` alone on the first line,
+    ``{...},`` lines, a last ``{...}`` line, ``]`` alone, nothing after it but blank
+    lines; any other layout raises NotFast (the Python reader reads it).
+    """
+    batches = iter(batches)
+    head = next(batches, None)
+    if head is None:
+        return iter(()), False
+    first = next((t for t in head.column("text").to_pylist() if t is None or t.strip()), None)
+    if first is None or not first.lstrip().startswith("["):
+        return itertools.chain([head], batches), False
+
+    def elements() -> Iterator[pa.Table]:
+        last = _BLANK
+        for lines in itertools.chain([head], batches):
+            text = lines.column("text")
+            if text.null_count:
+                raise NotFast("not UTF-8")
+            kind = np.full(lines.num_rows, _OTHER, dtype=np.int8)
+            starts = pc.starts_with(text, "{").to_numpy(zero_copy_only=False)
+            for end in (",\n", ",\r\n", ","):  # (tests of the ends only: no regex)
+                kind[starts & pc.ends_with(text, "}" + end).to_numpy(zero_copy_only=False)] = _ELEMENT
+            for end in ("\n", "\r\n", ""):
+                kind[starts & pc.ends_with(text, "}" + end).to_numpy(zero_copy_only=False)] = _LAST
+                kind[pc.equal(text, "[" + end).to_numpy(zero_copy_only=False)] = _OPEN
+                kind[pc.equal(text, "]" + end).to_numpy(zero_copy_only=False)] = _CLOSE
+            # Blank lines are short: the reader's test, then only [ \t\r\n] as JSON's blanks.
+            for i in np.flatnonzero(lines.column("blank").to_numpy(zero_copy_only=False)):
+                kind[i] = _BLANK if not text[int(i)].as_py().strip(" \t\r\n") else _OTHER
+            found = kind[kind != _BLANK]
+            # (the first line that is not blank opens the array)
+            order = found if last == _BLANK else np.concatenate([[last], found])
+            if (len(order) and order[0] != _OPEN and last == _BLANK) or (order == _OTHER).any() \
+                    or not _FOLLOWS[order[:-1], order[1:]].all():
+                raise NotFast("not a JSON array of one element per line")
+            if len(order):
+                last = order[-1]
+            # An element line loses its comma (and line end): the element's text.
+            element = kind == _ELEMENT
+            if element.any():
+                cut = pc.utf8_slice_codeunits(text, 0, -2)  # "},\n", the usual end
+                unusual = element & ~pc.ends_with(text, "},\n").to_numpy(zero_copy_only=False)
+                if unusual.any():
+                    trimmed = pc.utf8_rtrim(text, characters="\r\n")
+                    cut = pc.if_else(pa.array(unusual), pc.utf8_slice_codeunits(trimmed, 0, -1), cut)
+                text = pc.if_else(pa.array(element), cut, text)
+            yield lines.set_column(lines.schema.get_field_index("text"), "text", text).set_column(
+                lines.schema.get_field_index("blank"), "blank",
+                pa.array(np.isin(kind, (_BLANK, _OPEN, _CLOSE))))
+        if last != _CLOSE:
+            raise NotFast("a JSON array that does not end")
+
+    return elements(), True
+
+
 def _check_first(lines: pa.Table) -> None:
     """Raise NotFast unless the file's first non-blank line is a JSON value of its own
     (not an array, no byte order mark): the Python reader then reads JSON lines."""
@@ -142,8 +230,10 @@ def _check_first(lines: pa.Table) -> None:
 
 
 def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], mapper: Callable[[dict], dict], *,
-            pii_gate: bool, stats: dict) -> pa.Table:
-    """Return the staged batch of one batch of lines: docs from SQL, else from Python."""
+            pii_gate: bool, stats: dict, strict: bool = False) -> pa.Table:
+    """Return the staged batch of one batch of lines: docs from SQL, else from Python.
+    ``strict``: the lines are elements of one JSON array, and a broken one makes the
+    whole file unreadable to the Python reader (NotFast)."""
     from flywheel.ingest import loader
 
     text = lines.column("text")
@@ -190,6 +280,8 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
         try:
             value, error = json.loads(line.rstrip("\r\n")), None
         except _JSON_ERRORS as err:
+            if strict:
+                raise NotFast("a broken element of a JSON array") from None
             value, error = None, _json_error(err)
         rec = _map_value(int(line_numbers[i]), stripped, value, mapper, error)
         fallback_text[i] = rec.raw
@@ -197,6 +289,30 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
             pre_error[i], pre_field[i] = rec.error, rec.field
         else:
             doc_values[i] = json.dumps(rec.record, default=str, ensure_ascii=False)
+    kept = np.flatnonzero(keep)
+    if len(todo) == 0 and len(rids) == len(kept):
+        # The usual batch: every record decided in SQL. Its documents in line order, and
+        # no copy of the whole batch but the one of the records kept.
+        docs = decided.column("doc")
+        if len(rids) > 1 and not (np.diff(rids) > 0).all():
+            docs = docs.take(pa.array(np.argsort(rids)))
+        taken = pa.array(kept)
+        m = len(kept)
+        table = pa.table(
+            {
+                "rid": pa.array(np.arange(m, dtype=np.int64)),
+                "line": lines.column("line").take(taken) if m < n else lines.column("line"),
+                "text": text.take(taken) if m < n else text,
+                "raw": pa.nulls(m, pa.binary()),
+                "doc": docs,
+                "pre_error": pa.nulls(m, pa.string()),
+                "pre_field": pa.nulls(m, pa.string()),
+                "blank": pa.array(np.zeros(m, dtype=bool)),
+                "maybe_pii": loader._maybe_pii(docs) if pii_gate else pa.nulls(m, pa.bool_()),
+            },
+            schema=loader.BATCH_SCHEMA,
+        )
+        return loader._parallel(table)
     sql_docs = pa.array(np.full(n, None, dtype=object), pa.string())
     if len(rids):
         order = np.argsort(rids)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 from flywheel.ingest.records import CANONICAL_FIELDS
 
@@ -66,6 +67,41 @@ def _list(values) -> str:
 
 def _distinct(keys: str) -> str:
     return f"len(list_distinct({keys})) = len({keys})"
+
+
+def common_key_list(counts: Counter, allowed: Iterable[str], *,
+                    forbidden: Iterable[str] = ()) -> tuple[str, ...] | None:
+    """Return the most common of the counted key lists when it passes the set test of
+    :func:`keys_ok` itself, else None."""
+    for keys, _ in counts.most_common(1):
+        if set(keys) <= set(allowed) and len(set(keys)) == len(keys) and not set(keys) & set(forbidden):
+            return keys
+    return None
+
+
+def keys_ok(keys: str, allowed: Iterable[str], common: tuple[str, ...] | None,
+            forbidden: Iterable[str] = ()) -> str:
+    """SQL: the key list ``keys`` holds only ``allowed`` keys, each once, none of
+    ``forbidden``. A list equal to ``common`` (the batch's usual one, which passes) is
+    settled by one comparison, much cheaper than the set test."""
+    test = f"list_has_all({_list(allowed)}, {keys}) AND {_distinct(keys)}"
+    forbidden = tuple(forbidden)
+    if forbidden:
+        test += f" AND NOT list_has_any({keys}, {_list(forbidden)})"
+    return f"(CASE WHEN {keys} = {_list(common)} THEN true ELSE {test} END)" if common else f"({test})"
+
+
+def _key_lists(objects: Iterable[tuple[str, object]]) -> dict[str, Counter]:
+    """Return the counted key lists of the named objects (name, value) that are dicts."""
+    counts: dict[str, Counter] = {}
+    for name, value in objects:
+        if isinstance(value, dict):
+            counts.setdefault(name, Counter())[tuple(value)] += 1
+    return counts
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _entries(keys: str, struct: str, known: tuple[str, ...], condition: str) -> str:
@@ -142,7 +178,9 @@ def openai_chat_docs(lines: str, batch) -> str:
     """Return a SELECT of ``rid, doc`` for the lines of the relation ``lines`` (the
     loader's batch columns; ``batch`` its Arrow table) that it decides: ``doc`` the
     canonical JSON document."""
-    keys = sample_keys(batch.column("text").slice(0, 200).to_pylist())
+    texts = batch.column("text").slice(0, 200).to_pylist()
+    keys = sample_keys(texts)
+    lists = _key_lists(_chat_objects(texts))
     top = _obj({"timestamp": '"JSON"', "workload_id": '"JSON"', "client_id": '"JSON"',
                 "request": _request_struct(keys, _METADATA_FILLS), "response": _response_struct(keys)})
     paths = "['$', '$.request', '$.response', '$.response.usage', '$.request.metadata']"
@@ -163,11 +201,11 @@ named AS (
     FROM parsed
     WHERE m IS NOT NULL AND k IS NOT NULL
 ),"""
-    checks = f"""list_has_all({_list(_TOP_KEYS)}, k_top) AND {_distinct('k_top')}
+    checks = f"""{keys_ok('k_top', _TOP_KEYS, common_key_list(lists.get('top', Counter()), _TOP_KEYS))}
         AND rs."id" IS NOT NULL
         AND (regexp_full_match(m.timestamp, '[1-9][0-9]*') OR ({_is_string('m.timestamp')} AND m.timestamp <> '""'))"""
     return _chat_docs(
-        keys, parsed=parsed, checks=checks, fills=_METADATA_FILLS,
+        keys, lists, parsed=parsed, checks=checks, fills=_METADATA_FILLS,
         record={"log_id": 'rs."id"', "ts": "m.timestamp", "source": "coalesce(m.workload_id, m.client_id)"},
         head_meta=[], tail_meta=[_entries("k_top", "m", ("workload_id", "client_id"),
                                           "{k} IN ('workload_id', 'client_id')")],
@@ -199,7 +237,9 @@ def openai_batch_docs(lines: str, batch, requests_relation: str, requests: dict)
     decides (see :func:`openai_chat_docs`); ``requests_relation`` has ``custom_id, body``
     (the JSON text of the input line's body) for the batch's custom ids, ``requests``
     the input lines by custom_id (to sample their keys)."""
-    keys = sample_batch_keys(batch.column("text").slice(0, 200).to_pylist(), requests)
+    texts = batch.column("text").slice(0, 200).to_pylist()
+    keys = sample_batch_keys(texts, requests)
+    lists = _key_lists(_batch_objects(texts, requests))
     outer = _obj({"id": '"JSON"', "custom_id": '"JSON"', "error": '"JSON"',
                   "response": _obj({"status_code": '"JSON"', "request_id": '"JSON"', "body": _response_struct(keys)})})
     paths = "['$', '$.response', '$.response.body', '$.response.body.usage']"
@@ -225,13 +265,14 @@ named AS (
     FROM parsed
     WHERE request IS NOT NULL AND kr IS NOT NULL
 ),"""
-    checks = f"""list_has_all(['id', 'custom_id', 'response', 'error'], k_top) AND {_distinct('k_top')}
-        AND list_has_all(['status_code', 'request_id', 'body'], k_response) AND {_distinct('k_response')}
+    outer_keys, response_keys = ("id", "custom_id", "response", "error"), ("status_code", "request_id", "body")
+    checks = f"""{keys_ok('k_top', outer_keys, common_key_list(lists.get('top', Counter()), outer_keys))}
+        AND {keys_ok('k_response', response_keys, common_key_list(lists.get('response', Counter()), response_keys))}
         AND m.error IS NULL AND (m.response.status_code IS NULL OR m.response.status_code IN ('200', '"200"'))
         AND {_truthy_string('rs."id"')} AND {_is_string('rs."id"')}
         AND regexp_full_match(rs.created, '[1-9][0-9]*')"""
     return _chat_docs(
-        keys, parsed=parsed, checks=checks, fills=_BATCH_FILLS,
+        keys, lists, parsed=parsed, checks=checks, fills=_BATCH_FILLS,
         record={"log_id": 'rs."id"', "ts": "rs.created"},
         head_meta=[_one("custom_id", "m.custom_id"), _one("batch_request_id", "m.id"),
                    _one("request_id", "m.response.request_id")],
@@ -243,12 +284,50 @@ _LOOKS_LIKE_OBJECT = ("NOT blank AND starts_with(text, '{') AND (ends_with(text,
                       "OR ends_with(text, '}' || chr(13) || chr(10)) OR ends_with(text, '}'))")
 
 
-def _chat_docs(keys: dict[str, tuple[str, ...]], *, parsed: str, checks: str, fills: tuple[str, ...],
+def _chat_objects(texts: Iterable[str | None]) -> Iterator[tuple[str, object]]:
+    """Yield the named objects of the given request/response lines, for their key lists."""
+    for text in texts:
+        try:
+            obj = json.loads(text) if text else None
+        except (ValueError, RecursionError):  # the Python mapper judges the line
+            continue
+        if not isinstance(obj, dict):
+            continue
+        request, response = _dict(obj.get("request")), _dict(obj.get("response"))
+        yield from (("top", obj), ("request", obj.get("request")), ("response", obj.get("response")),
+                    ("usage", response.get("usage")), ("rqmeta", request.get("metadata")))
+
+
+def _batch_objects(texts: Iterable[str | None], requests: dict) -> Iterator[tuple[str, object]]:
+    """Yield the named objects of the given Batch API output lines and their input lines."""
+    for text in texts:
+        try:
+            obj = json.loads(text) if text else None
+        except (ValueError, RecursionError):  # the Python mapper judges the line
+            continue
+        if not isinstance(obj, dict):
+            continue
+        response = _dict(obj.get("response"))
+        body = _dict(response.get("body"))
+        line = requests.get(str(obj.get("custom_id")))
+        request = _dict(line.get("body") if isinstance(line, dict) else None)
+        yield from (("top", obj), ("response", obj.get("response")), ("response_body", response.get("body")),
+                    ("request", request or None), ("usage", body.get("usage")), ("rqmeta", request.get("metadata")))
+
+
+def _chat_docs(keys: dict[str, tuple[str, ...]], lists: dict[str, Counter], *, parsed: str, checks: str,
+               fills: tuple[str, ...],
                record: dict[str, str], head_meta: list[str], tail_meta: list[str]) -> str:
     """Return the statement shared by both OpenAI shapes: ``parsed`` gives the CTEs up
     to ``named`` (columns m, rq, rs, msgs, choices, choice, reply, usage, rqmeta and the
     key lists k_*), ``checks`` the shape's own tests, ``record`` its own fields,
     ``head_meta``/``tail_meta`` the metadata entries before and after the chat fields'."""
+    # The response object is the line's (chat) or the output line's body (batch).
+    response_name = "response_body" if "response_body" in lists else "response"
+
+    def common(name: str, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
+        return common_key_list(lists.get(name, Counter()), allowed)
+
     canonical = _list(CANONICAL_FIELDS)
     other_canonical = _list(f for f in CANONICAL_FIELDS if f not in fills)
     rq_keys = tuple(dict.fromkeys((*keys["request"], "model", "user", "messages", "metadata")))
@@ -300,10 +379,10 @@ decided AS (
     FROM contexted
     WHERE context_ok AND {checks}
         AND rq IS NOT NULL AND rs IS NOT NULL
-        AND list_has_all({_list(rq_keys)}, k_rq) AND {_distinct('k_rq')}
-        AND list_has_all({_list(rs_keys)}, k_rs) AND {_distinct('k_rs')}
-        AND (usage IS NULL OR (list_has_all({_list(usage_keys)}, k_usage) AND {_distinct('k_usage')}))
-        AND (rqmeta IS NULL OR (list_has_all({_list(rqmeta_keys)}, k_rqmeta) AND {_distinct('k_rqmeta')}
+        AND {keys_ok('k_rq', rq_keys, common('request', rq_keys))}
+        AND {keys_ok('k_rs', rs_keys, common(response_name, rs_keys))}
+        AND (usage IS NULL OR {keys_ok('k_usage', usage_keys, common('usage', usage_keys))})
+        AND (rqmeta IS NULL OR ({keys_ok('k_rqmeta', rqmeta_keys, common('rqmeta', rqmeta_keys))}
              AND NOT list_has_any({other_canonical}, k_rqmeta)))
         AND ({rq_model} IS NULL OR {_is_string(rq_model)}) AND ({rs_model} IS NULL OR {_is_string(rs_model)})
         AND rs."object" IS DISTINCT FROM '"response"'
