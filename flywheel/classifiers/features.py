@@ -47,7 +47,7 @@ TEXT_COLUMNS = ("input", "output", "context")
 
 # Bumped whenever a feature's definition changes: a model fitted by other feature code
 # cannot be scored by this one (the registry refuses it with a message to retrain).
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 
 TOKEN_PATTERN = r"[a-z0-9]+(?:'[a-z]+)?"
 _TOKEN = re.compile(TOKEN_PATTERN)
@@ -411,6 +411,14 @@ class GroundingFeatures(BaseEstimator, TransformerMixin):
     content words, counts and indicators of numbers, capitalized names and dates in the
     output absent from the reference, log lengths and their ratio, whether the output's
     tokens are copied from the reference in a row, and whether a reference was present.
+
+    Per sentence of the output (long answers and summaries, where one unsupported sentence
+    hides among supported ones): the least share of a sentence's content words found in
+    the reference, how many sentences (and what share) have less than half of them there,
+    the least and the mean share found in the sentence's best-matching reference sentence,
+    the share of sentences holding a number, name or date that the reference lacks, and
+    negation flips: sentences whose content words are mostly in one reference sentence but
+    only one of the two is negated ("X is not Y" against "X is Y").
     """
 
     feature_names = (
@@ -419,6 +427,9 @@ class GroundingFeatures(BaseEstimator, TransformerMixin):
         "novel_numbers", "has_novel_number", "novel_names", "has_novel_name", "novel_name_share",
         "novel_dates", "has_novel_date", "log_output_tokens", "log_reference_tokens",
         "length_ratio", "copied", "has_reference",
+        # per sentence of the output (content words: its tokens that are not stop words)
+        "least_sentence_support", "weak_sentences", "weak_sentence_share", "least_best_sentence_support",
+        "mean_best_sentence_support", "novel_entity_sentence_share", "negation_flips", "has_negation_flip",
     )
 
     def __init__(self, *, reference: str = "context", fallback: str | None = "input"):
@@ -438,7 +449,7 @@ class GroundingFeatures(BaseEstimator, TransformerMixin):
 def grounding_matrix(batch: Batch, *, reference: str = "context", fallback: str | None = "input") -> np.ndarray:
     """The :attr:`GroundingFeatures.feature_names` of the output of each row of ``batch``
     against its reference (column ``reference``, or ``fallback`` where that is blank), as
-    an (n, 19) float64 array."""
+    an (n, 27) float64 array."""
     return groundings(batch, [(reference, fallback)])[0]
 
 
