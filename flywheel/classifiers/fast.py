@@ -152,8 +152,8 @@ class _Group:
         """Return task -> probabilities of the rows of ``batch``."""
         # dense features: every grounding block in one pass, each block once for all models
         groundings(batch, [ref for m in self.models for ref in m.parts.features.references()])
-        decisions = [(m.parts.features.scaler_.transform(m.parts.features.dense(batch)) * m.parts.features.dense_weight
-                      @ m.dense_weights) + m.parts.intercept for m in self.models]
+        decisions = [(m.parts.features.dense_block(batch) @ m.dense_weights) + m.parts.intercept
+                     for m in self.models]
         # per block: the matrix of sublinear tf; one sparse product with every model's
         # idf-scaled coefficients, one with the squared idfs (the norms)
         for key in self.keys:

@@ -518,11 +518,21 @@ class LogFeatures(BaseEstimator, TransformerMixin):
     The dense blocks are standardized with means and scales fitted on the training rows,
     then multiplied by ``dense_weight`` (their weight against the unit-norm TF-IDF rows
     under the classifier's L2 penalty).
+
+    ``regimes`` gives traffic of different kinds its own weights for the dense features:
+    the standardized dense block is repeated once per regime, zero outside the regime's
+    rows, beside the shared block. The linear model then learns a global weight per
+    feature plus a per-regime correction that its L2 penalty pulls towards zero, so a
+    regime with few labels falls back to the global weights. ``"context"``: two regimes,
+    rows with a context and rows without; ``"source"``: each value of the ``source`` column
+    with at least ``min_regime_rows`` training rows (other and unknown sources get the
+    global weights only); ``None``: no regimes.
     """
 
     def __init__(self, *, has_context: bool = True, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
                  max_features: int | None = 200_000, input_words: bool = True, novel_words: bool = True,
-                 names: bool = True, query_grounding: bool = False, dense_weight: float = 1.0):
+                 names: bool = True, query_grounding: bool = False, dense_weight: float = 1.0,
+                 regimes: str | None = None, min_regime_rows: int = 200):
         self.has_context = has_context
         self.ngram_range = ngram_range
         self.min_df = min_df
@@ -532,6 +542,8 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         self.names = names
         self.query_grounding = query_grounding
         self.dense_weight = dense_weight
+        self.regimes = regimes
+        self.min_regime_rows = min_regime_rows
 
     def _vectorizers(self) -> list[TermTfidf]:
         common = {"ngram_range": self.ngram_range, "min_df": self.min_df, "max_features": self.max_features}
@@ -557,10 +569,41 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         blocks.append(batch.cached(("style", "output"), lambda: style_matrix(batch.texts("output"))))
         return np.hstack(blocks)
 
+    def regime_masks(self, batch: Batch) -> list[np.ndarray]:
+        """Whether each row of ``batch`` is in each fitted regime (``regimes_``), in order."""
+        if not getattr(self, "regimes_", None):
+            return []
+        if self.regimes == "context":
+            present = batch.cached(("nonblank", "context"), lambda: batch.texts("context").nonblank())
+            return [present, ~present]
+        sources = text_series(batch.frame, "source")
+        return [(sources == name).to_numpy() for name in self.regimes_]
+
+    def dense_block(self, batch: Batch) -> np.ndarray:
+        """The dense columns of :meth:`transform` (float64): the standardized grounding and
+        style features times ``dense_weight``, then the same once per regime, zero outside it."""
+        dense = self.scaler_.transform(self.dense(batch)) * self.dense_weight
+        masks = self.regime_masks(batch)
+        if not masks:
+            return dense
+        return np.hstack([dense] + [dense * mask[:, None] for mask in masks])
+
+    def _fit_regimes(self, batch: Batch) -> list[str]:
+        if self.regimes is None:
+            return []
+        if self.regimes == "context":
+            return ["context", "no_context"]
+        if self.regimes == "source":
+            counts = text_series(batch.frame, "source").value_counts()
+            names = counts.filter(counts.get_column("count") >= self.min_regime_rows).get_column("source")
+            return sorted(str(n) for n in names.to_list() if n)
+        raise ValueError(f"unknown regimes {self.regimes!r}: expected None, 'context' or 'source'")
+
     def fit(self, X, y=None):
         batch = batch_of(X)
         self.vectorizers_ = [v.fit(batch) for v in self._vectorizers()]
         self.scaler_ = StandardScaler().fit(self.dense(batch))
+        self.regimes_ = self._fit_regimes(batch)
         self.features_version_ = FEATURES_VERSION
         return self
 
@@ -570,11 +613,13 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         if self.has_context and self.query_grounding:
             names += [f"query_grounding_{n}" for n in GroundingFeatures.feature_names]
         names += [f"style_{n}" for n in StyleFeatures.feature_names]
+        dense = names[len(names) - self.scaler_.n_features_in_:]
+        for regime in getattr(self, "regimes_", None) or []:
+            names += [f"{regime}|{n}" for n in dense]
         return np.asarray(names, dtype=object)
 
     def transform(self, X) -> sp.csr_matrix:
         batch = batch_of(X)
         blocks = [v.transform(batch) for v in self.vectorizers_]
-        dense = (self.scaler_.transform(self.dense(batch)) * self.dense_weight).astype(np.float32)
-        blocks.append(sp.csr_matrix(dense))
+        blocks.append(sp.csr_matrix(self.dense_block(batch).astype(np.float32)))
         return sp.hstack(blocks, format="csr")
