@@ -189,6 +189,8 @@ def main(argv: list[str]) -> dict:
                         help="sets: grouped cross-validation per data set; app: the sets landed as one "
                         "application and run through Dagster (benchmarks/quality_app.py); regimes: grouped "
                         "cross-validation of the ways of handling the app's sources")
+    parser.add_argument("--variants", default="", help="with --protocol regimes: comma-separated variants "
+                        "(default: all of benchmarks.quality_app.REGIME_VARIANTS)")
     parser.add_argument("--no-per-set", action="store_true",
                         help="with --protocol app: skip the per-set figures (faster, no comparison)")
     args = parser.parse_args(argv)
@@ -199,7 +201,8 @@ def main(argv: list[str]) -> dict:
     if args.protocol == "regimes":
         from benchmarks.quality_app import regime_cv
 
-        return regime_cv(args.data.resolve(), folds=args.folds, seed=args.seed)
+        variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+        return regime_cv(args.data.resolve(), folds=args.folds, seed=args.seed, variants=variants)
     started = time.perf_counter()
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     results = {name: evaluate(name, args.data.resolve(), args.folds, args.seed) for name in names}

@@ -208,13 +208,20 @@ def run(data: Path, *, folds: int = 5, seed: int = 0, per_set: bool = True) -> d
 # --------------------------------------------------------------------------- regimes
 
 
-REGIME_VARIANTS = {"none": None, "context": "context", "source": "source"}
+# variant -> build_pipeline's parameters: dense features per regime, and with them the
+# output's word n-grams per regime too
+REGIME_VARIANTS = {
+    "none": {},
+    "context": {"regimes": "context"},
+    "source": {"regimes": "source"},
+    "source+words": {"regimes": "source", "regime_words": True},
+}
 
 
-def regime_cv(data: Path, *, folds: int = 5, seed: int = 0, variants=tuple(REGIME_VARIANTS)) -> dict:
+def regime_cv(data: Path, *, folds: int = 5, seed: int = 0, variants=None) -> dict:
     """Grouped cross-validation of the hallucination pipeline on the app's labelled rows
     (four sources: the task's rows of :func:`app_frame`) with each way of handling
-    regimes of ``LogFeatures`` (``none``, ``context``, ``source``); returns per variant the
+    regimes of ``LogFeatures`` (:data:`REGIME_VARIANTS`); returns per variant the
     out-of-fold AUROC per source and over all rows. The folds are the same for every
     variant (grouped as the app protocol holds back)."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -228,10 +235,10 @@ def regime_cv(data: Path, *, folds: int = 5, seed: int = 0, variants=tuple(REGIM
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     split = list(splitter.split(frame, y, groups=frame["group"]))
     out = {}
-    for name in variants:
+    for name in variants or REGIME_VARIANTS:
         started = time.perf_counter()
         scores = out_of_fold(lambda: build_pipeline("hallucination", has_context=True, calibrate=False,
-                                                    regimes=REGIME_VARIANTS[name]), frame, split)
+                                                    **REGIME_VARIANTS[name]), frame, split)
         per_source = {source: round(float(roc_auc_score(y[mask], scores[mask])), 4)
                       for source in frame["source"].unique() for mask in [(frame["source"] == source).to_numpy()]}
         out[name] = {"all": round(float(roc_auc_score(y, scores)), 4), **per_source,

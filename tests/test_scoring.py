@@ -208,7 +208,7 @@ def test_fast_scorer_equals_the_pipelines_predict_proba(monkeypatch, tmp_path):
 
 def test_fast_scorer_scores_per_regime_models_like_predict_proba():
     """Pipelines with dense features per regime (per source, or with / without a context)
-    are scored by the fast path exactly as by predict_proba, also for sources unseen in
+    and with word n-grams per source are scored by the fast path exactly as by predict_proba, also for sources unseen in
     training (global weights only) and for frames without a source column."""
     import numpy as np
     import polars as pl
@@ -226,9 +226,11 @@ def test_fast_scorer_scores_per_regime_models_like_predict_proba():
     pipelines = {
         "by_source": build_pipeline("hallucination", has_context=True, regimes="source"),
         "by_context": build_pipeline("hallucination", has_context=True, calibrate=False, regimes="context"),
+        "words_by_source": build_pipeline("hallucination", has_context=True, regimes="source", regime_words=True),
         "global": build_pipeline("relevance", has_context=True),
     }
-    pipelines["by_source"].set_params(features__min_regime_rows=60)
+    for name in ("by_source", "words_by_source"):
+        pipelines[name].set_params(features__min_regime_rows=60)
     for pipeline in pipelines.values():
         pipeline.fit(train, train["label"])
     features = pipelines["by_source"].named_steps["features"]
@@ -240,8 +242,11 @@ def test_fast_scorer_scores_per_regime_models_like_predict_proba():
     chat = (test["source"] == "chat").to_numpy()
     np.testing.assert_array_equal(dense[~chat, n_dense:2 * n_dense], 0.0)
     np.testing.assert_array_equal(dense[chat, n_dense:2 * n_dense], dense[chat, :n_dense])
+    words = pipelines["words_by_source"].named_steps["features"].vectorizers_[-1]
+    assert words.kind == "regime_words" and words.regime_values == ("chat", "summaries") and len(words.vocabulary_)
     assert all(linear_parts(p) is not None for p in pipelines.values())
     fast = FastScorer(pipelines)
+    assert len(fast.groups) == 1 and not fast.other
     frames = (pl.from_pandas(test.drop(columns=["label", "group"])),
               pl.from_pandas(test.drop(columns=["label", "group", "source"])))
     for frame in frames:

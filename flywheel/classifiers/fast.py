@@ -84,7 +84,7 @@ def linear_parts(pipeline) -> LinearParts | None:
 def _block_key(vectorizer: TermTfidf) -> tuple:
     """Vectorizers with the same key see the same terms of a row (vocabularies may differ)."""
     return (vectorizer.kind, vectorizer.name, tuple(vectorizer._ngram_range()), vectorizer.reference,
-            vectorizer.fallback)
+            vectorizer.fallback, getattr(vectorizer, "regimes", None), tuple(getattr(vectorizer, "regime_values", ())))
 
 
 @dataclass

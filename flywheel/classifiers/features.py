@@ -28,6 +28,7 @@ text column's bytes and tokens once, and every block reads them from there.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 
@@ -247,6 +248,33 @@ def _phrases(phrases: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     return padded, np.asarray([len(x) for x in lists], np.int64)
 
 
+# --------------------------------------------------------------------------- regimes
+
+
+def regime_ids(batch: Batch, regimes: str | None, values) -> np.ndarray:
+    """The regime of each row of ``batch`` as an index into ``values`` (-1: none of them).
+    ``regimes`` ``"context"``: ``values`` are ("context", "no_context"), whether the row has
+    a context; ``"source"``: the row's ``source`` value."""
+    ids = np.full(batch.rows, -1, dtype=np.int64)
+    if not values or regimes is None:
+        return ids
+    if regimes == "context":
+        present = batch.cached(("nonblank", "context"), lambda: batch.texts("context").nonblank())
+        return np.where(present, 0, 1).astype(np.int64)
+    if regimes == "source":
+        sources = text_series(batch.frame, "source")
+        for i, name in enumerate(values):
+            ids[(sources == name).to_numpy()] = i
+        return ids
+    raise ValueError(f"unknown regimes {regimes!r}: expected None, 'context' or 'source'")
+
+
+def _regime_salts(values) -> np.ndarray:
+    """A stable 64-bit salt per regime value, mixed into the terms of its rows."""
+    return np.asarray([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little")
+                       for v in values], dtype=np.uint64)
+
+
 # --------------------------------------------------------------------------- TF-IDF
 
 
@@ -269,7 +297,7 @@ class TermTfidf(BaseEstimator, TransformerMixin):
 
     def __init__(self, *, name: str = "output", ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
                  max_features: int | None = 200_000, kind: str = "words", reference: str = "input",
-                 fallback: str | None = None):
+                 fallback: str | None = None, regimes: str | None = None, regime_values: tuple = ()):
         self.name = name
         self.ngram_range = ngram_range
         self.min_df = min_df
@@ -277,9 +305,11 @@ class TermTfidf(BaseEstimator, TransformerMixin):
         self.kind = kind
         self.reference = reference
         self.fallback = fallback
+        self.regimes = regimes
+        self.regime_values = regime_values
 
     def _ngram_range(self) -> tuple[int, int]:
-        return tuple(self.ngram_range) if self.kind == "words" else (1, 1)
+        return tuple(self.ngram_range) if self.kind in ("words", "regime_words") else (1, 1)
 
     def terms(self, batch: Batch) -> tuple[np.ndarray, ...]:
         """Each row's terms (with repeats): (ptr, hashes, a, b), where (a, b) locate each
@@ -294,7 +324,20 @@ class TermTfidf(BaseEstimator, TransformerMixin):
             return kernels.novel_terms(texts.ptr, texts.hashes, a.ptr, a.hashes, b.ptr, b.hashes, use_a)
         if self.kind == "names":
             return kernels.name_terms(texts.data, texts.offsets)
-        raise ValueError(f"unknown kind {self.kind!r}: expected words, names or novel")
+        if self.kind == "regime_words":
+            # the word n-grams of rows in a regime, each salted with the regime: the same
+            # n-gram is another term in another regime (rows in none have no terms)
+            low, high = self._ngram_range()
+            ptr, terms, a, b = kernels.gram_terms(texts.ptr, texts.hashes, low, high)
+            ids = regime_ids(batch, self.regimes, self.regime_values)
+            row = np.repeat(ids, np.diff(ptr))
+            keep = row >= 0
+            salts = _regime_salts(self.regime_values)
+            terms = terms[keep] * kernels.MULT + salts[row[keep]]
+            kept = np.zeros(len(ptr), np.int64)
+            np.cumsum(np.where(ids >= 0, np.diff(ptr), 0), out=kept[1:])
+            return kept, terms, a[keep], b[keep]
+        raise ValueError(f"unknown kind {self.kind!r}: expected words, regime_words, names or novel")
 
     def _term_text(self, texts: Texts, a: int, b: int) -> str:
         if self.kind == "names":
@@ -342,7 +385,7 @@ class TermTfidf(BaseEstimator, TransformerMixin):
         (a CSR matrix without duplicates; its indices are not sorted). ``table`` (a
         :func:`kernels.lookup_table` of ``width`` columns) replaces the vocabulary's own."""
         slots, values = table or self.lookup()
-        if self.kind == "words":
+        if self.kind == "words":  # n-grams counted as they are made (no term arrays)
             texts = batch.texts(self.name)
             low, high = self._ngram_range()
             indptr, indices, tf = kernels.count_grams(texts.ptr, texts.hashes, low, high, slots, values)
@@ -532,7 +575,7 @@ class LogFeatures(BaseEstimator, TransformerMixin):
     def __init__(self, *, has_context: bool = True, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
                  max_features: int | None = 200_000, input_words: bool = True, novel_words: bool = True,
                  names: bool = True, query_grounding: bool = False, dense_weight: float = 1.0,
-                 regimes: str | None = None, min_regime_rows: int = 200):
+                 regimes: str | None = None, min_regime_rows: int = 200, regime_words: bool = False):
         self.has_context = has_context
         self.ngram_range = ngram_range
         self.min_df = min_df
@@ -544,6 +587,7 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         self.dense_weight = dense_weight
         self.regimes = regimes
         self.min_regime_rows = min_regime_rows
+        self.regime_words = regime_words
 
     def _vectorizers(self) -> list[TermTfidf]:
         common = {"ngram_range": self.ngram_range, "min_df": self.min_df, "max_features": self.max_features}
@@ -555,6 +599,9 @@ class LogFeatures(BaseEstimator, TransformerMixin):
                                  fallback="input" if self.has_context else None, **common))
         if self.names:
             out.append(TermTfidf(name="output", kind="names", **common))
+        if self.regime_words and self.regimes_:
+            out.append(TermTfidf(name="output", kind="regime_words", regimes=self.regimes,
+                                 regime_values=tuple(self.regimes_), **common))
         return out
 
     def references(self) -> list[tuple[str, str | None]]:
@@ -571,13 +618,11 @@ class LogFeatures(BaseEstimator, TransformerMixin):
 
     def regime_masks(self, batch: Batch) -> list[np.ndarray]:
         """Whether each row of ``batch`` is in each fitted regime (``regimes_``), in order."""
-        if not getattr(self, "regimes_", None):
+        regimes = getattr(self, "regimes_", None)
+        if not regimes:
             return []
-        if self.regimes == "context":
-            present = batch.cached(("nonblank", "context"), lambda: batch.texts("context").nonblank())
-            return [present, ~present]
-        sources = text_series(batch.frame, "source")
-        return [(sources == name).to_numpy() for name in self.regimes_]
+        ids = regime_ids(batch, self.regimes, regimes)
+        return [ids == i for i in range(len(regimes))]
 
     def dense_block(self, batch: Batch) -> np.ndarray:
         """The dense columns of :meth:`transform` (float64): the standardized grounding and
@@ -601,9 +646,9 @@ class LogFeatures(BaseEstimator, TransformerMixin):
 
     def fit(self, X, y=None):
         batch = batch_of(X)
+        self.regimes_ = self._fit_regimes(batch)
         self.vectorizers_ = [v.fit(batch) for v in self._vectorizers()]
         self.scaler_ = StandardScaler().fit(self.dense(batch))
-        self.regimes_ = self._fit_regimes(batch)
         self.features_version_ = FEATURES_VERSION
         return self
 
