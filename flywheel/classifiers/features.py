@@ -568,8 +568,10 @@ class LogFeatures(BaseEstimator, TransformerMixin):
     feature plus a per-regime correction that its L2 penalty pulls towards zero, so a
     regime with few labels falls back to the global weights. ``"context"``: two regimes,
     rows with a context and rows without; ``"source"``: each value of the ``source`` column
-    with at least ``min_regime_rows`` training rows (other and unknown sources get the
-    global weights only); ``None``: no regimes.
+    with at least ``min_regime_rows`` training rows, when there are two such sources or more
+    (other and unknown sources, and frames without a ``source`` column, get the global
+    weights only); ``None``: no regimes. With ``regime_words`` the output's word n-grams
+    are repeated per regime too (a TF-IDF block of n-grams salted with the row's regime).
     """
 
     def __init__(self, *, has_context: bool = True, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
@@ -641,7 +643,8 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         if self.regimes == "source":
             counts = text_series(batch.frame, "source").value_counts()
             names = counts.filter(counts.get_column("count") >= self.min_regime_rows).get_column("source")
-            return sorted(str(n) for n in names.to_list() if n)
+            names = sorted(str(n) for n in names.to_list() if n)
+            return names if len(names) >= 2 else []  # one source: the shared weights are its own
         raise ValueError(f"unknown regimes {self.regimes!r}: expected None, 'context' or 'source'")
 
     def fit(self, X, y=None):

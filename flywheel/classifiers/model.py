@@ -36,7 +36,7 @@ def build_features(*, has_context: bool, max_features: int = 200_000, ngram_rang
 
 def build_pipeline(task: str, *, has_context: bool, C: float = 1.0, calibrate: bool = True,
                    max_features: int = 200_000, ngram_range: tuple[int, int] = (1, 3), min_df: int = 2,
-                   dense_weight: float = 0.3, query_grounding: bool = False, regimes: str | None = None,
+                   dense_weight: float = 0.3, query_grounding: bool = False, regimes: str | None = "source",
                    regime_words: bool = False, random_state: int = 0) -> Pipeline:
     """An unfitted pipeline for ``task`` (``hallucination`` or ``relevance``).
 
