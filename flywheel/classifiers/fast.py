@@ -16,7 +16,9 @@ a batch:
   coefficients of every linear model of every task, each scaled by its model's idf and
   stacked as columns, is one sparse x dense product; the squared tf times each model's
   squared idf (one column per model) gives the rows' l2 norms in a second one, so no
-  tf-idf matrix is made per model; the dense block is one small matrix product; the
+  tf-idf matrix is made per model; the dense block is one small matrix product (with
+  regimes, its shared and per-regime coefficients in one product, each row taking its
+  regime's part: the repeated block is never made); the
   sigmoid calibrators turn the decision values into the probability, averaged over the
   ensemble as scikit-learn does.
 
@@ -152,8 +154,7 @@ class _Group:
         """Return task -> probabilities of the rows of ``batch``."""
         # dense features: every grounding block in one pass, each block once for all models
         groundings(batch, [ref for m in self.models for ref in m.parts.features.references()])
-        decisions = [(m.parts.features.dense_block(batch) @ m.dense_weights) + m.parts.intercept
-                     for m in self.models]
+        decisions = [_dense_decision(m, batch) for m in self.models]
         # per block: the matrix of sublinear tf; one sparse product with every model's
         # idf-scaled coefficients, one with the squared idfs (the norms)
         for key in self.keys:
@@ -177,6 +178,27 @@ class _Group:
                 out[m.task] = np.mean([c.predict(decision[:, i]) for i, c in enumerate(m.parts.calibrators)],
                                       axis=0)
         return out
+
+
+def _dense_decision(model: _Model, batch: Batch) -> np.ndarray:
+    """The intercepts plus the dense features' part of the decision values of ``model``'s
+    linear models (n x k). With regimes, the dense block of :meth:`LogFeatures.transform`
+    is the features once shared and once per regime (zero outside it); rather than making
+    it, the features are multiplied by the shared and every regime's coefficients at once
+    and each row adds its own regime's part."""
+    dense, ids = model.parts.features.dense_parts(batch)
+    n, d = dense.shape
+    k = model.dense_weights.shape[1]
+    blocks = model.dense_weights.shape[0] // d  # 1 + regimes
+    if blocks == 1:
+        return dense @ model.dense_weights + model.parts.intercept
+    weights = model.dense_weights.reshape(blocks, d, k).transpose(1, 0, 2).reshape(d, blocks * k)
+    products = (dense @ weights).reshape(n, blocks, k)
+    decision = products[:, 0, :] + model.parts.intercept
+    inside = ids >= 0
+    if inside.any():
+        decision[inside] += products[inside, 1 + ids[inside], :]
+    return decision
 
 
 class FastScorer:

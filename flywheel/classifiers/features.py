@@ -626,14 +626,20 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         ids = regime_ids(batch, self.regimes, regimes)
         return [ids == i for i in range(len(regimes))]
 
-    def dense_block(self, batch: Batch) -> np.ndarray:
-        """The dense columns of :meth:`transform` (float64): the standardized grounding and
-        style features times ``dense_weight``, then the same once per regime, zero outside it."""
+    def dense_parts(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """The standardized grounding and style features times ``dense_weight`` (float64)
+        and each row's regime (an index into ``regimes_``, -1: none)."""
         dense = self.scaler_.transform(self.dense(batch)) * self.dense_weight
-        masks = self.regime_masks(batch)
-        if not masks:
+        return dense, regime_ids(batch, self.regimes, getattr(self, "regimes_", None) or [])
+
+    def dense_block(self, batch: Batch) -> np.ndarray:
+        """The dense columns of :meth:`transform` (float64): :meth:`dense_parts`' features,
+        then the same once per regime, zero outside it."""
+        dense, ids = self.dense_parts(batch)
+        regimes = getattr(self, "regimes_", None) or []
+        if not regimes:
             return dense
-        return np.hstack([dense] + [dense * mask[:, None] for mask in masks])
+        return np.hstack([dense] + [dense * (ids == i)[:, None] for i in range(len(regimes))])
 
     def _fit_regimes(self, batch: Batch) -> list[str]:
         if self.regimes is None:
