@@ -184,20 +184,14 @@ def _dense_decision(model: _Model, batch: Batch) -> np.ndarray:
     """The intercepts plus the dense features' part of the decision values of ``model``'s
     linear models (n x k). With regimes, the dense block of :meth:`LogFeatures.transform`
     is the features once shared and once per regime (zero outside it); rather than making
-    it, the features are multiplied by the shared and every regime's coefficients at once
-    and each row adds its own regime's part."""
+    it, the rows of each regime add their regime's coefficients times their features."""
     dense, ids = model.parts.features.dense_parts(batch)
-    n, d = dense.shape
-    k = model.dense_weights.shape[1]
-    blocks = model.dense_weights.shape[0] // d  # 1 + regimes
-    if blocks == 1:
-        return dense @ model.dense_weights + model.parts.intercept
-    weights = model.dense_weights.reshape(blocks, d, k).transpose(1, 0, 2).reshape(d, blocks * k)
-    products = (dense @ weights).reshape(n, blocks, k)
-    decision = products[:, 0, :] + model.parts.intercept
-    inside = ids >= 0
-    if inside.any():
-        decision[inside] += products[inside, 1 + ids[inside], :]
+    d = dense.shape[1]
+    decision = dense @ model.dense_weights[:d] + model.parts.intercept
+    for i in range(model.dense_weights.shape[0] // d - 1):
+        rows = np.flatnonzero(ids == i)
+        if len(rows):
+            decision[rows] += dense[rows] @ model.dense_weights[(i + 1) * d:(i + 2) * d]
     return decision
 
 

@@ -262,7 +262,10 @@ def regime_ids(batch: Batch, regimes: str | None, values) -> np.ndarray:
         present = batch.cached(("nonblank", "context"), lambda: batch.texts("context").nonblank())
         return np.where(present, 0, 1).astype(np.int64)
     if regimes == "source":
-        sources = text_series(batch.frame, "source")
+        frame = batch.frame
+        if "source" not in (frame.columns if isinstance(frame, (pd.DataFrame, pl.DataFrame)) else _frame(frame).columns):
+            return ids  # no sources: every row gets the shared weights
+        sources = text_series(frame, "source")
         for i, name in enumerate(values):
             ids[(sources == name).to_numpy()] = i
         return ids

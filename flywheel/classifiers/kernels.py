@@ -21,7 +21,8 @@ Definitions (the features of :mod:`flywheel.classifiers.features` rest on them):
 - a *date* is a year token (1000-2099), ``d/m/y`` (or ``d-m-y``), a month name followed by a
   day number, or a day number (optionally 1st, 2nd ...) followed by a month name;
 - a *sentence* ends between two tokens when the bytes between them hold a line break, or
-  one of ``.!?`` followed by white space or a closing quote or parenthesis; its *content
+  one of ``.!?`` followed by white space, a quote or a closing parenthesis, or ending the
+  text (so ``3.5`` and ``e.g`` end none); its *content
   words* are its distinct tokens that are not stop words, and it is *negated* when one of
   its tokens is a negation word.
 """
@@ -50,6 +51,7 @@ SALTS = np.array([0, 0x243F6A8885A308D3, 0x13198A2E03707344, 0xA4093822299F31D0,
 UNI, BI, TRI, NUM, DATE, STARTER, NAME = 1, 2, 3, 4, 5, 6, 7
 
 STOP, MONTH, FIRST_PERSON, NEGATION, HEDGE_START, REFUSAL_START = 1, 2, 4, 8, 16, 32  # token flags
+SENTENCE = 64  # token flag: a sentence ends between this token and the row's previous one
 N_GROUNDING = 27
 MAX_SENTENCES = 64  # output sentences told apart (a bit each); later ones count as the last
 WEAK_SUPPORT = 0.5  # a sentence with less than this share of its content words supported is weak
@@ -162,8 +164,16 @@ def _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, f
     k = 0
     for r in range(n):
         pos, end = offsets[r], offsets[r + 1]
+        ended = False  # a sentence ended since the last token (see the module docstring)
         while pos < end:
-            if _CLASS[data[pos]] == 0:
+            b = data[pos]
+            if _CLASS[b] == 0:
+                if b == 10:
+                    ended = True
+                elif b == 46 or b == 33 or b == 63:
+                    q = pos + 1
+                    if q == end or _space(data[q]) or data[q] == 34 or data[q] == 39 or data[q] == 41:
+                        ended = True
                 pos += 1
                 continue
             if k == room:
@@ -173,7 +183,8 @@ def _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, f
             h = _mix(h)
             hashes[k], starts[k], stops[k] = h, start, pos
             f = _find(word_slots, word_flags, h)
-            flags[k] = f if f > 0 else 0
+            flags[k] = (f if f > 0 else 0) | (SENTENCE if ended and k > ptr[r] else 0)
+            ended = False
             k += 1
         ptr[r + 1] = k
     return k
@@ -182,7 +193,8 @@ def _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, f
 def tokenize(data, offsets, word_slots, word_flags):
     """Tokens of every row: (ptr, hashes, starts, stops, flags); row r's tokens are
     ``ptr[r]:ptr[r+1]``, with their byte spans in ``data``, and each token's flags from
-    the :func:`lookup_table` of special words (``STOP`` | ``MONTH`` | ...; 0 for others)."""
+    the :func:`lookup_table` of special words (``STOP`` | ``MONTH`` | ...; 0 for others),
+    plus ``SENTENCE`` when a sentence ends between it and the row's previous token."""
     ptr = np.zeros(len(offsets), np.int64)
     # room for a token every four bytes (English text has one every five or six); texts of
     # shorter tokens are tokenized again with room for the most there can be (a token and
@@ -448,21 +460,6 @@ def _dates(data, hashes, starts, stops, flags, t0, t1, out, pos, k):
 
 
 @register_jitable
-def _sentence_break(data, stop, start):
-    """Whether a sentence ends in bytes [stop, start) between two tokens (see the module
-    docstring)."""
-    for p in range(stop, start):
-        b = data[p]
-        if b == 10:
-            return True
-        if b == 46 or b == 33 or b == 63:
-            q = p + 1
-            if q == start or _space(data[q]) or data[q] == 34 or data[q] == 39 or data[q] == 41:
-                return True
-    return False
-
-
-@register_jitable
 def _sentence_of(starts, n_sentences, p):
     """The output sentence holding byte ``p`` (``starts``: each sentence's first byte)."""
     s = n_sentences - 1
@@ -505,7 +502,7 @@ def grounding(out, references):
                np.empty(out_items, np.uint64), np.empty(out_items, np.uint64), np.empty(out_items, np.uint64),
                np.empty(out_items, np.bool_), np.empty(out_items, np.int64), np.empty(out_items, np.int64),
                np.empty(out_items, np.int64), np.empty(out_items, np.int64), np.zeros(seen_size, np.uint64),
-               np.zeros(seen_size, np.int64), np.empty(out_items, np.int64), *sentences)
+               np.zeros(seen_size + 1, np.int64), np.empty(out_items, np.int64), *sentences)
     return result
 
 
@@ -525,8 +522,6 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
         m_nums = _numbers(out_data, lo_out, hi_out, nums, num_pos, 0)
         ss = _capacity(6 * n_out + m_nums + 8)
         _clear(seen, ss)
-        for j in range(ss):
-            sent_mask[j] = 0
         n_o1 = n_oc = n_o2 = n_o3 = 0
         # sentences: sent_mask[slot] has bit s when content word `slot` is in sentence s;
         # word_slots holds the slot of each token that is the first of its word in its
@@ -534,7 +529,7 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
         n_sent = 0
         for i in range(o0, o1):
             x = out_h[i]
-            if i == o0 or (n_sent < MAX_SENTENCES and _sentence_break(out_data, out_sp[i - 1], out_st[i])):
+            if i == o0 or (n_sent < MAX_SENTENCES and out_f[i] & SENTENCE):
                 sent_start[n_sent], sent_words[n_sent], sent_neg[n_sent] = out_st[i], 0, False
                 n_sent += 1
             s = n_sent - 1
@@ -601,6 +596,10 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
                          nums, num_pos, n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask,
                          stamps, word_slots, token_sent, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best,
                          best_neg, result)
+        # sent_mask is non-zero only at the slots word_slots names: cleared there (not the whole set)
+        for i in range(n_out):
+            if word_slots[i] >= 0:
+                sent_mask[word_slots[i]] = 0
 
 
 @register_jitable
@@ -625,7 +624,6 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
     n_out, n_ref = o1 - o0, t1 - t0
     for j in range(ss):
         marks[j] = 0
-        stamps[j] = 0
     for s in range(n_sent):
         ref_hits[s], best[s], best_neg[s] = 0, 0.0, False
     # the reference's distinct tokens (and numbers, dates) in a set of its own; each of its
@@ -635,10 +633,12 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
     _clear(ref, rs)
     n_rc = uni_hits = content_hits = bi_hits = tri_hits = 0
     # reference sentences: ref_hits[s] counts the content words of output sentence s in
-    # the current one (stamps[slot]: the last reference sentence that counted the word)
-    current, negated = 1, False
+    # the current one (stamps[slot]: the last reference sentence that counted the word; the
+    # numbers of reference sentences keep rising over all rows and references, in
+    # stamps[-1], so the stamps never need clearing)
+    current, negated = stamps[len(stamps) - 1] + 1, False
     for i in range(t0, t1):
-        if i > t0 and _sentence_break(data, sp[i - 1], st[i]):
+        if fl[i] & SENTENCE and i > t0:
             _close_sentence(n_sent, sent_words, ref_hits, negated, best, best_neg)
             current += 1
             negated = False
@@ -676,6 +676,7 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
                         marks[j] = 1
                         tri_hits += 1
     _close_sentence(n_sent, sent_words, ref_hits, negated, best, best_neg)
+    stamps[len(stamps) - 1] = current
     for j in range(m_ref_nums):
         _add(ref, rs, _key(ref_nums[j], NUM))
     # sentences holding a number, name or date that the reference lacks (a bit each)
