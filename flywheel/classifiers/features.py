@@ -265,10 +265,10 @@ def regime_ids(batch: Batch, regimes: str | None, values) -> np.ndarray:
         frame = batch.frame
         if "source" not in (frame.columns if isinstance(frame, (pd.DataFrame, pl.DataFrame)) else _frame(frame).columns):
             return ids  # no sources: every row gets the shared weights
-        sources = text_series(frame, "source")
-        for i, name in enumerate(values):
-            ids[(sources == name).to_numpy()] = i
-        return ids
+        mapping = {str(name): i for i, name in enumerate(values)}
+        # once per batch and set of regimes (the models of both tasks share it)
+        return batch.cached(("regimes", tuple(mapping)), lambda: text_series(frame, "source").replace_strict(
+            mapping, default=-1, return_dtype=pl.Int64).to_numpy())
     raise ValueError(f"unknown regimes {regimes!r}: expected None, 'context' or 'source'")
 
 
@@ -620,14 +620,6 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         blocks = groundings(batch, self.references())
         blocks.append(batch.cached(("style", "output"), lambda: style_matrix(batch.texts("output"))))
         return np.hstack(blocks)
-
-    def regime_masks(self, batch: Batch) -> list[np.ndarray]:
-        """Whether each row of ``batch`` is in each fitted regime (``regimes_``), in order."""
-        regimes = getattr(self, "regimes_", None)
-        if not regimes:
-            return []
-        ids = regime_ids(batch, self.regimes, regimes)
-        return [ids == i for i in range(len(regimes))]
 
     def dense_parts(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """The standardized grounding and style features times ``dense_weight`` (float64)
