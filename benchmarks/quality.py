@@ -10,6 +10,9 @@ Per data set it reports out-of-fold AUROC, average precision and F1 of the posit
 the F1 at a threshold chosen on the other folds' out-of-fold scores (never on the fold it
 is applied to), and the baseline's figures beside ours.
 
+`--protocol app` lands the same sets as one application and scores them through the real
+Dagster path instead (:mod:`benchmarks.quality_app`).
+
 Splits: HaluEval by query text (the IDs are unique, so this is at least as strict as the
 README's stratified split); TruthfulQA by question; BEGIN by knowledge passage (the same
 dialogue turn answered by several models never sits on both sides).
@@ -182,7 +185,24 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of " + ", ".join(DATASETS))
+    parser.add_argument("--protocol", choices=("sets", "app", "regimes"), default="sets",
+                        help="sets: grouped cross-validation per data set; app: the sets landed as one "
+                        "application and run through Dagster (benchmarks/quality_app.py); regimes: grouped "
+                        "cross-validation of the ways of handling the app's sources")
+    parser.add_argument("--variants", default="", help="with --protocol regimes: comma-separated variants "
+                        "(default: all of benchmarks.quality_app.REGIME_VARIANTS)")
+    parser.add_argument("--no-per-set", action="store_true",
+                        help="with --protocol app: skip the per-set figures (faster, no comparison)")
     args = parser.parse_args(argv)
+    if args.protocol == "app":
+        from benchmarks.quality_app import run
+
+        return run(args.data.resolve(), folds=args.folds, seed=args.seed, per_set=not args.no_per_set)
+    if args.protocol == "regimes":
+        from benchmarks.quality_app import regime_cv
+
+        variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+        return regime_cv(args.data.resolve(), folds=args.folds, seed=args.seed, variants=variants)
     started = time.perf_counter()
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     results = {name: evaluate(name, args.data.resolve(), args.folds, args.seed) for name in names}

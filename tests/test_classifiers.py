@@ -52,6 +52,76 @@ def test_novel_number_name_and_date_are_flagged():
     assert x[1, G["unigram_overlap"]] < 1.0 and x[1, G["novel_bigram_share"]] > 0.0
 
 
+SUMMARY_CONTEXT = ("The council approved the new library in 2019. Construction cost 12 million euros. "
+                   "The mayor, Anna Berg, opened it in May. The old library will not be demolished.")
+
+
+def test_sentence_support_flags_the_one_unsupported_sentence_of_a_summary():
+    """A summary whose sentences are all in the document against one with a sentence the
+    document never says: the least supported sentence and the weak-sentence count tell them
+    apart although most of the words of both are supported."""
+    rows = [
+        {"input": "Summarize the passage.", "context": SUMMARY_CONTEXT,
+         "output": "The council approved the new library in 2019. The mayor opened it in May."},
+        {"input": "Summarize the passage.", "context": SUMMARY_CONTEXT,
+         "output": "The council approved the new library in 2019. Critics called the design ugly and wasteful."},
+    ]
+    x = grounding(rows)
+    assert x[0, G["least_sentence_support"]] == 1.0 and x[0, G["weak_sentences"]] == 0.0
+    assert x[0, G["least_best_sentence_support"]] == 1.0 and x[0, G["mean_best_sentence_support"]] == 1.0
+    # "critics called design ugly wasteful": only "design"... none of them is in the document
+    assert x[1, G["least_sentence_support"]] == 0.0
+    assert x[1, G["weak_sentences"]] == pytest.approx(np.log1p(1)) and x[1, G["weak_sentence_share"]] == 0.5
+    assert x[1, G["mean_best_sentence_support"]] == pytest.approx(0.5)
+
+
+def test_a_number_name_or_date_absent_from_the_document_flags_its_sentence():
+    rows = [
+        {"input": "Summarize the passage.", "context": SUMMARY_CONTEXT,
+         "output": "The library opened in May. Construction cost 12 million euros."},
+        {"input": "Summarize the passage.", "context": SUMMARY_CONTEXT,
+         "output": "The library opened in May. Construction cost 15 million euros."},  # number
+        {"input": "Summarize the passage.", "context": SUMMARY_CONTEXT,
+         "output": "The library opened in May. The mayor, Anna Lind, was there. It cost a lot."},  # name
+        {"input": "Summarize the passage.", "context": SUMMARY_CONTEXT,
+         "output": "The council approved the library in 2017."},  # date
+    ]
+    x = grounding(rows)
+    share = x[:, G["novel_entity_sentence_share"]]
+    assert share[0] == 0.0
+    assert share[1] == 0.5 and x[1, G["has_novel_number"]] == 1.0
+    assert share[2] == pytest.approx(1 / 3) and x[2, G["has_novel_name"]] == 1.0
+    assert share[3] == 1.0 and x[3, G["has_novel_date"]] == 1.0
+
+
+def test_a_negated_sentence_against_its_supporting_sentence_is_a_negation_flip():
+    rows = [
+        {"input": "q", "context": SUMMARY_CONTEXT, "output": "The old library will be demolished."},  # flip
+        {"input": "q", "context": SUMMARY_CONTEXT, "output": "The old library will not be demolished."},
+        {"input": "q", "context": SUMMARY_CONTEXT, "output": "The council never approved the new library."},  # flip
+        {"input": "q", "context": SUMMARY_CONTEXT, "output": "The council approved the new library."},
+        # negated, but its words are not in the document: unsupported, no flip
+        {"input": "q", "context": SUMMARY_CONTEXT, "output": "Parking spaces are not available downtown."},
+    ]
+    x = grounding(rows)
+    assert list(x[:, G["has_negation_flip"]]) == [1.0, 0.0, 1.0, 0.0, 0.0]
+    assert x[0, G["negation_flips"]] == pytest.approx(np.log1p(1))
+    assert x[0, G["least_sentence_support"]] == 1.0  # every content word is supported: only the flip tells
+
+
+def test_sentence_features_of_a_sentence_break_inside_a_number_and_of_no_text():
+    """3.5 and e-mail-like dots do not end a sentence; empty outputs and references give
+    finite values."""
+    x = grounding([
+        {"input": "q", "context": "The rate rose to 3.5 percent.", "output": "The rate rose to 3.5 percent."},
+        {"input": "", "context": "", "output": ""},
+        {"input": "q", "context": "", "output": "Yes. Yes! No?"},
+    ])
+    assert np.isfinite(x).all()
+    assert x[0, G["least_sentence_support"]] == 1.0 and x[0, G["novel_entity_sentence_share"]] == 0.0
+    assert x[1, G["least_sentence_support"]] == 1.0 and x[1, G["weak_sentences"]] == 0.0
+
+
 def test_grounding_falls_back_to_input_without_context():
     with_none = [{"input": "Name a prime number below 10.", "output": "Seven is a prime number.", "context": None}]
     no_column = [{"input": "Name a prime number below 10.", "output": "Seven is a prime number."}]

@@ -213,3 +213,55 @@ def test_fast_scorer_equals_the_pipelines_predict_proba(monkeypatch, tmp_path):
         expected = pipeline.predict_proba(distinct)[:, 1]
         np.testing.assert_allclose(chunked[name], expected, rtol=0, atol=1e-6, err_msg=name)
         assert expected.std() > 0.05
+
+
+def test_fast_scorer_scores_per_regime_models_like_predict_proba():
+    """Pipelines with dense features per regime (per source, or with / without a context)
+    and with word n-grams per source are scored by the fast path exactly as by predict_proba, also for sources unseen in
+    training (global weights only) and for frames without a source column."""
+    import numpy as np
+    import polars as pl
+
+    from flywheel.classifiers import build_pipeline
+    from flywheel.classifiers.fast import FastScorer, linear_parts
+    from flywheel.classifiers.features import Batch
+
+    def with_sources(frame, seed):
+        rng = np.random.default_rng(seed)
+        return frame.assign(source=rng.choice(["chat", "summaries", "rare"], size=len(frame), p=[0.5, 0.45, 0.05]))
+
+    train, test = with_sources(_fast_rows(400, 3), 3), with_sources(_fast_rows(120, 4), 4)
+    test.loc[test.index[:5], "source"] = "never-seen"
+    pipelines = {
+        "by_source": build_pipeline("hallucination", has_context=True, regimes="source"),
+        "by_context": build_pipeline("hallucination", has_context=True, calibrate=False, regimes="context"),
+        "words_by_source": build_pipeline("hallucination", has_context=True, regimes="source", regime_words=True),
+        "global": build_pipeline("relevance", has_context=True),
+    }
+    for name in ("by_source", "words_by_source"):
+        pipelines[name].set_params(features__min_regime_rows=60)
+    for pipeline in pipelines.values():
+        pipeline.fit(train, train["label"])
+    features = pipelines["by_source"].named_steps["features"]
+    assert features.regimes_ == ["chat", "summaries"]  # "rare" has too few rows: global weights only
+    n_dense = features.scaler_.n_features_in_
+    assert features.transform(train).shape[1] == len(features.get_feature_names_out())
+    dense = features.dense_block(Batch(test))
+    assert dense.shape[1] == 3 * n_dense
+    chat = (test["source"] == "chat").to_numpy()
+    np.testing.assert_array_equal(dense[~chat, n_dense:2 * n_dense], 0.0)
+    np.testing.assert_array_equal(dense[chat, n_dense:2 * n_dense], dense[chat, :n_dense])
+    words = pipelines["words_by_source"].named_steps["features"].vectorizers_[-1]
+    assert words.kind == "regime_words" and words.regime_values == ("chat", "summaries") and len(words.vocabulary_)
+    assert all(linear_parts(p) is not None for p in pipelines.values())
+    fast = FastScorer(pipelines)
+    assert len(fast.groups) == 1 and not fast.other
+    frames = (pl.from_pandas(test.drop(columns=["label", "group"])),
+              pl.from_pandas(test.drop(columns=["label", "group", "source"])))
+    for frame in frames:
+        scores = fast.score(frame)
+        for name, pipeline in pipelines.items():
+            np.testing.assert_allclose(scores[name], pipeline.predict_proba(frame)[:, 1], rtol=0, atol=1e-6,
+                                       err_msg=name)
+    # without a source column every row gets the global weights: other scores than with it
+    assert not np.allclose(fast.score(frames[0])["by_source"], fast.score(frames[1])["by_source"])

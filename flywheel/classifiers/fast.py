@@ -16,7 +16,9 @@ a batch:
   coefficients of every linear model of every task, each scaled by its model's idf and
   stacked as columns, is one sparse x dense product; the squared tf times each model's
   squared idf (one column per model) gives the rows' l2 norms in a second one, so no
-  tf-idf matrix is made per model; the dense block is one small matrix product; the
+  tf-idf matrix is made per model; the dense block is one small matrix product (with
+  regimes, its shared and per-regime coefficients in one product, each row taking its
+  regime's part: the repeated block is never made); the
   sigmoid calibrators turn the decision values into the probability, averaged over the
   ensemble as scikit-learn does.
 
@@ -84,7 +86,7 @@ def linear_parts(pipeline) -> LinearParts | None:
 def _block_key(vectorizer: TermTfidf) -> tuple:
     """Vectorizers with the same key see the same terms of a row (vocabularies may differ)."""
     return (vectorizer.kind, vectorizer.name, tuple(vectorizer._ngram_range()), vectorizer.reference,
-            vectorizer.fallback)
+            vectorizer.fallback, getattr(vectorizer, "regimes", None), tuple(getattr(vectorizer, "regime_values", ())))
 
 
 @dataclass
@@ -152,8 +154,7 @@ class _Group:
         """Return task -> probabilities of the rows of ``batch``."""
         # dense features: every grounding block in one pass, each block once for all models
         groundings(batch, [ref for m in self.models for ref in m.parts.features.references()])
-        decisions = [(m.parts.features.scaler_.transform(m.parts.features.dense(batch)) * m.parts.features.dense_weight
-                      @ m.dense_weights) + m.parts.intercept for m in self.models]
+        decisions = [_dense_decision(m, batch) for m in self.models]
         # per block: the matrix of sublinear tf; one sparse product with every model's
         # idf-scaled coefficients, one with the squared idfs (the norms)
         for key in self.keys:
@@ -177,6 +178,26 @@ class _Group:
                 out[m.task] = np.mean([c.predict(decision[:, i]) for i, c in enumerate(m.parts.calibrators)],
                                       axis=0)
         return out
+
+
+def _dense_decision(model: _Model, batch: Batch) -> np.ndarray:
+    """The intercepts plus the dense features' part of the decision values of ``model``'s
+    linear models (n x k). With regimes, the dense block of :meth:`LogFeatures.transform`
+    is the features once shared and once per regime (zero outside it); rather than making
+    it, each row in a regime adds its features times its regime's coefficients (an einsum,
+    not one small BLAS product per regime: those cost more in thread wake-ups than they
+    compute)."""
+    dense, ids = model.parts.features.dense_parts(batch)
+    d = dense.shape[1]
+    k = model.dense_weights.shape[1]
+    decision = dense @ model.dense_weights[:d] + model.parts.intercept
+    blocks = model.dense_weights.shape[0] // d  # 1 + regimes
+    if blocks > 1:
+        inside = np.flatnonzero(ids >= 0)
+        if len(inside):
+            per_regime = model.dense_weights[d:].reshape(blocks - 1, d, k)
+            decision[inside] += np.einsum("nd,ndk->nk", dense[inside], per_regime[ids[inside]])
+    return decision
 
 
 class FastScorer:

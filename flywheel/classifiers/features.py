@@ -28,6 +28,7 @@ text column's bytes and tokens once, and every block reads them from there.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 
@@ -47,7 +48,7 @@ TEXT_COLUMNS = ("input", "output", "context")
 
 # Bumped whenever a feature's definition changes: a model fitted by other feature code
 # cannot be scored by this one (the registry refuses it with a message to retrain).
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 
 TOKEN_PATTERN = r"[a-z0-9]+(?:'[a-z]+)?"
 _TOKEN = re.compile(TOKEN_PATTERN)
@@ -247,6 +248,36 @@ def _phrases(phrases: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     return padded, np.asarray([len(x) for x in lists], np.int64)
 
 
+# --------------------------------------------------------------------------- regimes
+
+
+def regime_ids(batch: Batch, regimes: str | None, values) -> np.ndarray:
+    """The regime of each row of ``batch`` as an index into ``values`` (-1: none of them).
+    ``regimes`` ``"context"``: ``values`` are ("context", "no_context"), whether the row has
+    a context; ``"source"``: the row's ``source`` value."""
+    ids = np.full(batch.rows, -1, dtype=np.int64)
+    if not values or regimes is None:
+        return ids
+    if regimes == "context":
+        present = batch.cached(("nonblank", "context"), lambda: batch.texts("context").nonblank())
+        return np.where(present, 0, 1).astype(np.int64)
+    if regimes == "source":
+        frame = batch.frame
+        if "source" not in (frame.columns if isinstance(frame, (pd.DataFrame, pl.DataFrame)) else _frame(frame).columns):
+            return ids  # no sources: every row gets the shared weights
+        mapping = {str(name): i for i, name in enumerate(values)}
+        # once per batch and set of regimes (the models of both tasks share it)
+        return batch.cached(("regimes", tuple(mapping)), lambda: text_series(frame, "source").replace_strict(
+            mapping, default=-1, return_dtype=pl.Int64).to_numpy())
+    raise ValueError(f"unknown regimes {regimes!r}: expected None, 'context' or 'source'")
+
+
+def _regime_salts(values) -> np.ndarray:
+    """A stable 64-bit salt per regime value, mixed into the terms of its rows."""
+    return np.asarray([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little")
+                       for v in values], dtype=np.uint64)
+
+
 # --------------------------------------------------------------------------- TF-IDF
 
 
@@ -269,7 +300,7 @@ class TermTfidf(BaseEstimator, TransformerMixin):
 
     def __init__(self, *, name: str = "output", ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
                  max_features: int | None = 200_000, kind: str = "words", reference: str = "input",
-                 fallback: str | None = None):
+                 fallback: str | None = None, regimes: str | None = None, regime_values: tuple = ()):
         self.name = name
         self.ngram_range = ngram_range
         self.min_df = min_df
@@ -277,9 +308,11 @@ class TermTfidf(BaseEstimator, TransformerMixin):
         self.kind = kind
         self.reference = reference
         self.fallback = fallback
+        self.regimes = regimes
+        self.regime_values = regime_values
 
     def _ngram_range(self) -> tuple[int, int]:
-        return tuple(self.ngram_range) if self.kind == "words" else (1, 1)
+        return tuple(self.ngram_range) if self.kind in ("words", "regime_words") else (1, 1)
 
     def terms(self, batch: Batch) -> tuple[np.ndarray, ...]:
         """Each row's terms (with repeats): (ptr, hashes, a, b), where (a, b) locate each
@@ -294,7 +327,20 @@ class TermTfidf(BaseEstimator, TransformerMixin):
             return kernels.novel_terms(texts.ptr, texts.hashes, a.ptr, a.hashes, b.ptr, b.hashes, use_a)
         if self.kind == "names":
             return kernels.name_terms(texts.data, texts.offsets)
-        raise ValueError(f"unknown kind {self.kind!r}: expected words, names or novel")
+        if self.kind == "regime_words":
+            # the word n-grams of rows in a regime, each salted with the regime: the same
+            # n-gram is another term in another regime (rows in none have no terms)
+            low, high = self._ngram_range()
+            ptr, terms, a, b = kernels.gram_terms(texts.ptr, texts.hashes, low, high)
+            ids = regime_ids(batch, self.regimes, self.regime_values)
+            row = np.repeat(ids, np.diff(ptr))
+            keep = row >= 0
+            salts = _regime_salts(self.regime_values)
+            terms = terms[keep] * kernels.MULT + salts[row[keep]]
+            kept = np.zeros(len(ptr), np.int64)
+            np.cumsum(np.where(ids >= 0, np.diff(ptr), 0), out=kept[1:])
+            return kept, terms, a[keep], b[keep]
+        raise ValueError(f"unknown kind {self.kind!r}: expected words, regime_words, names or novel")
 
     def _term_text(self, texts: Texts, a: int, b: int) -> str:
         if self.kind == "names":
@@ -342,7 +388,7 @@ class TermTfidf(BaseEstimator, TransformerMixin):
         (a CSR matrix without duplicates; its indices are not sorted). ``table`` (a
         :func:`kernels.lookup_table` of ``width`` columns) replaces the vocabulary's own."""
         slots, values = table or self.lookup()
-        if self.kind == "words":
+        if self.kind == "words":  # n-grams counted as they are made (no term arrays)
             texts = batch.texts(self.name)
             low, high = self._ngram_range()
             indptr, indices, tf = kernels.count_grams(texts.ptr, texts.hashes, low, high, slots, values)
@@ -411,6 +457,14 @@ class GroundingFeatures(BaseEstimator, TransformerMixin):
     content words, counts and indicators of numbers, capitalized names and dates in the
     output absent from the reference, log lengths and their ratio, whether the output's
     tokens are copied from the reference in a row, and whether a reference was present.
+
+    Per sentence of the output (long answers and summaries, where one unsupported sentence
+    hides among supported ones): the least share of a sentence's content words found in
+    the reference, how many sentences (and what share) have less than half of them there,
+    the least and the mean share found in the sentence's best-matching reference sentence,
+    the share of sentences holding a number, name or date that the reference lacks, and
+    negation flips: sentences whose content words are mostly in one reference sentence but
+    only one of the two is negated ("X is not Y" against "X is Y").
     """
 
     feature_names = (
@@ -419,6 +473,9 @@ class GroundingFeatures(BaseEstimator, TransformerMixin):
         "novel_numbers", "has_novel_number", "novel_names", "has_novel_name", "novel_name_share",
         "novel_dates", "has_novel_date", "log_output_tokens", "log_reference_tokens",
         "length_ratio", "copied", "has_reference",
+        # per sentence of the output (content words: its tokens that are not stop words)
+        "least_sentence_support", "weak_sentences", "weak_sentence_share", "least_best_sentence_support",
+        "mean_best_sentence_support", "novel_entity_sentence_share", "negation_flips", "has_negation_flip",
     )
 
     def __init__(self, *, reference: str = "context", fallback: str | None = "input"):
@@ -438,7 +495,7 @@ class GroundingFeatures(BaseEstimator, TransformerMixin):
 def grounding_matrix(batch: Batch, *, reference: str = "context", fallback: str | None = "input") -> np.ndarray:
     """The :attr:`GroundingFeatures.feature_names` of the output of each row of ``batch``
     against its reference (column ``reference``, or ``fallback`` where that is blank), as
-    an (n, 19) float64 array."""
+    an (n, 27) float64 array."""
     return groundings(batch, [(reference, fallback)])[0]
 
 
@@ -507,11 +564,23 @@ class LogFeatures(BaseEstimator, TransformerMixin):
     The dense blocks are standardized with means and scales fitted on the training rows,
     then multiplied by ``dense_weight`` (their weight against the unit-norm TF-IDF rows
     under the classifier's L2 penalty).
+
+    ``regimes`` gives traffic of different kinds its own weights for the dense features:
+    the standardized dense block is repeated once per regime, zero outside the regime's
+    rows, beside the shared block. The linear model then learns a global weight per
+    feature plus a per-regime correction that its L2 penalty pulls towards zero, so a
+    regime with few labels falls back to the global weights. ``"context"``: two regimes,
+    rows with a context and rows without; ``"source"``: each value of the ``source`` column
+    with at least ``min_regime_rows`` training rows, when there are two such sources or more
+    (other and unknown sources, and frames without a ``source`` column, get the global
+    weights only); ``None``: no regimes. With ``regime_words`` the output's word n-grams
+    are repeated per regime too (a TF-IDF block of n-grams salted with the row's regime).
     """
 
     def __init__(self, *, has_context: bool = True, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2,
                  max_features: int | None = 200_000, input_words: bool = True, novel_words: bool = True,
-                 names: bool = True, query_grounding: bool = False, dense_weight: float = 1.0):
+                 names: bool = True, query_grounding: bool = False, dense_weight: float = 1.0,
+                 regimes: str | None = None, min_regime_rows: int = 200, regime_words: bool = False):
         self.has_context = has_context
         self.ngram_range = ngram_range
         self.min_df = min_df
@@ -521,6 +590,9 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         self.names = names
         self.query_grounding = query_grounding
         self.dense_weight = dense_weight
+        self.regimes = regimes
+        self.min_regime_rows = min_regime_rows
+        self.regime_words = regime_words
 
     def _vectorizers(self) -> list[TermTfidf]:
         common = {"ngram_range": self.ngram_range, "min_df": self.min_df, "max_features": self.max_features}
@@ -532,6 +604,9 @@ class LogFeatures(BaseEstimator, TransformerMixin):
                                  fallback="input" if self.has_context else None, **common))
         if self.names:
             out.append(TermTfidf(name="output", kind="names", **common))
+        if self.regime_words and self.regimes_:
+            out.append(TermTfidf(name="output", kind="regime_words", regimes=self.regimes,
+                                 regime_values=tuple(self.regimes_), **common))
         return out
 
     def references(self) -> list[tuple[str, str | None]]:
@@ -546,8 +621,36 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         blocks.append(batch.cached(("style", "output"), lambda: style_matrix(batch.texts("output"))))
         return np.hstack(blocks)
 
+    def dense_parts(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """The standardized grounding and style features times ``dense_weight`` (float64)
+        and each row's regime (an index into ``regimes_``, -1: none)."""
+        dense = self.scaler_.transform(self.dense(batch)) * self.dense_weight
+        return dense, regime_ids(batch, self.regimes, getattr(self, "regimes_", None) or [])
+
+    def dense_block(self, batch: Batch) -> np.ndarray:
+        """The dense columns of :meth:`transform` (float64): :meth:`dense_parts`' features,
+        then the same once per regime, zero outside it."""
+        dense, ids = self.dense_parts(batch)
+        regimes = getattr(self, "regimes_", None) or []
+        if not regimes:
+            return dense
+        return np.hstack([dense] + [dense * (ids == i)[:, None] for i in range(len(regimes))])
+
+    def _fit_regimes(self, batch: Batch) -> list[str]:
+        if self.regimes is None:
+            return []
+        if self.regimes == "context":
+            return ["context", "no_context"]
+        if self.regimes == "source":
+            counts = text_series(batch.frame, "source").value_counts()
+            names = counts.filter(counts.get_column("count") >= self.min_regime_rows).get_column("source")
+            names = sorted(str(n) for n in names.to_list() if n)
+            return names if len(names) >= 2 else []  # one source: the shared weights are its own
+        raise ValueError(f"unknown regimes {self.regimes!r}: expected None, 'context' or 'source'")
+
     def fit(self, X, y=None):
         batch = batch_of(X)
+        self.regimes_ = self._fit_regimes(batch)
         self.vectorizers_ = [v.fit(batch) for v in self._vectorizers()]
         self.scaler_ = StandardScaler().fit(self.dense(batch))
         self.features_version_ = FEATURES_VERSION
@@ -559,11 +662,13 @@ class LogFeatures(BaseEstimator, TransformerMixin):
         if self.has_context and self.query_grounding:
             names += [f"query_grounding_{n}" for n in GroundingFeatures.feature_names]
         names += [f"style_{n}" for n in StyleFeatures.feature_names]
+        dense = names[len(names) - self.scaler_.n_features_in_:]
+        for regime in getattr(self, "regimes_", None) or []:
+            names += [f"{regime}|{n}" for n in dense]
         return np.asarray(names, dtype=object)
 
     def transform(self, X) -> sp.csr_matrix:
         batch = batch_of(X)
         blocks = [v.transform(batch) for v in self.vectorizers_]
-        dense = (self.scaler_.transform(self.dense(batch)) * self.dense_weight).astype(np.float32)
-        blocks.append(sp.csr_matrix(dense))
+        blocks.append(sp.csr_matrix(self.dense_block(batch).astype(np.float32)))
         return sp.hstack(blocks, format="csr")

@@ -19,7 +19,12 @@ Definitions (the features of :mod:`flywheel.classifiers.features` rest on them):
   quote or parenthesis, stand between it and the start of the text, a line break or one of
   ``.!?:;``;
 - a *date* is a year token (1000-2099), ``d/m/y`` (or ``d-m-y``), a month name followed by a
-  day number, or a day number (optionally 1st, 2nd ...) followed by a month name.
+  day number, or a day number (optionally 1st, 2nd ...) followed by a month name;
+- a *sentence* ends between two tokens when the bytes between them hold a line break, or
+  one of ``.!?`` followed by white space, a quote or a closing parenthesis, or ending the
+  text (so ``3.5`` and ``e.g`` end none); its *content
+  words* are its distinct tokens that are not stop words, and it is *negated* when one of
+  its tokens is a negation word.
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ SALTS = np.array([0, 0x243F6A8885A308D3, 0x13198A2E03707344, 0xA4093822299F31D0,
 UNI, BI, TRI, NUM, DATE, STARTER, NAME = 1, 2, 3, 4, 5, 6, 7
 
 STOP, MONTH, FIRST_PERSON, NEGATION, HEDGE_START, REFUSAL_START = 1, 2, 4, 8, 16, 32  # token flags
-N_GROUNDING = 19
+SENTENCE = 64  # token flag: a sentence ends between this token and the row's previous one
+N_GROUNDING = 27
+MAX_SENTENCES = 64  # output sentences told apart (a bit each); later ones count as the last
+WEAK_SUPPORT = 0.5  # a sentence with less than this share of its content words supported is weak
+FLIP_SUPPORT = 0.5  # negation flips are looked for in sentences at least this well supported
 # byte classes: 1 lower-case letter, 2 digit, 3 upper-case letter, 0 anything else
 _CLASS = np.zeros(256, np.uint8)
 _CLASS[97:123], _CLASS[48:58], _CLASS[65:91] = 1, 2, 3
@@ -155,8 +164,16 @@ def _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, f
     k = 0
     for r in range(n):
         pos, end = offsets[r], offsets[r + 1]
+        ended = False  # a sentence ended since the last token (see the module docstring)
         while pos < end:
-            if _CLASS[data[pos]] == 0:
+            b = data[pos]
+            if _CLASS[b] == 0:
+                if b == 10:
+                    ended = True
+                elif b == 46 or b == 33 or b == 63:
+                    q = pos + 1
+                    if q == end or _space(data[q]) or data[q] == 34 or data[q] == 39 or data[q] == 41:
+                        ended = True
                 pos += 1
                 continue
             if k == room:
@@ -166,7 +183,8 @@ def _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, f
             h = _mix(h)
             hashes[k], starts[k], stops[k] = h, start, pos
             f = _find(word_slots, word_flags, h)
-            flags[k] = f if f > 0 else 0
+            flags[k] = (f if f > 0 else 0) | (SENTENCE if ended and k > ptr[r] else 0)
+            ended = False
             k += 1
         ptr[r + 1] = k
     return k
@@ -175,7 +193,8 @@ def _tokens(data, offsets, word_slots, word_flags, ptr, hashes, starts, stops, f
 def tokenize(data, offsets, word_slots, word_flags):
     """Tokens of every row: (ptr, hashes, starts, stops, flags); row r's tokens are
     ``ptr[r]:ptr[r+1]``, with their byte spans in ``data``, and each token's flags from
-    the :func:`lookup_table` of special words (``STOP`` | ``MONTH`` | ...; 0 for others)."""
+    the :func:`lookup_table` of special words (``STOP`` | ``MONTH`` | ...; 0 for others),
+    plus ``SENTENCE`` when a sentence ends between it and the row's previous token."""
     ptr = np.zeros(len(offsets), np.int64)
     # room for a token every four bytes (English text has one every five or six); texts of
     # shorter tokens are tokenized again with room for the most there can be (a token and
@@ -277,14 +296,16 @@ def capacity(items: int) -> int:
 
 
 @register_jitable
-def _numbers(data, start, end, out, k):
-    """Write the number hashes of ``data[start:end]`` into ``out`` from ``k``; return the new k."""
+def _numbers(data, start, end, out, pos, k):
+    """Write the number hashes of ``data[start:end]`` into ``out`` (their first bytes into
+    ``pos``) from ``k``; return the new k."""
     p = start
     while p < end:
         if not _digit(data[p]):
             p += 1
             continue
         h = FNV_OFFSET
+        pos[k] = p
         while True:
             while p < end and _digit(data[p]):
                 h = _fnv(h, data[p])
@@ -340,10 +361,10 @@ def _capitalized(data, p, end):
 
 
 @register_jitable
-def _capitalized_words(data, start, end, case_h, lower_h, starter, k):
+def _capitalized_words(data, start, end, case_h, lower_h, starter, pos, k):
     """Write every capitalized word of ``data[start:end]`` from ``k``: its hash with case
-    kept, its hash lower-cased (as a token's) and whether it starts a sentence; return the
-    new k."""
+    kept, its hash lower-cased (as a token's), whether it starts a sentence and its first
+    byte; return the new k."""
     p = start
     while p < end:
         if _upper(data[p]) and (p == start or not _word_byte(data[p - 1])):
@@ -354,6 +375,7 @@ def _capitalized_words(data, start, end, case_h, lower_h, starter, k):
                     hc = _fnv(hc, data[i])
                     hl = _fnv(hl, _lower(data[i]))
                 case_h[k], lower_h[k], starter[k] = _mix(hc), _mix(hl), _starts_sentence(data, start, p)
+                pos[k] = p
                 k += 1
                 p = q
                 continue
@@ -393,15 +415,16 @@ def _only_space(data, s, e):
 
 
 @register_jitable
-def _dates(data, hashes, starts, stops, flags, t0, t1, out, k):
-    """Write the date hashes of tokens t0:t1 into ``out`` from ``k``; return the new k."""
+def _dates(data, hashes, starts, stops, flags, t0, t1, out, pos, k):
+    """Write the date hashes of tokens t0:t1 into ``out`` (their first bytes into ``pos``)
+    from ``k``; return the new k."""
     i = t0
     while i < t1:
         s, e = starts[i], stops[i]
         n = e - s
         if n == 4 and _digit(data[s]) and _digit(data[s + 1]) and _digit(data[s + 2]) and _digit(data[s + 3]) and (
                 data[s] == 49 or (data[s] == 50 and data[s + 1] == 48)):
-            out[k] = hashes[i]
+            out[k], pos[k] = hashes[i], s
             k += 1
             i += 1
             continue
@@ -413,7 +436,7 @@ def _dates(data, hashes, starts, stops, flags, t0, t1, out, k):
             for p in range(starts[i + 2], stops[i + 2]):
                 ok = ok and _digit(data[p])
             if ok:
-                out[k] = _fold(_fold(hashes[i], hashes[i + 1]), hashes[i + 2])
+                out[k], pos[k] = _fold(_fold(hashes[i], hashes[i + 1]), hashes[i + 2]), s
                 k += 1
                 i += 3
                 continue
@@ -422,18 +445,27 @@ def _dates(data, hashes, starts, stops, flags, t0, t1, out, k):
             if data[gap] == 46:
                 gap += 1
             if _all_space(data, gap, starts[i + 1]):
-                out[k] = _fold(hashes[i], hashes[i + 1])
+                out[k], pos[k] = _fold(hashes[i], hashes[i + 1]), s
                 k += 1
                 i += 2
                 continue
         if i + 1 < t1 and _day_number(data, s, e, True) and (flags[i + 1] & MONTH) \
                 and _all_space(data, e, starts[i + 1]):
-            out[k] = _fold(hashes[i], hashes[i + 1])
+            out[k], pos[k] = _fold(hashes[i], hashes[i + 1]), s
             k += 1
             i += 2
             continue
         i += 1
     return k
+
+
+@register_jitable
+def _sentence_of(starts, n_sentences, p):
+    """The output sentence holding byte ``p`` (``starts``: each sentence's first byte)."""
+    s = n_sentences - 1
+    while s > 0 and starts[s] > p:
+        s -= 1
+    return s
 
 
 # --------------------------------------------------------------------------- grounding
@@ -443,9 +475,10 @@ def grounding(out, references):
     """How well each output is supported by one or two references. ``out`` is the
     output's :meth:`Texts.arrays`; each reference is (A, B, use_a, present): row r's
     reference is text A where ``use_a[r]``, else text B (each a :meth:`Texts.arrays`), and
-    ``present[r]`` says whether the reference was there. Returns an (n, 19 x references)
+    ``present[r]`` says whether the reference was there. Returns an (n, 27 x references)
     float64 array: per reference, the columns of ``GroundingFeatures.feature_names``. The
-    output's side (its n-grams, numbers, names, dates) is worked out once for all of them."""
+    output's side (its n-grams, numbers, names, dates, sentences) is worked out once for
+    all of them."""
     n = len(out[1]) - 1
     result = np.zeros((n, N_GROUNDING * len(references)), np.float64)
     if not n:
@@ -456,12 +489,20 @@ def grounding(out, references):
     most_ref = max(int(np.diff(texts[1]).max()) for ref in references for texts in ref[:2])
     # scratch space for the longest row (a token or a number takes at least two bytes)
     ref_items, out_items = most_ref // 2 + 1, most_out // 2 + 1
+    seen_size = capacity(8 * out_items + 8)
+    sentences = (np.zeros(MAX_SENTENCES, np.int64), np.zeros(MAX_SENTENCES, np.int64),
+                 np.zeros(MAX_SENTENCES, np.bool_), np.zeros(MAX_SENTENCES, np.int64),
+                 np.zeros(MAX_SENTENCES, np.int64), np.zeros(MAX_SENTENCES, np.float64),
+                 np.zeros(MAX_SENTENCES, np.bool_))
     _grounding(*out, *first[0], *first[1], first[2], first[3], *second[0], *second[1], second[2], second[3],
                len(references), result,
-               np.zeros(capacity(3 * ref_items + 8), np.uint64), np.zeros(capacity(8 * out_items + 8), np.uint64),
-               np.zeros(capacity(8 * out_items + 8), np.uint8), np.empty(ref_items, np.uint64),
-               np.empty(ref_items, np.uint64), np.empty(out_items, np.uint64), np.empty(out_items, np.uint64),
-               np.empty(out_items, np.uint64), np.empty(out_items, np.uint64), np.empty(out_items, np.bool_))
+               np.zeros(capacity(3 * ref_items + 8), np.uint64), np.zeros(seen_size, np.uint64),
+               np.zeros(seen_size, np.uint8), np.empty(ref_items, np.uint64),
+               np.empty(ref_items, np.uint64), np.empty(ref_items, np.int64), np.empty(out_items, np.uint64),
+               np.empty(out_items, np.uint64), np.empty(out_items, np.uint64), np.empty(out_items, np.uint64),
+               np.empty(out_items, np.bool_), np.empty(out_items, np.int64), np.empty(out_items, np.int64),
+               np.empty(out_items, np.int64), np.empty(out_items, np.int64), np.zeros(seen_size, np.uint64),
+               np.zeros(seen_size + 1, np.int64), np.empty(out_items, np.int64), *sentences)
     return result
 
 
@@ -469,22 +510,43 @@ def grounding(out, references):
 def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
                a_data, a_off, a_ptr, a_h, a_st, a_sp, a_f, b_data, b_off, b_ptr, b_h, b_st, b_sp, b_f, use_a, present,
                c_data, c_off, c_ptr, c_h, c_st, c_sp, c_f, d_data, d_off, d_ptr, d_h, d_st, d_sp, d_f, use_c, present_c,
-               references, result, ref, seen, marks, ref_nums, ref_dates, nums, dates, case_h, lower_h, starter):
+               references, result, ref, seen, marks, ref_nums, ref_dates, ref_pos, nums, dates, case_h, lower_h,
+               starter, num_pos, date_pos, name_pos, token_sent, sent_mask, stamps, word_slots,
+               sent_start, sent_words, sent_neg, hits, ref_hits, best, best_neg):
     for r in range(len(out_off) - 1):
         o0, o1 = out_ptr[r], out_ptr[r + 1]
         n_out = o1 - o0
         lo_out, hi_out = out_off[r], out_off[r + 1]
         # the output's distinct unigrams, bigrams, trigrams, numbers, names and dates in one
         # set; marks[slot] says that the reference at hand has the n-gram too
-        m_nums = _numbers(out_data, lo_out, hi_out, nums, 0)
+        m_nums = _numbers(out_data, lo_out, hi_out, nums, num_pos, 0)
         ss = _capacity(6 * n_out + m_nums + 8)
         _clear(seen, ss)
         n_o1 = n_oc = n_o2 = n_o3 = 0
+        # sentences: sent_mask[slot] has bit s when content word `slot` is in sentence s;
+        # word_slots holds the slot of each token that is the first of its word in its
+        # sentence (-1 for the others and for stop words)
+        n_sent = 0
         for i in range(o0, o1):
             x = out_h[i]
+            if i == o0 or (n_sent < MAX_SENTENCES and out_f[i] & SENTENCE):
+                sent_start[n_sent], sent_words[n_sent], sent_neg[n_sent] = out_st[i], 0, False
+                n_sent += 1
+            s = n_sent - 1
+            if out_f[i] & NEGATION:
+                sent_neg[s] = True
             if _add(seen, ss, _key(x, UNI)):
                 n_o1 += 1
                 n_oc += not (out_f[i] & STOP)
+            word_slots[i - o0] = -1
+            token_sent[i - o0] = s
+            if not (out_f[i] & STOP):
+                j = _slot(seen, ss, _key(x, UNI))
+                bit = np.uint64(1) << np.uint64(s)
+                if not (sent_mask[j] & bit):
+                    sent_mask[j] |= bit
+                    sent_words[s] += 1
+                    word_slots[i - o0] = j
             if i + 1 < o1:
                 g = _fold(x, out_h[i + 1])
                 n_o2 += _add(seen, ss, _key(g, BI))
@@ -493,58 +555,95 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
         n_nums = 0  # distinct numbers, kept at the front of nums
         for j in range(m_nums):
             if _add(seen, ss, _key(nums[j], NUM)):
-                nums[n_nums] = nums[j]
+                nums[n_nums], num_pos[n_nums] = nums[j], num_pos[j]
                 n_nums += 1
         # names: capitalized words that start no sentence anywhere in the output
-        m = _capitalized_words(out_data, lo_out, hi_out, case_h, lower_h, starter, 0)
+        m = _capitalized_words(out_data, lo_out, hi_out, case_h, lower_h, starter, name_pos, 0)
         for j in range(m):
             if starter[j]:
                 _add(seen, ss, _key(case_h[j], STARTER))
         n_names = 0  # distinct names (lower-cased), kept at the front of lower_h
         for j in range(m):
             if not _has(seen, ss, _key(case_h[j], STARTER)) and _add(seen, ss, _key(lower_h[j], NAME)):
-                lower_h[n_names] = lower_h[j]
+                lower_h[n_names], name_pos[n_names] = lower_h[j], name_pos[j]
                 n_names += 1
-        m = _dates(out_data, out_h, out_st, out_sp, out_f, o0, o1, dates, 0)
+        m = _dates(out_data, out_h, out_st, out_sp, out_f, o0, o1, dates, date_pos, 0)
         n_dates = 0  # distinct dates, kept at the front of dates
         for j in range(m):
             if _add(seen, ss, _key(dates[j], DATE)):
-                dates[n_dates] = dates[j]
+                dates[n_dates], date_pos[n_dates] = dates[j], date_pos[j]
                 n_dates += 1
         for q in range(references):
             if q == 0 and use_a[r]:
                 _against(r, 0, a_data, a_off, a_h, a_st, a_sp, a_f, a_ptr[r], a_ptr[r + 1], present[r], out_h, o0, o1,
-                         n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums, lower_h,
-                         n_names, dates, n_dates, result)
+                         n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, ref_pos, nums, num_pos,
+                         n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask, stamps, word_slots,
+                         token_sent, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best, best_neg, result)
             elif q == 0:
                 _against(r, 0, b_data, b_off, b_h, b_st, b_sp, b_f, b_ptr[r], b_ptr[r + 1], present[r], out_h, o0, o1,
-                         n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums, lower_h,
-                         n_names, dates, n_dates, result)
+                         n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, ref_pos, nums, num_pos,
+                         n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask, stamps, word_slots,
+                         token_sent, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best, best_neg, result)
             elif use_c[r]:
                 _against(r, N_GROUNDING, c_data, c_off, c_h, c_st, c_sp, c_f, c_ptr[r], c_ptr[r + 1], present_c[r],
-                         out_h, o0, o1, n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums,
-                         lower_h, n_names, dates, n_dates, result)
+                         out_h, o0, o1, n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, ref_pos,
+                         nums, num_pos, n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask,
+                         stamps, word_slots, token_sent, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best,
+                         best_neg, result)
             else:
                 _against(r, N_GROUNDING, d_data, d_off, d_h, d_st, d_sp, d_f, d_ptr[r], d_ptr[r + 1], present_c[r],
-                         out_h, o0, o1, n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums,
-                         lower_h, n_names, dates, n_dates, result)
+                         out_h, o0, o1, n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, ref_pos,
+                         nums, num_pos, n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask,
+                         stamps, word_slots, token_sent, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best,
+                         best_neg, result)
+        # sent_mask is non-zero only at the slots word_slots names: cleared there (not the whole set)
+        for i in range(n_out):
+            if word_slots[i] >= 0:
+                sent_mask[word_slots[i]] = 0
+
+
+@register_jitable
+def _close_sentence(n_sent, sent_words, ref_hits, negated, best, best_neg):
+    """End a reference sentence: each output sentence it supports better than any before
+    takes its share of supported content words and its negation."""
+    for s in range(n_sent):
+        if ref_hits[s]:
+            share = ref_hits[s] / sent_words[s]
+            if share > best[s]:
+                best[s], best_neg[s] = share, negated
+            ref_hits[s] = 0
 
 
 @register_jitable
 def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0, o1, n_o1, n_oc, n_o2, n_o3,
-             seen, ss, marks, ref, ref_nums, ref_dates, nums, n_nums, names, n_names, dates, n_dates, result):
+             seen, ss, marks, ref, ref_nums, ref_dates, ref_pos, nums, num_pos, n_nums, names, name_pos, n_names,
+             dates, date_pos, n_dates, sent_mask, stamps, word_slots, token_sent, n_sent, sent_start, sent_words, sent_neg,
+             hits, ref_hits, best, best_neg, result):
     """Write row r's grounding features against one reference (tokens t0:t1 of ``data``)
     from column ``col``, given the output's side."""
     n_out, n_ref = o1 - o0, t1 - t0
     for j in range(ss):
         marks[j] = 0
+    for s in range(n_sent):
+        ref_hits[s], best[s], best_neg[s] = 0, 0.0, False
     # the reference's distinct tokens (and numbers, dates) in a set of its own; each of its
     # n-grams is looked up in the output's set only when its first word is there
-    m_ref_nums = _numbers(data, off[r], off[r + 1], ref_nums, 0)
+    m_ref_nums = _numbers(data, off[r], off[r + 1], ref_nums, ref_pos, 0)
     rs = _capacity(2 * n_ref + m_ref_nums + 8)
     _clear(ref, rs)
     n_rc = uni_hits = content_hits = bi_hits = tri_hits = 0
+    # reference sentences: ref_hits[s] counts the content words of output sentence s in
+    # the current one (stamps[slot]: the last reference sentence that counted the word; the
+    # numbers of reference sentences keep rising over all rows and references, in
+    # stamps[-1], so the stamps never need clearing)
+    current, negated = stamps[len(stamps) - 1] + 1, False
     for i in range(t0, t1):
+        if fl[i] & SENTENCE and i > t0:
+            _close_sentence(n_sent, sent_words, ref_hits, negated, best, best_neg)
+            current += 1
+            negated = False
+        if fl[i] & NEGATION:
+            negated = True
         x = h[i]
         if _add(ref, rs, _key(x, UNI)) and not (fl[i] & STOP):
             n_rc += 1
@@ -555,6 +654,15 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
             marks[j] = 1
             uni_hits += 1
             content_hits += not (fl[i] & STOP)
+        mask = sent_mask[j]
+        if mask and stamps[j] != current:
+            stamps[j] = current
+            s = 0
+            while mask:
+                if mask & np.uint64(1):
+                    ref_hits[s] += 1
+                mask >>= np.uint64(1)
+                s += 1
         if i + 1 < t1:
             g = _fold(x, h[i + 1])
             j = _slot(seen, ss, _key(g, BI))
@@ -567,21 +675,31 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
                     if j >= 0 and not marks[j]:
                         marks[j] = 1
                         tri_hits += 1
+    _close_sentence(n_sent, sent_words, ref_hits, negated, best, best_neg)
+    stamps[len(stamps) - 1] = current
     for j in range(m_ref_nums):
         _add(ref, rs, _key(ref_nums[j], NUM))
+    # sentences holding a number, name or date that the reference lacks (a bit each)
+    novel_sentences = np.uint64(0)
     novel_numbers = 0
     for j in range(n_nums):
-        novel_numbers += not _has(ref, rs, _key(nums[j], NUM))
+        if not _has(ref, rs, _key(nums[j], NUM)):
+            novel_numbers += 1
+            novel_sentences |= np.uint64(1) << np.uint64(_sentence_of(sent_start, n_sent, num_pos[j]))
     novel_names = 0
     for j in range(n_names):
-        novel_names += not _has(ref, rs, _key(names[j], UNI))
+        if not _has(ref, rs, _key(names[j], UNI)):
+            novel_names += 1
+            novel_sentences |= np.uint64(1) << np.uint64(_sentence_of(sent_start, n_sent, name_pos[j]))
     novel_dates = 0
     if n_dates:  # the reference's dates only when the output has any
-        m_ref = _dates(data, h, st, sp, fl, t0, t1, ref_dates, 0)
+        m_ref = _dates(data, h, st, sp, fl, t0, t1, ref_dates, ref_pos, 0)
         for j in range(m_ref):
             _add(ref, rs, _key(ref_dates[j], DATE))
         for j in range(n_dates):
-            novel_dates += not _has(ref, rs, _key(dates[j], DATE))
+            if not _has(ref, rs, _key(dates[j], DATE)):
+                novel_dates += 1
+                novel_sentences |= np.uint64(1) << np.uint64(_sentence_of(sent_start, n_sent, date_pos[j]))
     # copied: the output's tokens appear in the reference in a row
     copied = 0.0
     if 0 < n_out <= n_ref and uni_hits == n_o1:
@@ -594,6 +712,32 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
             if same:
                 copied = 1.0
                 break
+    # per output sentence: the share of its content words anywhere in the reference, the
+    # share in its best reference sentence, and whether its negation differs from that one's
+    for s in range(n_sent):
+        hits[s] = 0
+    for i in range(o0, o1):
+        j = word_slots[i - o0]
+        if j >= 0 and marks[j]:
+            hits[token_sent[i - o0]] += 1
+    worded = weak = flips = 0
+    least = least_best = 1.0
+    best_sum = 0.0
+    for s in range(n_sent):
+        if not sent_words[s]:
+            continue  # no content words ("Yes.", "I see."): nothing to support
+        worded += 1
+        share = hits[s] / sent_words[s]
+        least = min(least, share)
+        weak += share < WEAK_SUPPORT
+        least_best = min(least_best, best[s])
+        best_sum += best[s]
+        if sent_words[s] >= 2 and best[s] >= FLIP_SUPPORT and sent_neg[s] != best_neg[s]:
+            flips += 1
+    n_novel_sentences = 0
+    while novel_sentences:
+        n_novel_sentences += novel_sentences & np.uint64(1)
+        novel_sentences >>= np.uint64(1)
     uni = uni_hits / n_o1 if n_o1 else 1.0
     bi = bi_hits / n_o2 if n_o2 else uni
     tri = tri_hits / n_o3 if n_o3 else bi
@@ -616,6 +760,14 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
     result[r, col + 16] = np.log((n_out + 1.0) / (n_ref + 1.0))
     result[r, col + 17] = copied
     result[r, col + 18] = 1.0 if has_reference else 0.0
+    result[r, col + 19] = least
+    result[r, col + 20] = np.log1p(weak)
+    result[r, col + 21] = weak / worded if worded else 0.0
+    result[r, col + 22] = least_best
+    result[r, col + 23] = best_sum / worded if worded else 1.0
+    result[r, col + 24] = n_novel_sentences / n_sent if n_sent else 0.0
+    result[r, col + 25] = np.log1p(flips)
+    result[r, col + 26] = 1.0 if flips else 0.0
 
 
 # --------------------------------------------------------------------------- style

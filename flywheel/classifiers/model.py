@@ -20,7 +20,8 @@ TASKS = ("hallucination", "relevance")
 
 
 def build_features(*, has_context: bool, max_features: int = 200_000, ngram_range: tuple[int, int] = (1, 2),
-                   min_df: int = 2, dense_weight: float = 1.0, query_grounding: bool = False) -> LogFeatures:
+                   min_df: int = 2, dense_weight: float = 1.0, query_grounding: bool = False,
+                   regimes: str | None = None, regime_words: bool = False) -> LogFeatures:
     """The features (:class:`LogFeatures`): word n-gram TF-IDF of output and input, the
     output's novel words and names, grounding and style features.
 
@@ -29,12 +30,14 @@ def build_features(*, has_context: bool, max_features: int = 200_000, ngram_rang
     context, in the input.
     """
     return LogFeatures(has_context=has_context, ngram_range=ngram_range, min_df=min_df, max_features=max_features,
-                       dense_weight=dense_weight, query_grounding=query_grounding)
+                       dense_weight=dense_weight, query_grounding=query_grounding, regimes=regimes,
+                       regime_words=regime_words)
 
 
 def build_pipeline(task: str, *, has_context: bool, C: float = 1.0, calibrate: bool = True,
                    max_features: int = 200_000, ngram_range: tuple[int, int] = (1, 3), min_df: int = 2,
-                   dense_weight: float = 0.3, query_grounding: bool = False, random_state: int = 0) -> Pipeline:
+                   dense_weight: float = 0.3, query_grounding: bool = False, regimes: str | None = "source",
+                   regime_words: bool = False, random_state: int = 0) -> Pipeline:
     """An unfitted pipeline for ``task`` (``hallucination`` or ``relevance``).
 
     The classifier is an L2 logistic regression; with ``calibrate`` (default) it is wrapped
@@ -53,6 +56,7 @@ def build_pipeline(task: str, *, has_context: bool, C: float = 1.0, calibrate: b
     return Pipeline([
         ("features", build_features(has_context=has_context, max_features=max_features, ngram_range=ngram_range,
                                     min_df=min_df, dense_weight=dense_weight,
-                                    query_grounding=query_grounding)),
+                                    query_grounding=query_grounding, regimes=regimes,
+                                    regime_words=regime_words)),
         ("classifier", classifier),
     ])
