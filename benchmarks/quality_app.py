@@ -138,12 +138,13 @@ def run_dagster(home: Path, *, day: str = DAY) -> dict:
 
 
 def scores_of(home: Path) -> pd.DataFrame:
-    """The rows of ``log_scores`` in ``home``: log_id, task, score."""
+    """The rows of ``log_scores`` in ``home``: log_id, task, score, trusted (the trust floor's
+    verdict for the log's source)."""
     from flywheel import store
     from flywheel.settings import load
 
     with store.connection(load({"FLYWHEEL_HOME": str(home)})) as con:
-        return con.execute("SELECT log_id, task, score FROM log_scores").df()
+        return con.execute("SELECT log_id, task, score, coalesce(trusted, true) AS trusted FROM log_scores").df()
 
 
 def source_metrics(frame: pd.DataFrame, held: np.ndarray, scores: pd.DataFrame) -> dict:
@@ -157,7 +158,8 @@ def source_metrics(frame: pd.DataFrame, held: np.ndarray, scores: pd.DataFrame) 
         auroc = (round(float(roc_auc_score(scored["label"], scored["score"])), 4)
                  if len(scored) and scored["label"].nunique() == 2 else None)
         out[source] = {"task": task, "auroc": auroc, "held_out": int(len(rows)), "scored": int(len(scored)),
-                       "positives": int(rows["label"].sum())}
+                       "positives": int(rows["label"].sum()),
+                       "trusted": bool(len(scored)) and bool(scored["trusted"].astype(bool).all())}
     return out
 
 
