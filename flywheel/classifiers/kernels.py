@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import register_jitable
 
 # The kernels allocate nothing: their Python wrappers do. Without Numba's reference
@@ -256,6 +257,22 @@ def _add(table, size, key):
             return True
         if v == key:
             return False
+        i = (i + 1) & mask
+
+
+@njit(inline="always")
+def _put(table, size, key):
+    """Insert ``key`` (non-zero) into the set ``table[:size]``; return (its slot, whether
+    it was new)."""
+    mask = size - 1
+    i = np.int64(key & np.uint64(mask))
+    while True:
+        v = table[i]
+        if v == 0:
+            table[i] = key
+            return i, True
+        if v == key:
+            return i, False
         i = (i + 1) & mask
 
 
@@ -501,8 +518,9 @@ def grounding(out, references):
                np.empty(ref_items, np.uint64), np.empty(ref_items, np.int64), np.empty(out_items, np.uint64),
                np.empty(out_items, np.uint64), np.empty(out_items, np.uint64), np.empty(out_items, np.uint64),
                np.empty(out_items, np.bool_), np.empty(out_items, np.int64), np.empty(out_items, np.int64),
-               np.empty(out_items, np.int64), np.empty(out_items, np.int64), np.zeros(seen_size, np.uint64),
-               np.zeros(seen_size + 1, np.int64), np.empty(out_items, np.int64), *sentences)
+               np.empty(out_items, np.int64), np.empty(out_items, np.int64), np.zeros(out_items, np.uint64),
+               np.zeros(out_items + 1, np.int64), np.zeros(seen_size, np.int32), np.empty(out_items, np.int64),
+               *sentences)
     return result
 
 
@@ -511,7 +529,7 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
                a_data, a_off, a_ptr, a_h, a_st, a_sp, a_f, b_data, b_off, b_ptr, b_h, b_st, b_sp, b_f, use_a, present,
                c_data, c_off, c_ptr, c_h, c_st, c_sp, c_f, d_data, d_off, d_ptr, d_h, d_st, d_sp, d_f, use_c, present_c,
                references, result, ref, seen, marks, ref_nums, ref_dates, ref_pos, nums, dates, case_h, lower_h,
-               starter, num_pos, date_pos, name_pos, token_sent, sent_mask, stamps, word_slots,
+               starter, num_pos, date_pos, name_pos, touched, sent_mask, stamps, word_of, word_slots,
                sent_start, sent_words, sent_neg, hits, ref_hits, best, best_neg):
     for r in range(len(out_off) - 1):
         o0, o1 = out_ptr[r], out_ptr[r + 1]
@@ -523,10 +541,12 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
         ss = _capacity(6 * n_out + m_nums + 8)
         _clear(seen, ss)
         n_o1 = n_oc = n_o2 = n_o3 = 0
-        # sentences: sent_mask[slot] has bit s when content word `slot` is in sentence s;
-        # word_slots holds the slot of each token that is the first of its word in its
-        # sentence (-1 for the others and for stop words)
-        n_sent = 0
+        # sentences: the output's distinct content words are numbered in order of first
+        # appearance (word_of[slot]: the number plus one, 0 for other slots); sent_mask[w]
+        # has bit s when word w is in sentence s. Kept by word rather than by slot so the
+        # per-word arrays stay as small as the output (not the size of its set).
+        # word_slots[w] is word w's slot
+        n_sent = n_words = 0
         for i in range(o0, o1):
             x = out_h[i]
             if i == o0 or (n_sent < MAX_SENTENCES and out_f[i] & SENTENCE):
@@ -535,18 +555,20 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
             s = n_sent - 1
             if out_f[i] & NEGATION:
                 sent_neg[s] = True
-            if _add(seen, ss, _key(x, UNI)):
+            j, new = _put(seen, ss, _key(x, UNI))
+            if new:
                 n_o1 += 1
                 n_oc += not (out_f[i] & STOP)
-            word_slots[i - o0] = -1
-            token_sent[i - o0] = s
             if not (out_f[i] & STOP):
-                j = _slot(seen, ss, _key(x, UNI))
                 bit = np.uint64(1) << np.uint64(s)
-                if not (sent_mask[j] & bit):
-                    sent_mask[j] |= bit
+                w = word_of[j] - 1
+                if w < 0:
+                    w = n_words
+                    n_words += 1
+                    word_of[j], sent_mask[w], word_slots[w] = w + 1, 0, j
+                if not (sent_mask[w] & bit):
+                    sent_mask[w] |= bit
                     sent_words[s] += 1
-                    word_slots[i - o0] = j
             if i + 1 < o1:
                 g = _fold(x, out_h[i + 1])
                 n_o2 += _add(seen, ss, _key(g, BI))
@@ -577,47 +599,47 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
             if q == 0 and use_a[r]:
                 _against(r, 0, a_data, a_off, a_h, a_st, a_sp, a_f, a_ptr[r], a_ptr[r + 1], present[r], out_h, o0, o1,
                          n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, ref_pos, nums, num_pos,
-                         n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask, stamps, word_slots,
-                         token_sent, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best, best_neg, result)
+                         n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask, stamps, word_of, word_slots,
+                         touched, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best, best_neg, result)
             elif q == 0:
                 _against(r, 0, b_data, b_off, b_h, b_st, b_sp, b_f, b_ptr[r], b_ptr[r + 1], present[r], out_h, o0, o1,
                          n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, ref_pos, nums, num_pos,
-                         n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask, stamps, word_slots,
-                         token_sent, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best, best_neg, result)
+                         n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask, stamps, word_of, word_slots,
+                         touched, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best, best_neg, result)
             elif use_c[r]:
                 _against(r, N_GROUNDING, c_data, c_off, c_h, c_st, c_sp, c_f, c_ptr[r], c_ptr[r + 1], present_c[r],
                          out_h, o0, o1, n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, ref_pos,
                          nums, num_pos, n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask,
-                         stamps, word_slots, token_sent, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best,
+                         stamps, word_of, word_slots, touched, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best,
                          best_neg, result)
             else:
                 _against(r, N_GROUNDING, d_data, d_off, d_h, d_st, d_sp, d_f, d_ptr[r], d_ptr[r + 1], present_c[r],
                          out_h, o0, o1, n_o1, n_oc, n_o2, n_o3, seen, ss, marks, ref, ref_nums, ref_dates, ref_pos,
                          nums, num_pos, n_nums, lower_h, name_pos, n_names, dates, date_pos, n_dates, sent_mask,
-                         stamps, word_slots, token_sent, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best,
+                         stamps, word_of, word_slots, touched, n_sent, sent_start, sent_words, sent_neg, hits, ref_hits, best,
                          best_neg, result)
-        # sent_mask is non-zero only at the slots word_slots names: cleared there (not the whole set)
-        for i in range(n_out):
-            if word_slots[i] >= 0:
-                sent_mask[word_slots[i]] = 0
+        # word_of is non-zero only at the slots word_slots names: cleared there (not the whole set)
+        for w in range(n_words):
+            word_of[word_slots[w]] = 0
 
 
 @register_jitable
-def _close_sentence(n_sent, sent_words, ref_hits, negated, best, best_neg):
-    """End a reference sentence: each output sentence it supports better than any before
-    takes its share of supported content words and its negation."""
-    for s in range(n_sent):
-        if ref_hits[s]:
-            share = ref_hits[s] / sent_words[s]
-            if share > best[s]:
-                best[s], best_neg[s] = share, negated
-            ref_hits[s] = 0
+def _close_sentence(touched, n_touched, sent_words, ref_hits, negated, best, best_neg):
+    """End a reference sentence: each output sentence it supports (``touched[:n_touched]``,
+    the ones with ``ref_hits``) better than any before takes its share of supported content
+    words and its negation."""
+    for t in range(n_touched):
+        s = touched[t]
+        share = ref_hits[s] / sent_words[s]
+        if share > best[s]:
+            best[s], best_neg[s] = share, negated
+        ref_hits[s] = 0
 
 
 @register_jitable
 def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0, o1, n_o1, n_oc, n_o2, n_o3,
              seen, ss, marks, ref, ref_nums, ref_dates, ref_pos, nums, num_pos, n_nums, names, name_pos, n_names,
-             dates, date_pos, n_dates, sent_mask, stamps, word_slots, token_sent, n_sent, sent_start, sent_words, sent_neg,
+             dates, date_pos, n_dates, sent_mask, stamps, word_of, word_slots, touched, n_sent, sent_start, sent_words, sent_neg,
              hits, ref_hits, best, best_neg, result):
     """Write row r's grounding features against one reference (tokens t0:t1 of ``data``)
     from column ``col``, given the output's side."""
@@ -625,7 +647,7 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
     for j in range(ss):
         marks[j] = 0
     for s in range(n_sent):
-        ref_hits[s], best[s], best_neg[s] = 0, 0.0, False
+        hits[s], ref_hits[s], best[s], best_neg[s] = 0, 0, 0.0, False
     # the reference's distinct tokens (and numbers, dates) in a set of its own; each of its
     # n-grams is looked up in the output's set only when its first word is there
     m_ref_nums = _numbers(data, off[r], off[r + 1], ref_nums, ref_pos, 0)
@@ -633,13 +655,17 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
     _clear(ref, rs)
     n_rc = uni_hits = content_hits = bi_hits = tri_hits = 0
     # reference sentences: ref_hits[s] counts the content words of output sentence s in
-    # the current one (stamps[slot]: the last reference sentence that counted the word; the
+    # the current one (stamps[w]: the last reference sentence that counted word w; the
     # numbers of reference sentences keep rising over all rows and references, in
     # stamps[-1], so the stamps never need clearing)
-    current, negated = stamps[len(stamps) - 1] + 1, False
+    # (`touched` lists the output sentences the current reference sentence touched). And
+    # hits[s] counts the content words of output sentence s found anywhere in the reference,
+    # added as each is first found.
+    current, negated, n_touched = stamps[len(stamps) - 1] + 1, False, 0
     for i in range(t0, t1):
         if fl[i] & SENTENCE and i > t0:
-            _close_sentence(n_sent, sent_words, ref_hits, negated, best, best_neg)
+            _close_sentence(touched, n_touched, sent_words, ref_hits, negated, best, best_neg)
+            n_touched = 0
             current += 1
             negated = False
         if fl[i] & NEGATION:
@@ -650,19 +676,23 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
         j = _slot(seen, ss, _key(x, UNI))
         if j < 0:
             continue
-        if not marks[j]:
+        first = not marks[j]
+        if first:
             marks[j] = 1
             uni_hits += 1
             content_hits += not (fl[i] & STOP)
-        mask = sent_mask[j]
-        if mask and stamps[j] != current:
-            stamps[j] = current
-            s = 0
+        w = word_of[j] - 1
+        if w >= 0 and stamps[w] != current:
+            stamps[w] = current
+            mask = sent_mask[w]
             while mask:
-                if mask & np.uint64(1):
-                    ref_hits[s] += 1
-                mask >>= np.uint64(1)
-                s += 1
+                b = np.int64(trailing_zeros(mask))
+                hits[b] += first
+                if not ref_hits[b]:
+                    touched[n_touched] = b
+                    n_touched += 1
+                ref_hits[b] += 1
+                mask &= mask - np.uint64(1)
         if i + 1 < t1:
             g = _fold(x, h[i + 1])
             j = _slot(seen, ss, _key(g, BI))
@@ -675,7 +705,7 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
                     if j >= 0 and not marks[j]:
                         marks[j] = 1
                         tri_hits += 1
-    _close_sentence(n_sent, sent_words, ref_hits, negated, best, best_neg)
+    _close_sentence(touched, n_touched, sent_words, ref_hits, negated, best, best_neg)
     stamps[len(stamps) - 1] = current
     for j in range(m_ref_nums):
         _add(ref, rs, _key(ref_nums[j], NUM))
@@ -714,12 +744,6 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
                 break
     # per output sentence: the share of its content words anywhere in the reference, the
     # share in its best reference sentence, and whether its negation differs from that one's
-    for s in range(n_sent):
-        hits[s] = 0
-    for i in range(o0, o1):
-        j = word_slots[i - o0]
-        if j >= 0 and marks[j]:
-            hits[token_sent[i - o0]] += 1
     worded = weak = flips = 0
     least = least_best = 1.0
     best_sum = 0.0
