@@ -184,19 +184,19 @@ def _dense_decision(model: _Model, batch: Batch) -> np.ndarray:
     """The intercepts plus the dense features' part of the decision values of ``model``'s
     linear models (n x k). With regimes, the dense block of :meth:`LogFeatures.transform`
     is the features once shared and once per regime (zero outside it); rather than making
-    it, each row in a regime adds its features times its regime's coefficients (an einsum,
-    not one small BLAS product per regime: those cost more in thread wake-ups than they
-    compute)."""
+    it, each row in a regime adds its features times its regime's coefficients
+    (:func:`kernels.add_regime_decision`: one pass over the rows, not one small BLAS
+    product per regime, whose thread wake-ups cost more than they compute)."""
     dense, ids = model.parts.features.dense_parts(batch)
     d = dense.shape[1]
     k = model.dense_weights.shape[1]
     decision = dense @ model.dense_weights[:d] + model.parts.intercept
     blocks = model.dense_weights.shape[0] // d  # 1 + regimes
     if blocks > 1:
-        inside = np.flatnonzero(ids >= 0)
-        if len(inside):
-            per_regime = model.dense_weights[d:].reshape(blocks - 1, d, k)
-            decision[inside] += np.einsum("nd,ndk->nk", dense[inside], per_regime[ids[inside]])
+        per_regime = np.ascontiguousarray(model.dense_weights[d:].reshape(blocks - 1, d, k), dtype=np.float64)
+        decision = np.ascontiguousarray(decision, dtype=np.float64)
+        kernels.add_regime_decision(decision, np.ascontiguousarray(dense, dtype=np.float64), per_regime,
+                                    np.asarray(ids, dtype=np.int64))
     return decision
 
 

@@ -1132,3 +1132,22 @@ def _count(tptr, terms, slots, values, where, indptr, indices, counts):
                 k = _tally(col, where, mask, indices, counts, k)
         _end_row(r, k, size, where, indptr, counts)
     return k
+
+
+@kernel
+def add_regime_decision(decision, dense, weights, regime):
+    """Add each row's dense features times its regime's coefficients to ``decision``
+    (n x k, in place): ``weights`` is (regimes x d x k), ``regime`` the row's regime or -1
+    (none: nothing added). One pass over the rows: NumPy's einsum over a gathered
+    (n x d x k) copy of the weights cost five times as much."""
+    n, d = dense.shape
+    k = weights.shape[2]
+    for i in range(n):
+        r = regime[i]
+        if r < 0:
+            continue
+        for j in range(k):
+            acc = 0.0
+            for c in range(d):
+                acc += dense[i, c] * weights[r, c, j]
+            decision[i, j] += acc
