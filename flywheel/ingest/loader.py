@@ -229,6 +229,34 @@ def ingest_day(
         say(f"{day}: landing folder {settings.source_name(settings.landing_for(day))} holds 0 files: "
             "the day is stored empty")
 
+    with _ordered_inserts(con):
+        _replace_day(con, settings, day, paths, report, say, fast_formats=fast_formats)
+    crash_point(settings, "ingest:after_commit")
+    return report
+
+
+@contextlib.contextmanager
+def _ordered_inserts(con) -> Iterator[None]:
+    """Keep the insertion order of every insert of the day, and the setting as it was
+    afterwards.
+
+    The rows a transaction inserts stay in memory until its COMMIT, unless DuckDB writes
+    full row groups to the database file as they fill, which it does for inserts that
+    keep their order; unordered inserts (the connection's default) each leave their
+    rows in memory: a day of a million records held about 4 GB there.
+    """
+    previous = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
+
+
+def _replace_day(con, settings: Settings, day: str, paths: list[Path], report: IngestReport, say: Progress, *,
+                 fast_formats: bool) -> None:
+    """Replace the day's rows with those of ``paths`` in one transaction (see
+    :func:`ingest_day`), filling ``report``."""
     con.execute("BEGIN TRANSACTION")
     try:
         for table in DAILY_TABLES:
@@ -259,8 +287,6 @@ def ingest_day(
         # a plain ROLLBACK would raise again and hide why.
         store.rollback(con)
         raise
-    crash_point(settings, "ingest:after_commit")
-    return report
 
 
 def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
@@ -386,6 +412,19 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     second = second.set_column(0, "rid", pa.array(np.arange(second.num_rows), pa.int64()))
     _second_look(con, day, source_file, "canonical_jsonl", second, fast=True, mode=mode, report=report,
                  window=window)
+
+
+
+def _scan_once(table: pa.Table) -> pa.RecordBatchReader:
+    """Return ``table`` as a stream of its record batches, for DuckDB to scan once.
+
+    DuckDB keeps an Arrow table registered on a connection alive until the end of the
+    transaction (even after it is unregistered), and the day is one transaction: every
+    batch of the day would stay in memory. A stream is consumed, and each of its batches
+    freed, as the statement reads it. A statement that reads a relation twice needs it
+    registered again.
+    """
+    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
 
 class _LineSource:
@@ -798,7 +837,7 @@ def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> It
                 raise _RowByRow
             n = batch.num_rows
             rows = pa.StructArray.from_arrays([_finite_or_text(c) for c in batch.columns], names=batch.schema.names)
-            con.register("stage_rows", pa.table({"row": rows}))
+            con.register("stage_rows", _scan_once(pa.table({"row": rows})))
             try:
                 text = con.execute("SELECT to_json(row)::VARCHAR FROM stage_rows").fetch_arrow_table().column(0)
             finally:
@@ -1134,8 +1173,6 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
     read back from `logs`. Other formats take the detailed statement, which writes to
     the temporary table of late records and returns the lines it took.
     """
-    con.register("stage_batch", batch)
-    con.register("stage_fix", FIX_SCHEMA.empty_table())
     try:
         hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
         fast = one_record_per_line or fmt in ONE_RECORD_PER_LINE
@@ -1161,8 +1198,8 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
     store the broken ones with their reason, and the good ones (with ``fast``, those the
     combined test did not settle; always, the PII candidates, scrubbed in Python)."""
     hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
-    con.register("stage_second", second)
-    con.register("stage_fix", FIX_SCHEMA.empty_table())
+    con.register("stage_second", _scan_once(second))
+    con.register("stage_fix", _scan_once(FIX_SCHEMA.empty_table()))
     try:
         # Judged once, then read three ways: rejected, accepted, held back for PII.
         con.execute(f"CREATE OR REPLACE TEMP TABLE stage_judged AS {judged_sql('stage_second', 'stage_fix', window=window)}")
@@ -1186,7 +1223,7 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         if docs:
             # The scrubbed values replace the record's own (acceptance does not change:
             # a placeholder is never blank).
-            con.register("stage_fix", _pii_fixes(docs, mode, report))
+            con.register("stage_fix", _scan_once(_pii_fixes(docs, mode, report)))
             _insert_accepted(con, day, source_file, fmt, judged_accepted("stage_judged", fix="stage_fix"),
                              table=LATE_LOGS)
         con.execute("DROP TABLE stage_judged")
@@ -1207,11 +1244,13 @@ def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | Non
     if len(records) == 0:
         return None
     accepted = fast_accepted_sql("stage_batch", pii_gate=hold_back, key_lists=_key_lists(batch), window=window)
+    con.register("stage_batch", _scan_once(batch))
     with _fast_insert_settings(con):
         taken = _insert_accepted(con, day, source_file, fmt, accepted)
     if taken == len(records):
         return None
     bounds = pc.min_max(records)
+    con.register("stage_batch", _scan_once(batch.select(["line", "blank"])))
     return con.execute(
         """SELECT line FROM stage_batch WHERE NOT blank
            EXCEPT
@@ -1274,6 +1313,8 @@ def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str |
     day), which can say which lines it took (``RETURNING``: a DuckLake table cannot)."""
     # Without filter pushdown: DuckDB would otherwise repeat the parse of every record
     # for each field the checks name (on OTel spans 3 GB of RSS and most of the time).
+    con.register("stage_batch", _scan_once(batch))
+    con.register("stage_fix", _scan_once(FIX_SCHEMA.empty_table()))
     with _fast_insert_settings(con):
         taken = con.execute(
             f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back, window=window), table=LATE_LOGS)}
