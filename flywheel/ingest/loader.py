@@ -235,22 +235,46 @@ def ingest_day(
     return report
 
 
+# DuckDB settings for the day's transaction (see :func:`_ordered_inserts`).
+DAY_SETTINGS = {"preserve_insertion_order": "true", "write_buffer_row_group_memory_limit": "256MB"}
+
+
 @contextlib.contextmanager
 def _ordered_inserts(con) -> Iterator[None]:
-    """Keep the insertion order of every insert of the day, and the setting as it was
-    afterwards.
+    """Run the day's transaction with :data:`DAY_SETTINGS`, and the settings as they
+    were afterwards.
 
     The rows a transaction inserts stay in memory until its COMMIT, unless DuckDB writes
     full row groups to the database file as they fill, which it does for inserts that
     keep their order; unordered inserts (the connection's default) each leave their
-    rows in memory: a day of a million records held about 4 GB there.
+    rows in memory: a day of a million records held about 4 GB there. DuckDB also
+    buffers the row groups it writes out (by default up to 20% of its memory limit per
+    thread: over 2 GB of Langfuse traces): a smaller buffer bounds that.
     """
-    previous = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
-    con.execute("SET preserve_insertion_order = true")
+    with _settings(con, DAY_SETTINGS):
+        yield
+
+
+@contextlib.contextmanager
+def _settings(con, settings: dict[str, str]) -> Iterator[None]:
+    """Set DuckDB's ``settings`` (name: value), and back as they were afterwards (a
+    setting at its default is reset: some defaults follow other settings)."""
+    def current(name: str) -> str:
+        return con.execute(f"SELECT current_setting('{name}')::VARCHAR").fetchone()[0]
+
+    previous: dict[str, str | None] = {}
+    for name in settings:
+        previous[name] = current(name)
+        con.execute(f"RESET {name}")
+        if current(name) == previous[name]:
+            previous[name] = None  # the default
+    for name, value in settings.items():
+        con.execute(f"SET {name} = '{value}'")
     try:
         yield
     finally:
-        con.execute(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
+        for name, value in previous.items():
+            con.execute(f"RESET {name}" if value is None else f"SET {name} = '{value}'")
 
 
 def _replace_day(con, settings: Settings, day: str, paths: list[Path], report: IngestReport, say: Progress, *,
