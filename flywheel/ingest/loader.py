@@ -1330,27 +1330,37 @@ def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tu
 
 def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None,
                    window: TsWindow) -> pa.Table | None:
-    """Insert the accepted records of the batch, judged in detail; return the lines left
-    for a second look (None when every record was taken).
+    """Insert the accepted records of the batch, judged in detail, into `logs`; return
+    the lines left for a second look (None when every record was taken).
 
-    They go to the temporary table of late records (moved to `logs` at the end of the
-    day), which can say which lines it took (``RETURNING``: a DuckLake table cannot)."""
-    # Without filter pushdown: DuckDB would otherwise repeat the parse of every record
-    # for each field the checks name (on OTel spans 3 GB of RSS and most of the time).
+    A line may hold several records (OTLP spans), and a batch may begin with the last
+    records of a line the previous batch began: what the batch took of a line is what
+    `logs` holds of it now, less (for its first line) what it held before. (Not a
+    temporary table with ``RETURNING``, which a DuckLake table cannot do: its rows
+    would stay in memory until the day's COMMIT.)
+    """
+    records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
+    if len(records) == 0:
+        return None
+    bounds = pc.min_max(records)
+    first, last = bounds["min"].as_py(), bounds["max"].as_py()
+    where = "day = ? AND source_file = ? AND source_line BETWEEN ? AND ?"
+    held_before = con.execute(f"SELECT count(*) FROM logs WHERE {where}",
+                              [day, source_file, first, first]).fetchone()[0]
     con.register("stage_batch", _scan_once(batch))
     con.register("stage_fix", _scan_once(FIX_SCHEMA.empty_table()))
+    # Without filter pushdown: DuckDB would otherwise repeat the parse of every record
+    # for each field the checks name (on OTel spans 3 GB of RSS and most of the time).
     with _fast_insert_settings(con):
-        taken = con.execute(
-            f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back, window=window), table=LATE_LOGS)}
-                RETURNING source_line""",
-            [day, source_file, fmt],
-        ).fetch_arrow_table().column(0)
-    records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
-    if len(taken) == len(records):
+        taken = _insert_accepted(con, day, source_file, fmt,
+                                 accepted_sql("stage_batch", "stage_fix", hold_back=hold_back, window=window))
+    if taken == len(records):
         return None
-    # Lines with fewer rows taken than records (a line may hold several records).
+    # Lines with fewer rows taken than records.
     wanted = Counter(records.to_pylist())
-    wanted.subtract(Counter(taken.to_pylist()))
+    wanted[first] += held_before
+    wanted.subtract(dict(con.execute(f"SELECT source_line, count(*) FROM logs WHERE {where} GROUP BY ALL",
+                                     [day, source_file, first, last]).fetchall()))
     return pa.table({"line": pa.array([line for line, missing in wanted.items() if missing > 0], pa.int64())})
 
 
