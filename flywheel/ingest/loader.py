@@ -1225,12 +1225,19 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
     con.register("stage_second", _scan_once(second))
     con.register("stage_fix", _scan_once(FIX_SCHEMA.empty_table()))
     try:
-        # Judged once, then read three ways: rejected, accepted, held back for PII.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_judged AS {judged_sql('stage_second', 'stage_fix', window=window)}")
-        rejected = con.execute(judged_rejected("stage_judged")).fetchall()
+        # Judged once, then read three ways: rejected, accepted, held back for PII. (In
+        # Arrow, registered again for each statement, not in a temporary table: DuckDB
+        # would keep every one made until the day's COMMIT.)
+        judged = con.execute(judged_sql("stage_second", "stage_fix", window=window)).fetch_arrow_table()
+
+        def stage_judged() -> str:
+            con.register("stage_judged", _scan_once(judged))
+            return "stage_judged"
+
+        rejected = con.execute(judged_rejected(stage_judged())).fetchall()
         _insert_rejected(con, day, source_file, rejected, mode, report)
         if fast:
-            _insert_accepted(con, day, source_file, fmt, judged_accepted("stage_judged", hold_back=hold_back),
+            _insert_accepted(con, day, source_file, fmt, judged_accepted(stage_judged(), hold_back=hold_back),
                              table=LATE_LOGS)
         # The held records' text fields, each with whether the prefilter matches it:
         # only those are scanned in Python (the detectors find nothing elsewhere).
@@ -1242,17 +1249,16 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
                        messages::VARCHAR,
                        CASE WHEN regexp_matches(tags::VARCHAR, {json_pattern}) THEN tags END,
                        CASE WHEN regexp_matches(metadata::VARCHAR, {json_pattern}) THEN metadata::VARCHAR END
-                FROM ({judged_accepted('stage_judged', hold_back=hold_back, held=True)})"""
+                FROM ({judged_accepted(stage_judged(), hold_back=hold_back, held=True)})"""
         ).fetchall()
         if docs:
             # The scrubbed values replace the record's own (acceptance does not change:
             # a placeholder is never blank).
             con.register("stage_fix", _scan_once(_pii_fixes(docs, mode, report)))
-            _insert_accepted(con, day, source_file, fmt, judged_accepted("stage_judged", fix="stage_fix"),
+            _insert_accepted(con, day, source_file, fmt, judged_accepted(stage_judged(), fix="stage_fix"),
                              table=LATE_LOGS)
-        con.execute("DROP TABLE stage_judged")
     finally:
-        for name in ("stage_second", "stage_fix"):
+        for name in ("stage_second", "stage_fix", "stage_judged"):
             con.unregister(name)
 
 
