@@ -110,8 +110,6 @@ PARSED_BATCH_ROWS = 20_000
 PARALLEL_CHUNK_ROWS = 8_192
 # Rows that could hold PII kept aside while a JSON-lines file streams into DuckDB.
 STASH_BYTES = 256 << 20
-# A temporary table like `logs` for the records accepted on a second look.
-LATE_LOGS = "late_logs"
 # Formats where each record has a line (or CSV/Parquet row) of its own: their batches
 # take the fast statement, and what it took is known from the lines now in `logs`.
 ONE_RECORD_PER_LINE = ("canonical_jsonl", "canonical_csv", "canonical_parquet")
@@ -285,9 +283,6 @@ def _replace_day(con, settings: Settings, day: str, paths: list[Path], report: I
     try:
         for table in DAILY_TABLES:
             con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
-        # Records accepted on a second look wait here and go to `logs` in one insert:
-        # many small inserts after the large ones cost DuckDB far more per row.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {LATE_LOGS} AS SELECT * FROM logs LIMIT 0")
         detected, batch_requests = _detect_all(paths, report, settings)
         for path, fmt, file_report in detected:
             say(f"{day}: reading {path.name} ({fmt})")
@@ -299,8 +294,6 @@ def _replace_day(con, settings: Settings, day: str, paths: list[Path], report: I
                 file_report.error = exc.reason
                 file_report.read = file_report.blank_lines = file_report.ignored = 0
                 say(f"{day}: cannot read {path}: {exc.reason}")
-        con.execute(f"INSERT INTO logs SELECT * FROM {LATE_LOGS}")
-        con.execute(f"DROP TABLE {LATE_LOGS}")
         _move_duplicates(con, day)
         _count(con, day, report)
         _record_files(con, day, report)
@@ -1194,8 +1187,8 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
 
     Formats with one record per line take the fast statement (one combined test,
     see :func:`flywheel.ingest.normalize.fast_accepted_sql`); the lines it took are
-    read back from `logs`. Other formats take the detailed statement, which writes to
-    the temporary table of late records and returns the lines it took.
+    read back from `logs`. Other formats take the detailed statement, whose lines taken
+    are counted in `logs` (see :func:`_detailed_pass`).
     """
     try:
         hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
@@ -1237,8 +1230,7 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         rejected = con.execute(judged_rejected(stage_judged())).fetchall()
         _insert_rejected(con, day, source_file, rejected, mode, report)
         if fast:
-            _insert_accepted(con, day, source_file, fmt, judged_accepted(stage_judged(), hold_back=hold_back),
-                             table=LATE_LOGS)
+            _insert_accepted(con, day, source_file, fmt, judged_accepted(stage_judged(), hold_back=hold_back))
         # The held records' text fields, each with whether the prefilter matches it:
         # only those are scanned in Python (the detectors find nothing elsewhere).
         pattern = "'" + hold_back.replace("'", "''") + "'" if hold_back is not None else ""
@@ -1255,8 +1247,7 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
             # The scrubbed values replace the record's own (acceptance does not change:
             # a placeholder is never blank).
             con.register("stage_fix", _scan_once(_pii_fixes(docs, mode, report)))
-            _insert_accepted(con, day, source_file, fmt, judged_accepted(stage_judged(), fix="stage_fix"),
-                             table=LATE_LOGS)
+            _insert_accepted(con, day, source_file, fmt, judged_accepted(stage_judged(), fix="stage_fix"))
     finally:
         for name in ("stage_second", "stage_fix", "stage_judged"):
             con.unregister(name)
@@ -1414,7 +1405,7 @@ def _insert_rejected(con, day: str, source_file: str, rejected: list[tuple], mod
 
 def _forget_file(con, day: str, source_file: str) -> None:
     """Remove what a file that turned out unreadable half-way had already stored."""
-    for table in ("logs", LATE_LOGS, "rejected_logs"):
+    for table in ("logs", "rejected_logs"):
         con.execute(f"DELETE FROM {table} WHERE day = ? AND source_file = ?", [day, source_file])
 
 
