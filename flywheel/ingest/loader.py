@@ -1349,8 +1349,16 @@ def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str |
     # Without filter pushdown: DuckDB would otherwise repeat the parse of every record
     # for each field the checks name (on OTel spans 3 GB of RSS and most of the time).
     with _fast_insert_settings(con):
-        taken = _insert_accepted(con, day, source_file, fmt,
-                                 accepted_sql("stage_batch", "stage_fix", hold_back=hold_back, window=window))
+        accepted = con.execute(accepted_sql("stage_batch", "stage_fix", hold_back=hold_back,
+                                            window=window)).fetch_arrow_table()
+    # Inserted from Arrow: an insert straight from the checks (which join) does not keep
+    # its order, and DuckDB would hold its rows in memory until the day's COMMIT.
+    con.register("stage_accepted", _scan_once(accepted))
+    del accepted
+    try:
+        taken = _insert_accepted(con, day, source_file, fmt, "SELECT * FROM stage_accepted")
+    finally:
+        con.unregister("stage_accepted")
     if taken == len(records):
         return None
     # Lines with fewer rows taken than records.
