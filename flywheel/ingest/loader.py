@@ -110,8 +110,6 @@ PARSED_BATCH_ROWS = 20_000
 PARALLEL_CHUNK_ROWS = 8_192
 # Rows that could hold PII kept aside while a JSON-lines file streams into DuckDB.
 STASH_BYTES = 256 << 20
-# A temporary table like `logs` for the records accepted on a second look.
-LATE_LOGS = "late_logs"
 # Formats where each record has a line (or CSV/Parquet row) of its own: their batches
 # take the fast statement, and what it took is known from the lines now in `logs`.
 ONE_RECORD_PER_LINE = ("canonical_jsonl", "canonical_csv", "canonical_parquet")
@@ -229,13 +227,62 @@ def ingest_day(
         say(f"{day}: landing folder {settings.source_name(settings.landing_for(day))} holds 0 files: "
             "the day is stored empty")
 
+    with _ordered_inserts(con):
+        _replace_day(con, settings, day, paths, report, say, fast_formats=fast_formats)
+    crash_point(settings, "ingest:after_commit")
+    return report
+
+
+# DuckDB settings for the day's transaction (see :func:`_ordered_inserts`).
+DAY_SETTINGS = {"preserve_insertion_order": "true", "write_buffer_row_group_memory_limit": "256MB"}
+
+
+@contextlib.contextmanager
+def _ordered_inserts(con) -> Iterator[None]:
+    """Run the day's transaction with :data:`DAY_SETTINGS`, and the settings as they
+    were afterwards.
+
+    The rows a transaction inserts stay in memory until its COMMIT, unless DuckDB writes
+    full row groups to the database file as they fill, which it does for inserts that
+    keep their order; unordered inserts (the connection's default) each leave their
+    rows in memory: a day of a million records held about 4 GB there. DuckDB also
+    buffers the row groups it writes out (by default up to 20% of its memory limit per
+    thread: over 2 GB of Langfuse traces): a smaller buffer bounds that.
+    """
+    with _settings(con, DAY_SETTINGS):
+        yield
+
+
+@contextlib.contextmanager
+def _settings(con, settings: dict[str, str]) -> Iterator[None]:
+    """Set DuckDB's ``settings`` (name: value), and back as they were afterwards (a
+    setting at its default is reset: some defaults follow other settings)."""
+    def current(name: str) -> str:
+        return con.execute(f"SELECT current_setting('{name}')::VARCHAR").fetchone()[0]
+
+    previous: dict[str, str | None] = {}
+    for name in settings:
+        previous[name] = current(name)
+        con.execute(f"RESET {name}")
+        if current(name) == previous[name]:
+            previous[name] = None  # the default
+    for name, value in settings.items():
+        con.execute(f"SET {name} = '{value}'")
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            con.execute(f"RESET {name}" if value is None else f"SET {name} = '{value}'")
+
+
+def _replace_day(con, settings: Settings, day: str, paths: list[Path], report: IngestReport, say: Progress, *,
+                 fast_formats: bool) -> None:
+    """Replace the day's rows with those of ``paths`` in one transaction (see
+    :func:`ingest_day`), filling ``report``."""
     con.execute("BEGIN TRANSACTION")
     try:
         for table in DAILY_TABLES:
             con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
-        # Records accepted on a second look wait here and go to `logs` in one insert:
-        # many small inserts after the large ones cost DuckDB far more per row.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {LATE_LOGS} AS SELECT * FROM logs LIMIT 0")
         detected, batch_requests = _detect_all(paths, report, settings)
         for path, fmt, file_report in detected:
             say(f"{day}: reading {path.name} ({fmt})")
@@ -247,8 +294,6 @@ def ingest_day(
                 file_report.error = exc.reason
                 file_report.read = file_report.blank_lines = file_report.ignored = 0
                 say(f"{day}: cannot read {path}: {exc.reason}")
-        con.execute(f"INSERT INTO logs SELECT * FROM {LATE_LOGS}")
-        con.execute(f"DROP TABLE {LATE_LOGS}")
         _move_duplicates(con, day)
         _count(con, day, report)
         _record_files(con, day, report)
@@ -259,8 +304,6 @@ def ingest_day(
         # a plain ROLLBACK would raise again and hide why.
         store.rollback(con)
         raise
-    crash_point(settings, "ingest:after_commit")
-    return report
 
 
 def _detect_all(paths: list[Path], report: IngestReport, settings: Settings):
@@ -386,6 +429,19 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     second = second.set_column(0, "rid", pa.array(np.arange(second.num_rows), pa.int64()))
     _second_look(con, day, source_file, "canonical_jsonl", second, fast=True, mode=mode, report=report,
                  window=window)
+
+
+
+def _scan_once(table: pa.Table) -> pa.RecordBatchReader:
+    """Return ``table`` as a stream of its record batches, for DuckDB to scan once.
+
+    DuckDB keeps an Arrow table registered on a connection alive until the end of the
+    transaction (even after it is unregistered), and the day is one transaction: every
+    batch of the day would stay in memory. A stream is consumed, and each of its batches
+    freed, as the statement reads it. A statement that reads a relation twice needs it
+    registered again.
+    """
+    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
 
 class _LineSource:
@@ -798,7 +854,7 @@ def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> It
                 raise _RowByRow
             n = batch.num_rows
             rows = pa.StructArray.from_arrays([_finite_or_text(c) for c in batch.columns], names=batch.schema.names)
-            con.register("stage_rows", pa.table({"row": rows}))
+            con.register("stage_rows", _scan_once(pa.table({"row": rows})))
             try:
                 text = con.execute("SELECT to_json(row)::VARCHAR FROM stage_rows").fetch_arrow_table().column(0)
             finally:
@@ -1131,11 +1187,9 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
 
     Formats with one record per line take the fast statement (one combined test,
     see :func:`flywheel.ingest.normalize.fast_accepted_sql`); the lines it took are
-    read back from `logs`. Other formats take the detailed statement, which writes to
-    the temporary table of late records and returns the lines it took.
+    read back from `logs`. Other formats take the detailed statement, whose lines taken
+    are counted in `logs` (see :func:`_detailed_pass`).
     """
-    con.register("stage_batch", batch)
-    con.register("stage_fix", FIX_SCHEMA.empty_table())
     try:
         hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
         fast = one_record_per_line or fmt in ONE_RECORD_PER_LINE
@@ -1161,16 +1215,22 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
     store the broken ones with their reason, and the good ones (with ``fast``, those the
     combined test did not settle; always, the PII candidates, scrubbed in Python)."""
     hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
-    con.register("stage_second", second)
-    con.register("stage_fix", FIX_SCHEMA.empty_table())
+    con.register("stage_second", _scan_once(second))
+    con.register("stage_fix", _scan_once(FIX_SCHEMA.empty_table()))
     try:
-        # Judged once, then read three ways: rejected, accepted, held back for PII.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_judged AS {judged_sql('stage_second', 'stage_fix', window=window)}")
-        rejected = con.execute(judged_rejected("stage_judged")).fetchall()
+        # Judged once, then read three ways: rejected, accepted, held back for PII. (In
+        # Arrow, registered again for each statement, not in a temporary table: DuckDB
+        # would keep every one made until the day's COMMIT.)
+        judged = con.execute(judged_sql("stage_second", "stage_fix", window=window)).fetch_arrow_table()
+
+        def stage_judged() -> str:
+            con.register("stage_judged", _scan_once(judged))
+            return "stage_judged"
+
+        rejected = con.execute(judged_rejected(stage_judged())).fetchall()
         _insert_rejected(con, day, source_file, rejected, mode, report)
         if fast:
-            _insert_accepted(con, day, source_file, fmt, judged_accepted("stage_judged", hold_back=hold_back),
-                             table=LATE_LOGS)
+            _insert_accepted(con, day, source_file, fmt, judged_accepted(stage_judged(), hold_back=hold_back))
         # The held records' text fields, each with whether the prefilter matches it:
         # only those are scanned in Python (the detectors find nothing elsewhere).
         pattern = "'" + hold_back.replace("'", "''") + "'" if hold_back is not None else ""
@@ -1181,17 +1241,15 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
                        messages::VARCHAR,
                        CASE WHEN regexp_matches(tags::VARCHAR, {json_pattern}) THEN tags END,
                        CASE WHEN regexp_matches(metadata::VARCHAR, {json_pattern}) THEN metadata::VARCHAR END
-                FROM ({judged_accepted('stage_judged', hold_back=hold_back, held=True)})"""
+                FROM ({judged_accepted(stage_judged(), hold_back=hold_back, held=True)})"""
         ).fetchall()
         if docs:
             # The scrubbed values replace the record's own (acceptance does not change:
             # a placeholder is never blank).
-            con.register("stage_fix", _pii_fixes(docs, mode, report))
-            _insert_accepted(con, day, source_file, fmt, judged_accepted("stage_judged", fix="stage_fix"),
-                             table=LATE_LOGS)
-        con.execute("DROP TABLE stage_judged")
+            con.register("stage_fix", _scan_once(_pii_fixes(docs, mode, report)))
+            _insert_accepted(con, day, source_file, fmt, judged_accepted(stage_judged(), fix="stage_fix"))
     finally:
-        for name in ("stage_second", "stage_fix"):
+        for name in ("stage_second", "stage_fix", "stage_judged"):
             con.unregister(name)
 
 
@@ -1207,11 +1265,13 @@ def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | Non
     if len(records) == 0:
         return None
     accepted = fast_accepted_sql("stage_batch", pii_gate=hold_back, key_lists=_key_lists(batch), window=window)
+    con.register("stage_batch", _scan_once(batch))
     with _fast_insert_settings(con):
         taken = _insert_accepted(con, day, source_file, fmt, accepted)
     if taken == len(records):
         return None
     bounds = pc.min_max(records)
+    con.register("stage_batch", _scan_once(batch.select(["line", "blank"])))
     return con.execute(
         """SELECT line FROM stage_batch WHERE NOT blank
            EXCEPT
@@ -1267,25 +1327,45 @@ def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tu
 
 def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | None,
                    window: TsWindow) -> pa.Table | None:
-    """Insert the accepted records of the batch, judged in detail; return the lines left
-    for a second look (None when every record was taken).
+    """Insert the accepted records of the batch, judged in detail, into `logs`; return
+    the lines left for a second look (None when every record was taken).
 
-    They go to the temporary table of late records (moved to `logs` at the end of the
-    day), which can say which lines it took (``RETURNING``: a DuckLake table cannot)."""
+    A line may hold several records (OTLP spans), and a batch may begin with the last
+    records of a line the previous batch began: what the batch took of a line is what
+    `logs` holds of it now, less (for its first line) what it held before. (Not a
+    temporary table with ``RETURNING``, which a DuckLake table cannot do: its rows
+    would stay in memory until the day's COMMIT.)
+    """
+    records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
+    if len(records) == 0:
+        return None
+    bounds = pc.min_max(records)
+    first, last = bounds["min"].as_py(), bounds["max"].as_py()
+    where = "day = ? AND source_file = ? AND source_line BETWEEN ? AND ?"
+    held_before = con.execute(f"SELECT count(*) FROM logs WHERE {where}",
+                              [day, source_file, first, first]).fetchone()[0]
+    con.register("stage_batch", _scan_once(batch))
+    con.register("stage_fix", _scan_once(FIX_SCHEMA.empty_table()))
     # Without filter pushdown: DuckDB would otherwise repeat the parse of every record
     # for each field the checks name (on OTel spans 3 GB of RSS and most of the time).
     with _fast_insert_settings(con):
-        taken = con.execute(
-            f"""{_insert_sql(accepted_sql('stage_batch', 'stage_fix', hold_back=hold_back, window=window), table=LATE_LOGS)}
-                RETURNING source_line""",
-            [day, source_file, fmt],
-        ).fetch_arrow_table().column(0)
-    records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
-    if len(taken) == len(records):
+        accepted = con.execute(accepted_sql("stage_batch", "stage_fix", hold_back=hold_back,
+                                            window=window)).fetch_arrow_table()
+    # Inserted from Arrow: an insert straight from the checks (which join) does not keep
+    # its order, and DuckDB would hold its rows in memory until the day's COMMIT.
+    con.register("stage_accepted", _scan_once(accepted))
+    del accepted
+    try:
+        taken = _insert_accepted(con, day, source_file, fmt, "SELECT * FROM stage_accepted")
+    finally:
+        con.unregister("stage_accepted")
+    if taken == len(records):
         return None
-    # Lines with fewer rows taken than records (a line may hold several records).
+    # Lines with fewer rows taken than records.
     wanted = Counter(records.to_pylist())
-    wanted.subtract(Counter(taken.to_pylist()))
+    wanted[first] += held_before
+    wanted.subtract(dict(con.execute(f"SELECT source_line, count(*) FROM logs WHERE {where} GROUP BY ALL",
+                                     [day, source_file, first, last]).fetchall()))
     return pa.table({"line": pa.array([line for line, missing in wanted.items() if missing > 0], pa.int64())})
 
 
@@ -1333,7 +1413,7 @@ def _insert_rejected(con, day: str, source_file: str, rejected: list[tuple], mod
 
 def _forget_file(con, day: str, source_file: str) -> None:
     """Remove what a file that turned out unreadable half-way had already stored."""
-    for table in ("logs", LATE_LOGS, "rejected_logs"):
+    for table in ("logs", "rejected_logs"):
         con.execute(f"DELETE FROM {table} WHERE day = ? AND source_file = ?", [day, source_file])
 
 

@@ -106,10 +106,12 @@ def _requests_of(con, lines: pa.Table, requests: dict, *, enabled: bool):
     """Register ``fast_requests(custom_id, body)``: the JSON text of the input line's
     body (an object) of each custom id the batch's lines name (only those: the day's
     requests are not copied as a whole)."""
+    from flywheel.ingest import loader
+
     if not enabled:
         yield
         return
-    con.register("fast_lines_ids", lines)
+    con.register("fast_lines_ids", loader._scan_once(lines.select(["text", "blank"])))
     try:
         ids = con.execute(
             """SELECT DISTINCT try(from_json(text, '{"custom_id":"VARCHAR"}')).custom_id FROM fast_lines_ids
@@ -124,8 +126,8 @@ def _requests_of(con, lines: pa.Table, requests: dict, *, enabled: bool):
         if isinstance(body, dict):
             found.append(custom_id)
             bodies.append(json.dumps(body, ensure_ascii=False))
-    con.register("fast_requests", pa.table({"custom_id": pa.array(found, pa.string()),
-                                            "body": pa.array(bodies, pa.string())}))
+    con.register("fast_requests", loader._scan_once(pa.table({"custom_id": pa.array(found, pa.string()),
+                                                              "body": pa.array(bodies, pa.string())})))
     try:
         yield
     finally:
@@ -248,7 +250,8 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
     n = lines.num_rows
     # Small record batches: DuckDB maps one per thread, and a batch of lines is only a
     # few of the loader's chunks.
-    con.register("fast_lines", pa.Table.from_batches(lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS), lines.schema))
+    con.register("fast_lines", pa.RecordBatchReader.from_batches(
+        lines.schema, lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
     try:
         with _no_filter_pushdown(con):
             decided = con.execute(statement("fast_lines", lines)).fetch_arrow_table()
