@@ -142,6 +142,15 @@ def test_the_served_model_is_refitted_on_every_label_and_the_card_keeps_the_eval
     assert n_train == 600 == metrics["served_fit"]["n_train"]  # the registry records the served model
     assert metrics["evaluation_fit"]["n_train"] + n_eval == 600 and n_eval == metrics["n_eval"] > 100
     assert "fitted on all 600 labelled logs" in report.card and "evaluation fit" in report.card
+    # the card has a held-out row per source, with that source's trust verdict beside its metrics
+    per_source = {s["slice_value"]: s for s in metrics["slices"] if s["slice_type"] == "source"}
+    assert set(per_source) == {"summaries", "qa"}
+    assert sum(s["n_eval"] for s in per_source.values()) == n_eval
+    for source, figures in per_source.items():
+        row = next(line for line in report.card.splitlines() if line.startswith(f"| source={source} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == str(figures["n_eval"]) and cells[-1].split()[0] in ("yes", "no")
+        assert metrics["trust"]["sources"][source]["n_eval"] == figures["n_eval"]
 
     served = load_artifact(resolve(settings, path))
     evaluation = load_artifact(resolve(settings, metrics["evaluation_fit"]["artifact"]),

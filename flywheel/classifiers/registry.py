@@ -36,6 +36,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import skops.io as sio
 
 from flywheel.classifiers.evaluation import Comparison, both_classes, compare_auroc
@@ -180,10 +182,16 @@ class Scorer:
     def trusted(self, sources) -> np.ndarray:
         """Return, per row of ``sources`` (the logs' source values), whether this model's
         score of that row is trusted (:meth:`Trust.for_source`)."""
-        sources = pd.Series(np.asarray(sources, dtype=object))
         if self.trust is None:
             return np.ones(len(sources), dtype=bool)
-        codes, uniques = pd.factorize(sources, use_na_sentinel=False)
+        if isinstance(sources, (pa.Array, pa.ChunkedArray)):
+            # an Arrow column is encoded in place: no Python string per row
+            encoded = pc.dictionary_encode(sources.combine_chunks() if isinstance(sources, pa.ChunkedArray)
+                                           else sources, null_encoding="encode")
+            codes = encoded.indices.to_numpy(zero_copy_only=False)
+            uniques = encoded.dictionary.to_pylist()
+        else:
+            codes, uniques = pd.factorize(pd.Series(np.asarray(sources, dtype=object)), use_na_sentinel=False)
         verdicts = np.array([self.trust.for_source(None if pd.isna(u) else u).trusted for u in uniques], dtype=bool)
         return verdicts[codes] if len(codes) else np.zeros(0, dtype=bool)
 

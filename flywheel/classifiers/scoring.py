@@ -144,7 +144,7 @@ def _score_into(con: duckdb.DuckDBPyConnection, settings: Settings, day: str, ac
             writes = []
             for batch in _prefetched(reader):
                 batch_scores = score_frame(active, pl.from_arrow(batch), threads=threads, fast=fast)
-                sources = batch.column("source").to_numpy(zero_copy_only=False)
+                sources = batch.column("source")
                 flags = {task: scorer.trusted(sources) for task, scorer in active.items()}
                 for task in active:
                     sums[task] += float(np.sum(batch_scores[task]))
