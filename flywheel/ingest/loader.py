@@ -1115,20 +1115,7 @@ def _scan(text: str | None) -> tuple[str | None, frozenset[str]]:
 def _scan_value(value: object) -> tuple[object, frozenset[str]]:
     """Return :func:`flywheel.pii.scan_value` of a JSON value (each string redacted, the
     PII types found), scanning only the strings the prefilter does not clear."""
-    found: set[str] = set()
-
-    def walk(node: object) -> object:
-        if isinstance(node, str):
-            redacted, kinds = _scan(node)
-            found.update(kinds)
-            return redacted
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        if isinstance(node, dict):
-            return {key: walk(item) for key, item in node.items()}
-        return node
-
-    return walk(value), frozenset(found)
+    return pii.scan_value(value, scan_text=_scan)
 
 
 def _scan_messages(messages: list) -> tuple[list, set[str]]:

@@ -118,14 +118,17 @@ def scan(text: str | None) -> tuple[str | None, frozenset[str]]:
     return redact_text(text, findings), frozenset(f.type for f in findings)
 
 
-def scan_value(value: object) -> tuple[object, frozenset[str]]:
+def scan_value(value: object, *, scan_text=None) -> tuple[object, frozenset[str]]:
     """Return ``(value with every string redacted, set of PII types found)`` for a JSON
-    value (strings, lists, objects; object keys are kept, their values scanned)."""
+    value (strings, lists, objects; object keys are kept, their values scanned).
+    ``scan_text`` scans one string (default :func:`scan`; the loader passes one that skips
+    strings its prefilter clears)."""
+    scan_text = scan_text or scan
     found: set[str] = set()
 
     def walk(node: object) -> object:
         if isinstance(node, str):
-            redacted, kinds = scan(node)
+            redacted, kinds = scan_text(node)
             found.update(kinds)
             return redacted
         if isinstance(node, list):
