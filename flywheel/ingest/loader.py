@@ -1283,16 +1283,8 @@ def _fast_insert_settings(con, *, whole_file: bool = False) -> Iterator[None]:
     settings = {"disabled_optimizers": "filter_pushdown"}
     if whole_file:
         settings["preserve_insertion_order"] = "true"
-    previous = {
-        name: con.execute(f"SELECT current_setting('{name}')").fetchone()[0] for name in settings
-    }
-    for name, value in settings.items():
-        con.execute(f"SET {name} = '{value}'")
-    try:
+    with _settings(con, settings):
         yield
-    finally:
-        for name, value in previous.items():
-            con.execute(f"SET {name} = '{value}'")
 
 
 def _key_lists(batch: pa.Table, *, sample: int = 200, most: int = 4) -> tuple[tuple[str, ...], ...]:

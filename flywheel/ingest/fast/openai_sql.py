@@ -43,20 +43,14 @@ _MESSAGE = '{"role":"JSON","content":"JSON","tool_calls":"JSON","function_call":
 def sample_keys(texts: Iterable[str | None]) -> dict[str, tuple[str, ...]]:
     """Return the keys (plain names only) of the request, response, usage and request
     metadata objects of the given lines, in first-seen order: the STRUCT to parse into."""
+    return _keys_of(_chat_objects(texts))
+
+
+def _keys_of(objects: Iterable[tuple[str, object]]) -> dict[str, tuple[str, ...]]:
+    """:func:`sample_keys` of the named objects :func:`_chat_objects` yields."""
     seen: dict[str, dict[str, None]] = {name: {} for name in ("request", "response", "usage", "rqmeta")}
-    for text in texts:
-        try:
-            obj = json.loads(text) if text else None
-        except (ValueError, RecursionError):  # the Python mapper judges the line
-            continue
-        if not isinstance(obj, dict):
-            continue
-        request, response = obj.get("request"), obj.get("response")
-        request = request if isinstance(request, dict) else {}
-        response = response if isinstance(response, dict) else {}
-        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
-        rqmeta = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
-        for name, found in (("request", request), ("response", response), ("usage", usage), ("rqmeta", rqmeta)):
+    for name, found in objects:
+        if name in seen and isinstance(found, dict):
             seen[name].update((key, None) for key in found if _PLAIN_KEY.fullmatch(key))
     return {name: tuple(keys) for name, keys in seen.items()}
 
@@ -179,8 +173,9 @@ def openai_chat_docs(lines: str, batch) -> str:
     loader's batch columns; ``batch`` its Arrow table) that it decides: ``doc`` the
     canonical JSON document."""
     texts = batch.column("text").slice(0, 200).to_pylist()
-    keys = sample_keys(texts)
-    lists = _key_lists(_chat_objects(texts))
+    objects = list(_chat_objects(texts))  # each sampled line parsed once, for both uses
+    keys = _keys_of(objects)
+    lists = _key_lists(objects)
     top = _obj({"timestamp": '"JSON"', "workload_id": '"JSON"', "client_id": '"JSON"',
                 "request": _request_struct(keys, _METADATA_FILLS), "response": _response_struct(keys)})
     paths = "['$', '$.request', '$.response', '$.response.usage', '$.request.metadata']"
