@@ -239,6 +239,15 @@ def _capacity(items):
 
 
 @register_jitable
+def _set_size(items, room):
+    """The size of a per-row set of ``items``: kept at most an eighth full, where most
+    lookups are of keys not in it (each then ends at the first empty slot), unless that
+    exceeds ``room`` (the scratch array, sized for the longest row at half full)."""
+    size = _capacity(4 * items)
+    return size if size <= room else _capacity(items)
+
+
+@register_jitable
 def _key(h, kind):
     k = h ^ SALTS[kind]
     return k if k != 0 else np.uint64(1)
@@ -506,7 +515,7 @@ def grounding(out, references):
     most_ref = max(int(np.diff(texts[1]).max()) for ref in references for texts in ref[:2])
     # scratch space for the longest row (a token or a number takes at least two bytes)
     ref_items, out_items = most_ref // 2 + 1, most_out // 2 + 1
-    seen_size = capacity(8 * out_items + 8)
+    seen_size = capacity(16 * out_items + 32)
     sentences = (np.zeros(MAX_SENTENCES, np.int64), np.zeros(MAX_SENTENCES, np.int64),
                  np.zeros(MAX_SENTENCES, np.bool_), np.zeros(MAX_SENTENCES, np.int64),
                  np.zeros(MAX_SENTENCES, np.int64), np.zeros(MAX_SENTENCES, np.float64),
@@ -537,8 +546,12 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
         lo_out, hi_out = out_off[r], out_off[r + 1]
         # the output's distinct unigrams, bigrams, trigrams, numbers, names and dates in one
         # set; marks[slot] says that the reference at hand has the n-gram too
+        # (sized for what goes in, counted first: n-grams, numbers, capitalized words
+        # twice, dates; see _set_size)
         m_nums = _numbers(out_data, lo_out, hi_out, nums, num_pos, 0)
-        ss = _capacity(6 * n_out + m_nums + 8)
+        m_caps = _capitalized_words(out_data, lo_out, hi_out, case_h, lower_h, starter, name_pos, 0)
+        m_dates = _dates(out_data, out_h, out_st, out_sp, out_f, o0, o1, dates, date_pos, 0)
+        ss = _set_size(3 * n_out + m_nums + 2 * m_caps + m_dates + 8, len(seen))
         _clear(seen, ss)
         n_o1 = n_oc = n_o2 = n_o3 = 0
         # sentences: the output's distinct content words are numbered in order of first
@@ -580,18 +593,16 @@ def _grounding(out_data, out_off, out_ptr, out_h, out_st, out_sp, out_f,
                 nums[n_nums], num_pos[n_nums] = nums[j], num_pos[j]
                 n_nums += 1
         # names: capitalized words that start no sentence anywhere in the output
-        m = _capitalized_words(out_data, lo_out, hi_out, case_h, lower_h, starter, name_pos, 0)
-        for j in range(m):
+        for j in range(m_caps):
             if starter[j]:
                 _add(seen, ss, _key(case_h[j], STARTER))
         n_names = 0  # distinct names (lower-cased), kept at the front of lower_h
-        for j in range(m):
+        for j in range(m_caps):
             if not _has(seen, ss, _key(case_h[j], STARTER)) and _add(seen, ss, _key(lower_h[j], NAME)):
                 lower_h[n_names], name_pos[n_names] = lower_h[j], name_pos[j]
                 n_names += 1
-        m = _dates(out_data, out_h, out_st, out_sp, out_f, o0, o1, dates, date_pos, 0)
         n_dates = 0  # distinct dates, kept at the front of dates
-        for j in range(m):
+        for j in range(m_dates):
             if _add(seen, ss, _key(dates[j], DATE)):
                 dates[n_dates], date_pos[n_dates] = dates[j], date_pos[j]
                 n_dates += 1
@@ -650,8 +661,10 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
         hits[s], ref_hits[s], best[s], best_neg[s] = 0, 0, 0.0, False
     # the reference's distinct tokens (and numbers, dates) in a set of its own; each of its
     # n-grams is looked up in the output's set only when its first word is there
+    # (the reference's dates only when the output has any; ref_pos is scratch for both)
     m_ref_nums = _numbers(data, off[r], off[r + 1], ref_nums, ref_pos, 0)
-    rs = _capacity(2 * n_ref + m_ref_nums + 8)
+    m_ref_dates = _dates(data, h, st, sp, fl, t0, t1, ref_dates, ref_pos, 0) if n_dates else 0
+    rs = _set_size(n_ref + m_ref_nums + m_ref_dates + 8, len(ref))
     _clear(ref, rs)
     n_rc = uni_hits = content_hits = bi_hits = tri_hits = 0
     # reference sentences: ref_hits[s] counts the content words of output sentence s in
@@ -722,9 +735,8 @@ def _against(r, col, data, off, h, st, sp, fl, t0, t1, has_reference, out_h, o0,
             novel_names += 1
             novel_sentences |= np.uint64(1) << np.uint64(_sentence_of(sent_start, n_sent, name_pos[j]))
     novel_dates = 0
-    if n_dates:  # the reference's dates only when the output has any
-        m_ref = _dates(data, h, st, sp, fl, t0, t1, ref_dates, ref_pos, 0)
-        for j in range(m_ref):
+    if n_dates:
+        for j in range(m_ref_dates):
             _add(ref, rs, _key(ref_dates[j], DATE))
         for j in range(n_dates):
             if not _has(ref, rs, _key(dates[j], DATE)):
