@@ -290,13 +290,18 @@ def test_langfuse_files_the_fast_path_cannot_read_are_read_the_python_way(tmp_pa
     assert len(tables["logs"]) >= 20
 
 
-def test_batch_requests_across_input_files_are_the_same_both_ways(tmp_path):
+def test_batch_requests_across_input_files_are_the_same_both_ways(tmp_path, monkeypatch):
     """The requests of a Batch API day come from two input files (a later file wins a
     custom_id, within a file a later line does); some are broken, keyed by a number or
     a boolean, or have a body given as JSON text; one output line has no request. The
     fast path (the requests each batch names, joined in SQL) and the Python path give
     the same tables, and the requests found are the right ones."""
     from flywheel.ingest import formats
+    from flywheel.ingest.formats import batch_input
+
+    # Chunks of 3 requests: a custom_id repeated across chunks, a batch's requests
+    # gathered from many chunks, the Python path's output lines taken 3 at a time.
+    monkeypatch.setattr(batch_input, "CHUNK_ROWS", 3)
 
     paths = demo_day(tmp_path / "demo", "openai_batch", rows=40)
     output = next(p for p in paths if formats.detect_format(p) == "openai_batch_output")

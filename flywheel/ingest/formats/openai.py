@@ -23,10 +23,12 @@ Mapping:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any, Iterator
 
 from flywheel.ingest.records import RawRecord
+from flywheel.ingest.formats import batch_input
 from flywheel.ingest.formats.batch_input import BatchRequests, day_batch_requests
 from flywheel.ingest.formats.jsonio import _iter_json_items
 from flywheel.ingest.formats.common import _CANONICAL, _RecordError, _add, _as_dict, _first, _map_items, _own_metadata, _put, _seconds_to_ms
@@ -245,7 +247,11 @@ def _read_batch_output(path, batch_requests, stats) -> Iterator[RawRecord]:
     """Yield the records of an OpenAI Batch API output file (``batch_requests``: the
     day's companion records, see :func:`.batch_input.day_batch_requests`)."""
     requests = day_batch_requests(batch_requests)
-    return _map_items(_iter_json_items(path), lambda obj: _map_batch_output(obj, requests))
+    items = _iter_json_items(path)
+    while chunk := list(itertools.islice(items, batch_input.CHUNK_ROWS)):
+        # The requests of a chunk of output lines, asked for at once (see BatchRequests.subset).
+        named = requests.subset([str(i.value.get("custom_id")) for i in chunk if isinstance(i.value, dict)])
+        yield from _map_items(chunk, lambda obj: _map_batch_output(obj, named))
 
 
 def _map_batch_output(obj: dict, requests: Mapping[str, dict]) -> dict:
