@@ -288,3 +288,74 @@ def test_langfuse_files_the_fast_path_cannot_read_are_read_the_python_way(tmp_pa
     no_end.write_text("[\n" + ",\n".join(traces[:5]) + "\n")
     tables = assert_same_both_ways(tmp_path, [broken, two_per_line, pretty, wrapper, no_end])
     assert len(tables["logs"]) >= 20
+
+
+def test_batch_requests_across_input_files_are_the_same_both_ways(tmp_path, monkeypatch):
+    """The requests of a Batch API day come from two input files (a later file wins a
+    custom_id, within a file a later line does); some are broken, keyed by a number or
+    a boolean, or have a body given as JSON text; one output line has no request. The
+    fast path (the requests each batch names, joined in SQL) and the Python path give
+    the same tables, and the requests found are the right ones."""
+    from flywheel.ingest import formats
+    from flywheel.ingest.formats import batch_input
+
+    # Chunks of 3 requests: a custom_id repeated across chunks, a batch's requests
+    # gathered from many chunks, the Python path's output lines taken 3 at a time.
+    monkeypatch.setattr(batch_input, "CHUNK_ROWS", 3)
+
+    paths = demo_day(tmp_path / "demo", "openai_batch", rows=40)
+    output = next(p for p in paths if formats.detect_format(p) == "openai_batch_output")
+    given = next(p for p in paths if formats.detect_format(p) == "openai_batch_input")
+    inputs = [json.loads(line) for line in given.read_text(encoding="utf-8").splitlines() if line.strip()]
+    outputs = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines() if line.strip()]
+    good = [o for o in outputs if not o.get("error") and o["response"]["status_code"] == 200]
+    assert len(inputs) == 40 and len(good) >= 12
+    by_id = {i["custom_id"]: i for i in inputs}
+
+    def asking(line: dict, text: str) -> dict:
+        """The input line of an output line, asking ``text`` instead."""
+        changed = json.loads(json.dumps(by_id[line["custom_id"]]))
+        changed["body"]["messages"][-1]["content"] = text
+        return changed
+
+    def answering(line: dict, custom_id, log_id: str) -> str:
+        changed = json.loads(json.dumps(line))
+        changed["custom_id"] = custom_id
+        changed["response"]["body"]["id"] = log_id
+        return json.dumps(changed, ensure_ascii=False)
+
+    # The first file holds half of the requests, the second the other half: each
+    # batch of output lines names requests of both.
+    rest = [json.dumps(i) for i in inputs if i["custom_id"] not in (good[1]["custom_id"], good[3]["custom_id"])]
+    first = [
+        json.dumps(asking(good[3], "asked before the same custom_id's later line")),
+        json.dumps(by_id[good[3]["custom_id"]]),
+        '{"custom_id": "req-broken", "body": {',  # broken: skipped, its output line is an orphan
+        json.dumps({"method": "POST", "body": inputs[6]["body"]}),  # no custom_id: skipped
+        json.dumps(asking(good[1], "asked in the first file, then again in the second")),
+        *rest[:20],
+        json.dumps({"custom_id": 7, "body": asking(good[7], "a number as custom_id")["body"]}),
+        json.dumps({"custom_id": True, "body": asking(good[8], "a boolean as custom_id")["body"]}),
+        json.dumps({"custom_id": "as-text", "body": json.dumps(asking(good[9], "a body as JSON text")["body"])}),
+    ]
+    second = [*rest[20:], json.dumps(asking(good[1], "asked in the second file"))]
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a-batch-input.jsonl").write_text("\n".join(first) + "\n", encoding="utf-8")
+    (landing / "b-batch-input.jsonl").write_text("\n".join(second) + "\n", encoding="utf-8")
+    answers = [json.dumps(o, ensure_ascii=False) for o in outputs]
+    answers += [answering(good[7], 7, "chatcmpl-number"), answering(good[8], True, "chatcmpl-boolean"),
+                answering(good[9], "as-text", "chatcmpl-text"), answering(good[10], "req-broken", "x"),
+                answering(good[11], "req-nowhere", "y")]
+    (landing / "c-batch-output.jsonl").write_text("\n".join(answers) + "\n", encoding="utf-8")
+
+    tables = assert_same_both_ways(tmp_path, sorted(landing.iterdir()))
+    with store.connection(load({"FLYWHEEL_HOME": str(tmp_path / "fast")})) as con:
+        asked = dict(con.execute("SELECT log_id, input FROM logs").fetchall())
+    assert asked[good[1]["response"]["body"]["id"]] == "asked in the second file"
+    assert asked[good[3]["response"]["body"]["id"]] != "asked before the same custom_id's later line"
+    assert asked["chatcmpl-number"] == "a number as custom_id"
+    assert asked["chatcmpl-boolean"] == "a boolean as custom_id"
+    assert asked["chatcmpl-text"] == "a body as JSON text"
+    orphans = sorted(row[3] for row in tables["rejected_logs"] if row[3].startswith("no batch input line"))
+    assert orphans == ["no batch input line for custom_id req-broken", "no batch input line for custom_id req-nowhere"]

@@ -7,6 +7,7 @@ import gzip
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -393,6 +394,33 @@ def test_load_batch_requests():
     requests = load_batch_requests(LOGS / "openai_batch_input.jsonl")
     assert sorted(requests) == ["req-1", "req-2", "req-3", "req-4"]
     assert requests["req-2"]["body"]["metadata"]["source"] == "nightly-summaries"
+
+
+def test_batch_requests_keep_the_last_line_of_a_custom_id_in_arrow(tmp_path):
+    from flywheel.ingest.formats import BATCH_INPUT, day_batch_requests, load_companion
+
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(b'{"custom_id": "req-1", "body": {"model": "old"}}\n'
+                      b'{"custom_id": "req-1", "body": {"model": "new"}}\n'
+                      b'{"custom_id": 2, "body": "{\\"model\\": \\"as text\\"}"}\n'
+                      b'{"custom_id": "not-utf8-\xff", "body": {"model": "odd"}}\n'
+                      b'{"custom_id": "req-3"}\n')
+    second.write_bytes(b'{"custom_id": "req-1", "body": {"model": "second file"}}\n')
+    requests = load_batch_requests(first)
+    assert requests["req-1"] == {"body": {"model": "new"}}
+    assert requests["2"] == {"body": '{"model": "as text"}'}  # as found: the mapper parses it
+    assert requests["not-utf8-\udcff"] == {"body": {"model": "odd"}}  # kept out of Arrow
+    assert requests["req-3"] == {"body": None} and requests.get("req-9") is None
+    assert requests.ids.column("custom_id").to_pylist() == ["req-1", "2", "req-3"]
+    assert requests.ids.column("object").to_pylist() == [True, False, False]  # what SQL may join
+    day = {**load_companion(first, "openai_batch_input"), **load_companion(second, "openai_batch_input")}
+    assert sorted(key[0] for key in day) == [BATCH_INPUT, BATCH_INPUT]
+    merged = day_batch_requests(day)
+    assert merged["req-1"] == {"body": {"model": "second file"}} and len(merged) == 4
+    # A subset answers for the custom ids it was cut for, and asks the whole day for others.
+    subset = merged.subset(pa.array(["req-3", None, "req-3", "req-9"]))
+    assert subset.table.num_rows == 1 and subset["req-3"] == {"body": None}
+    assert subset["req-1"] == {"body": {"model": "second file"}} and "req-9" not in subset
 
 
 def test_openai_batch_output_joins_the_input_file():

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flywheel.ingest.fast import langfuse_sql, openai_sql
+from flywheel.ingest.formats.batch_input import BatchRequests, day_batch_requests
 from flywheel.ingest.formats.common import _map_value
 from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _is_gzip, _json_error
 from flywheel.ingest.formats.langfuse import _map_langfuse, _trace_of_download
@@ -39,7 +40,8 @@ class NotFast(Exception):
     """The file cannot take the fast path; the loader reads it the Python way."""
 
 
-# The fast formats: each gives, from the day's companion records, the mapping statement
+# The fast formats: each gives, from the day's companion records (for Batch API output,
+# the requests a batch of lines names, see :func:`_requests_of`), the mapping statement
 # over a relation of lines (and the batch), and the Python mapper of one record.
 _FORMATS = {
     "openai_chat": lambda requests: (openai_sql.openai_chat_docs, _map_openai_chat),
@@ -80,7 +82,8 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
     """
     from flywheel.ingest import loader  # the loader imports this module
 
-    requests = batch_requests or {}
+    batch_output = fmt == "openai_batch_output"
+    requests = day_batch_requests(batch_requests) if batch_output else batch_requests or {}
     statement, mapper = _FORMATS[fmt](requests)
     if _is_gzip(path) != path.name.lower().endswith(".gz"):
         raise NotFast("gzip by its magic bytes only")
@@ -94,7 +97,12 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
             if first:
                 _check_first(lines)
                 first = False
-            with _requests_of(con, lines, requests, enabled=fmt == "openai_batch_output"):
+            if not batch_output:
+                yield _mapped(con, lines, statement, mapper, pii_gate=pii_gate,
+                              stats=stats if stats is not None else {}, strict=array)
+                continue
+            with _requests_of(con, lines, requests) as named:
+                statement, mapper = _FORMATS[fmt](named)
                 yield _mapped(con, lines, statement, mapper, pii_gate=pii_gate,
                               stats=stats if stats is not None else {}, strict=array)
     except UnreadableFile as exc:  # the Python reader words these its own way
@@ -102,34 +110,25 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
 
 
 @contextlib.contextmanager
-def _requests_of(con, lines: pa.Table, requests: dict, *, enabled: bool):
+def _requests_of(con, lines: pa.Table, requests: BatchRequests):
     """Register ``fast_requests(custom_id, body)``: the JSON text of the input line's
     body (an object) of each custom id the batch's lines name (only those: the day's
-    requests are not copied as a whole)."""
+    requests are not copied as a whole); yield those requests (a look-up of another
+    custom_id in them asks the whole day's)."""
     from flywheel.ingest import loader
 
-    if not enabled:
-        yield
-        return
     con.register("fast_lines_ids", loader._scan_once(lines.select(["text", "blank"])))
     try:
         ids = con.execute(
-            """SELECT DISTINCT try(from_json(text, '{"custom_id":"VARCHAR"}')).custom_id FROM fast_lines_ids
-               WHERE NOT blank"""
-        ).fetchall()
+            """SELECT DISTINCT try(from_json(text, '{"custom_id":"VARCHAR"}')).custom_id AS custom_id
+               FROM fast_lines_ids WHERE NOT blank"""
+        ).fetch_arrow_table().column("custom_id")
     finally:
         con.unregister("fast_lines_ids")
-    found, bodies = [], []
-    for (custom_id,) in ids:
-        line = requests.get(custom_id) if custom_id is not None else None
-        body = line.get("body") if isinstance(line, dict) else None
-        if isinstance(body, dict):
-            found.append(custom_id)
-            bodies.append(json.dumps(body, ensure_ascii=False))
-    con.register("fast_requests", loader._scan_once(pa.table({"custom_id": pa.array(found, pa.string()),
-                                                              "body": pa.array(bodies, pa.string())})))
+    named = requests.subset(ids)
+    con.register("fast_requests", loader._scan_once(named.object_bodies()))
     try:
-        yield
+        yield named
     finally:
         con.unregister("fast_requests")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from flywheel.ingest.records import CANONICAL_FIELDS
 
@@ -207,7 +207,7 @@ named AS (
     )
 
 
-def sample_batch_keys(texts: Iterable[str | None], requests: dict) -> dict[str, tuple[str, ...]]:
+def sample_batch_keys(texts: Iterable[str | None], requests: Mapping) -> dict[str, tuple[str, ...]]:
     """:func:`sample_keys` for Batch API output lines and their input lines (by custom_id)."""
     pairs = []
     for text in texts:
@@ -227,7 +227,7 @@ def sample_batch_keys(texts: Iterable[str | None], requests: dict) -> dict[str, 
 _BATCH_FILLS = (*_METADATA_FILLS, "source")
 
 
-def openai_batch_docs(lines: str, batch, requests_relation: str, requests: dict) -> str:
+def openai_batch_docs(lines: str, batch, requests_relation: str, requests: Mapping) -> str:
     """Return a SELECT of ``rid, doc`` for the Batch API output lines of ``lines`` it
     decides (see :func:`openai_chat_docs`); ``requests_relation`` has ``custom_id, body``
     (the JSON text of the input line's body) for the batch's custom ids, ``requests``
@@ -293,7 +293,7 @@ def _chat_objects(texts: Iterable[str | None]) -> Iterator[tuple[str, object]]:
                     ("usage", response.get("usage")), ("rqmeta", request.get("metadata")))
 
 
-def _batch_objects(texts: Iterable[str | None], requests: dict) -> Iterator[tuple[str, object]]:
+def _batch_objects(texts: Iterable[str | None], requests: Mapping) -> Iterator[tuple[str, object]]:
     """Yield the named objects of the given Batch API output lines and their input lines."""
     for text in texts:
         try:

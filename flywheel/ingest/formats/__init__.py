@@ -34,14 +34,18 @@ from flywheel.ingest.records import RawRecord
 from flywheel.ingest.formats.detection import FORMATS, detect_format
 from flywheel.ingest.formats.jsonio import _unreadable_on_decode_errors, open_text
 from flywheel.ingest.formats.canonical import _read_canonical
+from flywheel.ingest.formats.batch_input import BATCH_INPUT, BatchRequests, day_batch_requests
 from flywheel.ingest.formats.openai import _read_batch_output, _read_openai_chat, load_batch_requests
 from flywheel.ingest.formats.otel import _read_otel, load_otel_logs, normalize_id
 from flywheel.ingest.formats.langfuse import _read_langfuse
 
 
 __all__ = [
+    "BATCH_INPUT",
+    "BatchRequests",
     "COMPANION_FORMATS",
     "FORMATS",
+    "day_batch_requests",
     "detect_format",
     "iter_records",
     "load_batch_requests",
@@ -60,11 +64,13 @@ message content of the spans in a spans file). The loader reads them first."""
 def load_companion(path, fmt: str) -> dict:
     """Return what a companion file adds to the day, for ``iter_records(batch_requests=...)``.
 
-    Batch input lines are keyed by ``custom_id`` (a string), OTel log records by
-    ``("otel_log", trace id, span id)``, so one dict holds both.
+    A Batch input file's requests (a :class:`.batch_input.BatchRequests`, in Arrow) are
+    under the key ``(BATCH_INPUT, path)``, OTel log records under ``("otel_log", trace
+    id, span id)``, so that one dict holds the day's companions and a plain update adds
+    a file's (the Batch API readers put the input files back together).
     """
     if fmt == "openai_batch_input":
-        return load_batch_requests(path)
+        return {(BATCH_INPUT, str(path)): load_batch_requests(path)}
     if fmt == "otel_logs":
         return load_otel_logs(path)
     raise ValueError(f"{fmt!r} is not a companion format ({', '.join(sorted(COMPANION_FORMATS))})")
@@ -74,7 +80,7 @@ def iter_records(
     path,
     fmt: str,
     *,
-    batch_requests: dict[str, dict] | None = None,
+    batch_requests: dict | None = None,
     stats: dict | None = None,
 ) -> Iterator[RawRecord]:
     """Return an iterator of the RawRecords of a JSON-based log file, in file order.
@@ -84,9 +90,10 @@ def iter_records(
         fmt: ``canonical_jsonl``, ``openai_chat``, ``openai_batch_output``, ``otel`` or
             ``langfuse``.
         batch_requests: what the day's companion files add (:func:`load_companion`):
-            for ``openai_batch_output`` the input lines by custom_id (output lines
-            without an input line become error records); for ``otel`` the log
-            records by span.
+            for ``openai_batch_output`` the input files' requests by custom_id (output
+            lines without an input line become error records; a
+            :class:`BatchRequests` itself also does); for ``otel`` the log records by
+            span.
         stats: when given, counters are added to it as the iterator runs (final once
             it is exhausted): ``stats["ignored_spans"]`` counts OTel spans that are not
             LLM calls (HTTP, retriever, chain, embedding, tool spans) and so are not

@@ -23,10 +23,14 @@ Mapping:
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 from flywheel.ingest.records import RawRecord
-from flywheel.ingest.formats.jsonio import _iter_json_items, _unreadable_on_decode_errors
+from flywheel.ingest.formats import batch_input
+from flywheel.ingest.formats.batch_input import BatchRequests, day_batch_requests
+from flywheel.ingest.formats.jsonio import _iter_json_items
 from flywheel.ingest.formats.common import _CANONICAL, _RecordError, _add, _as_dict, _first, _map_items, _own_metadata, _put, _seconds_to_ms
 from flywheel.ingest.formats.nvidia import content_log_id
 from flywheel.ingest.formats.messages import _canonical_messages, _context_from, _last_user_text, _openai_message, _parse_arguments, _render_call, _text
@@ -35,19 +39,14 @@ from flywheel.ingest.formats.messages import _canonical_messages, _context_from,
 # --------------------------------------------------------------------------- OpenAI
 
 
-def load_batch_requests(path) -> dict[str, dict]:
-    """Return ``custom_id -> input line object`` (with its ``body``) of a Batch API input file.
+def load_batch_requests(path) -> BatchRequests:
+    """Return the requests of a Batch API input file by ``custom_id`` (each ``{"body": ...}``).
 
     Lines that are broken or have no ``custom_id`` are skipped here: the output lines
-    that refer to them become error records in :func:`iter_records`.
+    that refer to them become error records in :func:`iter_records`. Held in Arrow
+    (see :mod:`.batch_input`), not as one dict per request.
     """
-    requests: dict[str, dict] = {}
-    with _unreadable_on_decode_errors(path):
-        for item in _iter_json_items(path):
-            value = item.value
-            if isinstance(value, dict) and value.get("custom_id") is not None:
-                requests[str(value["custom_id"])] = value
-    return requests
+    return BatchRequests.read(path)
 
 
 def _is_responses(request: dict, response: dict) -> bool:
@@ -245,12 +244,17 @@ def _map_openai_chat(obj: dict) -> dict:
 
 
 def _read_batch_output(path, batch_requests, stats) -> Iterator[RawRecord]:
-    """Yield the records of an OpenAI Batch API output file."""
-    requests = batch_requests or {}
-    return _map_items(_iter_json_items(path), lambda obj: _map_batch_output(obj, requests))
+    """Yield the records of an OpenAI Batch API output file (``batch_requests``: the
+    day's companion records, see :func:`.batch_input.day_batch_requests`)."""
+    requests = day_batch_requests(batch_requests)
+    items = _iter_json_items(path)
+    while chunk := list(itertools.islice(items, batch_input.CHUNK_ROWS)):
+        # The requests of a chunk of output lines, asked for at once (see BatchRequests.subset).
+        named = requests.subset([str(i.value.get("custom_id")) for i in chunk if isinstance(i.value, dict)])
+        yield from _map_items(chunk, lambda obj: _map_batch_output(obj, named))
 
 
-def _map_batch_output(obj: dict, requests: dict[str, dict]) -> dict:
+def _map_batch_output(obj: dict, requests: Mapping[str, dict]) -> dict:
     """Return the canonical record of one Batch API output line.
 
     Raises:
