@@ -122,9 +122,9 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
         places += range(len(found))
     stats["in_python"] = stats.get("in_python", 0) + len(records)
 
-    sql_rows = spans.take(pa.array(in_sql))
-    m = len(in_sql)
-    sql_part = pa.table(
+    sql_rows = spans.filter(pa.array(kept & llm)).select(["rid", "k", "doc"])
+    m = sql_rows.num_rows
+    parts = [pa.table(
         {
             "line": pa.array(line_numbers[sql_rows.column("rid").to_numpy()]),
             "text": pa.nulls(m, pa.string()),  # never rejected: its raw text is not needed
@@ -133,8 +133,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
             "pre_field": pa.nulls(m, pa.string()),
             "k": sql_rows.column("k").cast(pa.int64()),
         }
-    )
-    parts = [sql_part]
+    )]
     if records:
         # Staged as the Python path stages them (NaN, non-UTF-8 text, deep nesting).
         python = pa.concat_tables(loader._parsed_batches(iter(records)))
@@ -143,9 +142,13 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
             "pre_error": python.column("pre_error"), "pre_field": python.column("pre_field"),
             "k": pa.array(np.asarray(places, dtype=np.int64)),
         }))
-    rows = pa.concat_tables(parts)
-    order = np.lexsort((rows.column("k").to_numpy(), rows.column("line").to_numpy()))
-    rows = rows.take(pa.array(order))
+    rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    # In file order: the line, then the span's place in it (DuckDB's output is mostly
+    # in order already: then nothing is copied).
+    lines_of, places_of = rows.column("line").to_numpy(), rows.column("k").to_numpy()
+    in_order = len(lines_of) < 2 or bool(((np.diff(lines_of) > 0) | ((np.diff(lines_of) == 0) & (np.diff(places_of) > 0))).all())
+    if not in_order:
+        rows = rows.take(pa.array(np.lexsort((places_of, lines_of))))
     total = rows.num_rows
     docs = rows.column("doc")
     table = pa.table(

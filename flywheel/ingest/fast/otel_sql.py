@@ -43,8 +43,10 @@ _DOCUMENT = _obj({"resourceSpans": "[" + _obj({
 _SEMCONV = "[" + _obj({"role": '"JSON"', "finish_reason": '"JSON"',
                        "parts": "[" + _obj({"type": '"JSON"', "content": '"JSON"', "text": '"JSON"'}) + "]"}) + "]"
 # Lines the statement leaves to Python at once: a JSON null (Python tells a null member
-# from a missing one, a STRUCT does not) or an attribute key that is not a string.
-_UNSURE_LINE = r'[:,\[]\s*null\b|"key"\s*:\s*[^"\s]'
+# from a missing one, a STRUCT does not; a word "null" in a text may send a line there
+# too) or an attribute key that is not a string.
+_NULL = r'[:,\[]\s*null'
+_KEY_NOT_TEXT = r'"key"\s*:\s*[^"\s]'
 # Keys the metadata gets from the span itself: an attribute of that name would clash.
 _SPAN_META = ("trace_id", "parent_span_id", "span_name", "span_kind", "scope_name", "status", "finish_reason",
               "tool_calls", "events", "metadata")
@@ -112,40 +114,32 @@ def _semconv(attribute: str) -> str:
 
 
 def _indexed(convention: str, is_input: bool) -> str:
-    """SQL: the messages of an indexed convention, by index: a list of {role, content,
-    fr, ok}."""
+    """SQL: the messages of an indexed convention in the order of their indexes: a list
+    of {role, content, fr, ok, n} (``n``: how many of its attributes it has).
+
+    The indexes are probed from 0 up to the number of the convention's attributes
+    (``n_...``), and only the indexes with an attribute kept: the span is decided only
+    when the attributes found are all of them (a caller's test), so every one is a
+    ``role``, ``content`` or ``finish_reason`` with an index written plainly."""
     in_prefix, out_prefix, middle = _INDEXED[convention]
     prefix = in_prefix if is_input else out_prefix
-    index = f"ix_{convention}_{'in' if is_input else 'out'}"
+    count = f"n_{convention}_{'in' if is_input else 'out'}"
 
     def field(name: str) -> str:
         return f"e[list_position(keys, '{prefix}' || i || '.{middle}{name}')].v"
 
-    content = field("content")
-    ok = f"({content} IS NULL OR (starts_with({content}, '\"') AND NOT starts_with({content}, '\"[{{')))"
-    return (f"list_transform({index}, lambda i: struct_pack(role := {field('role')}, content := {content}, "
-            f"fr := {field('finish_reason')}, ok := {ok}))")
+    probed = (f"list_transform(range(0, {count}), lambda i: struct_pack(role := {field('role')}, "
+              f"content := {field('content')}, fr := {field('finish_reason')}))")
+    found = "(m.role IS NOT NULL)::INT + (m.content IS NOT NULL)::INT + (m.fr IS NOT NULL)::INT"
+    ok = "(m.content IS NULL OR (starts_with(m.content, '\"') AND NOT starts_with(m.content, '\"[{')))"
+    return (f"list_transform(list_filter({probed}, lambda m: {found} > 0), lambda m: struct_pack("
+            f"role := m.role, content := m.content, fr := m.fr, ok := {ok}, n := {found}))")
 
 
-def _index_list(convention: str, is_input: bool) -> str:
-    """SQL: the sorted indexes of a convention's input or output messages."""
-    in_prefix, out_prefix, middle = _INDEXED[convention]
-    prefix = (in_prefix if is_input else out_prefix).replace(".", "\\.")
-    pattern = f"^{prefix}(0|[1-9][0-9]{{0,5}})\\.{middle.replace('.', chr(92) + '.')}(role|content|finish_reason)$"
-    return (f"list_sort(list_distinct(list_transform(list_filter(keys, lambda kk: regexp_matches(kk, '{pattern}')), "
-            f"lambda kk: regexp_extract(kk, '{pattern}', 1)::INTEGER)))")
-
-
-def _candidate(key: str) -> str:
-    """SQL: ``key`` may be an indexed message attribute to Python (its index is digits
-    followed by a dot): it must then be one this statement reads."""
-    return (f"(regexp_matches({key}, '^(gen_ai\\.(prompt|completion)|llm\\.(input|output)_messages)\\.[^.]+\\.'))")
-
-
-def _strict(key: str) -> str:
-    """SQL: ``key`` is an indexed message attribute of a field this statement reads."""
-    return ("regexp_matches(" + key + ", '^(gen_ai\\.(prompt|completion)\\.(0|[1-9][0-9]{0,5})\\.|"
-            "llm\\.(input|output)_messages\\.(0|[1-9][0-9]{0,5})\\.message\\.)(role|content|finish_reason)$')")
+def _count(prefix: str, *, but: tuple[str, ...] = ()) -> str:
+    """SQL: how many attribute keys start with ``prefix`` (other than ``but``)."""
+    test = f"starts_with(kk, '{prefix}')" + (f" AND kk NOT IN {but}" if but else "")
+    return f"len(list_filter(keys, lambda kk: {test}))"
 
 
 def _hex(json_id: str) -> str:
@@ -169,9 +163,13 @@ def otel_span_docs(lines: str, *, window: TsWindow) -> str:
     one of its spans is; a line without a row is not.
     ``window``: the plausible timestamps of the day (:func:`flywheel.ingest.normalize.ts_window`).
     """
-    fields = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
+    # Each field's value (and the attribute it was taken from) is a column of `classified`.
+    taken_by = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
+    fields = {name: (f"f_{name}", None) for name in taken_by}
+    field_columns = ", ".join(f"{value} AS f_{name}" for name, (value, _) in taken_by.items())
+    taken_column = "[" + ", ".join(key for _, key in taken_by.values()) + "] AS taken"
     content_keys = (*_OTEL_CONTENT_KEYS, "gen_ai.input.messages", "gen_ai.output.messages")
-    taken_keys = "[" + ", ".join(key for _, key in fields.values()) + "]"
+    taken_keys = "taken"
     line_ok = """d IS NOT NULL AND len(d.resourceSpans) > 0 AND list_bool_and(list_transform(d.resourceSpans,
         lambda r: r IS NOT NULL AND r.resource.attributes IS NOT NULL AND len(r.scopeSpans) > 0
              AND list_bool_and(list_transform(r.scopeSpans,
@@ -186,18 +184,27 @@ def otel_span_docs(lines: str, *, window: TsWindow) -> str:
         WHEN starts_with({request_type}, '"') AND lower({request_type} ->> '$') IN ('embedding', 'rerank') THEN false
         ELSE list_bool_or(list_transform(keys, lambda kk: starts_with(kk, 'gen_ai.') OR starts_with(kk, 'llm.')))
     END"""
-    conventions = {
-        "cur": "(list_contains(keys, 'gen_ai.input.messages') OR list_contains(keys, 'gen_ai.output.messages'))",
-        "gen_ai": "list_bool_or(list_transform(keys, lambda kk: regexp_matches(kk, '^gen_ai\\.(prompt|completion)\\.[0-9]')))",
-        "openinference": "list_bool_or(list_transform(keys, lambda kk: regexp_matches(kk, '^llm\\.(input|output)_messages\\.[0-9]')))",
+    # gen_ai.prompt.name and .version are fields, not indexed messages.
+    counts = {
+        "n_gen_ai_in": _count("gen_ai.prompt.", but=("gen_ai.prompt.name", "gen_ai.prompt.version")),
+        "n_gen_ai_out": _count("gen_ai.completion."),
+        "n_openinference_in": _count("llm.input_messages."),
+        "n_openinference_out": _count("llm.output_messages."),
     }
-    inputs = (f"CASE WHEN is_cur THEN {_semconv(_attr('gen_ai.input.messages'))} "
+    inputs = (f"CASE WHEN NOT (span_ok AND llm) THEN NULL WHEN is_cur THEN {_semconv(_attr('gen_ai.input.messages'))} "
               f"WHEN is_gen_ai THEN {_indexed('gen_ai', True)} ELSE {_indexed('openinference', True)} END")
-    outputs = (f"CASE WHEN is_cur THEN {_semconv(_attr('gen_ai.output.messages'))} "
+    outputs = (f"CASE WHEN NOT (span_ok AND llm) THEN NULL WHEN is_cur THEN {_semconv(_attr('gen_ai.output.messages'))} "
                f"WHEN is_gen_ai THEN {_indexed('gen_ai', False)} ELSE {_indexed('openinference', False)} END")
+    # Every attribute of the indexed convention is one of its messages' fields.
+    all_found = ("CASE WHEN is_gen_ai THEN list_sum(list_transform(msgs, lambda x: x.n)) = n_gen_ai_in "
+                 "AND list_sum(list_transform(outs, lambda x: x.n)) = n_gen_ai_out "
+                 "WHEN is_openinference THEN list_sum(list_transform(msgs, lambda x: x.n)) = n_openinference_in "
+                 "AND list_sum(list_transform(outs, lambda x: x.n)) = n_openinference_out ELSE true END")
     # The attributes that stay in metadata, in their order.
     unused = (f"list_filter(e, lambda x: NOT list_contains({taken_keys}, x.k) "
-              f"AND x.k NOT IN {content_keys} AND NOT {_strict('x.k')})")
+              f"AND x.k NOT IN {content_keys} AND NOT (CASE WHEN is_gen_ai THEN starts_with(x.k, 'gen_ai.prompt.') "
+              f"OR starts_with(x.k, 'gen_ai.completion.') WHEN is_openinference THEN "
+              f"starts_with(x.k, 'llm.input_messages.') OR starts_with(x.k, 'llm.output_messages.') ELSE false END))")
     meta_entries = "array_to_string(list_transform({}, lambda x: to_json(x.k) || ':' || x.v), ',')"
     in_window = "true" if window is None else f"start_ns // 1000 BETWEEN epoch_us({window[0]}) AND epoch_us({window[1]})"
     max_tokens = MAX_VALUES["prompt_tokens"]
@@ -235,7 +242,8 @@ def otel_span_docs(lines: str, *, window: TsWindow) -> str:
 WITH parsed AS (
     SELECT rid, try(from_json(text, '{_DOCUMENT}')) AS d
     FROM {lines}
-    WHERE NOT blank AND starts_with(text, '{{') AND NOT regexp_matches(text, '{_UNSURE_LINE}')
+    WHERE NOT blank AND starts_with(text, '{{') AND NOT regexp_matches(text, '{_KEY_NOT_TEXT}')
+        AND NOT CASE WHEN contains(text, 'null') THEN regexp_matches(text, '{_NULL}') ELSE false END
 ),
 listed AS (
     SELECT rid, {items} AS items FROM parsed WHERE {line_ok}
@@ -255,35 +263,30 @@ classified AS (
     SELECT *, coalesce({is_llm}, false) AS llm,
         coalesce(len(list_filter(keys, lambda x: x IS NOT NULL)) = len(keys) AND len(list_distinct(keys)) = len(keys)
                  AND (p.events IS NULL OR p.events = '[]'), false) AS span_ok,
-        {conventions['cur']} AS is_cur, {conventions['gen_ai']} AS is_gen_ai,
-        {conventions['openinference']} AS is_openinference,
-        res_e[list_position(res_keys, 'service.name')].v AS service_name,
+        {", ".join(f"{sql} AS {name}" for name, sql in counts.items())},
+        res_e[list_position(res_keys, 'service.name')].v AS service_name, {field_columns}, {taken_column},
         TRY_CAST(regexp_extract(p.startTimeUnixNano, '^{_NANOS}$', 1) AS BIGINT) AS start_ns,
         CASE WHEN p.endTimeUnixNano IS NULL THEN 0
              ELSE TRY_CAST(regexp_extract(p.endTimeUnixNano, '^"?(0|[1-9][0-9]{{0,18}})"?$', 1) AS BIGINT) END AS end_ns
     FROM keyed
 ),
-indexed AS (
-    SELECT *,
-        {_index_list('gen_ai', True)} AS ix_gen_ai_in, {_index_list('gen_ai', False)} AS ix_gen_ai_out,
-        {_index_list('openinference', True)} AS ix_openinference_in,
-        {_index_list('openinference', False)} AS ix_openinference_out
+conventions AS (
+    SELECT *, list_contains(keys, 'gen_ai.input.messages') OR list_contains(keys, 'gen_ai.output.messages') AS is_cur,
+        n_gen_ai_in + n_gen_ai_out > 0 AS is_gen_ai, n_openinference_in + n_openinference_out > 0 AS is_openinference
     FROM classified
-    WHERE span_ok AND llm
 ),
 messaged AS (
-    SELECT *, {inputs} AS msgs, ({outputs})[1] AS reply FROM indexed
+    SELECT *, {inputs} AS msgs, {outputs} AS outs FROM conventions
 ),
 named AS (
-    SELECT *, list_filter(msgs, lambda x: x.role = '"user"')[-1] AS user_message FROM messaged
+    SELECT *, outs[1] AS reply, list_filter(msgs, lambda x: x.role = '"user"')[-1] AS user_message FROM messaged
 ),{_CONTEXT_CTES}
-mapped AS (
-    SELECT rid, k, true AS llm, {_hex('p.traceId')} AS trace_id, {_hex('p.spanId')} AS span_id,
-        context_ok
-        AND (is_cur::INT + is_gen_ai::INT + is_openinference::INT) = 1
+judged AS (
+    SELECT *, span_ok AND llm
+        AND context_ok
+        AND (is_cur::INT + is_gen_ai::INT + is_openinference::INT) = 1 AND {all_found}
         AND NOT list_has_any(keys, ['gen_ai.system_instructions', 'metadata', 'tag.tags'])
-        AND NOT list_bool_or(list_transform(keys, lambda x: x IN {_SPAN_META} OR starts_with(x, 'resource.')
-                                            OR ({_candidate('x')} AND NOT {_strict('x')})))
+        AND NOT list_bool_or(list_transform(keys, lambda x: x IN {_SPAN_META} OR starts_with(x, 'resource.')))
         AND list_bool_and(list_transform(e, lambda x: x.v IS NOT NULL)) IS NOT false
         AND list_bool_and(list_transform(res_e, lambda x: x.k IS NOT NULL AND x.v IS NOT NULL)) IS NOT false
         AND len(list_distinct(res_keys)) = len(res_keys)
@@ -299,13 +302,10 @@ mapped AS (
         AND NOT list_bool_or(list_transform(msgs, lambda x: x.role IN ('"tool"', '"function"')))
         AND reply IS NOT NULL AND reply.ok AND starts_with(reply.content, '"')
         AND NOT regexp_full_match(reply.content ->> '$', '\\s*')
-        AND user_message IS NOT NULL AND starts_with(user_message.content, '"') AS ok,
-        {doc} AS doc
+        AND user_message IS NOT NULL AND starts_with(user_message.content, '"') AS good
     FROM contexted
 )
-SELECT rid, k, ok, llm, trace_id, span_id, CASE WHEN ok THEN doc END AS doc FROM mapped
-UNION ALL
-SELECT rid, k, span_ok AS ok, false AS llm, {_hex('p.traceId')} AS trace_id, {_hex('p.spanId')} AS span_id,
-    NULL AS doc
-FROM classified WHERE NOT span_ok OR NOT llm
+SELECT rid, k, CASE WHEN NOT span_ok THEN false WHEN NOT llm THEN true ELSE coalesce(good, false) END AS ok, llm,
+    {_hex('p.traceId')} AS trace_id, {_hex('p.spanId')} AS span_id, CASE WHEN good THEN {doc} END AS doc
+FROM judged
 """
