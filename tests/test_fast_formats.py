@@ -485,6 +485,8 @@ def test_otel_files_the_fast_path_leaves_to_python_are_the_same_both_ways(tmp_pa
     bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines[:5]).encode() + b"\n")
     gz = tmp_path / "spans-otel.jsonl.gz"
     gz.write_bytes(gzip.compress("\n".join(lines[5:15]).encode() + b"\n"))
-    tables = assert_same_both_ways(tmp_path, [both, bom, gz])
+    lone_cr = tmp_path / "lone-cr-otel.jsonl"
+    lone_cr.write_bytes("\n".join(lines[:3]).encode() + b"\n\r" + "\n".join(lines[3:6]).encode() + b"\n")
+    tables = assert_same_both_ways(tmp_path, [both, bom, gz, lone_cr])
     assert len(tables["logs"]) >= 40
 

@@ -55,6 +55,18 @@ def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, 
         raise NotFast(exc.reason) from None
 
 
+def _bytes_of(text: pa.ChunkedArray) -> bytes:
+    """Return the bytes of the lines (their text one after another), for a quick search
+    (a byte search is several times faster than Arrow's per-line one)."""
+    out = []
+    for chunk in text.chunks:
+        if len(chunk) == 0:
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+        out.append(memoryview(chunk.buffers()[2])[offsets[0]:offsets[-1]])
+    return b"".join(out)
+
+
 def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: TsWindow, stats: dict) -> pa.Table:
     """Return the staged batch of one batch of lines: spans mapped in SQL where the
     statement decides their line, else by the Python reader."""
@@ -66,11 +78,12 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
         raise NotFast("not UTF-8")
     if lines.column("pre_error").null_count < lines.num_rows:
         raise NotFast("a broken gzip stream")
-    if pc.any(pc.match_substring(text, "\r")).as_py() and \
-            pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
+    data = _bytes_of(text)
+    if b"\r" in data and pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
         raise NotFast("a lone carriage return")
-    if pc.any(pc.match_substring(text, '"resourceLogs"')).as_py():
+    if b'"resourceLogs"' in data:
         raise NotFast("log records in the spans file")  # joined by the Python reader
+    del data
     con.register("fast_otel_lines", pa.RecordBatchReader.from_batches(
         lines.schema, lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
     try:

@@ -30,7 +30,12 @@ from flywheel.ingest.normalize import TsWindow
 from flywheel.ingest.records import MAX_VALUES
 
 _VALUE_KEYS = ("stringValue", "intValue", "doubleValue", "boolValue", "arrayValue", "kvlistValue", "bytesValue")
-_ATTRIBUTE = _obj({"key": '"VARCHAR"', "value": _obj({k: '"JSON"' for k in _VALUE_KEYS})})
+# String values as text (a line with a stringValue that is not a JSON string is left to
+# Python), the others as JSON.
+_ATTRIBUTE = _obj({"key": '"VARCHAR"', "value": _obj({k: '"VARCHAR"' if k == "stringValue" else '"JSON"'
+                                                     for k in _VALUE_KEYS})})
+# Attributes whose text is parsed, never written out: their value is not turned into JSON.
+_PARSED_ATTRIBUTES = ("gen_ai.input.messages", "gen_ai.output.messages")
 _SPAN_KEYS = ("traceId", "spanId", "parentSpanId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano",
               "status", "events")
 _SPAN = _obj({**{k: '"JSON"' for k in _SPAN_KEYS}, "attributes": f"[{_ATTRIBUTE}]"})
@@ -46,7 +51,7 @@ _SEMCONV = "[" + _obj({"role": '"JSON"', "finish_reason": '"JSON"',
 # from a missing one, a STRUCT does not; a word "null" in a text may send a line there
 # too) or an attribute key that is not a string.
 _NULL = r'[:,\[]\s*null'
-_KEY_NOT_TEXT = r'"key"\s*:\s*[^"\s]'
+_KEY_NOT_TEXT = r'"(key|stringValue)"\s*:\s*[^"\s]'
 # Keys the metadata gets from the span itself: an attribute of that name would clash.
 _SPAN_META = ("trace_id", "parent_span_id", "span_name", "span_kind", "scope_name", "status", "finish_reason",
               "tool_calls", "events", "metadata")
@@ -67,7 +72,7 @@ def _value(v: str) -> str:
     number = "-?(0|[1-9][0-9]{0,15})(\\.[0-9]{1,17})?([eE][-+]?[0-9]{1,2})?"
     array = f"try(from_json({v}.arrayValue, '{{\"values\":[{{\"stringValue\":\"JSON\"}}]}}')).values"
     return f"""CASE
-        WHEN {v}.stringValue IS NOT NULL THEN {v}.stringValue
+        WHEN {v}.stringValue IS NOT NULL THEN to_json({v}.stringValue)
         WHEN {v}.intValue IS NOT NULL THEN
             CASE WHEN regexp_full_match({v}.intValue, '"?(-?[1-9][0-9]{{0,17}}|0)"?') THEN trim({v}.intValue, '"') END
         WHEN {v}.doubleValue IS NOT NULL THEN
@@ -83,12 +88,14 @@ def _value(v: str) -> str:
 
 def _entries(attributes: str) -> str:
     """SQL: the attributes as a list of {k: key, v: JSON text of the value}."""
-    return f"list_transform({attributes}, lambda a: struct_pack(k := a.key, v := ({_value('a.value')})))"
+    return (f"list_transform({attributes}, lambda a: struct_pack(k := a.key, v := (CASE WHEN a.key IN {_PARSED_ATTRIBUTES} "
+            f"AND a.value.stringValue IS NOT NULL THEN '\"\"' ELSE {_value('a.value')} END), s := a.value.stringValue))")
 
 
-def _attr(name: str) -> str:
-    """SQL: the JSON text of the span attribute ``name`` (NULL when absent)."""
-    return f"e[list_position(keys, '{name}')].v"
+def _attr(name: str, part: str = "v") -> str:
+    """SQL: the JSON text of the span attribute ``name`` (NULL when absent); with
+    ``part="s"``, the text of a string value."""
+    return f"e[list_position(keys, '{name}')].{part}"
 
 
 def _taken(keys: tuple[str, ...]) -> tuple[str, str]:
@@ -101,8 +108,7 @@ def _taken(keys: tuple[str, ...]) -> tuple[str, str]:
 def _semconv(attribute: str) -> str:
     """SQL: the messages of a gen_ai.input/output.messages attribute: a list of
     {role, content, fr, ok} (JSON texts; ok: a shape this statement maps)."""
-    parsed = (f"CASE WHEN starts_with({attribute}, '\"[') THEN "
-              f"try(from_json({attribute} ->> '$', '{_SEMCONV}')) END")
+    parsed = f"CASE WHEN starts_with({attribute}, '[') THEN try(from_json({attribute}, '{_SEMCONV}')) END"
     # Text parts: the text of each (empty ones left out), joined by newlines.
     texts = "list_filter(list_transform(x.parts, lambda pt: pt.content ->> '$'), lambda t: t <> '')"
     content = (f"CASE WHEN len(x.parts) = 1 AND x.parts[1].content <> '\"\"' THEN x.parts[1].content "
@@ -191,9 +197,9 @@ def otel_span_docs(lines: str, *, window: TsWindow) -> str:
         "n_openinference_in": _count("llm.input_messages."),
         "n_openinference_out": _count("llm.output_messages."),
     }
-    inputs = (f"CASE WHEN NOT (span_ok AND llm) THEN NULL WHEN is_cur THEN {_semconv(_attr('gen_ai.input.messages'))} "
+    inputs = (f"CASE WHEN NOT (span_ok AND llm) THEN NULL WHEN is_cur THEN {_semconv(_attr('gen_ai.input.messages', 's'))} "
               f"WHEN is_gen_ai THEN {_indexed('gen_ai', True)} ELSE {_indexed('openinference', True)} END")
-    outputs = (f"CASE WHEN NOT (span_ok AND llm) THEN NULL WHEN is_cur THEN {_semconv(_attr('gen_ai.output.messages'))} "
+    outputs = (f"CASE WHEN NOT (span_ok AND llm) THEN NULL WHEN is_cur THEN {_semconv(_attr('gen_ai.output.messages', 's'))} "
                f"WHEN is_gen_ai THEN {_indexed('gen_ai', False)} ELSE {_indexed('openinference', False)} END")
     # Every attribute of the indexed convention is one of its messages' fields.
     all_found = ("CASE WHEN is_gen_ai THEN list_sum(list_transform(msgs, lambda x: x.n)) = n_gen_ai_in "
