@@ -420,6 +420,8 @@ def _bent_otel_lines(lines: list[str]) -> list[str]:
     bend("openllmetry", lambda s: _set(s, "gen_ai.completion.0.tool_calls.0.name", "search"))
     bend("openllmetry", lambda s: _set(s, "gen_ai.prompt.1.content", '[{"type": "text", "text": "parts"}]'))
     bend("openllmetry", lambda s: _set(s, "gen_ai.prompt.name", "support"))
+    bend("openllmetry", lambda s: _set(s, "gen_ai.completion.0.content", "ESCAPED-PAIR"))
+    out[-1] = out[-1].replace("ESCAPED-PAIR", "a surrogate pair escaped: \\ud83d\\ude00")
     bend("openinference", lambda s: None)
     bend("openinference", lambda s: _set(s, "openinference.span.kind", "CHAIN"))  # not an LLM call
     bend("openinference", lambda s: _set(s, "llm.input_messages.1.message.content", None))  # input.value then

@@ -1250,8 +1250,11 @@ def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | Non
     """Insert the records of the batch that pass the combined test; return the lines left
     for a second look (None when every record was taken).
 
-    Each record has a line of its own, and the batches of a file cover distinct lines:
-    the lines taken are those of this file, in this batch's range, now in `logs`.
+    Mostly each record has a line of its own, and the batches of a file cover distinct
+    lines: the lines taken are those of this file, in this batch's range, now in `logs`.
+    Where lines hold several records (OTel spans), the lines left are those with fewer
+    rows in `logs` than records (the caller then drops the records of theirs that were
+    taken, see :func:`_untaken`).
     """
     records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
     if len(records) == 0:
