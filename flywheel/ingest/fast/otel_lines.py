@@ -88,7 +88,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
         lines.schema, lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
     try:
         with _no_filter_pushdown(con):
-            spans = con.execute(otel_span_docs("fast_otel_lines", window=window)).fetch_arrow_table()
+            spans = con.execute(otel_span_docs("fast_otel_lines", window=window, ids=bool(companions))).fetch_arrow_table()
     except duckdb.InvalidInputException:  # a value DuckDB refuses: all in Python
         spans = pa.table({"rid": pa.array([], pa.int64()), "k": pa.array([], pa.int64()),
                           "ok": pa.array([], pa.bool_()), "llm": pa.array([], pa.bool_()),

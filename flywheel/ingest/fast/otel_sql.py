@@ -160,7 +160,7 @@ def _not_structured(json_text: str) -> str:
     return f"({json_text} IS NULL OR NOT (starts_with({json_text}, '[') OR starts_with({json_text}, '{{')))"
 
 
-def otel_span_docs(lines: str, *, window: TsWindow) -> str:
+def otel_span_docs(lines: str, *, window: TsWindow, ids: bool = True) -> str:
     """Return a SELECT of ``rid, k, ok, llm, trace_id, span_id, doc``: one row per span
     of the lines of the relation ``lines`` (the loader's batch columns), ``k`` its
     place in the line, ``ok`` whether the statement decides it, ``llm`` whether it is
@@ -168,6 +168,7 @@ def otel_span_docs(lines: str, *, window: TsWindow) -> str:
     its ids as lower-case hex (to find its log records). A line is decided when every
     one of its spans is; a line without a row is not.
     ``window``: the plausible timestamps of the day (:func:`flywheel.ingest.normalize.ts_window`).
+    ``ids=False``: ``trace_id`` and ``span_id`` are NULL (no log records to find).
     """
     # Each field's value (and the attribute it was taken from) is a column of `classified`.
     taken_by = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
@@ -312,6 +313,7 @@ judged AS (
     FROM contexted
 )
 SELECT rid, k, CASE WHEN NOT span_ok THEN false WHEN NOT llm THEN true ELSE coalesce(good, false) END AS ok, llm,
-    {_hex('p.traceId')} AS trace_id, {_hex('p.spanId')} AS span_id, CASE WHEN good THEN {doc} END AS doc
+    {_hex('p.traceId') if ids else 'NULL::VARCHAR'} AS trace_id, {_hex('p.spanId') if ids else 'NULL::VARCHAR'} AS span_id,
+    CASE WHEN good THEN {doc} END AS doc
 FROM judged
 """
