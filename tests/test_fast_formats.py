@@ -431,6 +431,13 @@ def _bent_otel_lines(lines: list[str]) -> list[str]:
             {"stringValue": "a"}, {"stringValue": "b"}]}}}]))  # no service.name
     # A resource attribute key written as a number (Python keeps it, as "resource.5").
     out.append(_request(json.loads(json.dumps(spans["current"][1]))).replace('"key": "service.name"', '"key": 5', 1))
+    # What DuckDB reads and Python does not, or reads otherwise.
+    plain = out[0]
+    out.append(plain.replace('"status": {}', '"status": {"code": 1,}', 1))  # a trailing comma
+    out.append(plain.replace('"kind": 3', '"kind": NaN', 1))
+    out.append(plain.replace('"kind": 3', '"kind": -Infinity', 1))
+    out.append(plain.replace('"kind": 3', '"kind": 3e999', 1))
+    out.append(plain.replace('"kind": 3', '"kind": 123456789012345678901234567890', 1))
     out.insert(3, "")
     out.insert(6, "{not json")
     out.insert(8, "[1, 2]")

@@ -47,11 +47,15 @@ _DOCUMENT = _obj({"resourceSpans": "[" + _obj({
 # A semantic-conventions message of text parts (gen_ai.input.messages / output.messages).
 _SEMCONV = "[" + _obj({"role": '"JSON"', "finish_reason": '"JSON"',
                        "parts": "[" + _obj({"type": '"JSON"', "content": '"JSON"', "text": '"JSON"'}) + "]"}) + "]"
-# Lines the statement leaves to Python at once: a JSON null (Python tells a null member
-# from a missing one, a STRUCT does not; a word "null" in a text may send a line there
-# too) or an attribute key that is not a string.
-_NULL = r'[:,\[]\s*null'
-_KEY_NOT_TEXT = r'"(key|stringValue)"\s*:\s*[^"\s]'
+# Lines the statement leaves to Python at once (such words in a text may send a line
+# there too): a JSON null (Python tells a null member from a missing one, a STRUCT does
+# not), NaN or Infinity (Python reads them, a document cannot hold them), an attribute
+# key or string value that is not a string, what DuckDB reads and Python does not (a
+# comma before a closing bracket), numbers Python reads as infinite or DuckDB could
+# read inexactly (an exponent of three digits, 17 digits or more).
+_NOT_PLAIN = r'[:,\[]\s*(null|-?NaN|-?Infinity)'
+_KEY_NOT_TEXT = (r'"(key|stringValue)"\s*:\s*[^"\s]|,\s*[}\]]|[:,\[]\s*-?[0-9.]+[eE][-+]?[0-9]{3}'
+                 r'|[:,\[]\s*-?[0-9]{17}')
 # Keys the metadata gets from the span itself: an attribute of that name would clash.
 _SPAN_META = ("trace_id", "parent_span_id", "span_name", "span_kind", "scope_name", "status", "finish_reason",
               "tool_calls", "events", "metadata")
@@ -250,7 +254,8 @@ WITH parsed AS (
     SELECT rid, try(from_json(text, '{_DOCUMENT}')) AS d
     FROM {lines}
     WHERE NOT blank AND starts_with(text, '{{') AND NOT regexp_matches(text, '{_KEY_NOT_TEXT}')
-        AND NOT CASE WHEN contains(text, 'null') THEN regexp_matches(text, '{_NULL}') ELSE false END
+        AND NOT CASE WHEN contains(text, 'null') OR contains(text, 'NaN') OR contains(text, 'Infinity')
+                     THEN regexp_matches(text, '{_NOT_PLAIN}') ELSE false END
 ),
 listed AS (
     SELECT rid, {items} AS items FROM parsed WHERE {line_ok}
