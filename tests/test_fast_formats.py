@@ -424,6 +424,10 @@ def _bent_otel_lines(lines: list[str]) -> list[str]:
     out[-1] = out[-1].replace("ESCAPED-PAIR", "a surrogate pair escaped: \\ud83d\\ude00")
     bend("openinference", lambda s: None)
     bend("openinference", lambda s: _set(s, "openinference.span.kind", "CHAIN"))  # not an LLM call
+    # An LLM call to Python only by its kind, written as bytes (Python reads the text as it is).
+    bend("openinference", lambda s: s.update(attributes=[
+        {"key": "openinference.span.kind", "value": {"bytesValue": "LLM"}},
+        _attribute("input.value", "What is the refund window?"), _attribute("output.value", "30 days.")]))
     bend("openinference", lambda s: _set(s, "llm.input_messages.1.message.content", None))  # input.value then
     bend("openinference", lambda s: _set(s, "llm.output_messages.0.message.finish_reason", "length"))
     out.append(_request(json.loads(json.dumps(spans["current"][0])), resource=[

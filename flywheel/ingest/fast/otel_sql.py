@@ -188,7 +188,10 @@ def otel_span_docs(lines: str, *, window: TsWindow, ids: bool = True) -> str:
                       AND coalesce(list_bool_and(list_transform(s.spans, lambda sp: sp IS NOT NULL)), true)))))"""
     items = """flatten(list_transform(d.resourceSpans, lambda r: flatten(list_transform(r.scopeSpans,
         lambda s: list_transform(s.spans, lambda sp: struct_pack(res := r.resource.attributes, scope := s.scope.name, p := sp))))))"""
-    kind, op, request_type = _attr("openinference.span.kind"), _attr("gen_ai.operation.name"), _attr("llm.request.type")
+    deciding = ("openinference.span.kind", "gen_ai.operation.name", "llm.request.type")
+    kind, op, request_type = (_attr(name) for name in deciding)
+    # The attributes that tell an LLM call from another span hold values this statement reads.
+    deciding_ok = " AND ".join(f"(NOT list_contains(keys, '{name}') OR {_attr(name)} IS NOT NULL)" for name in deciding)
     is_llm = f"""CASE
         WHEN starts_with({kind}, '"') THEN upper({kind} ->> '$') = 'LLM'
         WHEN {op} IN {tuple(f'"{o}"' for o in sorted(_NON_LLM_OPERATIONS))} THEN false
@@ -274,7 +277,7 @@ keyed AS (
 classified AS (
     SELECT *, coalesce({is_llm}, false) AS llm,
         coalesce(len(list_filter(keys, lambda x: x IS NOT NULL)) = len(keys) AND len(list_distinct(keys)) = len(keys)
-                 AND (p.events IS NULL OR p.events = '[]'), false) AS span_ok,
+                 AND (p.events IS NULL OR p.events = '[]') AND {deciding_ok}, false) AS span_ok,
         {", ".join(f"{sql} AS {name}" for name, sql in counts.items())},
         res_e[list_position(res_keys, 'service.name')].v AS service_name, {field_columns}, {taken_column},
         TRY_CAST(regexp_extract(p.startTimeUnixNano, '^{_NANOS}$', 1) AS BIGINT) AS start_ns,
