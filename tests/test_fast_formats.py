@@ -10,6 +10,8 @@ logs, and demo lines bent into the shapes the fast statement must leave to Pytho
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import shutil
 from datetime import date
@@ -58,8 +60,8 @@ def assert_same_both_ways(tmp_path: Path, files: list[Path]) -> dict:
             assert fast_row == slow_row, table
     assert fast_report.pii_counts == slow_report.pii_counts
     assert fast_report.rejected_reasons == slow_report.rejected_reasons
-    assert [(f.source_file, f.read, f.blank_lines, f.error) for f in fast_report.files] == \
-        [(f.source_file, f.read, f.blank_lines, f.error) for f in slow_report.files]
+    assert [(f.source_file, f.read, f.blank_lines, f.ignored, f.error) for f in fast_report.files] == \
+        [(f.source_file, f.read, f.blank_lines, f.ignored, f.error) for f in slow_report.files]
     return fast
 
 
@@ -70,7 +72,7 @@ def demo_day(tmp_path: Path, fmt: str, rows: int = 400) -> list[Path]:
     return sorted((tmp_path / "demo" / "landing" / DAY).iterdir())
 
 
-@pytest.mark.parametrize("fmt", ["openai", "openai_batch", "langfuse"])
+@pytest.mark.parametrize("fmt", ["openai", "openai_batch", "langfuse", "otel"])
 def test_demo_day_is_the_same_both_ways(tmp_path, fmt):
     tables = assert_same_both_ways(tmp_path, demo_day(tmp_path, fmt))
     assert len(tables["logs"]) > 300  # the day was read, not lost on both sides
@@ -80,7 +82,7 @@ def test_fixture_logs_are_the_same_both_ways(tmp_path):
     files = [p for p in (FIXTURES / "tools" / "logs").iterdir()]
     files += [p for p in (FIXTURES / "logs").iterdir() if p.name not in ("README.md", "make_parquet.py")]
     tables = assert_same_both_ways(tmp_path, files)
-    assert {row[-2] for row in tables["logs"]} >= {"openai_chat"}  # source_format
+    assert {row[-2] for row in tables["logs"]} >= {"openai_chat", "otel"}  # source_format
 
 
 def _bent_openai_lines(lines: list[str]) -> str:
@@ -157,7 +159,7 @@ def test_a_file_the_fast_path_cannot_number_is_read_the_python_way(tmp_path):
 
 
 @pytest.mark.parametrize("fmt, name", [("openai", "openai_chat"), ("openai_batch", "openai_batch_output"),
-                                       ("langfuse", "langfuse")])
+                                       ("langfuse", "langfuse"), ("otel", "otel")])
 def test_most_demo_records_are_mapped_in_sql(tmp_path, fmt, name):
     import duckdb
 
@@ -359,3 +361,216 @@ def test_batch_requests_across_input_files_are_the_same_both_ways(tmp_path, monk
     assert asked["chatcmpl-text"] == "a body as JSON text"
     orphans = sorted(row[3] for row in tables["rejected_logs"] if row[3].startswith("no batch input line"))
     assert orphans == ["no batch input line for custom_id req-broken", "no batch input line for custom_id req-nowhere"]
+
+
+# ----------------------------------------------------------------------------- OTel spans
+
+
+def _attribute(key: str, value) -> dict:
+    """Return one OTLP/JSON attribute of a string, int (as a string), float or bool."""
+    if isinstance(value, bool):
+        return {"key": key, "value": {"boolValue": value}}
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}
+    if isinstance(value, float):
+        return {"key": key, "value": {"doubleValue": value}}
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _set(span: dict, key: str, value) -> None:
+    """Set (or add) the span attribute ``key``; a None value removes it."""
+    kept = [a for a in span["attributes"] if a["key"] != key]
+    span["attributes"] = kept + ([] if value is None else [_attribute(key, value)])
+
+
+def _get(span: dict, key: str):
+    return next(a["value"] for a in span["attributes"] if a["key"] == key)
+
+
+def _messages(span: dict, key: str) -> list:
+    return json.loads(_get(span, key)["stringValue"])
+
+
+def _set_messages(span: dict, key: str, messages: list) -> None:
+    next(a for a in span["attributes"] if a["key"] == key)["value"] = {"stringValue": json.dumps(messages)}
+
+
+def _llm_spans(lines: list[str]) -> dict[str, list[dict]]:
+    """Return demo LLM spans by convention (current gen_ai, OpenLLMetry, OpenInference)."""
+    found: dict[str, list[dict]] = {"current": [], "openllmetry": [], "openinference": []}
+    for line in lines:
+        for resource in json.loads(line)["resourceSpans"]:
+            for scope in resource["scopeSpans"]:
+                for span in scope["spans"]:
+                    keys = {a["key"] for a in span["attributes"]}
+                    if "gen_ai.input.messages" in keys:
+                        found["current"].append(span)
+                    elif "gen_ai.prompt.0.role" in keys:
+                        found["openllmetry"].append(span)
+                    elif "openinference.span.kind" in keys:
+                        found["openinference"].append(span)
+    return found
+
+
+def _request(*spans: dict, resource: list | None = None) -> str:
+    """Return one OTLP/JSON line (an export request) holding ``spans``."""
+    attributes = resource if resource is not None else [_attribute("service.name", "bent-bot"),
+                                                        _attribute("service.version", "1.0")]
+    return json.dumps({"resourceSpans": [{"resource": {"attributes": attributes},
+                                          "scopeSpans": [{"scope": {"name": "bent"}, "spans": list(spans)}]}]},
+                      ensure_ascii=False)
+
+
+def _bent_otel_lines(lines: list[str]) -> list[str]:
+    """Return demo OTel spans bent into shapes the fast statement leaves to Python (or
+    decides with care), one export request per line, with broken lines among them."""
+    spans = _llm_spans(lines)
+    out = []
+    counter = iter(range(1, 1000))
+
+    def bend(kind: str, change, *, index: int = 0, also: tuple = ()) -> None:
+        span = json.loads(json.dumps(spans[kind][index % len(spans[kind])]))
+        span["spanId"] = f"{0xbe00 + next(counter):016x}"  # an id of its own
+        change(span)
+        out.append(_request(span, *also))
+
+    def parts(span: dict, key: str, change) -> None:
+        messages = _messages(span, key)
+        change(messages)
+        _set_messages(span, key, messages)
+
+    http = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "GET", "kind": 3,
+            "startTimeUnixNano": "1767232800000000000", "endTimeUnixNano": "1767232800100000000",
+            "attributes": [_attribute("http.request.method", "GET")], "status": {}}
+    day_start = 1767225600 * 10**9  # 2026-01-01T00:00:00Z in nanoseconds
+    bend("current", lambda s: None, also=(http,))  # as written, with a plain HTTP span
+    bend("current", lambda s: s.update(spanId=base64.b64encode(bytes.fromhex(s["spanId"])).decode()))
+    bend("current", lambda s: s.update(traceId=s["traceId"].upper()))
+    bend("current", lambda s: s.update(parentSpanId=""))
+    bend("current", lambda s: s.update(parentSpanId=None))  # a JSON null: to Python
+    bend("current", lambda s: s.update(status={"code": 2, "message": "boom"}))
+    bend("current", lambda s: s.pop("endTimeUnixNano"))  # no latency
+    bend("current", lambda s: s.update(endTimeUnixNano=str(int(s["startTimeUnixNano"]) - 5)))
+    bend("current", lambda s: s.update(endTimeUnixNano=str(int(s["startTimeUnixNano"]) + 2 * 3600 * 10**9)))
+    bend("current", lambda s: s.update(startTimeUnixNano=str(day_start - 8000 * 86400 * 10**9),
+                                       endTimeUnixNano=str(day_start - 8000 * 86400 * 10**9 + 10**9)))  # far: rejected
+    bend("current", lambda s: s.update(startTimeUnixNano=int(s["startTimeUnixNano"]) + 123_456))  # a JSON number
+    bend("current", lambda s: s.update(events=[{"name": "exception", "attributes": []}]))
+    bend("current", lambda s: _set(s, "gen_ai.usage.input_tokens", 3_000_000))  # rejected
+    bend("current", lambda s: _set(s, "gen_ai.usage.output_tokens", "12"))  # a string
+    bend("current", lambda s: s["attributes"].append({"key": "gen_ai.usage.input_tokens", "value": {"intValue": 12}}))
+    bend("current", lambda s: _set(s, "gen_ai.request.temperature", 1.0))
+    bend("current", lambda s: next(a for a in s["attributes"] if a["key"] == "gen_ai.request.temperature")
+         .update(value={"doubleValue": 1}))
+    bend("current", lambda s: s["attributes"].append({"key": "x.list", "value": {"arrayValue": {"values": [
+        {"intValue": "1"}]}}}))
+    bend("current", lambda s: s["attributes"].append({"key": "x.map", "value": {"kvlistValue": {"values": []}}}))
+    bend("current", lambda s: s["attributes"].append({"key": "x.empty", "value": {"arrayValue": {}}}))
+    bend("current", lambda s: s["attributes"].append({"key": "x.two", "value": {"stringValue": "a", "intValue": "1"}}))
+    bend("current", lambda s: _set(s, "status", "ok"))  # clashes with the span's status
+    bend("current", lambda s: _set(s, "gen_ai.system_instructions", '[{"type": "text", "content": "Be brief."}]'))
+    bend("current", lambda s: _set(s, "gen_ai.operation.name", "embeddings"))  # not an LLM call
+    bend("current", lambda s: _set(s, "gen_ai.response.model", None))  # the request model instead
+    bend("current", lambda s: _set(s, "user.id", "jane.doe@example.com"))  # PII in an id
+    bend("current", lambda s: parts(s, "gen_ai.output.messages", lambda m: m[0]["parts"].append(
+        {"type": "text", "content": "Second part, Ünïcödé \u2028 \"quoted\" \\ tab\t."})))
+    bend("current", lambda s: parts(s, "gen_ai.output.messages", lambda m: m[0]["parts"].insert(0, {"type": "text", "content": ""})))
+    bend("current", lambda s: parts(s, "gen_ai.output.messages", lambda m: m[0]["parts"].append(
+        {"type": "tool_call", "id": "c1", "name": "search", "arguments": {"q": "x"}})))
+    bend("current", lambda s: parts(s, "gen_ai.output.messages", lambda m: m[0]["parts"].__setitem__(0, {"type": "text", "content": "   "})))
+    bend("current", lambda s: parts(s, "gen_ai.input.messages", lambda m: m.pop()))  # no user message
+    bend("current", lambda s: parts(s, "gen_ai.input.messages", lambda m: m.append(
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "retrieved"}]})))
+    bend("current", lambda s: parts(s, "gen_ai.input.messages", lambda m: m[0]["parts"][0].update(
+        content="Rules\n  CONTEXT:   \n\n  the facts  \n")))
+    bend("current", lambda s: parts(s, "gen_ai.input.messages", lambda m: m[-1]["parts"][0].update(
+        content="call me at +1 415 555 0134, the value is: null \ud83d\ude00")))
+    bend("openllmetry", lambda s: None)
+    bend("openllmetry", lambda s: _set(s, "gen_ai.prompt.2.content", "a second question"))  # no role
+    bend("openllmetry", lambda s: _set(s, "gen_ai.prompt.01.role", "user"))  # an index Python reads as 1
+    bend("openllmetry", lambda s: _set(s, "gen_ai.completion.0.tool_calls.0.name", "search"))
+    bend("openllmetry", lambda s: _set(s, "gen_ai.prompt.1.content", '[{"type": "text", "text": "parts"}]'))
+    bend("openllmetry", lambda s: _set(s, "gen_ai.prompt.name", "support"))
+    bend("openllmetry", lambda s: _set(s, "gen_ai.completion.0.content", "ESCAPED-PAIR"))
+    out[-1] = out[-1].replace("ESCAPED-PAIR", "a surrogate pair escaped: \\ud83d\\ude00")
+    bend("openinference", lambda s: None)
+    bend("openinference", lambda s: _set(s, "openinference.span.kind", "CHAIN"))  # not an LLM call
+    # An LLM call to Python only by its kind, written as bytes (Python reads the text as it is).
+    bend("openinference", lambda s: s.update(attributes=[
+        {"key": "openinference.span.kind", "value": {"bytesValue": "LLM"}},
+        _attribute("input.value", "What is the refund window?"), _attribute("output.value", "30 days.")]))
+    bend("openinference", lambda s: _set(s, "llm.input_messages.1.message.content", None))  # input.value then
+    bend("openinference", lambda s: _set(s, "llm.output_messages.0.message.finish_reason", "length"))
+    out.append(_request(json.loads(json.dumps(spans["current"][0])), resource=[
+        _attribute("deployment.environment", "prod"), {"key": "host.tags", "value": {"arrayValue": {"values": [
+            {"stringValue": "a"}, {"stringValue": "b"}]}}}]))  # no service.name
+    # A resource attribute key written as a number (Python keeps it, as "resource.5").
+    out.append(_request(json.loads(json.dumps(spans["current"][1]))).replace('"key": "service.name"', '"key": 5', 1))
+    # What DuckDB reads and Python does not, or reads otherwise.
+    plain = out[0]
+    out.append(plain.replace('"status": {}', '"status": {"code": 1,}', 1))  # a trailing comma
+    out.append(plain.replace('"kind": 3', '"kind": NaN', 1))
+    out.append(plain.replace('"kind": 3', '"kind": -Infinity', 1))
+    out.append(plain.replace('"kind": 3', '"kind": 3e999', 1))
+    out.append(plain.replace('"kind": 3', '"kind": 123456789012345678901234567890', 1))
+    out.insert(3, "")
+    out.insert(6, "{not json")
+    out.insert(8, "[1, 2]")
+    out.insert(10, '{"resourceSpans": 5}')
+    out.insert(12, '{"resourceSpans": [7, {"scopeSpans": [{"spans": [3]}]}]}')
+    out.append(out[1])  # the same span again: a duplicate
+    return out
+
+
+def test_bent_otel_lines_are_the_same_both_ways(tmp_path):
+    demo = demo_day(tmp_path / "demo", "otel", rows=120)
+    lines = demo[0].read_text(encoding="utf-8").splitlines()
+    bent = _bent_otel_lines(lines)
+    jsonl = tmp_path / "bent-otel.jsonl"
+    jsonl.write_text("\n".join(bent) + "\n", encoding="utf-8")
+    crlf = tmp_path / "crlf-otel.jsonl"
+    crlf.write_bytes("\r\n".join(lines[:20]).encode() + b"\r\n")
+    tables = assert_same_both_ways(tmp_path, [jsonl, crlf])
+    reasons = {row[3] for row in tables["rejected_logs"]}
+    assert {"invalid JSON", "not an OTLP/JSON document (no resourceSpans)", "span is not a JSON object",
+            "timestamp too far from the day", "value out of range", "empty output"} <= {r.split(":")[0] for r in reasons}
+    assert tables["duplicate_logs"]
+    assert any(row[-5] for row in tables["logs"])  # PII found (pii column) in some rows
+
+
+def test_most_bent_otel_spans_of_a_plain_shape_are_mapped_in_sql(tmp_path):
+    import duckdb
+
+    from flywheel.ingest.fast import fast_batches
+
+    demo = demo_day(tmp_path / "demo", "otel", rows=120)
+    bent = _bent_otel_lines(demo[0].read_text(encoding="utf-8").splitlines())
+    path = tmp_path / "bent-otel.jsonl"
+    path.write_text("\n".join(bent) + "\n", encoding="utf-8")
+    stats: dict = {}
+    with duckdb.connect() as con:
+        read = sum(batch.num_rows for batch in fast_batches(con, path, "otel", pii_gate=True, stats=stats))
+    assert read == stats["in_sql"] + stats["in_python"]
+    # The plain ones and those bent within what the statement maps (not all are).
+    assert stats["in_sql"] >= 15 and stats["in_python"] >= 20, stats
+
+
+def test_otel_files_the_fast_path_leaves_to_python_are_the_same_both_ways(tmp_path):
+    demo = demo_day(tmp_path / "demo", "otel", rows=40)
+    lines = demo[0].read_text(encoding="utf-8").splitlines()
+    spans = _llm_spans(lines)
+    span = spans["current"][0]
+    record = {"timeUnixNano": span["startTimeUnixNano"], "traceId": span["traceId"], "spanId": span["spanId"],
+              "eventName": "gen_ai.user.message", "body": {"stringValue": "the question, from a log record"}}
+    both = tmp_path / "collector-both-signals.jsonl"  # a collector wrote spans and logs in one file
+    both.write_text("\n".join(lines + [json.dumps({"resourceLogs": [{"resource": {}, "scopeLogs": [
+        {"logRecords": [record]}]}]})]) + "\n", encoding="utf-8")
+    bom = tmp_path / "bom-otel.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines[:5]).encode() + b"\n")
+    gz = tmp_path / "spans-otel.jsonl.gz"
+    gz.write_bytes(gzip.compress("\n".join(lines[5:15]).encode() + b"\n"))
+    lone_cr = tmp_path / "lone-cr-otel.jsonl"
+    lone_cr.write_bytes("\n".join(lines[:3]).encode() + b"\n\r" + "\n".join(lines[3:6]).encode() + b"\n")
+    tables = assert_same_both_ways(tmp_path, [both, bom, gz, lone_cr])
+    assert len(tables["logs"]) >= 40
+

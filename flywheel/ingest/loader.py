@@ -371,9 +371,10 @@ def _load_fast(con, settings, day, path, fmt, file_report, report, batch_request
     pii_counts = dict(report.pii_counts)
     later = _Later(con, day, file_report.source_file, fmt, fast=True, mode=settings.pii_mode, report=report,
                    window=window)
+    stats: dict = {}
     try:
         for batch in fast.fast_batches(con, path, fmt, pii_gate=settings.pii_mode != "off",
-                                       batch_requests=batch_requests):
+                                       batch_requests=batch_requests, stats=stats, window=window):
             if batch.num_rows:
                 file_report.read += batch.num_rows
                 _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report, window,
@@ -385,6 +386,7 @@ def _load_fast(con, settings, day, path, fmt, file_report, report, batch_request
         report.pii_counts.clear()
         report.pii_counts.update(pii_counts)
         return False
+    file_report.ignored = stats.get("ignored_spans", 0)
     return True
 
 
@@ -1187,6 +1189,9 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
         # The few records left out, copied out of the batch, so that the statements
         # below do not scan the whole batch again.
         second = batch.filter(pc.is_in(batch.column("line"), left_out.column(0)))
+        if fast and _several_per_line(pc.filter(second.column("line"), pc.invert(second.column("blank")))):
+            # Lines of several records (OTel spans): the records of theirs it took stay.
+            second = _untaken(con, second, hold_back, window)
         if later is not None:
             later.add(second)
         else:
@@ -1245,19 +1250,30 @@ def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | Non
     """Insert the records of the batch that pass the combined test; return the lines left
     for a second look (None when every record was taken).
 
-    Each record has a line of its own, and the batches of a file cover distinct lines:
-    the lines taken are those of this file, in this batch's range, now in `logs`.
+    Mostly each record has a line of its own, and the batches of a file cover distinct
+    lines: the lines taken are those of this file, in this batch's range, now in `logs`.
+    Where lines hold several records (OTel spans), the lines left are those with fewer
+    rows in `logs` than records (the caller then drops the records of theirs that were
+    taken, see :func:`_untaken`).
     """
     records = pc.filter(batch.column("line"), pc.invert(batch.column("blank")))
     if len(records) == 0:
         return None
     accepted = fast_accepted_sql("stage_batch", pii_gate=hold_back, key_lists=_key_lists(batch), window=window)
+    bounds = pc.min_max(records)
+    several = _several_per_line(records)
+    where = "day = ? AND source_file = ? AND source_line BETWEEN ? AND ?"
+    held_before = (con.execute(f"SELECT count(*) FROM logs WHERE {where}",
+                               [day, source_file, bounds["min"].as_py(), bounds["min"].as_py()]).fetchone()[0]
+                   if several else 0)
     con.register("stage_batch", _scan_once(batch))
     with _fast_insert_settings(con):
         taken = _insert_accepted(con, day, source_file, fmt, accepted)
     if taken == len(records):
         return None
-    bounds = pc.min_max(records)
+    if several:  # lines with fewer records taken than they hold (see _detailed_pass)
+        return _lines_short(con, records, held_before, where,
+                            [day, source_file, bounds["min"].as_py(), bounds["max"].as_py()])
     con.register("stage_batch", _scan_once(batch.select(["line", "blank"])))
     return con.execute(
         """SELECT line FROM stage_batch WHERE NOT blank
@@ -1340,12 +1356,40 @@ def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str |
         con.unregister("stage_accepted")
     if taken == len(records):
         return None
-    # Lines with fewer rows taken than records.
+    return _lines_short(con, records, held_before, where, [day, source_file, first, last])
+
+
+def _several_per_line(records: pa.Array) -> bool:
+    """Return whether some line of a batch (its records' lines, in order) holds more
+    than one record."""
+    lines = records.to_numpy()
+    return bool(len(lines) > 1 and (np.diff(lines) == 0).any())
+
+
+def _lines_short(con, records: pa.Array, held_before: int, where: str, params: list) -> pa.Table:
+    """Return the lines (a ``line`` table) of which `logs` holds fewer rows than the
+    batch has records; ``held_before``: the rows of the batch's first line stored
+    before it (a line a previous batch began), ``where`` with ``params``: the batch's
+    lines of the file in `logs`."""
     wanted = Counter(records.to_pylist())
-    wanted[first] += held_before
+    wanted[params[2]] += held_before
     wanted.subtract(dict(con.execute(f"SELECT source_line, count(*) FROM logs WHERE {where} GROUP BY ALL",
-                                     [day, source_file, first, last]).fetchall()))
+                                     params).fetchall()))
     return pa.table({"line": pa.array([line for line, missing in wanted.items() if missing > 0], pa.int64())})
+
+
+def _untaken(con, second: pa.Table, hold_back: str | None, window: TsWindow) -> pa.Table:
+    """Return the rows of ``second`` (rows of a batch's lines the fast statement did not
+    take whole) that it did not take: the statement, run again on just these rows,
+    takes the same ones (it judges each row by itself)."""
+    con.register("stage_taken", _scan_once(second))
+    try:
+        with _fast_insert_settings(con):
+            taken = con.execute(f"SELECT rid FROM ({fast_accepted_sql('stage_taken', pii_gate=hold_back, window=window)})"
+                                ).fetch_arrow_table().column(0)
+    finally:
+        con.unregister("stage_taken")
+    return second.filter(pc.invert(pc.is_in(second.column("rid"), taken)))
 
 
 def _insert_sql(accepted: str, *, table: str = "logs") -> str:

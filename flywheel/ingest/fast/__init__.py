@@ -7,7 +7,9 @@ batch maps every record of a shape it fully understands to the canonical JSON do
 the mapper would have made (same fields, same values, metadata in the same order). Every
 other line (broken, unusual, or a shape the statement does not know) goes through the
 Python mapper, so the result is the same as the Python path's, record for record; the
-batches then take the loader's fast statement like canonical lines (one record per line).
+batches then take the loader's fast statement like canonical lines (one record per line;
+an OTLP/JSON line holds several spans: its records share the line, see
+:mod:`flywheel.ingest.fast.otel_lines`).
 
 A file these paths cannot number the way the Python reader does (not JSON lines, a byte
 order mark, bad UTF-8, a lone carriage return, gzip by magic bytes only, a damaged gzip

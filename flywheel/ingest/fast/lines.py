@@ -20,12 +20,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.ingest.fast import langfuse_sql, openai_sql
+from flywheel.ingest.fast import langfuse_sql, openai_sql, otel_lines
 from flywheel.ingest.formats.batch_input import BatchRequests, day_batch_requests
 from flywheel.ingest.formats.common import _map_value
 from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _is_gzip, _json_error
 from flywheel.ingest.formats.langfuse import _map_langfuse, _trace_of_download
 from flywheel.ingest.formats.openai import _map_batch_output, _map_openai_chat
+from flywheel.ingest.normalize import TsWindow
 from flywheel.ingest.records import UnreadableFile
 
 
@@ -63,18 +64,22 @@ def _langfuse_trace(value: dict) -> dict:
 
 def handles(fmt: str) -> bool:
     """Return whether ``fmt`` has a fast path."""
-    return fmt in _FORMATS
+    return fmt in _FORMATS or fmt == "otel"
 
 
 def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
                  pii_gate: bool, batch_requests: dict | None = None,
-                 stats: dict | None = None) -> Iterator[pa.Table]:
+                 stats: dict | None = None, window: TsWindow = None) -> Iterator[pa.Table]:
     """Yield the staged batches (the loader's ``BATCH_SCHEMA``) of a JSON-lines file of
     ``fmt``, one row per record, blank lines left out, as the Python reader numbers them.
 
     ``batch_requests``: the day's companion records (the loader's), for Batch API
-    output files their input lines by custom_id. ``stats``, when given, counts the records mapped in SQL (``in_sql``) and in Python
-    (``in_python``).
+    output files their input lines by custom_id, for OTel spans their log records by span.
+    ``stats``, when given, counts the records mapped in SQL (``in_sql``) and in Python
+    (``in_python``), and the non-LLM OTel spans skipped (``ignored_spans``). ``window``:
+    the day's plausible timestamps (the OTel statement decides only spans it knows are
+    accepted). OTel files hold several records per line: their batches have a row per
+    record, the line repeated.
 
     Raises:
         NotFast: the file is not plain JSON lines the way this reader can number them;
@@ -84,9 +89,13 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
 
     batch_output = fmt == "openai_batch_output"
     requests = day_batch_requests(batch_requests) if batch_output else batch_requests or {}
-    statement, mapper = _FORMATS[fmt](requests)
     if _is_gzip(path) != path.name.lower().endswith(".gz"):
         raise NotFast("gzip by its magic bytes only")
+    if fmt == "otel":
+        yield from otel_lines.otel_batches(con, path, pii_gate=pii_gate, companions=requests, window=window,
+                                           stats=stats if stats is not None else {}, block_bytes=FAST_BLOCK_BYTES)
+        return
+    statement, mapper = _FORMATS[fmt](requests)
     batches = loader._line_batches(path, block_bytes=FAST_BLOCK_BYTES)
     array = False
     if fmt == "langfuse":  # a JSON array of traces, one per line, or JSON lines

@@ -169,30 +169,38 @@ def _read_otel(path, batch_requests, stats) -> Iterator[RawRecord]:
         if item.error is not None:
             yield RawRecord(item.line, item.raw, error=item.error)
             continue
-        doc = item.value
-        if isinstance(doc, dict) and "resourceLogs" in doc and "resourceSpans" not in doc:
-            continue  # read above, joined with its spans
-        if not isinstance(doc, dict) or not isinstance(doc.get("resourceSpans"), list):
-            yield RawRecord(item.line, item.raw, error="not an OTLP/JSON document (no resourceSpans)")
+        yield from otel_document_records(item.line, item.raw, item.value, companions, stats)
+
+
+def otel_document_records(line: int, raw: str, doc: Any, companions: dict, stats: dict | None) -> Iterator[RawRecord]:
+    """Yield the records of one parsed OTLP/JSON document (a line of a JSON-lines file,
+    or a whole file) that starts on ``line`` and whose text is ``raw``: one per LLM
+    span, an error record for a document or span of the wrong shape; non-LLM spans are
+    counted in ``stats["ignored_spans"]``. ``companions``: the day's log records by span
+    (:func:`load_otel_logs`)."""
+    if isinstance(doc, dict) and "resourceLogs" in doc and "resourceSpans" not in doc:
+        return  # log records: read as companions, joined with their spans
+    if not isinstance(doc, dict) or not isinstance(doc.get("resourceSpans"), list):
+        yield RawRecord(line, raw, error="not an OTLP/JSON document (no resourceSpans)")
+        return
+    finder = _LineFinder(raw, line)
+    for resource, scope, span in _otel_spans(doc):
+        if not isinstance(span, dict):
+            yield RawRecord(line, _dumps(span), error="span is not a JSON object")
             continue
-        finder = _LineFinder(item.raw, item.line)
-        for resource, scope, span in _otel_spans(doc):
-            if not isinstance(span, dict):
-                yield RawRecord(item.line, _dumps(span), error="span is not a JSON object")
-                continue
-            attrs = _otel_attrs(span.get("attributes"))
-            events = [e for e in span.get("events") or () if isinstance(e, dict)]
-            key = ("otel_log", normalize_id(span.get("traceId")), normalize_id(span.get("spanId")))
-            events += _content_from_details(companions.get(key, []), attrs)
-            if not _is_llm_span(attrs, events):
-                if stats is not None:
-                    stats["ignored_spans"] = stats.get("ignored_spans", 0) + 1
-                continue
-            line = finder.line_of("spanId", span.get("spanId"))
-            yield _map_value(
-                line, _dumps(span), span,
-                lambda s: _map_otel_span(s, attrs, events, resource, scope),  # noqa: B023 (called at once)
-            )
+        attrs = _otel_attrs(span.get("attributes"))
+        events = [e for e in span.get("events") or () if isinstance(e, dict)]
+        key = ("otel_log", normalize_id(span.get("traceId")), normalize_id(span.get("spanId")))
+        events += _content_from_details(companions.get(key, []), attrs)
+        if not _is_llm_span(attrs, events):
+            if stats is not None:
+                stats["ignored_spans"] = stats.get("ignored_spans", 0) + 1
+            continue
+        span_line = finder.line_of("spanId", span.get("spanId"))
+        yield _map_value(
+            span_line, _dumps(span), span,
+            lambda s: _map_otel_span(s, attrs, events, resource, scope),  # noqa: B023 (called at once)
+        )
 
 
 def _otel_spans(doc: dict) -> Iterator[tuple[dict, dict, Any]]:

@@ -1,0 +1,181 @@
+"""The fast path of OTLP/JSON span files: line batches in, staged batches of spans out.
+
+Unlike the other fast formats a line holds several records (one per LLM span), so the
+staged batch has one row per record with the line repeated, in the order the Python
+reader gives them (:func:`flywheel.ingest.formats.otel.otel_document_records`). The lines
+:func:`flywheel.ingest.fast.otel_sql.otel_span_docs` does not decide are read by that
+function, line by line, and their records staged as the Python path stages them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flywheel.ingest.fast.otel_sql import otel_span_docs
+from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _json_error
+from flywheel.ingest.formats.otel import otel_document_records
+from flywheel.ingest.normalize import TsWindow
+from flywheel.ingest.records import RawRecord, UnreadableFile
+
+MAPPING_CHUNK_ROWS = 256  # lines of up to a few kB each: DuckDB maps one chunk per thread
+
+
+def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, companions: dict,
+                 window: TsWindow, stats: dict, block_bytes: int) -> Iterator[pa.Table]:
+    """Yield the staged batches (the loader's ``BATCH_SCHEMA``) of an OTLP/JSON-lines
+    file: one row per record (LLM span, or broken line or span), blank lines left out.
+
+    ``companions``: the day's OTel log records by span (the loader's companion records);
+    spans that have some are mapped in Python. ``stats`` counts the non-LLM spans
+    skipped (``ignored_spans``) and the records mapped in SQL (``in_sql``) and in Python
+    (``in_python``).
+
+    Raises:
+        NotFast: the file is not plain JSON lines the way this reader can number them,
+            or holds log records of its own; it may be raised after some batches.
+    """
+    from flywheel.ingest import loader
+    from flywheel.ingest.fast.lines import NotFast, _check_first
+
+    first = True
+    try:
+        for lines in loader._line_batches(path, block_bytes=block_bytes):
+            if first:
+                _check_first(lines)
+                first = False
+            yield _staged(con, lines, pii_gate=pii_gate, companions=companions, window=window, stats=stats)
+    except UnreadableFile as exc:  # the Python reader words these its own way
+        raise NotFast(exc.reason) from None
+
+
+def _bytes_of(text: pa.ChunkedArray) -> bytes:
+    """Return the bytes of the lines (their text one after another), for a quick search
+    (a byte search is several times faster than Arrow's per-line one)."""
+    out = []
+    for chunk in text.chunks:
+        if len(chunk) == 0:
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+        out.append(memoryview(chunk.buffers()[2])[offsets[0]:offsets[-1]])
+    return b"".join(out)
+
+
+def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: TsWindow, stats: dict) -> pa.Table:
+    """Return the staged batch of one batch of lines: spans mapped in SQL where the
+    statement decides their line, else by the Python reader."""
+    from flywheel.ingest import loader
+    from flywheel.ingest.fast.lines import NotFast, _no_filter_pushdown
+
+    text = lines.column("text")
+    if text.null_count:
+        raise NotFast("not UTF-8")
+    if lines.column("pre_error").null_count < lines.num_rows:
+        raise NotFast("a broken gzip stream")
+    data = _bytes_of(text)
+    if b"\r" in data and pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
+        raise NotFast("a lone carriage return")
+    if b'"resourceLogs"' in data:
+        raise NotFast("log records in the spans file")  # joined by the Python reader
+    del data
+    con.register("fast_otel_lines", pa.RecordBatchReader.from_batches(
+        lines.schema, lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
+    try:
+        with _no_filter_pushdown(con):
+            spans = con.execute(otel_span_docs("fast_otel_lines", window=window, ids=bool(companions))).fetch_arrow_table()
+    except duckdb.InvalidInputException:  # a value DuckDB refuses: all in Python
+        spans = pa.table({"rid": pa.array([], pa.int64()), "k": pa.array([], pa.int64()),
+                          "ok": pa.array([], pa.bool_()), "llm": pa.array([], pa.bool_()),
+                          "trace_id": pa.array([], pa.string()), "span_id": pa.array([], pa.string()),
+                          "doc": pa.array([], pa.string())})
+    finally:
+        con.unregister("fast_otel_lines")
+    n = lines.num_rows
+    rid = spans.column("rid").to_numpy()
+    ok = pc.fill_null(spans.column("ok"), False).to_numpy(zero_copy_only=False)
+    llm = pc.fill_null(spans.column("llm"), False).to_numpy(zero_copy_only=False)
+    undecided = np.zeros(n, dtype=bool)
+    undecided[rid[~ok]] = True
+    if companions:
+        # A span with log records of its own (or ids that are not hex) is joined in Python.
+        for i, trace_id, span_id in zip(rid, spans.column("trace_id").to_pylist(), spans.column("span_id").to_pylist()):
+            if trace_id == "?" or span_id == "?" or ("otel_log", trace_id, span_id) in companions:
+                undecided[i] = True
+    decided = np.zeros(n, dtype=bool)
+    decided[rid] = True
+    decided &= ~undecided
+    kept = decided[rid]
+    stats["ignored_spans"] = stats.get("ignored_spans", 0) + int((kept & ~llm).sum())
+    in_sql = np.flatnonzero(kept & llm)
+    stats["in_sql"] = stats.get("in_sql", 0) + len(in_sql)
+
+    blank = lines.column("blank").to_numpy(zero_copy_only=False)
+    line_numbers = lines.column("line").to_numpy()
+    records: list[RawRecord] = []
+    places: list[int] = []
+    for i in np.flatnonzero(~decided & ~blank):
+        line = text[int(i)].as_py()
+        stripped = line.strip()
+        if not stripped:
+            continue
+        try:
+            value, error = json.loads(line.rstrip("\r\n")), None
+        except _JSON_ERRORS as err:
+            value, error = None, _json_error(err)
+        number = int(line_numbers[i])
+        found = ([RawRecord(number, stripped, error=error)] if error is not None
+                 else list(otel_document_records(number, stripped, value, companions, stats)))
+        records += found
+        places += range(len(found))
+    stats["in_python"] = stats.get("in_python", 0) + len(records)
+
+    sql_rows = spans.filter(pa.array(kept & llm)).select(["rid", "k", "doc"])
+    m = sql_rows.num_rows
+    parts = [pa.table(
+        {
+            "line": pa.array(line_numbers[sql_rows.column("rid").to_numpy()]),
+            "text": pa.nulls(m, pa.string()),  # never rejected: its raw text is not needed
+            "doc": sql_rows.column("doc"),
+            "pre_error": pa.nulls(m, pa.string()),
+            "pre_field": pa.nulls(m, pa.string()),
+            "k": sql_rows.column("k").cast(pa.int64()),
+        }
+    )]
+    if records:
+        # Staged as the Python path stages them (NaN, non-UTF-8 text, deep nesting).
+        python = pa.concat_tables(loader._parsed_batches(iter(records)))
+        parts.append(pa.table({
+            "line": python.column("line"), "text": python.column("text"), "doc": python.column("doc"),
+            "pre_error": python.column("pre_error"), "pre_field": python.column("pre_field"),
+            "k": pa.array(np.asarray(places, dtype=np.int64)),
+        }))
+    rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    # In file order: the line, then the span's place in it (DuckDB's output is mostly
+    # in order already: then nothing is copied).
+    lines_of, places_of = rows.column("line").to_numpy(), rows.column("k").to_numpy()
+    in_order = len(lines_of) < 2 or bool(((np.diff(lines_of) > 0) | ((np.diff(lines_of) == 0) & (np.diff(places_of) > 0))).all())
+    if not in_order:
+        rows = rows.take(pa.array(np.lexsort((places_of, lines_of))))
+    total = rows.num_rows
+    docs = rows.column("doc")
+    table = pa.table(
+        {
+            "rid": pa.array(np.arange(total, dtype=np.int64)),
+            "line": rows.column("line"),
+            "text": rows.column("text"),
+            "raw": pa.nulls(total, pa.binary()),
+            "doc": docs,
+            "pre_error": rows.column("pre_error"),
+            "pre_field": rows.column("pre_field"),
+            "blank": pa.array(np.zeros(total, dtype=bool)),
+            "maybe_pii": loader._maybe_pii(docs) if pii_gate else pa.nulls(total, pa.bool_()),
+        },
+        schema=loader.BATCH_SCHEMA,
+    )
+    return loader._parallel(table)
