@@ -124,6 +124,9 @@ def _bent_openai_lines(lines: list[str]) -> str:
     bend(25, lambda r: r["request"]["messages"][0].update(content="Rules\nContext:  \n\u2028 "))  # no context
     bend(26, lambda r: r["request"]["messages"][0].update(content="A\nContext: one\ncontext: two"))
     bend(27, lambda r: r["request"]["messages"][0].update(content="  context: early\nContext: late"))
+    # a lone surrogate written as a JSON escape: parsed, but no UTF-8 text can hold it
+    bend(28, lambda r: r["response"]["choices"][0]["message"].update(content="LONE-SURROGATE in the answer"))
+    out[-1] = out[-1].replace("LONE-SURROGATE", "\\ud800")
     out.insert(5, "")
     out.insert(9, "   \t  ")
     out.insert(12, "{not json")
@@ -142,6 +145,7 @@ def test_bent_openai_lines_are_the_same_both_ways(tmp_path):
     crlf.write_bytes("\r\n".join(lines[:20]).encode() + b"\r\n")
     tables = assert_same_both_ways(tmp_path, [bent, crlf])
     assert tables["rejected_logs"]  # the broken lines are there, with their reasons
+    assert "not valid UTF-8" in {row[3] for row in tables["rejected_logs"]}  # the lone surrogate
     assert tables["duplicate_logs"]
 
 
@@ -207,12 +211,15 @@ def test_bent_batch_lines_are_the_same_both_ways(tmp_path):
     bend(6, lambda r: r.update(extra_field={"kept": True}))
     bend(7, lambda r: r["response"]["body"]["usage"].update(prompt_tokens=None, input_tokens=7))
     bend(8, lambda r: r["response"].pop("request_id"))
+    bend(9, lambda r: r["response"]["body"]["choices"][0]["message"].update(content="LONE-SURROGATE answer"))
+    out[-1] = out[-1].replace("LONE-SURROGATE", "\\ud800")  # an escaped lone surrogate: rejected
     out.insert(3, "{broken")
     bent = output.with_name("bent-batch-output.jsonl")
     bent.write_text("\n".join(out) + "\n", encoding="utf-8")
     tables = assert_same_both_ways(tmp_path, [*paths, bent])
     reasons = {row[3] for row in tables["rejected_logs"]}
     assert any(reason.startswith("batch request failed") for reason in reasons), reasons
+    assert "not valid UTF-8" in reasons
 
 
 def _bent_langfuse_traces(traces: list[dict]) -> list[str]:
@@ -257,6 +264,8 @@ def _bent_langfuse_traces(traces: list[dict]) -> list[str]:
     bend(27, lambda t: t["input"].update(question="mail me at jane.doe@example.com, Ünïcödé \u2028 \"q\""))
     bend(28, lambda t: t.update(observations=[{**t["observations"][0], "type": "generation"}]))
     bend(29, lambda t: t.update(trace={"id": "inner"}))
+    bend(30, lambda t: t.update(output="LONE-SURROGATE answer"))
+    out[-1] = out[-1].replace("LONE-SURROGATE", "\\ud800")  # an escaped lone surrogate: rejected
     return out
 
 
@@ -271,7 +280,7 @@ def test_bent_langfuse_traces_are_the_same_both_ways(tmp_path):
     crlf = tmp_path / "crlf-langfuse.json"
     crlf.write_bytes(("[\r\n" + ",\r\n".join(bent[:8]) + "\r\n]\r\n").encode())
     tables = assert_same_both_ways(tmp_path, [array, lines, crlf])
-    assert tables["rejected_logs"]
+    assert "not valid UTF-8" in {row[3] for row in tables["rejected_logs"]}
     assert tables["duplicate_logs"]
 
 

@@ -1023,14 +1023,7 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
         return table
 
     for rec in records:
-        raw_text = rec.raw
-        if rec.record is None:
-            doc, error, field_name = None, rec.error, rec.field
-        else:
-            doc, error, field_name = _record_json(rec.record)
-        if _undecodable(raw_text) or _undecodable(doc):  # bytes that were not UTF-8 (formats.open_text)
-            raw_text = raw_text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            doc, error, field_name = None, REASONS["bad_encoding"], None
+        raw_text, doc, error, field_name = _batch_row(rec)
         columns["rid"].append(len(columns["line"]))
         columns["line"].append(rec.line)
         columns["text"].append(raw_text)
@@ -1044,6 +1037,22 @@ def _parsed_batches(records: Iterator[RawRecord]) -> Iterator[pa.Table]:
             yield flush()
     if columns["line"]:
         yield flush()
+
+
+def _batch_row(rec: RawRecord) -> tuple[str, str | None, str | None, str | None]:
+    """Return a parser record as a batch holds it: (raw text, canonical JSON, reason,
+    field). A record holding text that is not UTF-8 (bytes that were not, read as lone
+    surrogates by formats.open_text, or a lone surrogate written as a JSON escape) is
+    rejected whole, its raw text with the replacement character in their place."""
+    raw_text = rec.raw
+    if rec.record is None:
+        doc, error, field_name = None, rec.error, rec.field
+    else:
+        doc, error, field_name = _record_json(rec.record)
+    if _undecodable(raw_text) or _undecodable(doc):
+        raw_text = raw_text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        doc, error, field_name = None, REASONS["bad_encoding"], None
+    return raw_text, doc, error, field_name
 
 
 def _record_json(record: dict) -> tuple[str | None, str | None, str | None]:

@@ -294,12 +294,10 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
             if strict:
                 raise NotFast("a broken element of a JSON array") from None
             value, error = None, _json_error(err)
-        rec = _map_value(int(line_numbers[i]), stripped, value, mapper, error)
-        fallback_text[i] = rec.raw
-        if rec.record is None:
-            pre_error[i], pre_field[i] = rec.error, rec.field
-        else:
-            doc_values[i] = json.dumps(rec.record, default=str, ensure_ascii=False)
+        # as the Python reader's batches hold it (a record that cannot be stored, such as
+        # one holding an escaped lone surrogate, is rejected with the Python path's reason)
+        fallback_text[i], doc_values[i], pre_error[i], pre_field[i] = loader._batch_row(
+            _map_value(int(line_numbers[i]), stripped, value, mapper, error))
     kept = np.flatnonzero(keep)
     if len(todo) == 0 and len(rids) == len(kept):
         # The usual batch: every record decided in SQL. Its documents in line order, and
