@@ -538,12 +538,8 @@ class _LineSource:
         return pa.concat_tables(parts) if parts else BATCH_SCHEMA.empty_table()
 
 
-# Whether the reading thread scans PII candidates ahead (see :class:`_LineSource`), and
-# the largest share of a batch's lines it does it for: where the whole-line prefilter
-# flags most lines (numbers in the metadata of some writers), few of them are held back
-# in the end, and parsing them all in Python would cost more than it saves.
+# Whether the reading thread scans PII candidates ahead (see :class:`_LineSource`).
 PRESCAN = True
-PRESCAN_SHARE = 0.1
 # The fields whose text the second look scans (see :func:`_pii_fixes`).
 _PRESCAN_FIELDS = ("input", "output", "context", "session_id", "user_id")
 
@@ -551,12 +547,8 @@ _PRESCAN_FIELDS = ("input", "output", "context", "session_id", "user_id")
 def _prescan(table: pa.Table, scanned: dict[str, tuple[str, frozenset[str]]]) -> int:
     """Add to ``scanned`` the PII scans of the text fields of the table's rows that
     could hold PII (``maybe_pii``), for the texts the prefilter does not clear; return
-    the characters of the texts added. A table with more than :data:`PRESCAN_SHARE` of
-    its rows flagged is left to the second look."""
-    flags = pc.fill_null(table.column("maybe_pii"), False)
-    if (pc.sum(flags.cast(pa.int64())).as_py() or 0) > PRESCAN_SHARE * table.num_rows:
-        return 0
-    flagged = pc.filter(table.column("text"), flags)
+    the characters of the texts added."""
+    flagged = pc.filter(table.column("text"), pc.fill_null(table.column("maybe_pii"), False))
     texts = []
     for line in flagged.to_pylist():
         try:
