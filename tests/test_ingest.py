@@ -257,7 +257,7 @@ def test_pii_scans_made_while_reading_give_the_tables_of_scans_made_at_the_end(s
     # Message contents and metadata strings, and the broken line's raw text, at the end.
     assert "a@b.example" in in_main and "ana@example.com" in in_main
 
-    monkeypatch.setattr(loader, "PRESCAN", False)
+    monkeypatch.setattr(loader, "PRESCAN_TEXTS", 0)
     scans.clear()
     settings.database_path.unlink()  # the same day again, into a fresh database
     report_at_end = ingest(settings)

@@ -470,7 +470,6 @@ class _LineSource:
         self._stash: list[pa.Table] | None = [] if pii_gate else None
         self._stash_bytes = 0
         self.scanned: dict[str, tuple[str, frozenset[str]]] = {}
-        self._scanned_bytes = 0
         lines = _line_batches(path, pii_gate=pii_gate, cut=self.cut)
         self._tables = _read_ahead(self._prescanned(lines) if pii_gate else lines)
         self._first: pa.Table | None = None
@@ -500,11 +499,10 @@ class _LineSource:
 
     def _prescanned(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
         """Yield ``tables``, scanning the text fields of the rows that could hold PII
-        on the way (in the reading thread), until the texts scanned hold
-        :data:`STASH_BYTES` (they are kept until the second look)."""
+        on the way (in the reading thread), up to :data:`PRESCAN_TEXTS` texts."""
         for table in tables:
-            if self._scanned_bytes < STASH_BYTES and PRESCAN:
-                self._scanned_bytes += _prescan(table, self.scanned)
+            if len(self.scanned) < PRESCAN_TEXTS:
+                _prescan(table, self.scanned)
             yield table
 
     def _count(self, table: pa.Table) -> None:
@@ -538,16 +536,15 @@ class _LineSource:
         return pa.concat_tables(parts) if parts else BATCH_SCHEMA.empty_table()
 
 
-# Whether the reading thread scans PII candidates ahead (see :class:`_LineSource`).
-PRESCAN = True
+# Texts scanned ahead per file at most (their scans are kept until the second look).
+PRESCAN_TEXTS = 200_000
 # The fields whose text the second look scans (see :func:`_pii_fixes`).
 _PRESCAN_FIELDS = ("input", "output", "context", "session_id", "user_id")
 
 
-def _prescan(table: pa.Table, scanned: dict[str, tuple[str, frozenset[str]]]) -> int:
+def _prescan(table: pa.Table, scanned: dict[str, tuple[str, frozenset[str]]]) -> None:
     """Add to ``scanned`` the PII scans of the text fields of the table's rows that
-    could hold PII (``maybe_pii``), for the texts the prefilter does not clear; return
-    the characters of the texts added."""
+    could hold PII (``maybe_pii``), for the texts the prefilter does not clear."""
     flagged = pc.filter(table.column("text"), pc.fill_null(table.column("maybe_pii"), False))
     texts = []
     for line in flagged.to_pylist():
@@ -559,17 +556,14 @@ def _prescan(table: pa.Table, scanned: dict[str, tuple[str, frozenset[str]]]) ->
             texts.extend(value for name in _PRESCAN_FIELDS
                          if isinstance(value := doc.get(name), str) and value not in scanned)
     if not texts:
-        return 0
+        return
     try:
         candidates = pc.match_substring_regex(pa.array(texts, pa.string()), pii.PREFILTER_PATTERN)
     except (pa.ArrowException, UnicodeError):  # e.g. a lone surrogate: left to the second look
-        return 0
-    added = 0
+        return
     for text, candidate in zip(texts, candidates.to_pylist()):
         if candidate:
             scanned[text] = pii.scan(text)
-            added += 2 * len(text)  # the text and its redacted copy
-    return added
 
 
 def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests, *,
