@@ -196,9 +196,9 @@ def test_numbers_in_metadata_hold_no_record_back_but_its_strings_are_scanned(set
     scanned: list[int] = []
     real = loader._pii_fixes
 
-    def spy(docs, mode, report, **options):
+    def spy(docs, mode, report):
         scanned.append(len(docs))
-        return real(docs, mode, report, **options)
+        return real(docs, mode, report)
 
     monkeypatch.setattr(loader, "_pii_fixes", spy)
     land(settings, DAY, "a.jsonl", jsonl(
@@ -216,58 +216,6 @@ def test_numbers_in_metadata_hold_no_record_back_but_its_strings_are_scanned(set
     assert "4155550134" not in json.dumps(stored["n4"][0]) and stored["n4"][1] == ["phone"]
     assert sum(scanned) == 3  # n2, n3, n4; not n1
     assert report.pii_counts == {"phone": 3}
-
-
-def test_pii_scans_made_while_reading_give_the_tables_of_scans_made_at_the_end(settings, monkeypatch):
-    """The reading thread of a JSON-lines file scans the text fields of the lines that
-    could hold PII ahead of the second look; the tables are those of scanning them all
-    at the end (pre-scanning off), and the second look scans only what it did not
-    cover (a text in a field it does not pre-scan, a line it cannot parse)."""
-    import threading
-
-    from flywheel import pii
-    from flywheel.ingest import loader
-
-    land(settings, DAY, "a.jsonl", jsonl(
-        good("p1", input="mail me at ana.lopez@example.com please"),
-        good("p2", output="call +1 (415) 555-0132", session_id="s-bob@example.org"),
-        good("p3", context="IBAN DE89 3704 0044 0532 0130 00", messages=[{"role": "user", "content": "a@b.example"}]),
-        good("p4", input="nothing here"),
-        good("p5", input="phone me: +44 20 7946 0958", metadata={"note": "ana@example.com"}),
-        '{"log_id": "p6", "ts": "2026-11-20T09:14:03Z", "input": "x@y.example", "output": ',  # broken
-    ))
-    tables = "SELECT log_id, input, output, context, session_id, messages, metadata, pii FROM logs ORDER BY log_id"
-    scans: list[tuple[str, bool]] = []  # (text, in the main thread)
-    real_scan = pii.scan
-
-    def spy(text):
-        scans.append((text, threading.current_thread() is threading.main_thread()))
-        return real_scan(text)
-
-    monkeypatch.setattr(pii, "scan", spy)
-    report = ingest(settings)
-    ahead = rows(settings, tables)
-    rejected = rows(settings, "SELECT line, reason, raw FROM rejected_logs")
-    in_main = {text for text, main in scans if main}
-    in_reader = {text for text, main in scans if not main}
-    # The pre-scanned fields of the good lines were scanned once, by the reading thread.
-    assert {"mail me at ana.lopez@example.com please", "call +1 (415) 555-0132", "s-bob@example.org",
-            "IBAN DE89 3704 0044 0532 0130 00", "phone me: +44 20 7946 0958"} <= in_reader
-    assert not in_reader & in_main
-    # Message contents and metadata strings, and the broken line's raw text, at the end.
-    assert "a@b.example" in in_main and "ana@example.com" in in_main
-
-    monkeypatch.setattr(loader, "PRESCAN_TEXTS", 0)
-    scans.clear()
-    settings.database_path.unlink()  # the same day again, into a fresh database
-    report_at_end = ingest(settings)
-    assert all(main for _text, main in scans)
-    assert rows(settings, tables) == ahead
-    assert rows(settings, "SELECT line, reason, raw FROM rejected_logs") == rejected
-    # (the broken line's raw text counts too: redacted in `rejected_logs`)
-    assert report.pii_counts == report_at_end.pii_counts == {"email": 5, "phone": 2, "iban": 1}
-    assert [p for *_, p in ahead] == [["email"], ["email", "phone"], ["email", "iban"], None, ["email", "phone"]]
-    assert ahead[0][1] == "mail me at [EMAIL] please" and ahead[1][2:5:2] == ("call [PHONE]", "[EMAIL]")
 
 
 def test_pii_in_messages_given_as_json_text_is_redacted(settings):

@@ -428,7 +428,7 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     second = source.rows(left_out)
     second = second.set_column(0, "rid", pa.array(np.arange(second.num_rows), pa.int64()))
     _second_look(con, day, source_file, "canonical_jsonl", second, fast=True, mode=mode, report=report,
-                 window=window, scanned=source.scanned)
+                 window=window)
 
 
 
@@ -452,13 +452,6 @@ class _LineSource:
     those, and the others are read again from the file. A read error ends the batches
     (DuckDB sees a short file, not an error that would abort the day's transaction)
     and is kept in ``error``.
-
-    The reading thread also scans the text fields of those rows for PII while DuckDB
-    inserts the others (``scanned``: text to :func:`flywheel.pii.scan` of it): the
-    second look then finds most of its scans done instead of running them alone at
-    the end of the file. (A cache of a pure function: a text it does not hold, for
-    instance where Python's JSON parser reads a line otherwise than DuckDB's, is
-    scanned then.)
     """
 
     def __init__(self, path: Path, *, pii_gate: bool):
@@ -469,9 +462,7 @@ class _LineSource:
         self.blank_lines: list[int] = []
         self._stash: list[pa.Table] | None = [] if pii_gate else None
         self._stash_bytes = 0
-        self.scanned: dict[str, tuple[str, frozenset[str]]] = {}
-        lines = _line_batches(path, pii_gate=pii_gate, cut=self.cut)
-        self._tables = _read_ahead(self._prescanned(lines) if pii_gate else lines)
+        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate, cut=self.cut))
         self._first: pa.Table | None = None
 
     def first(self) -> pa.Table | None:
@@ -496,14 +487,6 @@ class _LineSource:
     def close(self) -> None:
         """Stop the reading thread (when DuckDB did not read to the end)."""
         self._tables.close()
-
-    def _prescanned(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
-        """Yield ``tables``, scanning the text fields of the rows that could hold PII
-        on the way (in the reading thread), up to :data:`PRESCAN_TEXTS` texts."""
-        for table in tables:
-            if len(self.scanned) < PRESCAN_TEXTS:
-                _prescan(table, self.scanned)
-            yield table
 
     def _count(self, table: pa.Table) -> None:
         blank = table.column("blank")
@@ -534,36 +517,6 @@ class _LineSource:
             for table in _line_batches(self.path):
                 parts.append(table.filter(pc.is_in(table.column("line"), wanted)))
         return pa.concat_tables(parts) if parts else BATCH_SCHEMA.empty_table()
-
-
-# Texts scanned ahead per file at most (their scans are kept until the second look).
-PRESCAN_TEXTS = 200_000
-# The fields whose text the second look scans (see :func:`_pii_fixes`).
-_PRESCAN_FIELDS = ("input", "output", "context", "session_id", "user_id")
-
-
-def _prescan(table: pa.Table, scanned: dict[str, tuple[str, frozenset[str]]]) -> None:
-    """Add to ``scanned`` the PII scans of the text fields of the table's rows that
-    could hold PII (``maybe_pii``), for the texts the prefilter does not clear."""
-    flagged = pc.filter(table.column("text"), pc.fill_null(table.column("maybe_pii"), False))
-    texts = []
-    for line in flagged.to_pylist():
-        try:
-            doc = json.loads(line)
-        except (ValueError, RecursionError):  # a broken record: judged later, as any other
-            continue
-        if isinstance(doc, dict):
-            texts.extend(value for name in _PRESCAN_FIELDS
-                         if isinstance(value := doc.get(name), str) and value not in scanned)
-    if not texts:
-        return
-    try:
-        candidates = pc.match_substring_regex(pa.array(texts, pa.string()), pii.PREFILTER_PATTERN)
-    except (pa.ArrowException, UnicodeError):  # e.g. a lone surrogate: left to the second look
-        return
-    for text, candidate in zip(texts, candidates.to_pylist()):
-        if candidate:
-            scanned[text] = pii.scan(text)
 
 
 def _batches(con, path: Path, fmt: str, file_report: FileReport, batch_requests, *,
@@ -1108,18 +1061,15 @@ def _record_json(record: dict) -> tuple[str | None, str | None, str | None]:
 _ID_FIELDS = ("session_id", "user_id")
 
 
-def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport, *,
-               scanned: dict[str, tuple[str, frozenset[str]]] | None = None) -> pa.Table:
+def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     """Return the PII fix-ups of records held back by the prefilter: per row (``rid``),
     the scrubbed input, output, context, session and user id, messages, tags and
     metadata (with the unknown fields; redact mode) and the types found.
 
     ``docs`` holds ``(rid, input, output, context, session_id, user_id, messages, tags,
     metadata)`` of each record as stored (``messages`` and ``metadata`` JSON text), a
-    text field None where it cannot hold PII. ``scanned``: texts already scanned
-    (text to :func:`flywheel.pii.scan` of it), not scanned again.
+    text field None where it cannot hold PII.
     """
-    scanned = scanned or {}
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
     texts_names = ("input", "output", "context", *_ID_FIELDS)
@@ -1128,7 +1078,7 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport, *,
         values: dict[str, object] = {}
         for name, text in zip(texts_names, texts):
             if text is not None:
-                values[name], kinds = scanned.get(text) or pii.scan(text)
+                values[name], kinds = pii.scan(text)
                 found |= kinds
         if messages_json is not None:
             messages, kinds = _scan_messages(json.loads(messages_json))
@@ -1247,12 +1197,10 @@ def _store_batch(con, day: str, source_file: str, fmt: str, batch: pa.Table, mod
 
 
 def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *, fast: bool,
-                 mode: str, report: IngestReport, window: TsWindow,
-                 scanned: dict[str, tuple[str, frozenset[str]]] | None = None) -> None:
+                 mode: str, report: IngestReport, window: TsWindow) -> None:
     """Judge in detail the records (rows of a batch) the first statement left out:
     store the broken ones with their reason, and the good ones (with ``fast``, those the
-    combined test did not settle; always, the PII candidates, scrubbed in Python).
-    ``scanned``: PII scans already made (see :func:`_pii_fixes`)."""
+    combined test did not settle; always, the PII candidates, scrubbed in Python)."""
     hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
     con.register("stage_second", _scan_once(second))
     con.register("stage_fix", _scan_once(FIX_SCHEMA.empty_table()))
@@ -1285,7 +1233,7 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         if docs:
             # The scrubbed values replace the record's own (acceptance does not change:
             # a placeholder is never blank).
-            con.register("stage_fix", _scan_once(_pii_fixes(docs, mode, report, scanned=scanned)))
+            con.register("stage_fix", _scan_once(_pii_fixes(docs, mode, report)))
             _insert_accepted(con, day, source_file, fmt, judged_accepted(stage_judged(), fix="stage_fix"))
     finally:
         for name in ("stage_second", "stage_fix", "stage_judged"):
