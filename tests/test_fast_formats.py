@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flywheel import store
-from flywheel.demo import DemoSpec, generate
+from flywheel.demo import DemoSpec, _attr, generate
 from flywheel.ingest.loader import ingest_day
 from flywheel.settings import load
 from tests.conftest import FIXTURES
@@ -375,21 +375,10 @@ def test_batch_requests_across_input_files_are_the_same_both_ways(tmp_path, monk
 # ----------------------------------------------------------------------------- OTel spans
 
 
-def _attribute(key: str, value) -> dict:
-    """Return one OTLP/JSON attribute of a string, int (as a string), float or bool."""
-    if isinstance(value, bool):
-        return {"key": key, "value": {"boolValue": value}}
-    if isinstance(value, int):
-        return {"key": key, "value": {"intValue": str(value)}}
-    if isinstance(value, float):
-        return {"key": key, "value": {"doubleValue": value}}
-    return {"key": key, "value": {"stringValue": value}}
-
-
 def _set(span: dict, key: str, value) -> None:
     """Set (or add) the span attribute ``key``; a None value removes it."""
     kept = [a for a in span["attributes"] if a["key"] != key]
-    span["attributes"] = kept + ([] if value is None else [_attribute(key, value)])
+    span["attributes"] = kept + ([] if value is None else [_attr(key, value)])
 
 
 def _get(span: dict, key: str):
@@ -423,8 +412,8 @@ def _llm_spans(lines: list[str]) -> dict[str, list[dict]]:
 
 def _request(*spans: dict, resource: list | None = None) -> str:
     """Return one OTLP/JSON line (an export request) holding ``spans``."""
-    attributes = resource if resource is not None else [_attribute("service.name", "bent-bot"),
-                                                        _attribute("service.version", "1.0")]
+    attributes = resource if resource is not None else [_attr("service.name", "bent-bot"),
+                                                        _attr("service.version", "1.0")]
     return json.dumps({"resourceSpans": [{"resource": {"attributes": attributes},
                                           "scopeSpans": [{"scope": {"name": "bent"}, "spans": list(spans)}]}]},
                       ensure_ascii=False)
@@ -450,7 +439,7 @@ def _bent_otel_lines(lines: list[str]) -> list[str]:
 
     http = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "GET", "kind": 3,
             "startTimeUnixNano": "1767232800000000000", "endTimeUnixNano": "1767232800100000000",
-            "attributes": [_attribute("http.request.method", "GET")], "status": {}}
+            "attributes": [_attr("http.request.method", "GET")], "status": {}}
     day_start = 1767225600 * 10**9  # 2026-01-01T00:00:00Z in nanoseconds
     bend("current", lambda s: None, also=(http,))  # as written, with a plain HTTP span
     bend("current", lambda s: s.update(spanId=base64.b64encode(bytes.fromhex(s["spanId"])).decode()))
@@ -507,11 +496,11 @@ def _bent_otel_lines(lines: list[str]) -> list[str]:
     # An LLM call to Python only by its kind, written as bytes (Python reads the text as it is).
     bend("openinference", lambda s: s.update(attributes=[
         {"key": "openinference.span.kind", "value": {"bytesValue": "LLM"}},
-        _attribute("input.value", "What is the refund window?"), _attribute("output.value", "30 days.")]))
+        _attr("input.value", "What is the refund window?"), _attr("output.value", "30 days.")]))
     bend("openinference", lambda s: _set(s, "llm.input_messages.1.message.content", None))  # input.value then
     bend("openinference", lambda s: _set(s, "llm.output_messages.0.message.finish_reason", "length"))
     out.append(_request(json.loads(json.dumps(spans["current"][0])), resource=[
-        _attribute("deployment.environment", "prod"), {"key": "host.tags", "value": {"arrayValue": {"values": [
+        _attr("deployment.environment", "prod"), {"key": "host.tags", "value": {"arrayValue": {"values": [
             {"stringValue": "a"}, {"stringValue": "b"}]}}}]))  # no service.name
     # A resource attribute key written as a number (Python keeps it, as "resource.5").
     out.append(_request(json.loads(json.dumps(spans["current"][1]))).replace('"key": "service.name"', '"key": 5', 1))

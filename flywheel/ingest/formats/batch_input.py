@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.ingest.formats.jsonio import _iter_json_items, _unreadable_on_decode_errors
+from flywheel.ingest.formats.jsonio import _iter_json_items, _unreadable_on_decode_errors, has_undecodable
 
 # The first item of the companion key of an input file's requests: (BATCH_INPUT, path).
 BATCH_INPUT = "openai_batch_input"
@@ -207,10 +207,10 @@ class _ChunkWriter:
         except UnicodeEncodeError:  # lone surrogates (bytes that were not UTF-8, or escapes)
             keep = []
             for i, (custom_id, body) in enumerate(rows):
-                if not _encodable(custom_id):
+                if has_undecodable(custom_id):
                     self.odd[custom_id] = None if body is None else json.dumps(body)
                     continue
-                if texts[i] is not None and not _encodable(texts[i]):
+                if texts[i] is not None and has_undecodable(texts[i]):
                     # JSON escapes keep its lone surrogates; DuckDB is not given it.
                     texts[i], objects[i] = json.dumps(body), False
                 keep.append(i)
@@ -276,16 +276,7 @@ def _strings(values: Iterable[str | None] | pa.Array) -> pa.Array:
     left out: no Arrow string holds them, and the day's odd ones are found apart)."""
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values
-    return pa.array([v for v in values if v is None or _encodable(v)], pa.string())
-
-
-def _encodable(text: str) -> bool:
-    """Return whether ``text`` is valid Unicode (no lone surrogates), as Arrow needs it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return pa.array([v for v in values if v is None or not has_undecodable(v)], pa.string())
 
 
 def _parsed(text: str | None) -> Any:
