@@ -44,6 +44,10 @@ def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, 
     from flywheel.ingest import loader
     from flywheel.ingest.fast.lines import NotFast, _check_first
 
+    # Only the day's OTel log records concern spans (a Batch API day's requests share the
+    # dict): without any, no span needs its ids checked in Python.
+    if not any(key[0] == "otel_log" for key in companions):
+        companions = {}
     first = True
     try:
         for lines in loader._line_batches(path, block_bytes=block_bytes):
