@@ -97,6 +97,37 @@ FIX_SCHEMA = pa.schema(
         ("metadata", pa.string()),
     ]
 )
+# Staged records a fast path knows the combined test would not take (PII candidates,
+# values it does not settle): they go straight to the detailed checks (the second look).
+SECOND_LOOK_SCHEMA = BATCH_SCHEMA.with_metadata({"flywheel.ingest": "second look"})
+# Rows a fast path yields already accepted (see :func:`_load_fast`): the `logs` values of
+# each record and its line, inserted as they are (no document to parse and judge).
+ACCEPTED_SCHEMA = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("log_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("source", pa.string()),
+        ("input", pa.string()),
+        ("output", pa.string()),
+        ("context", pa.string()),
+        ("model", pa.string()),
+        ("prompt_name", pa.string()),
+        ("prompt_version", pa.string()),
+        ("feedback", pa.int8()),
+        ("messages", pa.string()),  # JSON text
+        ("git_commit", pa.string()),
+        ("session_id", pa.string()),
+        ("user_id", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("tags", pa.list_(pa.string())),
+        ("metadata", pa.string()),  # JSON text
+        ("pii", pa.list_(pa.string())),
+    ]
+)
 LOG_COLUMNS = (
     "log_id", "ts", "day", "source", "input", "output", "context", "model", "prompt_name",
     "prompt_version", "feedback", "messages", "git_commit", "session_id", "user_id",
@@ -367,7 +398,13 @@ def _store_batches(con, day, fmt, batches, file_report, mode, report, window) ->
 def _load_fast(con, settings, day, path, fmt, file_report, report, batch_requests, window) -> bool:
     """Load a file through its format's fast path (records mapped in SQL by the batch,
     one record per line); return False, with nothing of it stored, where the file
-    cannot take it."""
+    cannot take it.
+
+    The fast path yields staged batches (``BATCH_SCHEMA``), and may yield rows it
+    accepted itself (``ACCEPTED_SCHEMA``), which are inserted as they are, and staged
+    records for the detailed checks only (``SECOND_LOOK_SCHEMA``, told by its metadata).
+    Accepted rows of a line come after the staged records of that line (the fast
+    statement counts what it took of a line in `logs`)."""
     pii_counts = dict(report.pii_counts)
     later = _Later(con, day, file_report.source_file, fmt, fast=True, mode=settings.pii_mode, report=report,
                    window=window)
@@ -375,8 +412,14 @@ def _load_fast(con, settings, day, path, fmt, file_report, report, batch_request
     try:
         for batch in fast.fast_batches(con, path, fmt, pii_gate=settings.pii_mode != "off",
                                        batch_requests=batch_requests, stats=stats, window=window):
-            if batch.num_rows:
-                file_report.read += batch.num_rows
+            if not batch.num_rows:
+                continue
+            file_report.read += batch.num_rows
+            if batch.schema.equals(ACCEPTED_SCHEMA):
+                _insert_rows(con, day, file_report.source_file, fmt, batch)
+            elif batch.schema.metadata == SECOND_LOOK_SCHEMA.metadata:
+                later.add(batch.replace_schema_metadata(None))
+            else:
                 _store_batch(con, day, file_report.source_file, fmt, batch, settings.pii_mode, report, window,
                              one_record_per_line=True, later=later)
         later.flush()
@@ -1410,6 +1453,15 @@ def _insert_sql(accepted: str, *, table: str = "logs") -> str:
                latency_ms, prompt_tokens, completion_tokens, cost_usd, tags, metadata, pii,
                ?, ?, line, now()
         FROM ({accepted})"""
+
+
+def _insert_rows(con, day: str, source_file: str, fmt: str, rows: pa.Table) -> int:
+    """Insert accepted rows (``ACCEPTED_SCHEMA``) into `logs`; return how many."""
+    con.register("stage_rows", _scan_once(_parallel(rows)))
+    try:
+        return _insert_accepted(con, day, source_file, fmt, "SELECT * FROM stage_rows")
+    finally:
+        con.unregister("stage_rows")
 
 
 def _insert_accepted(con, day, source_file, fmt, accepted: str, *, table: str = "logs") -> int:

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.ingest.fast.otel_sql import otel_span_docs
+from flywheel import pii
+from flywheel.ingest.fast.otel_sql import ACCEPTED_COLUMNS, otel_span_rows
 from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _json_error
 from flywheel.ingest.formats.otel import otel_document_records
 from flywheel.ingest.normalize import TsWindow
@@ -54,7 +55,9 @@ def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, 
             if first:
                 _check_first(lines)
                 first = False
-            yield _staged(con, lines, pii_gate=pii_gate, companions=companions, window=window, stats=stats)
+            # The staged records of these lines first, then the rows accepted of them (see
+            # the loader's _load_fast).
+            yield from _staged(con, lines, pii_gate=pii_gate, companions=companions, window=window, stats=stats)
     except UnreadableFile as exc:  # the Python reader words these its own way
         raise NotFast(exc.reason) from None
 
@@ -71,9 +74,22 @@ def _bytes_of(text: pa.ChunkedArray) -> bytes:
     return b"".join(out)
 
 
-def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: TsWindow, stats: dict) -> pa.Table:
-    """Return the staged batch of one batch of lines: spans mapped in SQL where the
-    statement decides their line, else by the Python reader."""
+def _no_spans() -> pa.Table:
+    """Return the span statement's result without a row (every line left to Python)."""
+    from flywheel.ingest import loader
+
+    columns = {"rid": pa.int64(), "k": pa.int64(), "ok": pa.bool_(), "llm": pa.bool_(), "trace_id": pa.string(),
+               "span_id": pa.string(), "accepted": pa.bool_(), "doc": pa.string(),
+               **{name: loader.ACCEPTED_SCHEMA.field(name).type for name in ACCEPTED_COLUMNS}}
+    return pa.table({name: pa.array([], kind) for name, kind in columns.items()})
+
+
+def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: TsWindow,
+            stats: dict) -> list[pa.Table]:
+    """Return what one batch of lines gives the loader: the staged batch (the loader's
+    ``BATCH_SCHEMA``) of the records it must judge (the documents of the spans the
+    statement decides but does not accept itself, and the records of the lines the
+    Python reader maps), then the rows the statement accepted (``ACCEPTED_SCHEMA``)."""
     from flywheel.ingest import loader
     from flywheel.ingest.fast.lines import NotFast, _no_filter_pushdown
 
@@ -90,20 +106,19 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     del data
     con.register("fast_otel_lines", pa.RecordBatchReader.from_batches(
         lines.schema, lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
+    statement = otel_span_rows("fast_otel_lines", window=window, ids=bool(companions),
+                               hold_back=pii.PREFILTER_PATTERN if pii_gate else None)
     try:
         with _no_filter_pushdown(con):
-            spans = con.execute(otel_span_docs("fast_otel_lines", window=window, ids=bool(companions))).fetch_arrow_table()
+            spans = con.execute(statement).fetch_arrow_table()
     except duckdb.InvalidInputException:  # a value DuckDB refuses: all in Python
-        spans = pa.table({"rid": pa.array([], pa.int64()), "k": pa.array([], pa.int64()),
-                          "ok": pa.array([], pa.bool_()), "llm": pa.array([], pa.bool_()),
-                          "trace_id": pa.array([], pa.string()), "span_id": pa.array([], pa.string()),
-                          "doc": pa.array([], pa.string())})
+        spans = _no_spans()
     finally:
         con.unregister("fast_otel_lines")
     n = lines.num_rows
+    ok, llm, accepted = (pc.fill_null(spans.column(name), False).to_numpy(zero_copy_only=False)
+                         for name in ("ok", "llm", "accepted"))
     rid = spans.column("rid").to_numpy()
-    ok = pc.fill_null(spans.column("ok"), False).to_numpy(zero_copy_only=False)
-    llm = pc.fill_null(spans.column("llm"), False).to_numpy(zero_copy_only=False)
     undecided = np.zeros(n, dtype=bool)
     undecided[rid[~ok]] = True
     if companions:
@@ -116,8 +131,8 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     decided &= ~undecided
     kept = decided[rid]
     stats["ignored_spans"] = stats.get("ignored_spans", 0) + int((kept & ~llm).sum())
-    in_sql = np.flatnonzero(kept & llm)
-    stats["in_sql"] = stats.get("in_sql", 0) + len(in_sql)
+    stats["in_sql"] = stats.get("in_sql", 0) + int((kept & llm).sum())
+    accepted &= kept
 
     blank = lines.column("blank").to_numpy(zero_copy_only=False)
     line_numbers = lines.column("line").to_numpy()
@@ -139,47 +154,45 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
         places += range(len(found))
     stats["in_python"] = stats.get("in_python", 0) + len(records)
 
-    sql_rows = spans.filter(pa.array(kept & llm)).select(["rid", "k", "doc"])
-    m = sql_rows.num_rows
-    parts = [pa.table(
+    # The spans decided but not accepted here: for the detailed checks, in file order.
+    judged = spans.filter(pa.array(kept & llm & ~accepted))
+    m = judged.num_rows
+    second = pa.table(
         {
-            "line": pa.array(line_numbers[sql_rows.column("rid").to_numpy()]),
+            "rid": pa.array(np.arange(m, dtype=np.int64)),
+            "line": pa.array(line_numbers[judged.column("rid").to_numpy()]),
             "text": pa.nulls(m, pa.string()),  # never rejected: its raw text is not needed
-            "doc": sql_rows.column("doc"),
+            "raw": pa.nulls(m, pa.binary()),
+            "doc": judged.column("doc"),
             "pre_error": pa.nulls(m, pa.string()),
             "pre_field": pa.nulls(m, pa.string()),
-            "k": sql_rows.column("k").cast(pa.int64()),
-        }
-    )]
-    if records:
-        # Staged as the Python path stages them (NaN, non-UTF-8 text, deep nesting).
-        python = pa.concat_tables(loader._parsed_batches(iter(records)))
-        parts.append(pa.table({
-            "line": python.column("line"), "text": python.column("text"), "doc": python.column("doc"),
-            "pre_error": python.column("pre_error"), "pre_field": python.column("pre_field"),
-            "k": pa.array(np.asarray(places, dtype=np.int64)),
-        }))
-    rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    # In file order: the line, then the span's place in it (DuckDB's output is mostly
-    # in order already: then nothing is copied).
-    lines_of, places_of = rows.column("line").to_numpy(), rows.column("k").to_numpy()
-    in_order = len(lines_of) < 2 or bool(((np.diff(lines_of) > 0) | ((np.diff(lines_of) == 0) & (np.diff(places_of) > 0))).all())
-    if not in_order:
-        rows = rows.take(pa.array(np.lexsort((places_of, lines_of))))
-    total = rows.num_rows
-    docs = rows.column("doc")
-    table = pa.table(
-        {
-            "rid": pa.array(np.arange(total, dtype=np.int64)),
-            "line": rows.column("line"),
-            "text": rows.column("text"),
-            "raw": pa.nulls(total, pa.binary()),
-            "doc": docs,
-            "pre_error": rows.column("pre_error"),
-            "pre_field": rows.column("pre_field"),
-            "blank": pa.array(np.zeros(total, dtype=bool)),
-            "maybe_pii": loader._maybe_pii(docs) if pii_gate else pa.nulls(total, pa.bool_()),
+            "blank": pa.array(np.zeros(m, dtype=bool)),
+            "maybe_pii": pa.nulls(m, pa.bool_()),
         },
-        schema=loader.BATCH_SCHEMA,
+        schema=loader.SECOND_LOOK_SCHEMA,
     )
-    return loader._parallel(table)
+    second = _in_file_order(second, judged.column("k").to_numpy())
+    taken = spans.filter(pa.array(accepted))
+    rows = pa.table({"line": pa.array(line_numbers[taken.column("rid").to_numpy()]),
+                     **{name: taken.column(name) for name in ACCEPTED_COLUMNS}}).cast(loader.ACCEPTED_SCHEMA)
+    if not records:
+        return [second, rows]
+    # The records the Python reader mapped, staged as the Python path stages them (NaN,
+    # non-UTF-8 text, deep nesting), for the loader's fast statement.
+    python = pa.concat_tables(loader._parsed_batches(iter(records)))
+    python = _in_file_order(python, np.asarray(places, dtype=np.int64))
+    python = python.set_column(0, "rid", pa.array(np.arange(python.num_rows, dtype=np.int64)))
+    if pii_gate:
+        python = python.set_column(python.schema.get_field_index("maybe_pii"), "maybe_pii",
+                                   loader._maybe_pii(python.column("doc")))
+    return [loader._parallel(python), second, rows]
+
+
+def _in_file_order(rows: pa.Table, places: np.ndarray) -> pa.Table:
+    """Return the records in file order: by line, then by their place in it (DuckDB's
+    output and the Python reader's are mostly in order already: then nothing is copied)."""
+    lines_of = rows.column("line").to_numpy()
+    steps_line, steps_place = np.diff(lines_of), np.diff(places)
+    if len(lines_of) < 2 or bool(((steps_line > 0) | ((steps_line == 0) & (steps_place > 0))).all()):
+        return rows
+    return rows.take(pa.array(np.lexsort((places, lines_of))))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from flywheel.ingest.fast.openai_sql import _CONTEXT_CTES, _obj
 from flywheel.ingest.formats.otel import _NON_LLM_OPERATIONS, _OTEL_CONTENT_KEYS, _OTEL_FIELDS
-from flywheel.ingest.normalize import TsWindow
+from flywheel.ingest.normalize import _JSON_NUMBERS, TsWindow, _fast_acceptance, _holds_back
 from flywheel.ingest.records import MAX_VALUES
 
 _VALUE_KEYS = ("stringValue", "intValue", "doubleValue", "boolValue", "arrayValue", "kvlistValue", "bytesValue")
@@ -63,6 +63,10 @@ _HEX16 = '"[0-9a-fA-F]{16}"'
 _HEX_ID = '"([0-9a-fA-F]{16}|[0-9a-fA-F]{32})"'
 # Nanoseconds since the epoch from 2001-09-09 to 2096-10-02 (19 digits, below 4e18).
 _NANOS = '"?([1-3][0-9]{18})"?'
+# The `logs` columns of an accepted span (the values the loader inserts as they are).
+ACCEPTED_COLUMNS = ("log_id", "ts", "source", "input", "output", "context", "model", "prompt_name", "prompt_version",
+                    "feedback", "messages", "git_commit", "session_id", "user_id", "latency_ms", "prompt_tokens",
+                    "completion_tokens", "cost_usd", "tags", "metadata", "pii")
 # Indexed message attributes: (prefix of inputs, of outputs, the part between index and field).
 _INDEXED = {
     "gen_ai": ("gen_ai.prompt.", "gen_ai.completion.", ""),
@@ -159,20 +163,39 @@ def _hex(json_id: str) -> str:
             f"THEN lower({json_id} ->> '$') ELSE '?' END")
 
 
+def _numbers_out(json_text: str) -> str:
+    """SQL: a JSON value's text without the numbers outside its strings, as
+    :func:`flywheel.ingest.normalize._holds_back` takes them out of a whole document (a
+    number value goes whole; only an object or array needs the regular expression)."""
+    return (f"CASE WHEN {json_text} IS NULL THEN NULL "
+            f"WHEN starts_with({json_text}, '\"') OR {json_text} IN ('true', 'false', 'null') THEN {json_text}::VARCHAR "
+            f"WHEN starts_with({json_text}, '{{') OR starts_with({json_text}, '[') "
+            f"THEN regexp_replace({json_text}, {_JSON_NUMBERS}, '\\1', 'g') ELSE ''::VARCHAR END")
+
+
 def _not_structured(json_text: str) -> str:
     """SQL: a JSON value that is no object or array (a canonical text field)."""
     return f"({json_text} IS NULL OR NOT (starts_with({json_text}, '[') OR starts_with({json_text}, '{{')))"
 
 
-def otel_span_docs(lines: str, *, window: TsWindow, ids: bool = True) -> str:
-    """Return a SELECT of ``rid, k, ok, llm, trace_id, span_id, doc``: one row per span
-    of the lines of the relation ``lines`` (the loader's batch columns), ``k`` its
-    place in the line, ``ok`` whether the statement decides it, ``llm`` whether it is
-    an LLM call (then ``doc`` is its canonical document), ``trace_id`` and ``span_id``
-    its ids as lower-case hex (to find its log records). A line is decided when every
-    one of its spans is; a line without a row is not.
+def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back: str | None = None) -> str:
+    """Return a SELECT of one row per span of the lines of the relation ``lines`` (the
+    loader's batch columns): ``rid, k, ok, llm, trace_id, span_id, accepted, doc`` and
+    the `logs` values of an accepted span (:data:`ACCEPTED_COLUMNS`, NULL otherwise).
+
+    ``k`` is the span's place in the line, ``ok`` whether the statement decides it, ``llm``
+    whether it is an LLM call, ``trace_id`` and ``span_id`` its ids as lower-case hex (to
+    find its log records). A line is decided when every one of its spans is; a line
+    without a row is not. A decided LLM span is either ``accepted`` (its `logs` values
+    are given, the values the loader's fast statement would store from its document:
+    that statement's own test passes on them, see
+    :func:`flywheel.ingest.normalize.fast_accepted_sql`, and they hold nothing the PII
+    prefilter ``hold_back`` matches), or has its canonical document in ``doc`` (for the
+    loader to judge, as any other record).
+
     ``window``: the plausible timestamps of the day (:func:`flywheel.ingest.normalize.ts_window`).
     ``ids=False``: ``trace_id`` and ``span_id`` are NULL (no log records to find).
+    ``hold_back``: the PII prefilter (RE2; None: no PII guardrail).
     """
     # Each field's value (and the attribute it was taken from) is a column of `classified`.
     taken_by = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
@@ -219,7 +242,6 @@ def otel_span_docs(lines: str, *, window: TsWindow, ids: bool = True) -> str:
               f"AND x.k NOT IN {content_keys} AND NOT (CASE WHEN is_gen_ai THEN starts_with(x.k, 'gen_ai.prompt.') "
               f"OR starts_with(x.k, 'gen_ai.completion.') WHEN is_openinference THEN "
               f"starts_with(x.k, 'llm.input_messages.') OR starts_with(x.k, 'llm.output_messages.') ELSE false END))")
-    meta_entries = "array_to_string(list_transform({}, lambda x: to_json(x.k) || ':' || x.v), ',')"
     in_window = "true" if window is None else f"start_ns // 1000 BETWEEN epoch_us({window[0]}) AND epoch_us({window[1]})"
     max_tokens = MAX_VALUES["prompt_tokens"]
     assert MAX_VALUES["completion_tokens"] == max_tokens
@@ -230,28 +252,62 @@ def otel_span_docs(lines: str, *, window: TsWindow, ids: bool = True) -> str:
     text_fields_ok = " AND ".join(_not_structured(fields[name][0])
                                   for name in ("model", "session_id", "user_id", "prompt_name", "prompt_version"))
     message_json = "'{\"role\":' || coalesce(x.role, 'null') || ',\"content\":' || coalesce(x.content, 'null') || '}'"
-    metadata = f"""'{{' || concat_ws(',',
+    def metadata_of(value) -> str:
+        """SQL: the metadata object's JSON text, each value (JSON text) written as ``value`` gives it."""
+        def entries(items: str, key: str = "x.k") -> str:
+            return f"array_to_string(list_transform({items}, lambda x: to_json({key}) || ':' || {value('x.v')}), ',')"
+
+        return f"""'{{' || concat_ws(',',
             CASE WHEN p.traceId IS NOT NULL THEN '"trace_id":' || lower(p.traceId) END,
             CASE WHEN p.parentSpanId IS NOT NULL AND p.parentSpanId <> '""' THEN '"parent_span_id":' || lower(p.parentSpanId) END,
-            '"span_name":' || p.name, '"span_kind":' || p.kind, '"scope_name":' || scope,
-            CASE WHEN p.status <> '{{}}' THEN '"status":' || p.status END,
-            nullif({meta_entries.format("list_filter(res_e, lambda x: x.k <> 'service.name')").replace("to_json(x.k)", "to_json('resource.' || x.k)")}, ''),
-            nullif({meta_entries.format(unused)}, ''),
-            '"finish_reason":' || reply.fr) || '}}'"""
+            '"span_name":' || {value('p.name')}, '"span_kind":' || {value('p.kind')}, '"scope_name":' || {value('scope')},
+            CASE WHEN p.status <> '{{}}' THEN '"status":' || {value('p.status')} END,
+            nullif({entries("list_filter(res_e, lambda x: x.k <> 'service.name')", "'resource.' || x.k")}, ''),
+            nullif({entries(unused)}, ''),
+            '"finish_reason":' || {value('reply.fr')}) || '}}'"""
+
+    metadata = metadata_of(lambda value: value)
     doc_fields = {
         "log_id": "lower(p.spanId)",
         "ts": "to_json(strftime(make_timestamp(start_ns // 1000), '%Y-%m-%dT%H:%M:%S.%fZ'))",
-        "latency_ms": "CASE WHEN end_ns > 0 AND end_ns >= start_ns THEN to_json((end_ns - start_ns)::DOUBLE / 1e6) END",
+        "latency_ms": "to_json(latency)",
         "source": "service_name",
         **{name: value for name, (value, _) in fields.items()},
         "input": "user_message.content",
         "output": "reply.content",
         "context": "to_json(context)",
-        "messages": f"'[' || array_to_string(list_transform(list_append(msgs, reply), lambda x: {message_json}), ',') || ']'",
-        "metadata": metadata,
+        "messages": "messages_text",
+        "metadata": "metadata_text",
     }
     doc = "'{' || concat_ws(',', " + ", ".join(
         f"'\"{name}\":' || ({value})" for name, value in doc_fields.items()) + ") || '}'"
+    # The values the loader's fast statement reads from the document (`v`, each field as
+    # the VARCHAR that statement's parse gives, and the typed columns it derives), so that
+    # its own acceptance test and PII test (normalize) run on them unchanged.
+    as_text = {name: f"from_json({value}, '\"VARCHAR\"')" for name, value in doc_fields.items()
+               if name not in ("ts", "latency_ms", "context", "messages", "metadata")}
+    values = {
+        **as_text,
+        "ts": "strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ')",
+        "latency_ms": "latency::VARCHAR",
+        "context": "context",
+        "messages": "messages_text",
+        "metadata": "metadata_text",
+        **{name: "NULL::VARCHAR" for name in ("git_commit", "cost_usd", "feedback", "tags")},
+    }
+    v = "struct_pack(" + ", ".join(f"{name} := {value}" for name, value in values.items()) + ")"
+    # The PII test of the metadata reads it without its numbers: built so, not cut out.
+    holds = "false" if hold_back is None else _holds_back(
+        hold_back, json_numbers_out=f"CASE WHEN good THEN {metadata_of(_numbers_out)} END")
+    accepted_values = {
+        "log_id": "trim(v.log_id)", "ts": "ts", "source": "coalesce(v.source, 'unknown')",
+        **{name: f"v.{name}" for name in ("input", "output", "context", "model", "prompt_name", "prompt_version")},
+        "feedback": "NULL::TINYINT", "messages": "messages", "git_commit": "NULL::VARCHAR",
+        "session_id": "v.session_id", "user_id": "v.user_id", "latency_ms": "n_latency_ms",
+        "prompt_tokens": "n_prompt_tokens", "completion_tokens": "n_completion_tokens",
+        "cost_usd": "NULL::DOUBLE", "tags": "NULL::VARCHAR[]", "metadata": "metadata_text", "pii": "NULL::VARCHAR[]",
+    }
+    assert tuple(accepted_values) == ACCEPTED_COLUMNS
     return f"""
 WITH parsed AS (
     SELECT rid, try(from_json(text, '{_DOCUMENT}')) AS d
@@ -319,9 +375,37 @@ judged AS (
         AND NOT regexp_full_match(reply.content ->> '$', '\\s*')
         AND user_message IS NOT NULL AND starts_with(user_message.content, '"') AS good
     FROM contexted
+),
+built AS (
+    -- The document's parts that are JSON text (built once: the document and the values share them).
+    SELECT *,
+        CASE WHEN good THEN '[' || array_to_string(list_transform(list_append(msgs, reply), lambda x: {message_json}), ',') || ']'
+        END AS messages_text,
+        CASE WHEN good THEN {metadata} END AS metadata_text,
+        CASE WHEN good THEN timezone('UTC', make_timestamp(start_ns // 1000)) END AS ts,
+        CASE WHEN good AND end_ns > 0 AND end_ns >= start_ns THEN (end_ns - start_ns)::DOUBLE / 1e6 END AS latency
+    FROM judged
+),
+valued AS (
+    SELECT *, CASE WHEN good THEN {v} END AS v, messages_text AS messages, 'ARRAY' AS t_messages,
+        'OBJECT' AS t_metadata, metadata_text AS metadata_json, NULL::VARCHAR AS t_tags, NULL::VARCHAR[] AS tags,
+        NULL::TINYINT AS feedback, []::VARCHAR[] AS extra_keys, NULL::VARCHAR AS j,
+        latency AS n_latency_ms, CASE WHEN good THEN f_prompt_tokens::BIGINT END AS n_prompt_tokens,
+        CASE WHEN good THEN f_completion_tokens::BIGINT END AS n_completion_tokens, NULL::DOUBLE AS n_cost_usd
+    FROM built
+),
+decided AS (
+    -- Taken as they are: what the fast statement would take from the document (its
+    -- test, on JSON text this statement wrote itself), and no PII candidate.
+    SELECT *, CASE WHEN NOT good THEN false
+                   WHEN json_valid(messages_text) AND json_valid(metadata_text) AND {_fast_acceptance(window)}
+                   THEN NOT {holds}
+                   ELSE false END AS accepted
+    FROM valued
 )
 SELECT rid, k, CASE WHEN NOT span_ok THEN false WHEN NOT llm THEN true ELSE coalesce(good, false) END AS ok, llm,
     {_hex('p.traceId') if ids else 'NULL::VARCHAR'} AS trace_id, {_hex('p.spanId') if ids else 'NULL::VARCHAR'} AS span_id,
-    CASE WHEN good THEN {doc} END AS doc
-FROM judged
+    accepted, CASE WHEN good AND NOT accepted THEN {doc} END AS doc,
+    {", ".join(f"CASE WHEN accepted THEN {value} END AS {name}" for name, value in accepted_values.items())}
+FROM decided
 """
