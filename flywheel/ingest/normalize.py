@@ -314,14 +314,10 @@ WHERE reject_reason IS NULL {condition}
 _JSON_NUMBERS = """'("(?:[^"\\\\]|\\\\.)*")|-?[0-9][0-9.eE+-]*'"""
 
 
-def _holds_back(pattern: str, *, json_numbers_out: str | None = None) -> str:
+def _holds_back(pattern: str) -> str:
     """SQL: the record's text fields (input, output, context, messages, session and user
     id) match the pattern (RE2), or its tags, metadata or unknown fields (JSON text) match
-    the PII prefilter for JSON (:data:`flywheel.pii.JSON_PREFILTER_PATTERN`).
-
-    ``json_numbers_out``: SQL of that JSON text with its numbers already taken out (what
-    the regular expression below gives, for a caller that builds the text itself and
-    can leave its numbers out for less)."""
+    the PII prefilter for JSON (:data:`flywheel.pii.JSON_PREFILTER_PATTERN`)."""
     from flywheel import pii
 
     literal = "'" + pattern.replace("'", "''") + "'"
@@ -336,10 +332,9 @@ def _holds_back(pattern: str, *, json_numbers_out: str | None = None) -> str:
     # first: a timestamp such as "created": 1767243711 looks like a phone number to the
     # prefilter, and held every record of a format that has one. (One pass, left to
     # right: a string is matched whole, digits in it with it, and kept.)
-    json_text = json_numbers_out or (
-        "regexp_replace(coalesce(v.tags::VARCHAR, '') || coalesce(v.metadata::VARCHAR, '') || "
-        "CASE WHEN len(extra_keys) > 0 THEN j ELSE '' END, "
-        f"{_JSON_NUMBERS}, '\\1', 'g')")
+    json_text = ("regexp_replace(coalesce(v.tags::VARCHAR, '') || coalesce(v.metadata::VARCHAR, '') || "
+                 "CASE WHEN len(extra_keys) > 0 THEN j ELSE '' END, "
+                 f"{_JSON_NUMBERS}, '\\1', 'g')")
     return (f"(regexp_matches({text}, {literal}) OR "
             f"CASE WHEN v.tags IS NULL AND v.metadata IS NULL AND len(extra_keys) = 0 THEN false "
             f"ELSE regexp_matches({json_text}, {json_literal}) END)")

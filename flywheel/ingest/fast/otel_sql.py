@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from flywheel.ingest.fast.openai_sql import _CONTEXT_CTES, _obj
 from flywheel.ingest.formats.otel import _NON_LLM_OPERATIONS, _OTEL_CONTENT_KEYS, _OTEL_FIELDS
-from flywheel.ingest.normalize import _JSON_NUMBERS, TsWindow, _fast_acceptance, _holds_back
+from flywheel import pii
+from flywheel.ingest.normalize import TsWindow, _fast_acceptance, _holds_back
 from flywheel.ingest.records import MAX_VALUES
 
 _VALUE_KEYS = ("stringValue", "intValue", "doubleValue", "boolValue", "arrayValue", "kvlistValue", "bytesValue")
@@ -163,14 +164,9 @@ def _hex(json_id: str) -> str:
             f"THEN lower({json_id} ->> '$') ELSE '?' END")
 
 
-def _numbers_out(json_text: str) -> str:
-    """SQL: a JSON value's text without the numbers outside its strings, as
-    :func:`flywheel.ingest.normalize._holds_back` takes them out of a whole document (a
-    number value goes whole; only an object or array needs the regular expression)."""
-    return (f"CASE WHEN {json_text} IS NULL THEN NULL "
-            f"WHEN starts_with({json_text}, '\"') OR {json_text} IN ('true', 'false', 'null') THEN {json_text}::VARCHAR "
-            f"WHEN starts_with({json_text}, '{{') OR starts_with({json_text}, '[') "
-            f"THEN regexp_replace({json_text}, {_JSON_NUMBERS}, '\\1', 'g') ELSE ''::VARCHAR END")
+def _sql_text(text: str) -> str:
+    """Return ``text`` for a SQL string literal (its quotes doubled)."""
+    return text.replace("'", "''")
 
 
 def _not_structured(json_text: str) -> str:
@@ -252,21 +248,15 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     text_fields_ok = " AND ".join(_not_structured(fields[name][0])
                                   for name in ("model", "session_id", "user_id", "prompt_name", "prompt_version"))
     message_json = "'{\"role\":' || coalesce(x.role, 'null') || ',\"content\":' || coalesce(x.content, 'null') || '}'"
-    def metadata_of(value) -> str:
-        """SQL: the metadata object's JSON text, each value (JSON text) written as ``value`` gives it."""
-        def entries(items: str, key: str = "x.k") -> str:
-            return f"array_to_string(list_transform({items}, lambda x: to_json({key}) || ':' || {value('x.v')}), ',')"
-
-        return f"""'{{' || concat_ws(',',
+    entries = "array_to_string(list_transform({}, lambda x: to_json({}) || ':' || x.v), ',')"
+    metadata = f"""'{{' || concat_ws(',',
             CASE WHEN p.traceId IS NOT NULL THEN '"trace_id":' || lower(p.traceId) END,
             CASE WHEN p.parentSpanId IS NOT NULL AND p.parentSpanId <> '""' THEN '"parent_span_id":' || lower(p.parentSpanId) END,
-            '"span_name":' || {value('p.name')}, '"span_kind":' || {value('p.kind')}, '"scope_name":' || {value('scope')},
-            CASE WHEN p.status <> '{{}}' THEN '"status":' || {value('p.status')} END,
-            nullif({entries("list_filter(res_e, lambda x: x.k <> 'service.name')", "'resource.' || x.k")}, ''),
-            nullif({entries(unused)}, ''),
-            '"finish_reason":' || {value('reply.fr')}) || '}}'"""
-
-    metadata = metadata_of(lambda value: value)
+            '"span_name":' || p.name, '"span_kind":' || p.kind, '"scope_name":' || scope,
+            CASE WHEN p.status <> '{{}}' THEN '"status":' || p.status END,
+            nullif({entries.format("list_filter(res_e, lambda x: x.k <> 'service.name')", "'resource.' || x.k")}, ''),
+            nullif({entries.format(unused, "x.k")}, ''),
+            '"finish_reason":' || reply.fr) || '}}'"""
     doc_fields = {
         "log_id": "lower(p.spanId)",
         "ts": "to_json(strftime(make_timestamp(start_ns // 1000), '%Y-%m-%dT%H:%M:%S.%fZ'))",
@@ -295,10 +285,17 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
         "metadata": "metadata_text",
         **{name: "NULL::VARCHAR" for name in ("git_commit", "cost_usd", "feedback", "tags")},
     }
-    v = "struct_pack(" + ", ".join(f"{name} := {value}" for name, value in values.items()) + ")"
-    # The PII test of the metadata reads it without its numbers: built so, not cut out.
-    holds = "false" if hold_back is None else _holds_back(
-        hold_back, json_numbers_out=f"CASE WHEN good THEN {metadata_of(_numbers_out)} END")
+    # Each value computed once, as a column (a STRUCT of expressions would be taken apart
+    # by DuckDB, which then computes an expression wherever a test names its field).
+    value_columns = ", ".join(f"CASE WHEN good THEN {value} END AS value_{name}" for name, value in values.items()
+                              if not value.startswith("NULL::"))
+    v = "struct_pack(" + ", ".join(f"{name} := {value if value.startswith('NULL::') else 'value_' + name}"
+                                   for name, value in values.items()) + ")"
+    # The PII test as the fast statement runs it on the document: only where the
+    # prefilter for a whole JSON document (the loader's `maybe_pii`) matches it.
+    holds = "false" if hold_back is None else (
+        f"CASE WHEN regexp_matches(doc, '{_sql_text(pii.JSON_PREFILTER_PATTERN)}') THEN {_holds_back(hold_back)} "
+        "ELSE false END")
     accepted_values = {
         "log_id": "trim(v.log_id)", "ts": "ts", "source": "coalesce(v.source, 'unknown')",
         **{name: f"v.{name}" for name in ("input", "output", "context", "model", "prompt_name", "prompt_version")},
@@ -386,13 +383,16 @@ built AS (
         CASE WHEN good AND end_ns > 0 AND end_ns >= start_ns THEN (end_ns - start_ns)::DOUBLE / 1e6 END AS latency
     FROM judged
 ),
+typed AS (
+    SELECT *, {value_columns}, CASE WHEN good THEN {doc} END AS doc FROM built
+),
 valued AS (
-    SELECT *, CASE WHEN good THEN {v} END AS v, messages_text AS messages, 'ARRAY' AS t_messages,
+    SELECT *, {v} AS v, messages_text AS messages, 'ARRAY' AS t_messages,
         'OBJECT' AS t_metadata, metadata_text AS metadata_json, NULL::VARCHAR AS t_tags, NULL::VARCHAR[] AS tags,
         NULL::TINYINT AS feedback, []::VARCHAR[] AS extra_keys, NULL::VARCHAR AS j,
         latency AS n_latency_ms, CASE WHEN good THEN f_prompt_tokens::BIGINT END AS n_prompt_tokens,
         CASE WHEN good THEN f_completion_tokens::BIGINT END AS n_completion_tokens, NULL::DOUBLE AS n_cost_usd
-    FROM built
+    FROM typed
 ),
 decided AS (
     -- Taken as they are: what the fast statement would take from the document (its
@@ -405,7 +405,7 @@ decided AS (
 )
 SELECT rid, k, CASE WHEN NOT span_ok THEN false WHEN NOT llm THEN true ELSE coalesce(good, false) END AS ok, llm,
     {_hex('p.traceId') if ids else 'NULL::VARCHAR'} AS trace_id, {_hex('p.spanId') if ids else 'NULL::VARCHAR'} AS span_id,
-    accepted, CASE WHEN good AND NOT accepted THEN {doc} END AS doc,
+    accepted, CASE WHEN good AND NOT accepted THEN doc END AS doc,
     {", ".join(f"CASE WHEN accepted THEN {value} END AS {name}" for name, value in accepted_values.items())}
 FROM decided
 """
