@@ -200,13 +200,12 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     taken_column = "[" + ", ".join(key for _, key in taken_by.values()) + "] AS taken"
     content_keys = (*_OTEL_CONTENT_KEYS, "gen_ai.input.messages", "gen_ai.output.messages")
     taken_keys = "taken"
-    line_ok = """d IS NOT NULL AND len(d.resourceSpans) > 0 AND list_bool_and(list_transform(d.resourceSpans,
-        lambda r: r IS NOT NULL AND r.resource.attributes IS NOT NULL AND len(r.scopeSpans) > 0
+    # (Fewer than 2**21 of each, for the span's place `k`.)
+    line_ok = """d IS NOT NULL AND len(d.resourceSpans) BETWEEN 1 AND 2097151 AND list_bool_and(list_transform(d.resourceSpans,
+        lambda r: r IS NOT NULL AND r.resource.attributes IS NOT NULL AND len(r.scopeSpans) BETWEEN 1 AND 2097151
              AND list_bool_and(list_transform(r.scopeSpans,
-                 lambda s: s IS NOT NULL AND s.spans IS NOT NULL AND s.instrumentationLibrary IS NULL
+                 lambda s: s IS NOT NULL AND s.spans IS NOT NULL AND s.instrumentationLibrary IS NULL AND len(s.spans) < 2097152
                       AND coalesce(list_bool_and(list_transform(s.spans, lambda sp: sp IS NOT NULL)), true)))))"""
-    items = """flatten(list_transform(d.resourceSpans, lambda r: flatten(list_transform(r.scopeSpans,
-        lambda s: list_transform(s.spans, lambda sp: struct_pack(res := r.resource.attributes, scope := s.scope.name, p := sp))))))"""
     deciding = ("openinference.span.kind", "gen_ai.operation.name", "llm.request.type")
     kind, op, request_type = (_attr(name) for name in deciding)
     # The attributes that tell an LLM call from another span hold values this statement reads.
@@ -313,15 +312,21 @@ WITH parsed AS (
         AND NOT CASE WHEN contains(text, 'null') OR contains(text, 'NaN') OR contains(text, 'Infinity')
                      THEN regexp_matches(text, '{_NOT_PLAIN}') ELSE false END
 ),
-listed AS (
-    SELECT rid, {items} AS items FROM parsed WHERE {line_ok}
+resources AS (
+    SELECT rid, unnest(d.resourceSpans) AS r, generate_subscripts(d.resourceSpans, 1) AS ri FROM parsed WHERE {line_ok}
+),
+scopes AS (
+    SELECT rid, ri, r.resource.attributes AS res, unnest(r.scopeSpans) AS s, generate_subscripts(r.scopeSpans, 1) AS si
+    FROM resources
 ),
 spans AS (
-    SELECT rid, unnest(items) AS it, generate_subscripts(items, 1) AS k FROM listed
+    SELECT rid, ri, si, res, s.scope.name AS scope, unnest(s.spans) AS p, generate_subscripts(s.spans, 1) AS pi
+    FROM scopes
 ),
 attributed AS (
-    SELECT rid, k, it.p AS p, it.scope AS scope, {_entries('it.p.attributes')} AS e,
-        {_entries('it.res')} AS res_e
+    -- k: the span's place in the line (one level after another, not a count: the order is what counts).
+    SELECT rid, (ri::BIGINT << 42) + (si::BIGINT << 21) + pi AS k, p, scope, {_entries('p.attributes')} AS e,
+        {_entries('res')} AS res_e
     FROM spans
 ),
 keyed AS (
