@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flywheel import pii
-from flywheel.ingest.fast.otel_sql import ACCEPTED_COLUMNS, otel_span_rows
+from flywheel.ingest.fast.otel_sql import ACCEPTED_COLUMNS, BENT_LINE, otel_span_rows
 from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _json_error
 from flywheel.ingest.formats.otel import otel_document_records
 from flywheel.ingest.normalize import TsWindow
@@ -104,8 +104,9 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     if b'"resourceLogs"' in data:
         raise NotFast("log records in the spans file")  # joined by the Python reader
     del data
+    screened = lines.append_column("bent", pc.match_substring_regex(text, BENT_LINE))
     con.register("fast_otel_lines", pa.RecordBatchReader.from_batches(
-        lines.schema, lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
+        screened.schema, screened.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
     statement = otel_span_rows("fast_otel_lines", window=window, ids=bool(companions),
                                hold_back=pii.PREFILTER_PATTERN if pii_gate else None)
     try:
