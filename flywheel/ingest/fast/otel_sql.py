@@ -199,8 +199,10 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     # Each field's value (and the attribute it was taken from) is a column of `classified`.
     taken_by = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
     fields = {name: (f"f_{name}", None) for name in taken_by}
-    field_columns = ", ".join(f"{value} AS f_{name}" for name, (value, _) in taken_by.items())
-    taken_column = "[" + ", ".join(key for _, key in taken_by.values()) + "] AS taken"
+
+    def llm_only(sql: str) -> str:
+        return f"CASE WHEN span_ok AND llm THEN {sql} END"
+
     content_keys = (*_OTEL_CONTENT_KEYS, "gen_ai.input.messages", "gen_ai.output.messages")
     taken_keys = "taken"
     # (Fewer than 2**21 of each, for the span's place `k`.)
@@ -318,38 +320,49 @@ WITH parsed AS (
 resources AS (
     SELECT rid, unnest(d.resourceSpans) AS r, generate_subscripts(d.resourceSpans, 1) AS ri FROM parsed WHERE {line_ok}
 ),
+resourced AS (
+    -- The resource's attributes, read once for all its spans.
+    SELECT *, {_entries('r.resource.attributes')} AS res_e FROM resources
+),
 scopes AS (
-    SELECT rid, ri, r.resource.attributes AS res, unnest(r.scopeSpans) AS s, generate_subscripts(r.scopeSpans, 1) AS si
-    FROM resources
+    SELECT rid, ri, res_e, list_transform(res_e, lambda x: x.k) AS res_keys, unnest(r.scopeSpans) AS s,
+        generate_subscripts(r.scopeSpans, 1) AS si
+    FROM resourced
 ),
 spans AS (
-    SELECT rid, ri, si, res, s.scope.name AS scope, unnest(s.spans) AS p, generate_subscripts(s.spans, 1) AS pi
+    SELECT rid, ri, si, res_e, res_keys, s.scope.name AS scope, unnest(s.spans) AS p, generate_subscripts(s.spans, 1) AS pi
     FROM scopes
 ),
 attributed AS (
     -- k: the span's place in the line (one level after another, not a count: the order is what counts).
     SELECT rid, (ri::BIGINT << 42) + (si::BIGINT << 21) + pi AS k, p, scope, {_entries('p.attributes')} AS e,
-        {_entries('res')} AS res_e
+        res_e, res_keys
     FROM spans
 ),
 keyed AS (
-    SELECT *, list_transform(e, lambda x: x.k) AS keys, list_transform(res_e, lambda x: x.k) AS res_keys FROM attributed
+    SELECT *, list_transform(e, lambda x: x.k) AS keys FROM attributed
 ),
 classified AS (
     SELECT *, coalesce({is_llm}, false) AS llm,
         coalesce(len(list_filter(keys, lambda x: x IS NOT NULL)) = len(keys) AND len(list_distinct(keys)) = len(keys)
-                 AND (p.events IS NULL OR p.events = '[]') AND {deciding_ok}, false) AS span_ok,
-        {", ".join(f"{sql} AS {name}" for name, sql in counts.items())},
-        res_e[list_position(res_keys, 'service.name')].v AS service_name, {field_columns}, {taken_column},
-        TRY_CAST(regexp_extract(p.startTimeUnixNano, '^{_NANOS}$', 1) AS BIGINT) AS start_ns,
-        CASE WHEN p.endTimeUnixNano IS NULL THEN 0
-             ELSE TRY_CAST(regexp_extract(p.endTimeUnixNano, '^"?(0|[1-9][0-9]{{0,18}})"?$', 1) AS BIGINT) END AS end_ns
+                 AND (p.events IS NULL OR p.events = '[]') AND {deciding_ok}, false) AS span_ok
     FROM keyed
+),
+fielded AS (
+    -- Only an LLM span the statement may decide needs its fields (the others are skipped).
+    SELECT *, {", ".join(f"{llm_only(sql)} AS {name}" for name, sql in counts.items())},
+        {llm_only("res_e[list_position(res_keys, 'service.name')].v")} AS service_name,
+        {", ".join(f"{llm_only(value)} AS f_{name}" for name, (value, _) in taken_by.items())},
+        {llm_only("[" + ", ".join(key for _, key in taken_by.values()) + "]")} AS taken,
+        {llm_only(f"TRY_CAST(regexp_extract(p.startTimeUnixNano, '^{_NANOS}$', 1) AS BIGINT)")} AS start_ns,
+        CASE WHEN NOT (span_ok AND llm) THEN NULL WHEN p.endTimeUnixNano IS NULL THEN 0
+             ELSE TRY_CAST(regexp_extract(p.endTimeUnixNano, '^"?(0|[1-9][0-9]{{0,18}})"?$', 1) AS BIGINT) END AS end_ns
+    FROM classified
 ),
 conventions AS (
     SELECT *, list_contains(keys, 'gen_ai.input.messages') OR list_contains(keys, 'gen_ai.output.messages') AS is_cur,
         n_gen_ai_in + n_gen_ai_out > 0 AS is_gen_ai, n_openinference_in + n_openinference_out > 0 AS is_openinference
-    FROM classified
+    FROM fielded
 ),
 messaged AS (
     SELECT *, {inputs} AS msgs, {outputs} AS outs FROM conventions
