@@ -98,7 +98,8 @@ def _value(v: str) -> str:
 
 
 def _entries(attributes: str) -> str:
-    """SQL: the attributes as a list of {k: key, v: JSON text of the value}."""
+    """SQL: the attributes as a list of {k: key, v: JSON text of the value, s: text of
+    a string value}."""
     return (f"list_transform({attributes}, lambda a: struct_pack(k := a.key, v := (CASE WHEN a.key IN {_PARSED_ATTRIBUTES} "
             f"AND a.value.stringValue IS NOT NULL THEN '\"\"' ELSE {_value('a.value')} END), s := a.value.stringValue))")
 
@@ -252,14 +253,13 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     text_fields_ok = " AND ".join(_not_structured(fields[name][0])
                                   for name in ("model", "session_id", "user_id", "prompt_name", "prompt_version"))
     message_json = "'{\"role\":' || coalesce(x.role, 'null') || ',\"content\":' || coalesce(x.content, 'null') || '}'"
-    entries = "array_to_string(list_transform({}, lambda x: to_json({}) || ':' || x.v), ',')"
+    entries = "array_to_string(list_transform({}, lambda x: to_json(x.k) || ':' || x.v), ',')"
     metadata = f"""'{{' || concat_ws(',',
             CASE WHEN p.traceId IS NOT NULL THEN '"trace_id":' || lower(p.traceId) END,
             CASE WHEN p.parentSpanId IS NOT NULL AND p.parentSpanId <> '""' THEN '"parent_span_id":' || lower(p.parentSpanId) END,
             '"span_name":' || p.name, '"span_kind":' || p.kind, '"scope_name":' || scope,
             CASE WHEN p.status <> '{{}}' THEN '"status":' || p.status END,
-            nullif({entries.format("list_filter(res_e, lambda x: x.k <> 'service.name')", "'resource.' || x.k")}, ''),
-            nullif({entries.format(unused, "x.k")}, ''),
+            res_meta, nullif({entries.format(unused)}, ''),
             '"finish_reason":' || reply.fr) || '}}'"""
     doc_fields = {
         "log_id": "lower(p.spanId)",
@@ -324,19 +324,26 @@ resourced AS (
     -- The resource's attributes, read once for all its spans.
     SELECT *, {_entries('r.resource.attributes')} AS res_e FROM resources
 ),
-scopes AS (
-    SELECT rid, ri, res_e, list_transform(res_e, lambda x: x.k) AS res_keys, unnest(r.scopeSpans) AS s,
-        generate_subscripts(r.scopeSpans, 1) AS si
+resource_meta AS (
+    -- Its attributes as they go into each span's metadata (but the service name, the source).
+    SELECT *, nullif(array_to_string(list_transform(list_filter(res_e, lambda x: x.k <> 'service.name'),
+                                                    lambda x: to_json('resource.' || x.k) || ':' || x.v), ','), '') AS res_meta
     FROM resourced
 ),
+scopes AS (
+    SELECT rid, ri, res_e, res_meta, list_transform(res_e, lambda x: x.k) AS res_keys, unnest(r.scopeSpans) AS s,
+        generate_subscripts(r.scopeSpans, 1) AS si
+    FROM resource_meta
+),
 spans AS (
-    SELECT rid, ri, si, res_e, res_keys, s.scope.name AS scope, unnest(s.spans) AS p, generate_subscripts(s.spans, 1) AS pi
+    SELECT rid, ri, si, res_e, res_meta, res_keys, s.scope.name AS scope, unnest(s.spans) AS p,
+        generate_subscripts(s.spans, 1) AS pi
     FROM scopes
 ),
 attributed AS (
     -- k: the span's place in the line (one level after another, not a count: the order is what counts).
     SELECT rid, (ri::BIGINT << 42) + (si::BIGINT << 21) + pi AS k, p, scope, {_entries('p.attributes')} AS e,
-        res_e, res_keys
+        res_e, res_meta, res_keys
     FROM spans
 ),
 keyed AS (
