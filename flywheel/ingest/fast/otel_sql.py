@@ -177,7 +177,8 @@ def _not_structured(json_text: str) -> str:
     return f"({json_text} IS NULL OR NOT (starts_with({json_text}, '[') OR starts_with({json_text}, '{{')))"
 
 
-def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back: str | None = None) -> str:
+def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back: str | None = None,
+                   documents: bool = False) -> str:
     """Return a SELECT of one row per span of the lines of the relation ``lines`` (the
     loader's batch columns, and ``bent``: whether the line matches :data:`BENT_LINE`,
     which sends it to Python): ``rid, k, ok, llm, trace_id, span_id, accepted, doc`` and
@@ -196,6 +197,7 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     ``window``: the plausible timestamps of the day (:func:`flywheel.ingest.normalize.ts_window`).
     ``ids=False``: ``trace_id`` and ``span_id`` are NULL (no log records to find).
     ``hold_back``: the PII prefilter (RE2; None: no PII guardrail).
+    ``documents``: give the document of an accepted span too (to check its values).
     """
     # Each field's value (and the attribute it was taken from) is a column of `classified`.
     taken_by = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
@@ -433,7 +435,7 @@ decided AS (
 )
 SELECT rid, k, CASE WHEN NOT span_ok THEN false WHEN NOT llm THEN true ELSE coalesce(good, false) END AS ok, llm,
     {_hex('p.traceId') if ids else 'NULL::VARCHAR'} AS trace_id, {_hex('p.spanId') if ids else 'NULL::VARCHAR'} AS span_id,
-    accepted, CASE WHEN good AND NOT accepted THEN doc END AS doc,
+    accepted, CASE WHEN good AND {'true' if documents else 'NOT accepted'} THEN doc END AS doc,
     {", ".join(f"CASE WHEN accepted THEN {value} END AS {name}" for name, value in accepted_values.items())}
 FROM decided
 """

@@ -1,0 +1,125 @@
+"""The OTel span statement's own `logs` values (flywheel.ingest.fast.otel_sql): the rows it
+accepts are the rows the loader's fast statement would store from the same spans'
+documents, PII candidates go to the detailed checks, and the loader's batches come in
+file order. (The end-to-end identity with the Python mappers is in test_fast_formats.)"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from flywheel import pii
+from flywheel.demo import DemoSpec, generate
+from flywheel.ingest import loader
+from flywheel.ingest.fast import fast_batches
+from flywheel.ingest.fast.lines import FAST_BLOCK_BYTES, _no_filter_pushdown
+from flywheel.ingest.fast.otel_lines import _in_file_order
+from flywheel.ingest.fast.otel_sql import ACCEPTED_COLUMNS, BENT_LINE, otel_span_rows
+from flywheel.ingest.normalize import fast_accepted_sql, ts_window
+
+DAY = "2026-01-01"
+WINDOW = ts_window(DAY, 2)
+
+
+@pytest.fixture(scope="module")
+def spans_file(tmp_path_factory) -> Path:
+    """One demo day of OTel spans (several spans per line, some with PII)."""
+    home = tmp_path_factory.mktemp("otel-demo")
+    spec = DemoSpec(days=1, rows_per_day=300, seed=5, start=date.fromisoformat(DAY), format_shares={"otel": 1.0})
+    generate(home, spec)
+    (path,) = sorted((home / "landing" / DAY).iterdir())
+    return path
+
+
+def _span_rows(con, path: Path, *, hold_back: str | None, documents: bool = True) -> pa.Table:
+    """Return the span statement's rows for the lines of ``path``, by line and place."""
+    lines = pa.concat_tables(loader._line_batches(path, block_bytes=FAST_BLOCK_BYTES))
+    lines = lines.append_column("bent", pc.match_substring_regex(lines.column("text"), BENT_LINE))
+    con.register("span_lines", lines)
+    with _no_filter_pushdown(con):
+        rows = con.execute(otel_span_rows("span_lines", window=WINDOW, ids=False, hold_back=hold_back,
+                                          documents=documents)).fetch_arrow_table()
+    return rows.sort_by([("rid", "ascending"), ("k", "ascending")])
+
+
+def test_accepted_spans_have_the_values_the_fast_statement_reads_from_their_documents(spans_file):
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        rows = _span_rows(con, spans_file, hold_back=None)
+        accepted = rows.filter(pc.fill_null(rows.column("accepted"), False))
+        assert accepted.num_rows >= 250  # without the PII test, every demo LLM span but tool calls
+        n = accepted.num_rows
+        staged = pa.table({
+            "rid": pa.array(np.arange(n, dtype=np.int64)), "line": pa.array(np.arange(n, dtype=np.int64)),
+            "text": pa.nulls(n, pa.string()), "raw": pa.nulls(n, pa.binary()), "doc": accepted.column("doc"),
+            "pre_error": pa.nulls(n, pa.string()), "pre_field": pa.nulls(n, pa.string()),
+            "blank": pa.array(np.zeros(n, dtype=bool)), "maybe_pii": pa.nulls(n, pa.bool_()),
+        }, schema=loader.BATCH_SCHEMA)
+        con.register("staged_docs", staged)
+        with _no_filter_pushdown(con):
+            from_docs = con.execute(f"SELECT * FROM ({fast_accepted_sql('staged_docs', window=WINDOW)}) ORDER BY rid"
+                                    ).fetch_arrow_table()
+    # The fast statement takes every one of these documents, and stores what the span
+    # statement gives (the JSON columns as the same text).
+    assert from_docs.num_rows == n
+    for name in ACCEPTED_COLUMNS:
+        mine = accepted.column(name).cast(from_docs.column(name).type) if name not in ("messages", "metadata") \
+            else accepted.column(name)
+        theirs = from_docs.column(name) if name not in ("messages", "metadata") else from_docs.column(name).cast(pa.string())
+        assert mine.to_pylist() == theirs.to_pylist(), name
+    assert all(text.startswith('[{"role":') for text in accepted.column("messages").to_pylist())
+
+
+def test_pii_candidates_are_left_for_the_detailed_checks(spans_file):
+    with duckdb.connect() as con:
+        guarded = _span_rows(con, spans_file, hold_back=pii.PREFILTER_PATTERN, documents=False)
+        unguarded = _span_rows(con, spans_file, hold_back=None, documents=False)
+    taken = pc.fill_null(guarded.column("accepted"), False).to_numpy(zero_copy_only=False)
+    taken_without = pc.fill_null(unguarded.column("accepted"), False).to_numpy(zero_copy_only=False)
+    held = taken_without & ~taken
+    assert held.sum() >= 5  # the demo writes e-mail addresses and phone numbers into some turns
+    assert not (taken & ~taken_without).any()
+    # A held span keeps its document (for the second look); a taken one has none.
+    assert all(doc is not None for doc in guarded.filter(pa.array(held)).column("doc").to_pylist())
+    assert all(doc is None for doc in guarded.filter(pa.array(taken)).column("doc").to_pylist())
+    # Every held span's text is one the PII prefilter matches; no taken one's is.
+    texts = guarded.filter(pa.array(taken))
+    joined = pc.binary_join_element_wise(
+        *(pc.fill_null(texts.column(name), "") for name in ("input", "output", "context", "messages")), "\n")
+    assert not pc.any(pc.match_substring_regex(joined, pii.PREFILTER_PATTERN)).as_py()
+
+
+def test_the_fast_path_yields_accepted_rows_and_second_look_records(spans_file):
+    stats: dict = {}
+    kinds: dict[str, int] = {"accepted": 0, "second look": 0, "staged": 0}
+    with duckdb.connect() as con:
+        for batch in fast_batches(con, spans_file, "otel", pii_gate=True, stats=stats, window=WINDOW):
+            if batch.schema.equals(loader.ACCEPTED_SCHEMA):
+                kinds["accepted"] += batch.num_rows
+                assert batch.column("log_id").null_count == 0 and batch.column("ts").null_count == 0
+            elif batch.schema.metadata == loader.SECOND_LOOK_SCHEMA.metadata:
+                kinds["second look"] += batch.num_rows
+                assert batch.column("doc").null_count == 0
+            else:
+                assert batch.schema.equals(loader.BATCH_SCHEMA)
+                kinds["staged"] += batch.num_rows
+    assert kinds["accepted"] >= 200 and kinds["second look"] >= 5, kinds
+    assert kinds["accepted"] + kinds["second look"] == stats["in_sql"]
+    assert kinds["staged"] == stats["in_python"]
+
+
+def test_records_are_put_in_file_order_by_line_then_place():
+    rows = pa.table({"line": [3, 1, 3, 1], "name": ["c", "a", "d", "b"]})
+    ordered = _in_file_order(rows, np.array([2, 5, 7, 9]))
+    assert ordered.column("name").to_pylist() == ["a", "b", "c", "d"]
+    # Places are compared within a line only; rows already in order are not copied.
+    ordered_rows = pa.table({"line": [1, 2, 2], "name": ["a", "b", "c"]})
+    assert _in_file_order(ordered_rows, np.array([9, 1, 4])) is ordered_rows
+    assert _in_file_order(pa.table({"line": [2, 2], "name": ["x", "y"]}), np.array([4, 1])).column(
+        "name").to_pylist() == ["y", "x"]
