@@ -24,6 +24,7 @@ side writes into a fresh DuckDB file.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -131,6 +132,8 @@ def compare_format(fmt: str, rows: int, seed: int, *, fast_formats: bool = True)
         "baseline_cpu_seconds": round(base_cpu, 2),
         "cpu_ratio": round(cpu_seconds / base_cpu, 3),
         "peak_rss_mb": peak_rss_mb(),
+        # Other work on a shared machine slows either side: the 1, 5 and 15 minute load.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
