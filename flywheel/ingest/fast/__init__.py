@@ -9,7 +9,8 @@ other line (broken, unusual, or a shape the statement does not know) goes throug
 Python mapper, so the result is the same as the Python path's, record for record; the
 batches then take the loader's fast statement like canonical lines (one record per line;
 an OTLP/JSON line holds several spans: its records share the line, see
-:mod:`flywheel.ingest.fast.otel_lines`).
+:mod:`flywheel.ingest.fast.otel_lines`; the OTel statement goes one step further and
+gives the `logs` rows of the spans it accepts, with no document to parse again).
 
 A file these paths cannot number the way the Python reader does (not JSON lines, a byte
 order mark, bad UTF-8, a lone carriage return, gzip by magic bytes only, a damaged gzip

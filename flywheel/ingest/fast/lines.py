@@ -79,7 +79,9 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
     (``in_python``), and the non-LLM OTel spans skipped (``ignored_spans``). ``window``:
     the day's plausible timestamps (the OTel statement decides only spans it knows are
     accepted). OTel files hold several records per line: their batches have a row per
-    record, the line repeated.
+    record, the line repeated, and come with `logs` rows the span statement accepted
+    itself and records for the detailed checks (see
+    :func:`flywheel.ingest.fast.otel_lines.otel_batches` and the loader's ``_load_fast``).
 
     Raises:
         NotFast: the file is not plain JSON lines the way this reader can number them;

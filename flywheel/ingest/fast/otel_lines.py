@@ -1,10 +1,15 @@
-"""The fast path of OTLP/JSON span files: line batches in, staged batches of spans out.
+"""The fast path of OTLP/JSON span files: line batches in; `logs` rows, records for the
+detailed checks and staged batches of spans out.
 
-Unlike the other fast formats a line holds several records (one per LLM span), so the
-staged batch has one row per record with the line repeated, in the order the Python
-reader gives them (:func:`flywheel.ingest.formats.otel.otel_document_records`). The lines
-:func:`flywheel.ingest.fast.otel_sql.otel_span_docs` does not decide are read by that
-function, line by line, and their records staged as the Python path stages them.
+For each batch of lines, :func:`flywheel.ingest.fast.otel_sql.otel_span_rows` decides
+the lines it can: the LLM spans it accepts come out as `logs` rows (the loader's
+``ACCEPTED_SCHEMA``, inserted as they are), the others it decides as their canonical
+documents for the loader's detailed checks (``SECOND_LOOK_SCHEMA``). The lines it does
+not decide are read by :func:`flywheel.ingest.formats.otel.otel_document_records`, line
+by line, and their records staged as the Python path stages them (``BATCH_SCHEMA``):
+unlike the other fast formats a line holds several records (one per LLM span), so such
+a batch has one row per record with the line repeated, in the order the Python reader
+gives them.
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ MAPPING_CHUNK_ROWS = 256  # lines of up to a few kB each: DuckDB maps one chunk 
 
 def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, companions: dict,
                  window: TsWindow, stats: dict, block_bytes: int) -> Iterator[pa.Table]:
-    """Yield the staged batches (the loader's ``BATCH_SCHEMA``) of an OTLP/JSON-lines
-    file: one row per record (LLM span, or broken line or span), blank lines left out.
+    """Yield the batches of an OTLP/JSON-lines file, one row per record (LLM span, or
+    broken line or span), blank lines left out: for each batch of lines, the staged
+    records of the Python reader (the loader's ``BATCH_SCHEMA``, when there are some),
+    the documents for the detailed checks (``SECOND_LOOK_SCHEMA``) and the accepted rows
+    (``ACCEPTED_SCHEMA``), in that order.
 
     ``companions``: the day's OTel log records by span (the loader's companion records);
     spans that have some are mapped in Python. ``stats`` counts the non-LLM spans

@@ -1,7 +1,7 @@
-"""OTel GenAI spans (OTLP/JSON lines) mapped to canonical documents in one DuckDB statement.
+"""OTel GenAI spans (OTLP/JSON lines) mapped to `logs` rows in one DuckDB statement.
 
 A line of an OTLP/JSON file is one export request: several resources, scopes and spans.
-:func:`otel_span_docs` reads every span of a line and decides the line only when it
+:func:`otel_span_rows` reads every span of a line and decides the line only when it
 decides each of its spans, in one of two ways:
 
 - a span that is no LLM call (by the tests of
@@ -10,11 +10,15 @@ decides each of its spans, in one of two ways:
   (``gen_ai.input.messages``/``gen_ai.output.messages`` of text parts, OpenLLMetry's
   ``gen_ai.prompt.N.*``/``gen_ai.completion.N.*``, OpenInference's
   ``llm.input_messages.N.message.*``/``llm.output_messages.N.message.*``, each of
-  ``role``, ``content`` and ``finish_reason`` only) becomes the document
-  :func:`flywheel.ingest.formats.otel._map_otel_span` builds (same fields, same values,
-  metadata in the same order), when that document is sure to be accepted: a hex span
-  id, a start time within the day's window, a user message and a reply of text, token
-  counts and latency in range.
+  ``role``, ``content`` and ``finish_reason`` only), when the document
+  :func:`flywheel.ingest.formats.otel._map_otel_span` builds for it is sure to be
+  accepted (a hex span id, a start time within the day's window, a user message and a
+  reply of text, token counts and latency in range), is mapped to the values of its
+  `logs` row: the values the loader's fast statement
+  (:func:`flywheel.ingest.normalize.fast_accepted_sql`) reads from that document (same
+  fields, same values, metadata in the same order, the same JSON text). Where that
+  statement's own test or its PII test would not let the span pass, the statement gives
+  the document instead, for the loader's detailed checks.
 
 Every other line (a span with events, tool calls, base64 ids, attribute values of other
 kinds, a key written in a way the statement cannot check, a JSON ``null`` anywhere, a
