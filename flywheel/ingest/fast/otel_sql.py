@@ -288,7 +288,7 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
                if name not in ("ts", "latency_ms", "context", "messages", "metadata")}
     values = {
         **as_text,
-        "ts": "strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ')",
+        "ts": doc_fields["ts"] + " ->> '$'",  # the document's text (not the session's time zone's)
         "latency_ms": "latency::VARCHAR",
         "context": "context",
         "messages": "messages_text",
