@@ -120,7 +120,7 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
 
 @contextlib.contextmanager
 def _requests_of(con, lines: pa.Table, requests: BatchRequests):
-    """Register ``fast_requests(custom_id, body)``: the JSON text of the input line's
+    """Register ``fast_requests(custom_id, line)``: the text holding the input line's
     body (an object) of each custom id the batch's lines name (only those: the day's
     requests are not copied as a whole); yield those requests (a look-up of another
     custom_id in them asks the whole day's)."""
@@ -135,7 +135,7 @@ def _requests_of(con, lines: pa.Table, requests: BatchRequests):
     finally:
         con.unregister("fast_lines_ids")
     named = requests.subset(ids)
-    con.register("fast_requests", loader._scan_once(named.object_bodies()))
+    con.register("fast_requests", loader._scan_once(named.object_lines()))
     try:
         yield named
     finally:

@@ -229,8 +229,9 @@ _BATCH_FILLS = (*_METADATA_FILLS, "source")
 
 def openai_batch_docs(lines: str, batch, requests_relation: str, requests: Mapping) -> str:
     """Return a SELECT of ``rid, doc`` for the Batch API output lines of ``lines`` it
-    decides (see :func:`openai_chat_docs`); ``requests_relation`` has ``custom_id, body``
-    (the JSON text of the input line's body) for the batch's custom ids, ``requests``
+    decides (see :func:`openai_chat_docs`); ``requests_relation`` has ``custom_id, line``
+    (a JSON object holding the input line's body under ``"body"``, see
+    :mod:`flywheel.ingest.formats.batch_input`) for the batch's custom ids, ``requests``
     the input lines by custom_id (to sample their keys)."""
     texts = batch.column("text").slice(0, 200).to_pylist()
     keys = sample_batch_keys(texts, requests)
@@ -245,8 +246,8 @@ outer_parsed AS (
     WHERE {_LOOKS_LIKE_OBJECT}
 ),
 parsed AS (
-    SELECT o.*, try(from_json(r.body, '{_request_struct(keys, _BATCH_FILLS)}')) AS request,
-        try(json_keys(r.body, ['$', '$.metadata'])) AS kr
+    SELECT o.*, try(from_json(r.line, '{_obj({"body": _request_struct(keys, _BATCH_FILLS)})}')).body AS request,
+        try(json_keys(r.line, ['$.body', '$.body.metadata'])) AS kr
     FROM outer_parsed AS o JOIN {requests_relation} AS r ON r.custom_id = (o.m.custom_id ->> '$')
     WHERE o.m IS NOT NULL AND o.k IS NOT NULL AND starts_with(o.m.custom_id, '"')
 ),
