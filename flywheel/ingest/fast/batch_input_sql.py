@@ -52,8 +52,9 @@ from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _is_gzip, has_undecodab
 # A line of more values than this goes to Python: no deeper nesting than that, far below
 # what Python's recursion limit (1,000 frames) lets its JSON reader read.
 MAX_NODES = 500
-# Blocks of lines read at once (each on one DuckDB thread).
+# Blocks of lines read at once (each on one DuckDB thread), and their size.
 WORKERS = 2
+BLOCK_BYTES = 16 << 20
 _WS = "[ \\t\\r\\n]*"
 # Where a JSON value starts (the root of a line is an object: every value of interest
 # follows one of these).
@@ -106,7 +107,7 @@ def request_rows(path: Path, *, python_row) -> Iterator[Rows]:
     with duckdb.connect() as con, ThreadPoolExecutor(WORKERS) as pool:
         pending: deque[Future] = deque()
         try:
-            for lines in loader._line_batches(path):
+            for lines in loader._line_batches(path, block_bytes=BLOCK_BYTES):
                 if lines.column("pre_error").null_count < lines.num_rows:
                     raise NotVectorized("a broken gzip stream")
                 if first:
