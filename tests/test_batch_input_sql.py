@@ -324,3 +324,44 @@ def test_context_strip_in_sql_is_python_strip():
     with duckdb.connect() as con:
         for text in texts:
             assert con.execute(f"SELECT {_stripped('?')}", [text]).fetchone()[0] == text.strip(), repr(text)
+
+
+def test_usual_key_lists_with_null_values_are_the_same_both_ways(tmp_path):
+    """Output and input lines with the batch's usual keys, some values null: the fast
+    statement writes their metadata entries from the usual key list (no loop over the
+    keys) and leaves out the nulls as the Python mapper does; the lines are decided in
+    SQL, and the tables are the Python path's."""
+    import duckdb as db
+
+    from flywheel.ingest import formats
+    from flywheel.ingest.fast import fast_batches
+    from tests.test_fast_formats import assert_same_both_ways
+
+    paths = demo_day(tmp_path / "demo", "openai_batch", rows=80)
+    given = next(p for p in paths if formats.detect_format(p) == "openai_batch_input")
+    output = next(p for p in paths if formats.detect_format(p) == "openai_batch_output")
+    inputs = [json.loads(line) for line in given.read_text(encoding="utf-8").splitlines() if line.strip()]
+    answers = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines() if line.strip()]
+    plain = [a for a in answers if not a.get("error") and a["response"]["status_code"] == 200
+             and all("tool_calls" not in c["message"] for c in a["response"]["body"]["choices"])]
+    nulled = {a["custom_id"] for a in plain[:12]}
+    for answer in plain[:12]:
+        answer["response"]["body"]["system_fingerprint"] = None
+        answer["response"]["body"]["usage"]["total_tokens"] = None
+    for line in inputs:
+        if line["custom_id"] in nulled:
+            line["body"]["temperature"] = None
+            line["body"]["metadata"]["git_commit"] = None
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "batch-input.jsonl").write_text("".join(json.dumps(i) + "\n" for i in inputs), encoding="utf-8")
+    (landing / "batch-output.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers), encoding="utf-8")
+    tables = assert_same_both_ways(tmp_path / "both", sorted(landing.iterdir()))
+    stored = {row[0]: row for row in tables["logs"]}
+    assert all(a["response"]["body"]["id"] in stored for a in plain[:12])
+    stats: dict = {}
+    requests = formats.load_companion(landing / "batch-input.jsonl", "openai_batch_input")
+    with db.connect() as con:
+        read = sum(batch.num_rows for batch in fast_batches(con, landing / "batch-output.jsonl", "openai_batch_output",
+                                                            pii_gate=True, batch_requests=requests, stats=stats))
+    assert read == len(answers) and stats["in_sql"] >= len(plain)  # the nulled lines too
