@@ -76,7 +76,7 @@ WITH parsed AS (
 )
 SELECT rid, types[1] AS root_type, types[2] AS id_type, types[3] AS body_type,
     CASE WHEN types[2] = 'VARCHAR' THEN custom_id END AS custom_id,
-    unsure OR len(nested) > {MAX_NODES} OR len(list_distinct(root)) < len(root)
+    unsure OR len(nested) > {MAX_NODES} OR list_unique(root) < len(root)
         OR coalesce(list_bool_or(list_transform(nested, k -> len(k) > 1 AND list_unique(k) < len(k))), false)
         AS unsure
 FROM parsed

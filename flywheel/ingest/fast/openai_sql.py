@@ -66,7 +66,9 @@ def _list(values) -> str:
 
 
 def _distinct(keys: str) -> str:
-    return f"len(list_distinct({keys})) = len({keys})"
+    """SQL: the list ``keys`` holds no value twice (and no null). ``list_unique`` counts
+    what ``list_distinct`` would keep without building that list."""
+    return f"list_unique({keys}) = len({keys})"
 
 
 def common_key_list(counts: Counter, allowed: Iterable[str], *,
