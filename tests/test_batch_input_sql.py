@@ -244,17 +244,24 @@ def test_has_byte_looks_at_the_strings_only():
 
 def test_subset_gathers_whole_and_partial_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(batch_input, "CHUNK_ROWS", 4)
-    path = _write(tmp_path / "input.jsonl", [_line(f"r{i}", _body(f"q{i}")) for i in range(10)])
+    lines = [_line(f"r{i}", _body(f"q{i}")) for i in range(10)]
+    path = _write(tmp_path / "input.jsonl", [*lines[:4], _line("r5", _body("replaced")), *lines[4:]])
     requests = BatchRequests.read(path)
-    assert len(requests._chunks) == 3
-    asked = ["r9", "r0", "r3", "r2", "r1", "r6", "nowhere", None, "r0"]  # chunk 0 whole, 1 partly, 2 partly
+    assert len(requests._chunks) == 3  # r0-r3, r5 (replaced) r4-r6, r7-r9
+    # Chunk 0 asked whole, chunk 1 half (but it holds a replaced line: taken row by
+    # row), chunk 2 a third: row by row.
+    asked = ["r0", "r3", "r2", "r1", "r6", "r4", "nowhere", None, "r0", "r9"]
     subset = requests.subset(pa.array(asked))
-    assert sorted(subset) == ["r0", "r1", "r2", "r3", "r6", "r9"]
+    assert sorted(subset) == ["r0", "r1", "r2", "r3", "r4", "r6", "r9"]
     for custom_id in ("r9", "r0", "r3", "r6"):
         assert subset[custom_id]["body"]["messages"][-1]["content"] == "q" + custom_id[1:]
     assert subset.get("nowhere") is None and subset["r5"]["body"]["messages"][-1]["content"] == "q5"
-    lines = subset.object_lines()
-    assert lines.column_names == ["custom_id", "line"] and lines.num_rows == 6
+    # Half of the last chunk asked: taken whole, its other request with it (the day's own).
+    subset = requests.subset(["r8", "r9"])
+    assert sorted(subset) == ["r7", "r8", "r9"] and subset["r7"]["body"]["messages"][-1]["content"] == "q7"
+    assert subset.table.column_names == ["custom_id", "line", "object"]
+    assert subset.table.column("object").to_pylist() == [True, True, True]
+    assert requests.subset([]).table.num_rows == 0
 
 
 def test_a_day_is_the_same_with_the_python_reader_of_input_files(tmp_path, monkeypatch):

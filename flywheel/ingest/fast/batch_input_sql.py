@@ -173,7 +173,9 @@ def _rows(con: duckdb.DuckDBPyConnection, lines: pa.Table, python_row) -> Rows:
     kept_rids = rids[kept]
     keep = pa.array(kept)
     custom_ids = found.column("custom_id").filter(keep)
-    texts = text.take(pa.array(kept_rids))
+    # (the usual block: every line kept, its texts as they are)
+    whole = len(kept_rids) == lines.num_rows
+    texts = text if whole else text.take(pa.array(kept_rids))
     objects = _equal(found.column("body_type").filter(keep), "OBJECT")
     if len(python_rids) == 0:
         return Rows(custom_ids, texts, objects, [])

@@ -48,7 +48,8 @@ class NotFast(Exception):
 _FORMATS = {
     "openai_chat": lambda requests: (openai_sql.openai_chat_docs, _map_openai_chat),
     "openai_batch_output": lambda requests: (
-        lambda relation, lines: openai_sql.openai_batch_docs(relation, lines, "fast_requests", requests),
+        lambda relation, lines: openai_sql.openai_batch_docs(
+            relation, lines, "(SELECT custom_id, line FROM fast_requests WHERE object)", requests),
         lambda obj: _map_batch_output(obj, requests),
     ),
     "langfuse": lambda requests: (langfuse_sql.langfuse_docs, _langfuse_trace),
@@ -121,10 +122,11 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
 
 @contextlib.contextmanager
 def _requests_of(con, lines: pa.Table, requests: BatchRequests):
-    """Register ``fast_requests(custom_id, line)``: the text holding the input line's
-    body (an object) of each custom id the batch's lines name (only those: the day's
-    requests are not copied as a whole); yield those requests (a look-up of another
-    custom_id in them asks the whole day's)."""
+    """Register ``fast_requests(custom_id, line, object)``: the text holding the input
+    line's body of each custom id the batch's lines name (and of others in the chunks
+    mostly asked for: the day's requests are not copied as a whole; ``object``: whether
+    the statement may join it); yield those requests (a look-up of another custom_id in
+    them asks the whole day's)."""
     from flywheel.ingest import loader
 
     con.register("fast_lines_ids", loader._scan_once(lines.select(["text", "blank"])))
@@ -136,7 +138,7 @@ def _requests_of(con, lines: pa.Table, requests: BatchRequests):
     finally:
         con.unregister("fast_lines_ids")
     named = requests.subset(ids)
-    con.register("fast_requests", loader._scan_once(named.object_lines()))
+    con.register("fast_requests", loader._scan_once(named.table))
     try:
         yield named
     finally:

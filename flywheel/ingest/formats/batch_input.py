@@ -74,6 +74,8 @@ class BatchRequests(Mapping):
         self._starts = chunk_starts  # the first row of each chunk, and the rows in all
         self._odd = odd
         self._index: dict[str, int] | None = None
+        self._current: np.ndarray | None = None
+        self._by_row: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def read(cls, path) -> BatchRequests:
@@ -146,15 +148,43 @@ class BatchRequests(Mapping):
 
     def subset(self, custom_ids: Iterable[str | None] | pa.Array) -> NamedRequests:
         """Return the requests of the given custom ids (they may repeat, be null or
-        unknown), decompressing only the chunks that hold them."""
+        unknown), decompressing only the chunks that hold them.
+
+        A chunk of which at least half is asked for is taken whole (no copy of its
+        texts): the requests are then more than those asked, each the day's own."""
         asked = pc.drop_null(pc.unique(_strings(custom_ids))).cast(pa.string())
         found = self.ids.filter(pc.is_in(self.ids.column("custom_id"), value_set=asked))
+        rows = np.sort(found.column("row").to_numpy())
+        chunk_of = np.searchsorted(self._starts, rows, side="right") - 1
+        wanted = np.bincount(chunk_of, minlength=len(self._chunks))
+        whole = (wanted * 2 >= np.diff(self._starts)) & self._all_current
+        rows = np.union1d(rows, self._rows_of(np.flatnonzero(whole & (wanted > 0))))
         # In the order of the chunks: each chunk's texts are taken once, not copied again
         # to be put back in the order asked (nothing needs it).
-        found = found.take(pa.array(np.argsort(found.column("row").to_numpy(), kind="stable")))
-        lines = self._lines(found.column("row").to_numpy())
-        table = pa.table([found.column("custom_id"), lines, found.column("object")], schema=_SUBSET)
+        found = self.ids.take(pa.array(self._id_positions(rows)))
+        table = pa.table([found.column("custom_id"), self._lines(rows), found.column("object")], schema=_SUBSET)
         return NamedRequests(table, asked, parent=self)
+
+    @property
+    def _all_current(self) -> np.ndarray:
+        """Where every row of a chunk is its custom_id's request (no later line replaced one)."""
+        if self._current is None:
+            chunk_of = np.searchsorted(self._starts, self.ids.column("row").to_numpy(), side="right") - 1
+            self._current = np.bincount(chunk_of, minlength=len(self._chunks)) == np.diff(self._starts)
+        return self._current
+
+    def _rows_of(self, chunks: np.ndarray) -> np.ndarray:
+        """Return the rows of the given chunks."""
+        return np.concatenate([np.arange(self._starts[c], self._starts[c + 1]) for c in chunks]
+                              or [np.zeros(0, dtype=np.int64)])
+
+    def _id_positions(self, rows: np.ndarray) -> np.ndarray:
+        """Return the positions in :attr:`ids` of the given rows (each one of them)."""
+        if self._by_row is None:
+            order = np.argsort(self.ids.column("row").to_numpy(), kind="stable")
+            self._by_row = (order, self.ids.column("row").to_numpy()[order])
+        order, ordered = self._by_row
+        return order[np.searchsorted(ordered, rows)]
 
     def _lines(self, rows: np.ndarray) -> pa.ChunkedArray:
         """Return the texts (or nulls) of the given rows, which are in ascending order."""
@@ -166,13 +196,16 @@ class BatchRequests(Mapping):
         for chunk, wanted in zip(chunk_of[np.concatenate([[0], cuts])], np.split(rows, cuts)):
             column = pa.ipc.open_stream(self._chunks[chunk]).read_all().column("line")
             offsets = wanted - self._starts[chunk]
-            whole = len(offsets) == len(column) and offsets[-1] == len(offsets) - 1
+            whole = len(offsets) == len(column)
             parts.extend(column.chunks if whole else column.take(pa.array(offsets)).chunks)
         return pa.chunked_array(parts, pa.string())
 
 
 class NamedRequests(Mapping):
     """The requests a batch of output lines names (see :meth:`BatchRequests.subset`).
+
+    :attr:`table` has ``custom_id, line, object`` (see :attr:`BatchRequests.ids`;
+    ``line`` a JSON object holding the body under ``"body"``).
 
     A custom_id that was asked for and is not here is not in the day; any other is
     asked of the day's requests (one look-up: a custom_id DuckDB read otherwise than
@@ -211,11 +244,6 @@ class NamedRequests(Mapping):
         if custom_id in self._asked_set:
             return default
         return self._parent.get(custom_id, default)
-
-    def object_lines(self) -> pa.Table:
-        """Return ``custom_id, line`` of the requests whose body is an object DuckDB reads
-        as Python does (``line``: a JSON object holding the body under ``"body"``)."""
-        return self.table.filter(self.table.column("object")).select(["custom_id", "line"])
 
 
 class _ChunkWriter:
