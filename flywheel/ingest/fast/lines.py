@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flywheel.ingest.fast import langfuse_sql, openai_sql, otel_lines
+from flywheel.ingest.fast.batch_input_sql import has_byte
 from flywheel.ingest.formats.batch_input import BatchRequests, day_batch_requests
 from flywheel.ingest.formats.common import _map_value
 from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _is_gzip, _json_error
@@ -47,7 +48,8 @@ class NotFast(Exception):
 _FORMATS = {
     "openai_chat": lambda requests: (openai_sql.openai_chat_docs, _map_openai_chat),
     "openai_batch_output": lambda requests: (
-        lambda relation, lines: openai_sql.openai_batch_docs(relation, lines, "fast_requests", requests),
+        lambda relation, lines: openai_sql.openai_batch_docs(
+            relation, lines, "(SELECT custom_id, line FROM fast_requests WHERE object)", requests),
         lambda obj: _map_batch_output(obj, requests),
     ),
     "langfuse": lambda requests: (langfuse_sql.langfuse_docs, _langfuse_trace),
@@ -120,24 +122,25 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
         raise NotFast(exc.reason) from None
 
 
+_CUSTOM_ID = r'"custom_id":[ \t]*"(?P<id>[^"\\]*)"'
+
+
 @contextlib.contextmanager
 def _requests_of(con, lines: pa.Table, requests: BatchRequests):
-    """Register ``fast_requests(custom_id, body)``: the JSON text of the input line's
-    body (an object) of each custom id the batch's lines name (only those: the day's
-    requests are not copied as a whole); yield those requests (a look-up of another
-    custom_id in them asks the whole day's)."""
+    """Register ``fast_requests(custom_id, line, object)``: the text holding the input
+    line's body of each custom id the batch's lines name (and of others in the chunks
+    mostly asked for: the day's requests are not copied as a whole; ``object``: whether
+    the statement may join it); yield those requests (a look-up of another custom_id in
+    them asks the whole day's)."""
     from flywheel.ingest import loader
 
-    con.register("fast_lines_ids", loader._scan_once(lines.select(["text", "blank"])))
-    try:
-        ids = con.execute(
-            """SELECT DISTINCT try(from_json(text, '{"custom_id":"VARCHAR"}')).custom_id AS custom_id
-               FROM fast_lines_ids WHERE NOT blank"""
-        ).fetch_arrow_table().column("custom_id")
-    finally:
-        con.unregister("fast_lines_ids")
+    # The custom ids as the lines usually spell them (a string without escapes, the
+    # first such key of the line), found by RE2 near the start of each line: no parse.
+    # A line whose request this misses (an escape in its custom_id, a number) is not
+    # joined in SQL but mapped by Python, which asks the whole day's requests.
+    ids = pc.struct_field(pc.extract_regex(lines.column("text"), _CUSTOM_ID), [0])
     named = requests.subset(ids)
-    con.register("fast_requests", loader._scan_once(named.object_bodies()))
+    con.register("fast_requests", loader._scan_once(named.table))
     try:
         yield named
     finally:
@@ -254,8 +257,7 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
     if lines.column("pre_error").null_count < lines.num_rows:  # a gzip stream broke off
         raise NotFast("a broken gzip stream")
     # Python's text reader also ends a line at a lone carriage return.
-    if pc.any(pc.match_substring(text, "\r")).as_py() and \
-            pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
+    if has_byte(text, 13) and pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
         raise NotFast("a lone carriage return")
     n = lines.num_rows
     # Small record batches: DuckDB maps one per thread, and a batch of lines is only a

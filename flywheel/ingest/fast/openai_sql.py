@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from flywheel.ingest.records import CANONICAL_FIELDS
 
@@ -27,10 +27,16 @@ from flywheel.ingest.records import CANONICAL_FIELDS
 _SPACE_CODES = (9, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *range(8192, 8203), 8232, 8233, 8239,
                 8287, 12288)
 _SPACE_CLASS = "[" + "".join(f"\\x{{{c:x}}}" for c in _SPACE_CODES) + "]"
-# What Python's str.strip() takes off both ends (a regular expression, far cheaper in
-# DuckDB than trim() with a set of characters).
+# What Python's str.strip() takes off both ends (regular expressions, far cheaper in
+# DuckDB than trim() with a set of characters; one for each end, each anchored, costs
+# half of one alternation of both with the 'g' flag).
 _SPACE_OR_NEWLINE = _SPACE_CLASS[:-1] + "\\n]"
-_STRIPPED = f"^{_SPACE_OR_NEWLINE}+|{_SPACE_OR_NEWLINE}+$"
+_LEADING, _TRAILING = f"^{_SPACE_OR_NEWLINE}+", f"{_SPACE_OR_NEWLINE}+$"
+
+
+def _stripped(text: str) -> str:
+    """SQL: ``text`` as Python's ``text.strip()`` leaves it."""
+    return f"regexp_replace(regexp_replace({text}, '{_LEADING}', ''), '{_TRAILING}', '')"
 _TOP_KEYS = ("timestamp", "workload_id", "client_id", "request", "response")
 # Canonical fields a request's metadata may fill (the mapping sets none of them itself).
 _METADATA_FILLS = ("prompt_name", "prompt_version", "git_commit", "session_id", "feedback", "tags",
@@ -60,7 +66,9 @@ def _list(values) -> str:
 
 
 def _distinct(keys: str) -> str:
-    return f"len(list_distinct({keys})) = len({keys})"
+    """SQL: the list ``keys`` holds no value twice (and no null). ``list_unique`` counts
+    what ``list_distinct`` would keep without building that list."""
+    return f"list_unique({keys}) = len({keys})"
 
 
 def common_key_list(counts: Counter, allowed: Iterable[str], *,
@@ -98,14 +106,25 @@ def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _entries(keys: str, struct: str, known: tuple[str, ...], condition: str) -> str:
+def _entries(keys: str, struct: str, known: tuple[str, ...], condition: str, *,
+             usual: tuple[str, ...] | None = None, keep: Callable[[str], bool] | None = None) -> str:
     """SQL: the (key, value) entries of an object, in its key order, with a non-null
-    value and a key for which ``condition`` (over ``k``) holds."""
+    value and a key for which ``condition`` (over ``k``) holds.
+
+    ``usual``: the batch's usual key list of the object, and ``keep`` the Python form of
+    ``condition``: an object with exactly those keys gets its entries from a list written
+    out here (about a third of the cost of going through its keys one by one)."""
     if not known:
         return "[]"
     value = "CASE k " + " ".join(f"WHEN '{key}' THEN {struct}.\"{key}\"" for key in known) + " END"
-    return (f"list_filter(list_transform(coalesce({keys}, []), k -> struct_pack(key := k, value := ({value}))), "
+    each = (f"list_filter(list_transform(coalesce({keys}, []), k -> struct_pack(key := k, value := ({value}))), "
             f"e -> (e.value IS NOT NULL AND ({condition.replace('{k}', 'e.key')})))")
+    if usual is None or keep is None:
+        return each
+    fixed = [key for key in usual if key in known and keep(key)]
+    written = ("list_filter([" + ", ".join(f"struct_pack(key := '{key}', value := {struct}.\"{key}\")" for key in fixed)
+               + "], e -> e.value IS NOT NULL)") if fixed else "[]"
+    return f"(CASE WHEN {keys} = {_list(usual)} THEN {written} ELSE {each} END)"
 
 
 def _one(key: str, value: str, condition: str = "true") -> str:
@@ -146,7 +165,7 @@ contexted AS (
              WHEN len(prompts) > 1 OR context_at = 0 THEN false
              ELSE NOT regexp_matches(substr(prompts[1], 1, context_at), '{_QUALIFYING_LINE}') END AS context_ok,
         CASE WHEN context_at > 0 THEN
-            nullif(regexp_replace(substr(prompts[1], context_at + 9), '{_STRIPPED}', '', 'g'), '') END AS context
+            nullif({_stripped('substr(prompts[1], context_at + 9)')}, '') END AS context
     FROM placed
 ),"""
 
@@ -229,8 +248,9 @@ _BATCH_FILLS = (*_METADATA_FILLS, "source")
 
 def openai_batch_docs(lines: str, batch, requests_relation: str, requests: Mapping) -> str:
     """Return a SELECT of ``rid, doc`` for the Batch API output lines of ``lines`` it
-    decides (see :func:`openai_chat_docs`); ``requests_relation`` has ``custom_id, body``
-    (the JSON text of the input line's body) for the batch's custom ids, ``requests``
+    decides (see :func:`openai_chat_docs`); ``requests_relation`` has ``custom_id, line``
+    (a JSON object holding the input line's body under ``"body"``, see
+    :mod:`flywheel.ingest.formats.batch_input`) for the batch's custom ids, ``requests``
     the input lines by custom_id (to sample their keys)."""
     texts = batch.column("text").slice(0, 200).to_pylist()
     keys = sample_batch_keys(texts, requests)
@@ -245,8 +265,8 @@ outer_parsed AS (
     WHERE {_LOOKS_LIKE_OBJECT}
 ),
 parsed AS (
-    SELECT o.*, try(from_json(r.body, '{_request_struct(keys, _BATCH_FILLS)}')) AS request,
-        try(json_keys(r.body, ['$', '$.metadata'])) AS kr
+    SELECT o.*, try(from_json(r.line, '{_obj({"body": _request_struct(keys, _BATCH_FILLS)})}')).body AS request,
+        try(json_keys(r.line, ['$.body', '$.body.metadata'])) AS kr
     FROM outer_parsed AS o JOIN {requests_relation} AS r ON r.custom_id = (o.m.custom_id ->> '$')
     WHERE o.m IS NOT NULL AND o.k IS NOT NULL AND starts_with(o.m.custom_id, '"')
 ),
@@ -333,16 +353,20 @@ def _chat_docs(keys: dict[str, tuple[str, ...]], lists: dict[str, Counter], *, p
     meta_entries = "list_concat(" + ", ".join([
         *head_meta,
         _entries("k_rq", "rq", tuple(k for k in rq_keys if k not in ("messages", "metadata")),
-                 "{k} NOT IN ('messages', 'model', 'metadata', 'user', 'prompt')"),
+                 "{k} NOT IN ('messages', 'model', 'metadata', 'user', 'prompt')", usual=common("request", rq_keys),
+                 keep=lambda k: k not in ("messages", "model", "metadata", "user", "prompt")),
         _one("request_model", rq_model,
              f"{_truthy_string(rs_model)} AND {_truthy_string(rq_model)} AND {rs_model} <> {rq_model}"),
         _one("response_id", 'rs."id"'),
         _entries("k_rs", "rs", tuple(k for k in rs_keys if k not in ("choices", "usage")),
-                 "{k} NOT IN ('id', 'model', 'choices', 'usage')"),
-        _entries("k_usage", "usage", usage_keys, "{k} NOT IN " + str(_TOKEN_KEYS)),
+                 "{k} NOT IN ('id', 'model', 'choices', 'usage')", usual=common(response_name, rs_keys),
+                 keep=lambda k: k not in ("id", "model", "choices", "usage")),
+        _entries("k_usage", "usage", usage_keys, "{k} NOT IN " + str(_TOKEN_KEYS), usual=common("usage", usage_keys),
+                 keep=lambda k: k not in _TOKEN_KEYS),
         _one("finish_reason", "choice.finish_reason"),
         *tail_meta,
-        _entries("k_rqmeta", "rqmeta", rqmeta_keys, f"NOT list_contains({canonical}, {{k}})"),
+        _entries("k_rqmeta", "rqmeta", rqmeta_keys, f"NOT list_contains({canonical}, {{k}})",
+                 usual=common("rqmeta", rqmeta_keys), keep=lambda k: k not in CANONICAL_FIELDS),
     ]) + ")"
     role = "reply.role"
     reply_role = f"CASE WHEN {_truthy_string(role)} THEN {role} ELSE '\"assistant\"' END"
