@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from flywheel import store
-from flywheel.ingest.fast import batch_input_sql
+from flywheel.ingest.fast import batch_input_sql, text_bytes
 from flywheel.ingest.formats import batch_input
 from flywheel.ingest.formats.batch_input import BatchRequests
 from flywheel.ingest.loader import ingest_day
@@ -235,11 +235,20 @@ def test_a_broken_gzip_stream_is_read_by_python(tmp_path):
 
 def test_has_byte_looks_at_the_strings_only():
     values = pa.array(["ab\r", "cd", None, "ef"])
-    assert batch_input_sql.has_byte(values, 13)
-    assert not batch_input_sql.has_byte(values.slice(1), 13)  # the sliced-off value is not looked at
-    assert not batch_input_sql.has_byte(values, 10)
-    assert batch_input_sql.has_byte(pa.chunked_array([values.slice(1), pa.array(["\n"])]), 10)
-    assert not batch_input_sql.has_byte(pa.chunked_array([], pa.string()), 13)
+    assert text_bytes.has_byte(values, 13)
+    assert not text_bytes.has_byte(values.slice(1), 13)  # the sliced-off value is not looked at
+    assert not text_bytes.has_byte(values, 10)
+    assert text_bytes.has_byte(pa.chunked_array([values.slice(1), pa.array(["\n"])]), 10)
+    assert not text_bytes.has_byte(pa.chunked_array([], pa.string()), 13)
+
+
+def test_holds_and_lone_carriage_return_look_at_the_strings_only():
+    values = pa.array(['{"resourceLogs": []}\r\n', "cd\r\n", None, "ef"])
+    assert text_bytes.holds(values, b'"resourceLogs"')
+    assert not text_bytes.holds(values.slice(1), b'"resourceLogs"')  # sliced off: not looked at
+    assert not text_bytes.lone_carriage_return(values)  # each carriage return ends its line with a newline
+    assert text_bytes.lone_carriage_return(pa.chunked_array([values.slice(1), pa.array(["a\rb\n"])]))
+    assert text_bytes.lone_carriage_return(pa.array(["ends here\r"]))
 
 
 def test_subset_gathers_whole_and_partial_chunks(tmp_path, monkeypatch):

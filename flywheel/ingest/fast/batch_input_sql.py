@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flywheel.ingest.formats.batch_input import Rows
+from flywheel.ingest.fast.text_bytes import lone_carriage_return
 from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _is_gzip, has_undecodable
 
 # A line of more values than this goes to Python: no deeper nesting than that, far below
@@ -149,8 +150,7 @@ def _rows(con: duckdb.DuckDBPyConnection, lines: pa.Table, python_row) -> Rows:
     """Return the requests of one block of lines (see :func:`request_rows`), read on a
     cursor of its own of ``con``."""
     text = lines.column("text")
-    # Python's text reader also ends a line at a lone carriage return.
-    if has_byte(text, 13) and pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
+    if lone_carriage_return(text):
         raise NotVectorized("a lone carriage return")
     blank = lines.column("blank").to_numpy(zero_copy_only=False)
     utf8 = text.is_valid().to_numpy(zero_copy_only=False)
@@ -181,19 +181,6 @@ def _rows(con: duckdb.DuckDBPyConnection, lines: pa.Table, python_row) -> Rows:
     if len(python_rids) == 0:
         return Rows(custom_ids, texts, objects, [])
     return _with_python_rows(lines, kept_rids, custom_ids, texts, objects, python_rids, python_row)
-
-
-def has_byte(text: pa.Array | pa.ChunkedArray, byte: int) -> bool:
-    """Return whether a string of ``text`` holds ``byte`` (a scan of its bytes in numpy,
-    several times faster than Arrow's substring search)."""
-    for chunk in text.chunks if isinstance(text, pa.ChunkedArray) else [text]:
-        _, offsets, data = chunk.buffers()
-        if len(chunk) == 0 or data is None:
-            continue
-        ends = np.frombuffer(offsets, dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
-        if (np.frombuffer(data, dtype=np.uint8)[ends[0]:ends[-1]] == byte).any():
-            return True
-    return False
 
 
 def _equal(values: pa.Array | pa.ChunkedArray, value: str) -> np.ndarray:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flywheel.ingest.fast import langfuse_sql, openai_sql, otel_lines
-from flywheel.ingest.fast.batch_input_sql import has_byte
+from flywheel.ingest.fast.text_bytes import lone_carriage_return
 from flywheel.ingest.formats.batch_input import BatchRequests, day_batch_requests
 from flywheel.ingest.formats.common import _map_value
 from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _is_gzip, _json_error
@@ -256,8 +256,7 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
         raise NotFast("not UTF-8")
     if lines.column("pre_error").null_count < lines.num_rows:  # a gzip stream broke off
         raise NotFast("a broken gzip stream")
-    # Python's text reader also ends a line at a lone carriage return.
-    if has_byte(text, 13) and pc.any(pc.match_substring_regex(text, r"\r[^\n]|\r$")).as_py():
+    if lone_carriage_return(text):
         raise NotFast("a lone carriage return")
     n = lines.num_rows
     # Small record batches: DuckDB maps one per thread, and a batch of lines is only a
