@@ -33,7 +33,9 @@ import json
 import math
 import queue
 import re
+import sys
 import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -139,6 +141,12 @@ LOG_COLUMNS = (
 LINES_BLOCK_BYTES = 16 << 20
 PARSED_BATCH_ROWS = 20_000
 PARALLEL_CHUNK_ROWS = 8_192
+# The few records of a second look cost many times more each (the detailed checks,
+# the PII tests): in batches this small, every thread gets a share.
+SECOND_LOOK_CHUNK_ROWS = 1_024
+# Blocks a canonical JSON-lines file is read ahead of DuckDB at most (its memory, and
+# the buffers used again; see _Buffers).
+AHEAD_BLOCKS = 6
 # Rows that could hold PII kept aside while a JSON-lines file streams into DuckDB.
 STASH_BYTES = 256 << 20
 # Formats where each record has a line (or CSV/Parquet row) of its own: their batches
@@ -443,8 +451,10 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
     source = _LineSource(path, pii_gate=hold_back is not None)
     first = source.first()
-    if first is not None:
+    empty = first is None
+    if not empty:
         accepted = fast_accepted_sql("stage_lines", pii_gate=hold_back, key_lists=_key_lists(first), window=window)
+        del first  # (its block's buffer is used again)
         con.register("stage_lines", pa.RecordBatchReader.from_batches(BATCH_SCHEMA, source.record_batches()))
         try:
             with _fast_insert_settings(con, whole_file=True):
@@ -458,7 +468,7 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     file_report.blank_lines += source.blank
     if source.cut:
         _broke_off(file_report, source.cut[0])
-    if first is None or taken == source.records:
+    if empty or taken == source.records:
         return
     taken_lines = con.execute(
         "SELECT source_line FROM logs WHERE day = ? AND source_file = ?", [day, source_file]
@@ -507,7 +517,7 @@ class _LineSource:
         self.blank_lines: list[int] = []
         self._stash: list[pa.Table] | None = [] if pii_gate else None
         self._stash_bytes = 0
-        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate, cut=self.cut))
+        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate, cut=self.cut, ahead=AHEAD_BLOCKS))
         self._first: pa.Table | None = None
 
     def first(self) -> pa.Table | None:
@@ -521,7 +531,7 @@ class _LineSource:
     def record_batches(self) -> Iterator[pa.RecordBatch]:
         """Yield the record batches of the whole file, counting as they go."""
         try:
-            table = self._first
+            table, self._first = self._first, None  # (not kept: its block's buffer is reused)
             while table is not None:
                 self._count(table)
                 yield from table.to_batches()
@@ -633,7 +643,7 @@ def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 
 def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None = None,
-                  block_bytes: int = LINES_BLOCK_BYTES) -> Iterator[pa.Table]:
+                  block_bytes: int = LINES_BLOCK_BYTES, ahead: int | None = None) -> Iterator[pa.Table]:
     """Yield the lines of a JSON-lines file (gzipped or not) with 1-based line numbers.
 
     Blocks of the file are split at newlines with numpy and handed to Arrow without
@@ -644,12 +654,16 @@ def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None =
     A gzip stream that breaks off (truncated or corrupt) after some lines ends the
     file there: every line before is kept, the line it cut is rejected (``pre_error``),
     and the reason is appended to ``cut``.
+
+    ``ahead``: read at most this many blocks ahead of the consumer (see
+    :class:`_Buffers`); by default as far as it asks.
     """
     start = 1
+    buffers = _Buffers(keep=ahead, wait=True) if ahead else _Buffers()
     try:
         with (_Gunzip(path) if path.name.endswith(".gz") else open(path, "rb")) as stream:
             broke: list[str] = []
-            for raw, offsets in _split_lines(stream, broke=broke, block_bytes=block_bytes):
+            for raw, offsets in _split_lines(stream, broke=broke, block_bytes=block_bytes, buffers=buffers):
                 n = len(raw)
                 text, undecodable = _as_text(raw)
                 pre_error = pa.nulls(n, pa.string())
@@ -738,11 +752,12 @@ class _Gunzip(io.RawIOBase):
         super().close()
 
 
-def _split_lines(stream, *, broke: list[str] | None = None,
-                 block_bytes: int = LINES_BLOCK_BYTES) -> Iterator[tuple[pa.Array, np.ndarray]]:
+def _split_lines(stream, *, broke: list[str] | None = None, block_bytes: int = LINES_BLOCK_BYTES,
+                 buffers: _Buffers | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
     """Yield Arrow binary arrays of whole lines (each with its newline) read from
-    ``stream``, with their offsets. Each block is read straight into a fresh buffer
-    that the array then owns (no copy). A leading byte-order mark is skipped.
+    ``stream``, with their offsets. Each block is read straight into a buffer of
+    ``buffers`` (a pool of its own by default) that the array then holds (no copy). A
+    leading byte-order mark is skipped.
 
     With ``broke``, a stream that breaks off after some bytes (a truncated gzip) ends
     the lines instead of raising: the reason is appended to ``broke``, then one last
@@ -750,9 +765,10 @@ def _split_lines(stream, *, broke: list[str] | None = None,
     """
     carry = b""
     first = True
+    buffers = buffers or _Buffers()
     while True:
         # Not zero-filled: every byte used is read into it first.
-        buffer = np.empty(len(carry) + block_bytes, dtype=np.uint8)
+        buffer = buffers.take(len(carry) + block_bytes)
         buffer[: len(carry)] = np.frombuffer(carry, dtype=np.uint8)
         got, error = _read_into(stream, memoryview(buffer)[len(carry):])
         filled = len(carry) + got
@@ -782,6 +798,51 @@ def _split_lines(stream, *, broke: list[str] | None = None,
         yield _lines_array(data[:cut])
     if carry:
         yield _lines_array(memoryview(carry + b"\n"))
+
+
+class _Buffers:
+    """The read buffers of one file's blocks, each used again once nothing holds it.
+
+    Memory the process has not touched before costs the kernel a page fault and a
+    zeroed page per 4 KiB: here about 2 s of system time per GB, a tenth of a canonical
+    ingest's CPU when every block took a fresh buffer. The lines of a block are Arrow
+    arrays over its buffer (no copy): whatever still holds them (DuckDB, a batch in a
+    queue) holds a reference to the buffer, so a buffer only the pool refers to is free.
+
+    With ``wait``, :meth:`take` waits for one of the ``keep`` buffers to come free
+    instead of taking another: the reader then stays at most ``keep`` blocks ahead of
+    its consumer. (DuckDB scans a stream of Arrow batches through a scanner that reads
+    ahead as far as it can: without it, most of a file would be in memory at once.) A
+    consumer that keeps blocks longer than ``patience`` seconds ends the waiting for
+    the rest of the file: memory then grows, but nothing stalls.
+    """
+
+    def __init__(self, *, keep: int = 3, wait: bool = False, patience: float = 2.0):
+        self._keep = keep
+        self._wait = wait
+        self._patience = patience
+        self._pool: list[np.ndarray] = []
+
+    def take(self, size: int) -> np.ndarray:
+        """Return a buffer of ``size`` bytes (not zeroed): a free one of the pool again,
+        or a new one."""
+        deadline = time.monotonic() + self._patience
+        while True:
+            for buffer in self._pool:
+                # Referred to by the pool, the loop and getrefcount's argument only.
+                if len(buffer) >= size and sys.getrefcount(buffer) <= 3:
+                    return buffer[:size]
+            if not self._wait or len(self._pool) < self._keep:
+                break
+            if time.monotonic() > deadline:
+                self._wait = False
+                break
+            time.sleep(0.002)
+        # Room for the end of a line carried over from the block before.
+        buffer = np.empty(size + (size >> 4), dtype=np.uint8)
+        if len(self._pool) < self._keep:
+            self._pool.append(buffer)
+        return buffer[:size]
 
 
 def _last_newline(buffer: np.ndarray, end: int) -> int:
@@ -850,13 +911,13 @@ def _as_text(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
         return pa.array(texts, pa.string()), pa.array(bad, pa.binary())
 
 
-def _parallel(table: pa.Table) -> pa.Table:
-    """Return the table cut into record batches of a few thousand rows (zero-copy).
+def _parallel(table: pa.Table, *, rows: int = PARALLEL_CHUNK_ROWS) -> pa.Table:
+    """Return the table cut into record batches of at most ``rows`` rows (zero-copy).
 
     DuckDB scans an Arrow table one record batch per thread: a single large batch would
     keep the whole validation on one core.
     """
-    return pa.Table.from_batches(table.to_batches(max_chunksize=PARALLEL_CHUNK_ROWS), table.schema)
+    return pa.Table.from_batches(table.to_batches(max_chunksize=rows), table.schema)
 
 
 def _blank_mask(raw: pa.Array, offsets: np.ndarray) -> pa.Array:
@@ -1259,7 +1320,7 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
     store the broken ones with their reason, and the good ones (with ``fast``, those the
     combined test did not settle; always, the PII candidates, scrubbed in Python)."""
     hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
-    con.register("stage_second", _scan_once(second))
+    con.register("stage_second", _scan_once(_parallel(second, rows=SECOND_LOOK_CHUNK_ROWS)))
     con.register("stage_fix", _scan_once(FIX_SCHEMA.empty_table()))
     try:
         # Judged once, then read three ways: rejected, accepted, held back for PII. (In
@@ -1268,7 +1329,7 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         judged = con.execute(judged_sql("stage_second", "stage_fix", window=window)).fetch_arrow_table()
 
         def stage_judged() -> str:
-            con.register("stage_judged", _scan_once(judged))
+            con.register("stage_judged", _scan_once(_parallel(judged, rows=SECOND_LOOK_CHUNK_ROWS)))
             return "stage_judged"
 
         rejected = con.execute(judged_rejected(stage_judged())).fetchall()
