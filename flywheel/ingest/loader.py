@@ -52,7 +52,7 @@ import pyarrow.parquet as pq
 
 from flywheel import pii, store
 from flywheel.crashpoints import crash_point
-from flywheel.ingest import fast, formats
+from flywheel.ingest import fast, formats, pii_ahead
 from flywheel.ingest.normalize import (
     REASONS,
     TsWindow,
@@ -99,6 +99,10 @@ FIX_SCHEMA = pa.schema(
         ("metadata", pa.string()),
     ]
 )
+# The lines of a canonical file in redact mode: with the PII fix-ups worked out as they
+# are read (see flywheel.ingest.pii_ahead).
+FIX_UPS_SCHEMA = pa.schema([*BATCH_SCHEMA, *pii_ahead.FIELDS])
+
 # Staged records a fast path knows the combined test would not take (PII candidates,
 # values it does not settle): they go straight to the detailed checks (the second look).
 SECOND_LOOK_SCHEMA = BATCH_SCHEMA.with_metadata({"flywheel.ingest": "second look"})
@@ -449,19 +453,25 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     lines afterwards and judged in detail (see :func:`_second_look`)."""
     source_file = file_report.source_file
     hold_back = None if mode == "off" else pii.PREFILTER_PATTERN
-    source = _LineSource(path, pii_gate=hold_back is not None)
+    # In redact mode the records with PII are scrubbed as they are read, and taken
+    # with the others (flag mode stores them as they are: the detailed checks flag them).
+    fix_ups = mode == "redact"
+    source = _LineSource(path, pii_gate=hold_back is not None, fix_ups=fix_ups)
     first = source.first()
     empty = first is None
     if not empty:
-        accepted = fast_accepted_sql("stage_lines", pii_gate=hold_back, key_lists=_key_lists(first), window=window)
+        accepted = fast_accepted_sql("stage_lines", pii_gate=hold_back, key_lists=_key_lists(first), window=window,
+                                     fix_ups=fix_ups)
         del first  # (its block's buffer is used again)
-        con.register("stage_lines", pa.RecordBatchReader.from_batches(BATCH_SCHEMA, source.record_batches()))
+        con.register("stage_lines", pa.RecordBatchReader.from_batches(source.schema, source.record_batches()))
         try:
             with _fast_insert_settings(con, whole_file=True):
                 taken = _insert_accepted(con, day, source_file, "canonical_jsonl", accepted)
         finally:
             con.unregister("stage_lines")
             source.close()
+        if fix_ups:  # the PII the records taken scrubbed were counted by no one yet
+            _count_pii(con, day, source_file, report)
     if source.error is not None:
         raise UnreadableFile(path, source.error)
     file_report.read += source.records
@@ -487,6 +497,16 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
 
 
 
+def _count_pii(con, day: str, source_file: str, report: IngestReport) -> None:
+    """Add to the report's PII counts the records of the file in `logs` with each type."""
+    for kind, count in con.execute(
+        """SELECT kind, count(*) FROM (SELECT unnest(pii) AS kind FROM logs
+           WHERE day = ? AND source_file = ? AND pii IS NOT NULL) GROUP BY kind""",
+        [day, source_file],
+    ).fetchall():
+        report.pii_counts[kind] = report.pii_counts.get(kind, 0) + count
+
+
 def _scan_once(table: pa.Table) -> pa.RecordBatchReader:
     """Return ``table`` as a stream of its record batches, for DuckDB to scan once.
 
@@ -509,15 +529,17 @@ class _LineSource:
     and is kept in ``error``.
     """
 
-    def __init__(self, path: Path, *, pii_gate: bool):
+    def __init__(self, path: Path, *, pii_gate: bool, fix_ups: bool = False):
         self.path = path
+        self.schema = FIX_UPS_SCHEMA if fix_ups else BATCH_SCHEMA
         self.error: str | None = None
         self.cut: list[str] = []  # why the file broke off (a truncated gzip stream), once read
         self.records = self.blank = self.lines = 0
         self.blank_lines: list[int] = []
         self._stash: list[pa.Table] | None = [] if pii_gate else None
         self._stash_bytes = 0
-        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate, cut=self.cut, ahead=AHEAD_BLOCKS))
+        self._tables = _read_ahead(_line_batches(path, pii_gate=pii_gate, cut=self.cut, ahead=AHEAD_BLOCKS,
+                                                 fix_ups=fix_ups))
         self._first: pa.Table | None = None
 
     def first(self) -> pa.Table | None:
@@ -552,7 +574,7 @@ class _LineSource:
         self.records += table.num_rows - n_blank
         self.lines += table.num_rows
         if self._stash is not None:
-            kept = table.filter(pc.fill_null(table.column("maybe_pii"), True))
+            kept = table.select(BATCH_SCHEMA.names).filter(pc.fill_null(table.column("maybe_pii"), True))
             self._stash_bytes += kept.nbytes
             if self._stash_bytes > STASH_BYTES:
                 self._stash = None  # too many: read them again instead
@@ -643,7 +665,8 @@ def _read_ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 
 def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None = None,
-                  block_bytes: int = LINES_BLOCK_BYTES, ahead: int | None = None) -> Iterator[pa.Table]:
+                  block_bytes: int = LINES_BLOCK_BYTES, ahead: int | None = None,
+                  fix_ups: bool = False) -> Iterator[pa.Table]:
     """Yield the lines of a JSON-lines file (gzipped or not) with 1-based line numbers.
 
     Blocks of the file are split at newlines with numpy and handed to Arrow without
@@ -656,7 +679,9 @@ def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None =
     and the reason is appended to ``cut``.
 
     ``ahead``: read at most this many blocks ahead of the consumer (see
-    :class:`_Buffers`); by default as far as it asks.
+    :class:`_Buffers`); by default as far as it asks. With ``fix_ups`` (and
+    ``pii_gate``), the batches (``FIX_UPS_SCHEMA``) have the PII fix-ups of the lines
+    the prefilter flags (:func:`flywheel.ingest.pii_ahead.fix_ups`).
     """
     start = 1
     buffers = _Buffers(keep=ahead, wait=True) if ahead else _Buffers()
@@ -669,20 +694,22 @@ def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None =
                 pre_error = pa.nulls(n, pa.string())
                 if broke:  # the last block: the line where the stream broke off
                     pre_error = pa.array([broke[0]] * n, pa.string())
-                yield _parallel(pa.table(
-                    {
-                        "rid": pa.array(np.arange(n, dtype=np.int64)),
-                        "line": pa.array(np.arange(start, start + n, dtype=np.int64)),
-                        "text": text,
-                        "raw": undecodable,
-                        "doc": pa.nulls(n, pa.string()),
-                        "pre_error": pre_error,
-                        "pre_field": pa.nulls(n, pa.string()),
-                        "blank": _blank_mask(raw, offsets),
-                        "maybe_pii": _maybe_pii(text) if pii_gate else pa.nulls(n, pa.bool_()),
-                    },
-                    schema=BATCH_SCHEMA,
-                ))
+                maybe_pii = _maybe_pii(text) if pii_gate else pa.nulls(n, pa.bool_())
+                columns = [
+                    pa.array(np.arange(n, dtype=np.int64)),
+                    pa.array(np.arange(start, start + n, dtype=np.int64)),
+                    text,
+                    undecodable,
+                    pa.nulls(n, pa.string()),
+                    pre_error,
+                    pa.nulls(n, pa.string()),
+                    _blank_mask(raw, offsets),
+                    maybe_pii,
+                ]
+                if fix_ups:
+                    flagged = pc.fill_null(maybe_pii, False).to_numpy(zero_copy_only=False)
+                    columns += pii_ahead.fix_ups(text, flagged)
+                yield _parallel(pa.Table.from_arrays(columns, schema=FIX_UPS_SCHEMA if fix_ups else BATCH_SCHEMA))
                 start += n
             if broke and cut is not None:
                 cut.append(f"{broke[0]} in line {start - 1:,}")

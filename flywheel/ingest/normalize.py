@@ -314,7 +314,7 @@ WHERE reject_reason IS NULL {condition}
 _JSON_NUMBERS = """'("(?:[^"\\\\]|\\\\.)*")|-?[0-9][0-9.eE+-]*'"""
 
 
-def _holds_back(pattern: str) -> str:
+def _holds_back(pattern: str, *, fix_ups: bool = False) -> str:
     """SQL: the record's text fields (input, output, context, messages, session and user
     id) match the pattern (RE2), or its tags, metadata or unknown fields (JSON text) match
     the PII prefilter for JSON (:data:`flywheel.pii.JSON_PREFILTER_PATTERN`)."""
@@ -323,9 +323,12 @@ def _holds_back(pattern: str) -> str:
     literal = "'" + pattern.replace("'", "''") + "'"
     json_literal = "'" + pii.JSON_PREFILTER_PATTERN.replace("'", "''") + "'"
     # One scan over the text fields joined is three times cheaper than one per field.
+    # With ``fix_ups``, a text field's PII fix-up (where the record has one) stands for
+    # its value: see flywheel.ingest.pii_ahead.
+    fields = [f"coalesce(fix_{name}, v.{name})" if fix_ups else f"v.{name}"
+              for name in ("input", "output", "context", "session_id", "user_id")]
     text = " || chr(10) || ".join(
-        f"coalesce({column}, '')"
-        for column in ("v.input", "v.output", "v.context", "messages::VARCHAR", "v.session_id", "v.user_id")
+        f"coalesce({column}, '')" for column in (*fields[:3], "messages::VARCHAR", *fields[3:])
     )
     # Unknown fields end up in `metadata`: the whole record is looked at when it has some.
     # Only its strings are scanned for PII, and the numbers between them are taken out
@@ -398,7 +401,8 @@ def _sql_list(values) -> str:
 
 
 def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
-                      key_lists: tuple[tuple[str, ...], ...] = (), window: TsWindow = None) -> str:
+                      key_lists: tuple[tuple[str, ...], ...] = (), window: TsWindow = None,
+                      fix_ups: bool = False) -> str:
     """Return a SELECT of the batch's records that pass one combined acceptance test,
     as `logs` columns like :func:`accepted_sql` (no PII fix-ups: ``pii`` is NULL).
 
@@ -409,14 +413,22 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
     messages match it are left out too, unless the batch's ``maybe_pii`` says they
     cannot match (False). ``key_lists``: the key lists (in order) most
     records of the batch have, as far as the caller knows (see :func:`_valued`).
-    ``window``: the plausible timestamps (:func:`ts_window`).
+    ``window``: the plausible timestamps (:func:`ts_window`). ``fix_ups``: the batch
+    has the PII fix-ups of :mod:`flywheel.ingest.pii_ahead`; a record with one is taken
+    scrubbed when its fields parse to the texts scrubbed and the scrubbed record no
+    longer matches ``pii_gate`` (and held back otherwise, as without).
     """
+    if fix_ups:
+        texts = ("input", "output", "context", "session_id", "user_id")
+        fixes = (f"fix_input, fix_output, fix_context, NULL::VARCHAR AS fix_messages, fix_pii, "
+                 f"fix_session_id, fix_user_id, {', '.join(f'was_{name}' for name in texts)},")
+    else:
+        fixes = ("NULL::VARCHAR AS fix_input, NULL::VARCHAR AS fix_output, NULL::VARCHAR AS fix_context, "
+                 "NULL::VARCHAR AS fix_messages, NULL::VARCHAR[] AS fix_pii, "
+                 "NULL::VARCHAR AS fix_session_id, NULL::VARCHAR AS fix_user_id,")
     staged = f"""
-    SELECT rid, line, maybe_pii, coalesce(doc, text) AS j,
-           NULL::VARCHAR AS fix_input, NULL::VARCHAR AS fix_output, NULL::VARCHAR AS fix_context,
-           NULL::VARCHAR AS fix_messages, NULL::VARCHAR[] AS fix_pii,
-           NULL::VARCHAR AS fix_session_id, NULL::VARCHAR AS fix_user_id, NULL::VARCHAR[] AS fix_tags,
-           NULL::VARCHAR AS fix_metadata
+    SELECT rid, line, maybe_pii, coalesce(doc, text) AS j, {fixes}
+           NULL::VARCHAR[] AS fix_tags, NULL::VARCHAR AS fix_metadata
     FROM {batch}
     WHERE NOT blank AND pre_error IS NULL"""
     condition = ""
@@ -425,13 +437,22 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
         # False where the pattern cannot match: only the other records pay for it.
         # (A CASE, so that the regex runs on the flagged records only.)
         condition = (f"AND CASE WHEN maybe_pii IS NOT DISTINCT FROM false THEN true "
-                     f"ELSE NOT {_holds_back(pii_gate)} END")
+                     f"ELSE NOT {_holds_back(pii_gate, fix_ups=fix_ups)} END")
     # One parse: a document that is not JSON gives NULL instead of an error (the
     # detailed statement tests json_valid first, a second parse of every record).
     parse = "try(from_json(j, '{structure}'))"
+    records = "valued"
+    if fix_ups:
+        # A fix-up stands only where this parse gives the very texts it scrubbed (the
+        # reader's own parse could differ: a duplicate key, say) and the record has no
+        # messages; elsewhere it is dropped, and the record judged as it is.
+        same = " AND ".join(f"v.{name} IS NOT DISTINCT FROM was_{name}" for name in texts)
+        applies = f"fix_pii IS NOT NULL AND NOT {_present('messages')} AND {same}"
+        kept = ", ".join(f"CASE WHEN fix_applies THEN fix_{name} END AS fix_{name}" for name in (*texts, "pii"))
+        records = f"(SELECT * REPLACE ({kept}) FROM (SELECT *, {applies} AS fix_applies FROM valued))"
     return f"""{_valued(staged, with_values=True, key_lists=key_lists, parse=parse)}
 SELECT {_ACCEPTED_COLUMNS}
-FROM valued
+FROM {records}
 WHERE v IS NOT NULL AND {_fast_acceptance(window)}
     {condition}
 """

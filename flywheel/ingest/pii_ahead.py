@@ -1,0 +1,103 @@
+"""PII fix-ups of canonical JSON lines, worked out while the file is read.
+
+In redact mode the fast statement holds back every record whose fields the PII
+prefilter matches, and the loader scrubs those afterwards, one detailed statement and
+one Python pass at a time (see :func:`flywheel.ingest.loader._second_look`). Here the
+reading thread scrubs them first, from its own parse of the line: the statement then
+takes such a record with the scrubbed texts when its own parse gives the very texts
+scrubbed (``was_*``), and nothing else in the record can hold PII (the prefilter does
+not match the scrubbed record). Any other record is held back as before: the fix-ups
+only spare work, they never decide what is stored.
+
+Only the five text fields are scrubbed here (input, output, context, session and user
+id); a record with messages is left to the detailed checks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flywheel import pii
+
+TEXT_FIELDS = ("input", "output", "context", "session_id", "user_id")
+
+# The columns a batch of lines gets: the texts as this reader parsed them, the scrubbed
+# ones (NULL where the field holds nothing to scrub) and the PII types found (NULL: no
+# fix-up for the record).
+FIELDS = (
+    [pa.field(f"was_{name}", pa.string()) for name in TEXT_FIELDS]
+    + [pa.field(f"fix_{name}", pa.string()) for name in TEXT_FIELDS]
+    + [pa.field("fix_pii", pa.list_(pa.string()))]
+)
+
+
+def fix_ups(text: pa.Array, flagged: np.ndarray) -> list[pa.Array]:
+    """Return the fix-up columns (:data:`FIELDS`, in order) of a block of lines:
+    values only on the ``flagged`` lines (those the whole-line prefilter matched) that
+    parse as an object without messages, whose text fields are strings (or absent or
+    null), and in which the detectors find something.
+    """
+    n = len(text)
+    rows, values = [], []
+    for i in np.flatnonzero(flagged):
+        fields = _text_fields(text[int(i)].as_py())
+        if fields is not None:
+            rows.append(int(i))
+            values.append(fields)
+    columns: list[list] = [[] for _ in FIELDS]
+    found_rows = []
+    if values:
+        # Only the fields the prefilter matches can hold what the detectors find (one
+        # RE2 pass per field over the block's candidates).
+        maybe = [pc.match_substring_regex(pa.array([v[k] for v in values], pa.string()),
+                                          pii.PREFILTER_PATTERN).to_pylist()
+                 for k in range(len(TEXT_FIELDS))]
+        for j, (row, fields) in enumerate(zip(rows, values)):
+            scrubbed, found = [None] * len(TEXT_FIELDS), set()
+            for k, value in enumerate(fields):
+                if maybe[k][j]:
+                    redacted, kinds = pii.scan(value)
+                    if kinds:
+                        scrubbed[k] = redacted
+                        found |= kinds
+            if not found:
+                continue
+            found_rows.append(row)
+            for k in range(len(TEXT_FIELDS)):
+                columns[k].append(fields[k])
+                columns[len(TEXT_FIELDS) + k].append(scrubbed[k])
+            columns[-1].append(sorted(found))
+    # Each column: its values on the rows that have fix-ups, NULL elsewhere.
+    where = np.full(n, len(found_rows), dtype=np.int64)
+    where[found_rows] = np.arange(len(found_rows))
+    indices = pa.array(where)
+    return [pc.take(pa.array(column + [None], field.type), indices) for column, field in zip(columns, FIELDS)]
+
+
+def _text_fields(line: str | None) -> list[str | None] | None:
+    """Return the text fields of a line that is a JSON object without messages (None for
+    an absent or null field); None when the line is not such an object, or a field is
+    not a string (or is one Arrow cannot hold)."""
+    if line is None:
+        return None
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or record.get("messages") is not None:
+        return None
+    fields = [record.get(name) for name in TEXT_FIELDS]
+    for value in fields:
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, escaped in the line
+            return None
+    return fields
