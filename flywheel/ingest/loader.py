@@ -14,7 +14,10 @@ lines that could hold PII), DuckDB pulls them and inserts every record that pass
 one combined acceptance test (:func:`flywheel.ingest.normalize.fast_accepted_sql`).
 The few records it leaves out (broken ones, PII candidates, unusual values) are found
 by their line numbers and judged with the detailed checks, which give each rejected
-line its reason and field. Other formats go batch by batch the same way.
+line its reason and field. In redact mode the reading thread scrubs the text fields of
+the lines the prefilter flags as it goes (:mod:`flywheel.ingest.pii_ahead`): the
+statement takes those records scrubbed, where its own parse agrees. Other formats go
+batch by batch the same way.
 
 The day is replaced in one transaction: re-running it gives the same tables, and a
 crash half-way leaves the previous state. The same code writes to a DuckLake

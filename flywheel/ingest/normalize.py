@@ -404,7 +404,7 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
                       key_lists: tuple[tuple[str, ...], ...] = (), window: TsWindow = None,
                       fix_ups: bool = False) -> str:
     """Return a SELECT of the batch's records that pass one combined acceptance test,
-    as `logs` columns like :func:`accepted_sql` (no PII fix-ups: ``pii`` is NULL).
+    as `logs` columns like :func:`accepted_sql` (``pii`` NULL but where a fix-up stands).
 
     It takes only records the detailed checks would accept, with the same values; the
     records it leaves out (broken ones, and good ones with an unusual field) are for

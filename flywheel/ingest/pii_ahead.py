@@ -43,23 +43,25 @@ def fix_ups(text: pa.Array, flagged: np.ndarray) -> list[pa.Array]:
     """
     n = len(text)
     rows, values = [], []
-    for i in np.flatnonzero(flagged):
-        fields = _text_fields(text[int(i)].as_py())
+    flagged_rows = np.flatnonzero(flagged)
+    for i, line in zip(flagged_rows.tolist(), pc.take(text, pa.array(flagged_rows)).to_pylist()):
+        fields = _text_fields(line)
         if fields is not None:
-            rows.append(int(i))
+            rows.append(i)
             values.append(fields)
     columns: list[list] = [[] for _ in FIELDS]
     found_rows = []
     if values:
         # Only the fields the prefilter matches can hold what the detectors find (one
-        # RE2 pass per field over the block's candidates).
-        maybe = [pc.match_substring_regex(pa.array([v[k] for v in values], pa.string()),
-                                          pii.PREFILTER_PATTERN).to_pylist()
-                 for k in range(len(TEXT_FIELDS))]
+        # RE2 pass over the block's candidate fields: compiling the pattern costs more
+        # than matching a few hundred texts).
+        width = len(TEXT_FIELDS)
+        maybe = pc.match_substring_regex(pa.array([value for fields in values for value in fields], pa.string()),
+                                         pii.PREFILTER_PATTERN).to_pylist()
         for j, (row, fields) in enumerate(zip(rows, values)):
-            scrubbed, found = [None] * len(TEXT_FIELDS), set()
+            scrubbed, found = [None] * width, set()
             for k, value in enumerate(fields):
-                if maybe[k][j]:
+                if maybe[j * width + k]:
                     redacted, kinds = pii.scan(value)
                     if kinds:
                         scrubbed[k] = redacted
@@ -67,9 +69,9 @@ def fix_ups(text: pa.Array, flagged: np.ndarray) -> list[pa.Array]:
             if not found:
                 continue
             found_rows.append(row)
-            for k in range(len(TEXT_FIELDS)):
+            for k in range(width):
                 columns[k].append(fields[k])
-                columns[len(TEXT_FIELDS) + k].append(scrubbed[k])
+                columns[width + k].append(scrubbed[k])
             columns[-1].append(sorted(found))
     # Each column: its values on the rows that have fix-ups, NULL elsewhere.
     where = np.full(n, len(found_rows), dtype=np.int64)
