@@ -106,3 +106,25 @@ def test_fix_up_columns_only_on_flagged_records_that_parse_as_text():
     assert columns["was_input"].to_pylist()[1] == EMAIL
     assert columns["fix_output"].to_pylist()[1] is None  # nothing to scrub there
     assert columns["was_output"].to_pylist()[1] == good("b")["output"]
+
+
+def test_fix_ups_are_given_up_on_a_file_whose_flagged_lines_hold_nothing_to_scrub():
+    import numpy as np
+
+    # Flagged for an IP-like version in metadata: nothing in the text fields to scrub.
+    quiet = pa.array([json.dumps(good(f"q{i}", metadata={"build": "1.2.3.4"})) for i in range(1500)])
+    loud = pa.array([json.dumps(good(f"l{i}", input=EMAIL)) for i in range(1500)])
+    everything = np.ones(1500, dtype=bool)
+
+    worth_it = pii_ahead.FixUps()
+    for _ in range(3):
+        assert len(worth_it(loud, everything)[-1].drop_null()) == 1500
+    assert not worth_it.given_up
+
+    not_worth_it = pii_ahead.FixUps()
+    not_worth_it(quiet, everything)
+    assert not not_worth_it.given_up  # not yet judged: 1,500 flagged lines so far
+    not_worth_it(quiet, everything)
+    assert not_worth_it.given_up
+    # From then on NULL columns, even for lines with PII (the detailed checks scrub them).
+    assert all(column.null_count == 1500 for column in not_worth_it(loud, everything))

@@ -688,6 +688,7 @@ def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None =
     """
     start = 1
     buffers = _Buffers(keep=ahead, wait=True) if ahead else _Buffers()
+    pii_fix_ups = pii_ahead.FixUps() if fix_ups else None
     try:
         with (_Gunzip(path) if path.name.endswith(".gz") else open(path, "rb")) as stream:
             broke: list[str] = []
@@ -709,9 +710,8 @@ def _line_batches(path: Path, *, pii_gate: bool = False, cut: list[str] | None =
                     _blank_mask(raw, offsets),
                     maybe_pii,
                 ]
-                if fix_ups:
-                    flagged = pc.fill_null(maybe_pii, False).to_numpy(zero_copy_only=False)
-                    columns += pii_ahead.fix_ups(text, flagged)
+                if pii_fix_ups is not None:
+                    columns += pii_fix_ups(text, pc.fill_null(maybe_pii, False).to_numpy(zero_copy_only=False))
                 yield _parallel(pa.Table.from_arrays(columns, schema=FIX_UPS_SCHEMA if fix_ups else BATCH_SCHEMA))
                 start += n
             if broke and cut is not None:
