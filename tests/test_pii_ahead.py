@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 
 from flywheel.ingest import loader, pii_ahead
@@ -96,8 +97,6 @@ def test_fix_up_columns_only_on_flagged_records_that_parse_as_text():
     lines = [json.dumps(good("a", input=EMAIL)), json.dumps(good("b", input=EMAIL)),
              json.dumps(good("c")), json.dumps(LEFT["l1"]), json.dumps(LEFT["l6"]), "{broken"]
     flagged = [False, True, True, True, True, True]
-    import numpy as np
-
     columns = dict(zip([f.name for f in pii_ahead.FIELDS],
                        pii_ahead.fix_ups(pa.array(lines, pa.string()), np.array(flagged))))
     # Only b: a is not flagged, c holds nothing, l1 has messages, l6 a number, the last no JSON.
@@ -109,8 +108,6 @@ def test_fix_up_columns_only_on_flagged_records_that_parse_as_text():
 
 
 def test_fix_ups_are_given_up_on_a_file_whose_flagged_lines_hold_nothing_to_scrub():
-    import numpy as np
-
     # Flagged for an IP-like version in metadata: nothing in the text fields to scrub.
     quiet = pa.array([json.dumps(good(f"q{i}", metadata={"build": "1.2.3.4"})) for i in range(1500)])
     loud = pa.array([json.dumps(good(f"l{i}", input=EMAIL)) for i in range(1500)])

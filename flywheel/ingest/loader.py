@@ -58,6 +58,7 @@ from flywheel.crashpoints import crash_point
 from flywheel.ingest import fast, formats, pii_ahead
 from flywheel.ingest.normalize import (
     REASONS,
+    SCRUBBED_FIELDS,
     TsWindow,
     accepted_sql,
     fast_accepted_sql,
@@ -782,11 +783,11 @@ class _Gunzip(io.RawIOBase):
         super().close()
 
 
-def _split_lines(stream, *, broke: list[str] | None = None, block_bytes: int = LINES_BLOCK_BYTES,
-                 buffers: _Buffers | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
+def _split_lines(stream, *, buffers: _Buffers, broke: list[str] | None = None,
+                 block_bytes: int = LINES_BLOCK_BYTES) -> Iterator[tuple[pa.Array, np.ndarray]]:
     """Yield Arrow binary arrays of whole lines (each with its newline) read from
     ``stream``, with their offsets. Each block is read straight into a buffer of
-    ``buffers`` (a pool of its own by default) that the array then holds (no copy). A
+    ``buffers`` that the array then holds (no copy). A
     leading byte-order mark is skipped.
 
     With ``broke``, a stream that breaks off after some bytes (a truncated gzip) ends
@@ -795,7 +796,6 @@ def _split_lines(stream, *, broke: list[str] | None = None, block_bytes: int = L
     """
     carry = b""
     first = True
-    buffers = buffers or _Buffers()
     while True:
         # Not zero-filled: every byte used is read into it first.
         buffer = buffers.take(len(carry) + block_bytes)
@@ -1203,7 +1203,6 @@ def _record_json(record: dict) -> tuple[str | None, str | None, str | None]:
 
 
 # Identifier fields scanned like the texts (an e-mail address as user_id).
-_ID_FIELDS = ("session_id", "user_id")
 
 
 def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
@@ -1217,7 +1216,7 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     """
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
-    texts_names = ("input", "output", "context", *_ID_FIELDS)
+    texts_names = SCRUBBED_FIELDS
     for rid, *texts, messages_json, tags, metadata_json in docs:
         found: set[str] = set()
         values: dict[str, object] = {}
@@ -1372,7 +1371,7 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         json_pattern = "'" + pii.JSON_PREFILTER_PATTERN.replace("'", "''") + "'"
         docs = [] if hold_back is None else con.execute(
             f"""SELECT rid, {", ".join(f"CASE WHEN regexp_matches({name}, {pattern}) THEN {name} END"
-                                       for name in ("input", "output", "context", *_ID_FIELDS))},
+                                       for name in SCRUBBED_FIELDS)},
                        messages::VARCHAR,
                        CASE WHEN regexp_matches(tags::VARCHAR, {json_pattern}) THEN tags END,
                        CASE WHEN regexp_matches(metadata::VARCHAR, {json_pattern}) THEN metadata::VARCHAR END

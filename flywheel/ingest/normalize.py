@@ -32,6 +32,9 @@ from flywheel.ingest.records import CANONICAL_FIELDS, MAX_VALUES, REQUIRED_FIELD
 
 # Text fields that are kept as strings; numbers given for them are turned into text.
 TEXT_FIELDS = ("source", "model", "prompt_name", "prompt_version", "git_commit", "session_id", "user_id")
+# The text fields the PII detectors scrub (in this order; messages, tags and metadata
+# are JSON, scanned string by string).
+SCRUBBED_FIELDS = ("input", "output", "context", "session_id", "user_id")
 NUMBER_FIELDS = {
     "latency_ms": "DOUBLE",
     "prompt_tokens": "BIGINT",
@@ -325,8 +328,7 @@ def _holds_back(pattern: str, *, fix_ups: bool = False) -> str:
     # One scan over the text fields joined is three times cheaper than one per field.
     # With ``fix_ups``, a text field's PII fix-up (where the record has one) stands for
     # its value: see flywheel.ingest.pii_ahead.
-    fields = [f"coalesce(fix_{name}, v.{name})" if fix_ups else f"v.{name}"
-              for name in ("input", "output", "context", "session_id", "user_id")]
+    fields = [f"coalesce(fix_{name}, v.{name})" if fix_ups else f"v.{name}" for name in SCRUBBED_FIELDS]
     text = " || chr(10) || ".join(
         f"coalesce({column}, '')" for column in (*fields[:3], "messages::VARCHAR", *fields[3:])
     )
@@ -419,9 +421,8 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
     longer matches ``pii_gate`` (and held back otherwise, as without).
     """
     if fix_ups:
-        texts = ("input", "output", "context", "session_id", "user_id")
         fixes = (f"fix_input, fix_output, fix_context, NULL::VARCHAR AS fix_messages, fix_pii, "
-                 f"fix_session_id, fix_user_id, {', '.join(f'was_{name}' for name in texts)},")
+                 f"fix_session_id, fix_user_id, {', '.join(f'was_{name}' for name in SCRUBBED_FIELDS)},")
     else:
         fixes = ("NULL::VARCHAR AS fix_input, NULL::VARCHAR AS fix_output, NULL::VARCHAR AS fix_context, "
                  "NULL::VARCHAR AS fix_messages, NULL::VARCHAR[] AS fix_pii, "
@@ -446,9 +447,10 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
         # A fix-up stands only where this parse gives the very texts it scrubbed (the
         # reader's own parse could differ: a duplicate key, say) and the record has no
         # messages; elsewhere it is dropped, and the record judged as it is.
-        same = " AND ".join(f"v.{name} IS NOT DISTINCT FROM was_{name}" for name in texts)
+        same = " AND ".join(f"v.{name} IS NOT DISTINCT FROM was_{name}" for name in SCRUBBED_FIELDS)
         applies = f"fix_pii IS NOT NULL AND NOT {_present('messages')} AND {same}"
-        kept = ", ".join(f"CASE WHEN fix_applies THEN fix_{name} END AS fix_{name}" for name in (*texts, "pii"))
+        kept = ", ".join(f"CASE WHEN fix_applies THEN fix_{name} END AS fix_{name}"
+                         for name in (*SCRUBBED_FIELDS, "pii"))
         records = f"(SELECT * REPLACE ({kept}) FROM (SELECT *, {applies} AS fix_applies FROM valued))"
     return f"""{_valued(staged, with_values=True, key_lists=key_lists, parse=parse)}
 SELECT {_ACCEPTED_COLUMNS}

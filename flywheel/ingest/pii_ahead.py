@@ -22,8 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flywheel import pii
-
-TEXT_FIELDS = ("input", "output", "context", "session_id", "user_id")
+from flywheel.ingest.normalize import SCRUBBED_FIELDS as TEXT_FIELDS
 
 # The columns a batch of lines gets: the texts as this reader parsed them, the scrubbed
 # ones (NULL where the field holds nothing to scrub) and the PII types found (NULL: no
