@@ -288,6 +288,26 @@ def _varied_records() -> list:
     ]
 
 
+def test_json_types_told_by_the_first_character_match_json_type():
+    """The statements tell a JSON field's type mostly by the first character of the
+    parse's text: the same as json_type for every kind of value, however written."""
+    import duckdb
+
+    from flywheel.ingest.normalize import _json_type
+
+    values = ['[1, 2]', ' [ ]', '{"a": {"b": []}}', '{ }', '"text"', '"[not an array]"', '" {"', '""', '12',
+              '-0.5e3', '1e400', '18446744073709551615', '-9223372036854775808', 'true', 'false', 'null',
+              '"\\u00e9t\\u00e9"', '["\\"", {"k": "v"}]']
+    con = duckdb.connect()
+    structure = '{"tags": "JSON"}'
+    for value in values:
+        document = '{"tags": ' + value + '}'
+        told, expected = con.execute(
+            f"SELECT {_json_type('tags')}, json_type(v.tags) FROM (SELECT from_json(?, '{structure}') AS v)",
+            [document]).fetchone()
+        assert told == expected, (value, told, expected)
+
+
 @pytest.mark.parametrize("mode", ["redact", "flag", "off"])
 def test_fast_and_detailed_paths_give_identical_tables(settings, monkeypatch, mode):
     from flywheel.ingest import loader
