@@ -1,0 +1,243 @@
+"""The PII detectors of this tree against those of a git revision (default ``main``):
+the same findings, and how much faster.
+
+``python -m benchmarks pii_compare --check`` runs both on every text of the corpora
+below and counts the texts where ``find``, ``scan`` or ``mask_secrets`` differ (any
+difference is listed on stderr and makes the run fail):
+
+- ``canonical``: the input, output, context, session_id and user_id strings of the first
+  ``--lines`` lines of the cached canonical demo file (``benchmarks/.cache``);
+- ``benchmark``: the labelled sentences of ``python -m benchmarks pii`` (three seeds);
+- ``shared``: the text fields of the data sets in ``../shared/data`` (HaluEval,
+  TruthfulQA, BEGIN, the strings of the Label Studio exports);
+- ``mixed``: sentences of the benchmark glued together in random pairs and triples (more
+  findings per text, so overlaps and neighbours).
+
+``--speed`` times both on the inputs of the canonical file's flagged lines (those whose
+input the prefilter matches: the texts the ingest's reading thread scans) and on its long
+clean contexts, alternating old and new in one process, and reports microseconds per text.
+
+The revision's package is copied out of git into a temporary package (``pii_ref``), so
+the two run side by side in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import io
+import json
+import random
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import say
+from flywheel import pii
+
+ROOT = Path(__file__).resolve().parent.parent
+CANONICAL = ROOT / "benchmarks" / ".cache" / "canonical-1000000-seed7.jsonl"
+SHARED = ROOT.parent / "shared" / "data"
+TEXT_FIELDS = ("input", "output", "context", "session_id", "user_id")
+
+
+def load_reference(ref: str):
+    """Return the ``flywheel.pii`` package of git revision ``ref``, imported as ``pii_ref``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "flywheel/pii"],
+                             check=True, capture_output=True).stdout
+    where = Path(tempfile.mkdtemp(prefix="pii_ref_"))
+    package = where / "pii_ref"
+    package.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and member.name.endswith(".py"):
+                source = tar.extractfile(member).read().decode()
+                source = source.replace("flywheel.pii", "pii_ref")
+                (package / Path(member.name).name).write_text(source)
+    sys.path.insert(0, str(where))
+    return importlib.import_module("pii_ref")
+
+
+# ---------------------------------------------------------------------------------------
+# Corpora
+# ---------------------------------------------------------------------------------------
+
+def canonical_texts(lines: int) -> list[str]:
+    """The distinct strings of the text fields of the first ``lines`` canonical lines."""
+    texts: set[str] = set()
+    with CANONICAL.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= lines:
+                break
+            record = json.loads(line)
+            for name in TEXT_FIELDS:
+                value = record.get(name)
+                if isinstance(value, str):
+                    texts.add(value)
+    return sorted(texts)
+
+
+def benchmark_texts() -> list[str]:
+    """The sentences of the PII benchmark, with its default seed and two others."""
+    from benchmarks.pii import generate
+
+    texts = []
+    for seed in (16, 1, 2):
+        texts += [s.text for s in generate(seed=seed, per_type=800, ordinary=2000)]
+    return texts
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, list):
+        return [s for item in node for s in _strings(item)]
+    if isinstance(node, dict):
+        return [s for key, item in node.items() for s in [key, *_strings(item)]]
+    return []
+
+
+def shared_texts(records: int) -> list[str]:
+    """The text fields of up to ``records`` records of each shared data set."""
+    texts = []
+    with (SHARED / "halueval" / "general_data.json").open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= records:
+                break
+            row = json.loads(line)
+            texts += [row["user_query"], row["chatgpt_response"]]
+    for name in ("finetune_truth.jsonl", "finetune_info.jsonl"):
+        with (SHARED / "truthfulqa" / name).open(encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if i >= records:
+                    break
+                row = json.loads(line)
+                question, _, answer = row["prompt"].partition("\nA:")
+                texts += [row["prompt"], question.removeprefix("Q: "), answer, row["completion"]]
+    for name in ("begin_test_wow.tsv", "begin_dev_wow.tsv"):
+        with (SHARED / "begin" / name).open(encoding="utf-8", newline="") as f:
+            for i, row in enumerate(csv.DictReader(f, delimiter="\t")):
+                if i >= records:
+                    break
+                texts += [value for value in row.values() if isinstance(value, str)]
+    for path in sorted((SHARED / "label-studio").glob("*.json")):
+        texts += _strings(json.loads(path.read_text(encoding="utf-8")))
+    return texts
+
+
+def mixed_texts(sentences: list[str], count: int, seed: int = 3) -> list[str]:
+    """``count`` texts of two or three random benchmark sentences joined by a space,
+    a newline, ", " or nothing."""
+    rng = random.Random(seed)
+    return [rng.choice((" ", "\n", ", ", "")).join(rng.sample(sentences, rng.choice((2, 3))))
+            for _ in range(count)]
+
+
+# ---------------------------------------------------------------------------------------
+# Equivalence
+# ---------------------------------------------------------------------------------------
+
+def _outcome(module, text: str):
+    findings = [tuple(f) for f in module.find(text)]
+    redacted, kinds = module.scan(text)
+    return findings, redacted, sorted(kinds), module.mask_secrets(text)
+
+
+def compare(old, texts: list[str], corpus: str) -> dict:
+    """Return the counts of texts, texts with findings and differing texts of a corpus."""
+    differ = with_findings = findings = 0
+    for text in texts:
+        a, b = _outcome(old, text), _outcome(pii, text)
+        findings += len(b[0])
+        with_findings += bool(b[0])
+        if a != b:
+            differ += 1
+            if differ <= 20:
+                say(f"DIFFERENT in {corpus}: {text!r}\n  old {a[0]}\n  new {b[0]}")
+    return {"texts": len(texts), "with_findings": with_findings, "findings": findings, "different": differ}
+
+
+# ---------------------------------------------------------------------------------------
+# Speed
+# ---------------------------------------------------------------------------------------
+
+def speed_texts(lines: int) -> tuple[list[str], list[str]]:
+    """The inputs of the first ``lines`` canonical lines that the prefilter matches (in
+    file order, repeats kept: the reading thread's work), and the distinct contexts the
+    prefilter does not match (long clean texts)."""
+    prefilter = re.compile(pii.PREFILTER_PATTERN)
+    flagged, contexts = [], set()
+    with CANONICAL.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= lines:
+                break
+            record = json.loads(line)
+            text = record.get("input")
+            if isinstance(text, str) and prefilter.search(text):
+                flagged.append(text)
+            context = record.get("context")
+            if isinstance(context, str) and context not in contexts and not prefilter.search(context):
+                contexts.add(context)
+    return flagged, sorted(contexts)
+
+
+def time_side_by_side(old, texts: list[str], rounds: int, function: str = "find") -> dict:
+    """Microseconds per text of ``old`` and this tree's ``function`` (best of the rounds,
+    alternating which runs first)."""
+    best = {"old": float("inf"), "new": float("inf")}
+    modules = {"old": getattr(old, function), "new": getattr(pii, function)}
+    for text in texts[:50]:  # warm the lazy imports and caches of both
+        modules["old"](text), modules["new"](text)
+    for r in range(rounds):
+        order = ("old", "new") if r % 2 == 0 else ("new", "old")
+        for name in order:
+            run = modules[name]
+            started = time.perf_counter()
+            for text in texts:
+                run(text)
+            best[name] = min(best[name], time.perf_counter() - started)
+    us = {name: round(seconds / len(texts) * 1e6, 2) for name, seconds in best.items()}
+    return {"texts": len(texts), "chars_mean": round(sum(map(len, texts)) / len(texts)),
+            "old_us": us["old"], "new_us": us["new"], "speedup": round(us["old"] / us["new"], 2)}
+
+
+def main(argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks pii_compare")
+    parser.add_argument("--ref", default="main", help="the git revision to compare with")
+    parser.add_argument("--check", action="store_true", help="compare the findings on every corpus")
+    parser.add_argument("--speed", action="store_true", help="time both on the canonical file's texts")
+    parser.add_argument("--lines", type=int, default=200_000, help="canonical lines for --check")
+    parser.add_argument("--speed-lines", type=int, default=250_000, help="canonical lines for --speed")
+    parser.add_argument("--records", type=int, default=5_000, help="records of each shared data set")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    old = load_reference(args.ref)
+    result: dict = {"name": "pii_compare", "ref": args.ref}
+    if args.check:
+        say("reading the corpora ...")
+        sentences = benchmark_texts()
+        corpora = {
+            "canonical": canonical_texts(args.lines),
+            "benchmark": sentences,
+            "shared": shared_texts(args.records),
+            "mixed": mixed_texts(sentences, 20_000),
+        }
+        result["check"] = {}
+        for corpus, texts in corpora.items():
+            say(f"comparing {len(texts)} texts of {corpus} ...")
+            result["check"][corpus] = compare(old, texts, corpus)
+        result["ok"] = all(c["different"] == 0 for c in result["check"].values())
+    if args.speed:
+        say("reading the flagged inputs and the clean contexts ...")
+        flagged, contexts = speed_texts(args.speed_lines)
+        result["speed"] = {
+            "flagged_inputs_find": time_side_by_side(old, flagged, args.rounds),
+            "flagged_inputs_scan": time_side_by_side(old, flagged, args.rounds, "scan"),
+            "clean_contexts_find": time_side_by_side(old, contexts, args.rounds),
+        }
+    return result
