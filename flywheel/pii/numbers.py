@@ -66,16 +66,14 @@ def _is_card_number(digits: str) -> bool:
     return luhn_ok(digits)
 
 
-def _is_card_shape(text: str, groups: list[re.Match[str]]) -> bool:
-    """Return whether digit groups are written like a card number: one block, or blocks
-    joined by one kind of separator that start with a block of 4 (4-4-4-4, 4-6-5,
-    4-6-4 Diners, 4-4-4-2, 4-4-4-4-3)."""
-    if len(groups) == 1:
+def _is_card_shape(sizes: list[int], separators: list[str]) -> bool:
+    """Return whether digit groups (their ``sizes``, the ``separators`` between them) are
+    written like a card number: one block, or blocks joined by one kind of separator
+    that start with a block of 4 (4-4-4-4, 4-6-5, 4-6-4 Diners, 4-4-4-2, 4-4-4-4-3)."""
+    if len(sizes) == 1:
         return True
-    separators = {text[a.end() : b.start()] for a, b in zip(groups, groups[1:])}
-    if len(separators) != 1:
+    if len(set(separators)) != 1:
         return False
-    sizes = [len(g.group()) for g in groups]
     return sizes[0] == 4 and all(3 <= s <= 6 for s in sizes[1:-1]) and 1 <= sizes[-1] <= 6
 
 
@@ -94,11 +92,14 @@ def find_cards(text: str) -> Iterator[Finding]:
         if _IBAN_START.search(text, max(0, run.start() - 6), run.start()):
             continue  # the digits of an IBAN (valid or not) are no card
         groups = list(_DIGIT_GROUP.finditer(text, run.start(), run.end()))
+        values = [g.group() for g in groups]
+        sizes = [len(v) for v in values]
+        separators = [text[a.end()] for a in groups[:-1]]  # (one character each)
         # Digits of groups[:k], to skip windows of fewer than 12 or more than 19 digits
         # (no card number has those: the same windows are found).
         ends = [0]
-        for g in groups:
-            ends.append(ends[-1] + g.end() - g.start())
+        for size in sizes:
+            ends.append(ends[-1] + size)
         i = 0
         while i < len(groups):
             for j in range(min(len(groups), i + _MAX_CARD_GROUPS) - 1, i - 1, -1):
@@ -107,12 +108,11 @@ def find_cards(text: str) -> Iterator[Finding]:
                     break  # shorter windows have fewer digits still
                 if count > 19:
                     continue
-                window = groups[i : j + 1]
-                digits = "".join(g.group() for g in window)
-                if (_is_card_shape(text, window) and _is_card_number(digits)
-                        and (len(digits) > 12 or len(window) == 3 or digits.startswith(_MAESTRO_PREFIXES[:11])
-                             or near(text, window[0].start(), 0, _CARD_WORDS))):
-                    start, end = window[0].start(), window[-1].end()
+                digits = "".join(values[i : j + 1])
+                if (_is_card_shape(sizes[i : j + 1], separators[i:j]) and _is_card_number(digits)
+                        and (len(digits) > 12 or j - i == 2 or digits.startswith(_MAESTRO_PREFIXES[:11])
+                             or near(text, groups[i].start(), 0, _CARD_WORDS))):
+                    start, end = groups[i].start(), groups[j].end()
                     yield Finding("card", start, end, text[start:end])
                     i = j
                     break

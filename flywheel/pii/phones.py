@@ -70,9 +70,9 @@ def _context(text: str, start: int) -> bool | None:
     """False after a word of another kind of number among the last three ("reference
     number" is no phone), True after a phone word, None otherwise."""
     before = words_before(text, start, count=3)
-    if any(word in _NOT_PHONE_WORDS for word in before):
+    if not _NOT_PHONE_WORDS.isdisjoint(before):
         return False
-    return True if any(word in _PHONE_WORDS for word in before) else None
+    return True if not _PHONE_WORDS.isdisjoint(before) else None
 
 
 def _valid(candidate: str, *, international: bool, regions: tuple[str, ...]) -> bool:

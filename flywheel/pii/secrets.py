@@ -250,22 +250,30 @@ def _stem_positions(lowered: str) -> list[tuple[int, str]]:
     return found
 
 
+# The stems that begin a name of each regex (assignments have no "pin", phrases no
+# "key" or "credential"), and the prefix of the one name that does not begin with its
+# stem: "apikey" and "api key".
+_ASSIGNMENT_STARTS = ({"key", "secret", "token", "pass", "pwd", "credential"}, "api")
+_PHRASE_STARTS = ({"pass", "pwd", "pin", "secret", "token"}, "api ")
+
+
 def _matches_at_stems(regex: re.Pattern[str], text: str, lowered: str, stems: list[tuple[int, str]], *,
-                      back: int, api: str) -> Iterator[re.Match[str]]:
+                      back: int, starts_of_names: tuple[set[str], str]) -> Iterator[re.Match[str]]:
     """Yield the matches of ``regex`` that start at a stem (or up to ``back`` characters
     before one), left to right, without overlaps; ``stems`` are the stems' positions in
     ``lowered`` (``text.lower()``).
 
-    In an ASCII text only the positions where a name can start are tried: there
-    ``lower()`` keeps every position and the regex's case-insensitive names match only
-    what ``lower()`` turns into a name, so a match starts at a stem, or ``len(api)`` before
-    a "key" that follows ``api`` (the one name that does not start with its stem); the
-    other positions of the window cannot match, and skipping them yields the same
-    matches. Otherwise (``lower()`` may move positions, as for "İ", and ``re`` takes "ſ"
-    for an "s") the whole window is tried.
+    In an ASCII text only the positions where one of the regex's names can start are
+    tried (``starts_of_names``: the stems that begin them, and the prefix "api" of a
+    name that ends in "key"): there ``lower()`` keeps every position and the regex's
+    case-insensitive names match only what ``lower()`` turns into a name, so the other
+    positions of the window cannot match, and skipping them yields the same matches.
+    Otherwise (``lower()`` may move positions, as for "İ", and ``re`` takes "ſ" for an
+    "s") the whole window is tried.
     """
     if text.isascii():
-        starts = {i for i, _ in stems}
+        first_stems, api = starts_of_names
+        starts = {i for i, stem in stems if stem in first_stems}
         starts.update(i - len(api) for i, stem in stems
                       if stem == "key" and i >= len(api) and lowered.startswith(api, i - len(api)))
     else:
@@ -288,7 +296,8 @@ def _find_assignments(text: str) -> Iterator[Finding]:
     if not stems:
         return  # every name holds a stem: nothing to match
     if "=" in text or ":" in text:
-        for m in _matches_at_stems(_ASSIGNMENT, text, lowered, stems, back=6, api="api"):
+        for m in _matches_at_stems(_ASSIGNMENT, text, lowered, stems, back=6,
+                                   starts_of_names=_ASSIGNMENT_STARTS):
             name_start = _name_start(text, m.start("name"))
             name = text[name_start : m.end("name")].lower()
             quoted = m.group("qv") is not None
@@ -306,7 +315,7 @@ def _find_assignments(text: str) -> Iterator[Finding]:
                 ok = len(value) >= 12 and _looks_random(value) or (quoted and len(value) >= 8 and _looks_random(value))
             if ok:
                 yield Finding(TYPE, start, end, value)
-    for m in _matches_at_stems(_PHRASE, text, lowered, stems, back=4, api="api "):
+    for m in _matches_at_stems(_PHRASE, text, lowered, stems, back=4, starts_of_names=_PHRASE_STARTS):
         quoted = m.group("qv") is not None
         group = "qv" if quoted else "v"
         value = m.group(group) if quoted else _value_end(m.group("v"), text[: m.start()])
@@ -323,7 +332,7 @@ def _find_assignments(text: str) -> Iterator[Finding]:
 # Hints that hold one of these characters are looked for only where it occurs: one test
 # for the group instead of one per hint (rare characters in prose; each ``in`` costs about
 # the same on a short text, the call more than the scan).
-_HINT_GROUP_CHARACTERS = ("_", "A", "X", "S")
+_HINT_GROUP_CHARACTERS = ("_", ":", "-", "J", "G", "X", "S", "A")
 
 
 @functools.cache
