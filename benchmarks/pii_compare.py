@@ -11,7 +11,10 @@ difference is listed on stderr and makes the run fail):
 - ``shared``: the text fields of the data sets in ``../shared/data`` (HaluEval,
   TruthfulQA, BEGIN, the strings of the Label Studio exports);
 - ``mixed``: sentences of the benchmark glued together in random pairs and triples (more
-  findings per text, so overlaps and neighbours).
+  findings per text, so overlaps and neighbours);
+- ``mutated``: benchmark sentences and flagged canonical inputs with a few random
+  characters inserted, replaced or deleted (boundaries, separators, "İ" and "ſ");
+- ``pieces``: random strings of context words, key prefixes, separators and digit runs.
 
 ``--speed`` times both on the inputs of the canonical file's flagged lines (those whose
 input the prefilter matches: the texts the ingest's reading thread scans) and on its long
@@ -138,6 +141,61 @@ def mixed_texts(sentences: list[str], count: int, seed: int = 3) -> list[str]:
             for _ in range(count)]
 
 
+# Characters and pieces the detectors' boundaries and context words turn on (and some
+# that lower() or re's case folding treat specially: "İ", "ſ", the Kelvin sign).
+_NOISE = list("0123456789 -.+()/,:=@_'\"\n\taZk#%") + ["İ", "ſ", "\u212a", "é", "ß", "١"]
+_PIECES = [
+    "call", "card", "order", "ref", "ssn", "version", "phone", "tel", "number", "key", "KEY", "Key",
+    "api key", "apikey", "password is", "PassWord:", "token=", "secret: ", "pin", "pin code is",
+    "sk-", "AKIA", "ghp_", "eyJ", "xoxb-", "Bearer ", "Basic ", "://u:p@", "-----BEGIN PRIVATE KEY-----",
+    "+", "00", "(", ")", " ", "-", ".", "/", ",", ":", "::", "=", "@", "\n", "fe80", "192.168.", "GB82",
+    "DE89 3704", "IBAN", "with", "x", "İ", "ſ", "mail", ".com", "example.org", "2026-12-04", "12/27",
+]
+
+
+def mutated_texts(texts: list[str], count: int, seed: int = 5) -> list[str]:
+    """``count`` texts made from ``texts`` by a few random edits each: characters of
+    :data:`_NOISE` inserted, replaced or deleted at random places (boundaries moved)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        text = list(rng.choice(texts))
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(text) + 1)
+            action = rng.random()
+            if action < 0.4:
+                text.insert(i, rng.choice(_NOISE))
+            elif action < 0.7 and i < len(text):
+                text[i] = rng.choice(_NOISE)
+            elif i < len(text):
+                del text[i]
+        out.append("".join(text))
+    return out
+
+
+def random_piece_texts(count: int, seed: int = 6) -> list[str]:
+    """``count`` texts of 3 to 15 random pieces: :data:`_PIECES` and digit, hex and
+    letter runs, glued together or with spaces."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(3, 15)):
+            kind = rng.random()
+            if kind < 0.4:
+                parts.append(rng.choice(_PIECES))
+            elif kind < 0.75:
+                parts.append("".join(rng.choice("0123456789") for _ in range(rng.randint(1, 8))))
+            elif kind < 0.85:
+                parts.append("".join(rng.choice("0123456789abcdef") for _ in range(rng.randint(1, 5))))
+            else:
+                parts.append("".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFXYZ") for _ in range(rng.randint(1, 40))))
+            if rng.random() < 0.5:
+                parts.append(rng.choice(" -. "))
+        out.append("".join(parts))
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Equivalence
 # ---------------------------------------------------------------------------------------
@@ -227,6 +285,9 @@ def main(argv: list[str]) -> dict:
             "shared": shared_texts(args.records),
             "mixed": mixed_texts(sentences, 20_000),
         }
+        flagged, _ = speed_texts(min(args.lines, args.speed_lines))
+        corpora["mutated"] = mutated_texts(sentences + flagged, 50_000)
+        corpora["pieces"] = random_piece_texts(50_000)
         result["check"] = {}
         for corpus, texts in corpora.items():
             say(f"comparing {len(texts)} texts of {corpus} ...")

@@ -31,15 +31,27 @@ _TOKEN_CHARS_RIGHT = _TOKEN_CHARS_LEFT | frozenset("+/=.~")
 
 @dataclass(frozen=True)
 class _Pattern:
-    """A key format: ``regex`` finds it where one of the substrings ``hint`` occurs;
-    ``group`` is the part to redact; ``widen`` widens it to the whole token;
-    ``accept`` validates the value."""
+    """A key format: ``regex`` finds it where one of the substrings ``hint`` occurs (and
+    ``gate`` matches, when given); ``group`` is the part to redact; ``widen`` widens it
+    to the whole token; ``accept`` validates the value."""
 
     regex: re.Pattern[str]
     hint: tuple[str, ...]
     group: int | str = 0
     widen: bool = True
     accept: Callable[[str], bool] | None = None
+    gate: re.Pattern[str] | None = None
+
+
+# Fast tests in front of library regexes that start with a repeat (``\d{8,10}``,
+# ``[0-9a-z]{32}``), which ``re`` tries at every position: each matches wherever its
+# regex does (a Telegram token has a digit before its ':', a Mailchimp key "-us" and a
+# digit) and starts with a character, found by a fast scan. Keyed by the regex they were
+# written for: a library regex that changes runs without one.
+_LIBRARY_GATES = {
+    r"\d{8,10}:[0-9A-Za-z_-]{35}": re.compile(r"\d:"),
+    r"[0-9a-z]{32}-us[0-9]{1,2}": re.compile(r"-us[0-9]"),
+}
 
 
 def _widen(text: str, start: int, end: int) -> tuple[int, int]:
@@ -70,7 +82,7 @@ def _library_patterns() -> tuple[_Pattern, ...]:
     )
 
     def each(plugin, hint, **kw) -> list[_Pattern]:
-        return [_Pattern(regex, hint, **kw) for regex in plugin.denylist]
+        return [_Pattern(regex, hint, gate=_LIBRARY_GATES.get(regex.pattern), **kw) for regex in plugin.denylist]
 
     return tuple(
         [_Pattern(aws.AWSKeyDetector.denylist[0], ("A3T", "ABIA", "ACCA", "AKIA", "ASIA"))]
@@ -108,10 +120,8 @@ def _looks_random(value: str) -> bool:
     """Whether a value looks like a key rather than words or an identifier: letters
     mixed with digits (or long), and not words joined by ``_``, ``-`` or ``.``
     (``customer_id_2024``, ``order-service-v2``)."""
-    has_digit = any(map(str.isdigit, value))
-    has_alpha = any(map(str.isalpha, value))
-    mixed_case = value != value.lower() and value != value.upper()
-    if not ((has_digit and has_alpha) or len(value) >= 32 or (mixed_case and len(value) >= 16 and _entropy(value) >= 3.7)):
+    if not ((any(map(str.isdigit, value)) and any(map(str.isalpha, value))) or len(value) >= 32
+            or (value != value.lower() and value != value.upper() and len(value) >= 16 and _entropy(value) >= 3.7)):
         return False
     pieces = [p for p in _WORD_SEPARATORS.split(value) if p]
     identifier = all(p.isalpha() and (p.islower() or p.isupper()) or (p.isdigit() and len(p) <= 4)
@@ -258,8 +268,8 @@ _PHRASE_STARTS = ({"pass", "pwd", "pin", "secret", "token"}, "api ")
 
 
 def _matches_at_stems(regex: re.Pattern[str], text: str, lowered: str, stems: list[tuple[int, str]], *,
-                      back: int, starts_of_names: tuple[set[str], str]) -> Iterator[re.Match[str]]:
-    """Yield the matches of ``regex`` that start at a stem (or up to ``back`` characters
+                      back: int, starts_of_names: tuple[set[str], str]) -> list[re.Match[str]]:
+    """Return the matches of ``regex`` that start at a stem (or up to ``back`` characters
     before one), left to right, without overlaps; ``stems`` are the stems' positions in
     ``lowered`` (``text.lower()``).
 
@@ -271,23 +281,30 @@ def _matches_at_stems(regex: re.Pattern[str], text: str, lowered: str, stems: li
     Otherwise (``lower()`` may move positions, as for "İ", and ``re`` takes "ſ" for an
     "s") the whole window is tried.
     """
+    # (plain loops: this runs for most texts, comprehensions cost more than they do here)
+    starts = []
     if text.isascii():
         first_stems, api = starts_of_names
-        starts = {i for i, stem in stems if stem in first_stems}
-        starts.update(i - len(api) for i, stem in stems
-                      if stem == "key" and i >= len(api) and lowered.startswith(api, i - len(api)))
+        for i, stem in stems:
+            if stem in first_stems:
+                starts.append(i)
+            if stem == "key" and i >= len(api) and lowered.startswith(api, i - len(api)):
+                starts.append(i - len(api))
     else:
-        starts = set()
         for i, _ in stems:
-            starts.update(range(max(0, i - back), i + 1))
+            starts.extend(range(max(0, i - back), i + 1))
+    if len(starts) > 1:
+        starts = sorted(set(starts))
+    matches = []
     end = 0
-    for start in sorted(starts):
+    for start in starts:
         if start < end:
             continue
         m = regex.match(text, start)
         if m is not None:
             end = m.end()
-            yield m
+            matches.append(m)
+    return matches
 
 
 def _find_assignments(text: str) -> Iterator[Finding]:
@@ -364,6 +381,8 @@ def find(text: str) -> Iterator[Finding]:
         for p in patterns:
             candidates.setdefault(id(p), p)
     for pattern in candidates.values():
+        if pattern.gate is not None and pattern.gate.search(text) is None:
+            continue
         for m in pattern.regex.finditer(text):
             start, end = m.span(pattern.group)
             if start < 0 or start == end:
