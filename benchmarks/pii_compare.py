@@ -12,7 +12,8 @@ difference is listed on stderr and makes the run fail):
   TruthfulQA, BEGIN, the strings of the Label Studio exports);
 - ``mixed``: sentences of the benchmark glued together in random pairs and triples (more
   findings per text, so overlaps and neighbours);
-- ``mutated``: benchmark sentences and flagged canonical inputs with a few random
+- ``key_formats``: sentences with tokens in every key format of the secret detector;
+- ``mutated``: benchmark sentences, flagged canonical inputs and key formats with a few random
   characters inserted, replaced or deleted (boundaries, separators, "İ" and "ſ");
 - ``pieces``: random strings of context words, key prefixes, separators and digit runs.
 
@@ -33,6 +34,7 @@ import io
 import json
 import random
 import re
+import string
 import subprocess
 import sys
 import tarfile
@@ -151,6 +153,52 @@ _PIECES = [
     "+", "00", "(", ")", " ", "-", ".", "/", ",", ":", "::", "=", "@", "\n", "fe80", "192.168.", "GB82",
     "DE89 3704", "IBAN", "with", "x", "İ", "ſ", "mail", ".com", "example.org", "2026-12-04", "12/27",
 ]
+
+
+def key_format_texts(count: int, seed: int = 7) -> list[str]:
+    """``count`` sentences, each with a token in one of the key formats the secret
+    detector knows (the benchmark's secrets lack some: Telegram, Mailchimp, Discord,
+    Twilio, Azure, AWS secret keys, PyPI, Square, npm ``_authToken``, PuTTY), at times
+    one character short, glued to a word or followed by a dot."""
+    rng = random.Random(seed)
+
+    def run(n, alphabet=string.ascii_letters + string.digits):
+        return "".join(rng.choice(alphabet) for _ in range(n))
+
+    lower_hex = "0123456789abcdef"
+    makers = [
+        lambda: f"{rng.randint(10**7, 10**10)}:{run(35, string.ascii_letters + string.digits + '_-')}",
+        lambda: f"{run(32, lower_hex)}-us{rng.randint(1, 99)}",
+        lambda: f"{rng.choice('MNO')}{run(rng.randint(23, 25))}.{run(6)}.{run(27)}",
+        lambda: f"{rng.choice(['AC', 'SK'])}{run(32, lower_hex)}",
+        lambda: f"AccountKey={run(86)}==",
+        lambda: f"aws_secret_access_key = \"{run(40, string.ascii_letters + string.digits + '/+')}\"",
+        lambda: f"AWS_KEY: '{run(40)}'",
+        lambda: f"{rng.choice(['AKIA', 'ASIA', 'A3TX', 'ABIA', 'ACCA'])}{run(16, string.ascii_uppercase + string.digits)}",
+        lambda: f"pypi-AgEIcHlwaS5vcmc{run(rng.randint(70, 90))}",
+        lambda: f"sq0csp-{run(43)}",
+        lambda: f"//registry.npmjs.org/:_authToken={run(8, lower_hex)}-{run(4, lower_hex)}-{run(4, lower_hex)}-{run(4, lower_hex)}-{run(12, lower_hex)}",
+        lambda: f"sk-{run(20)}T3BlbkFJ{run(20)}",
+        lambda: f"{rng.choice(['glpat', 'gldt', 'glrt', 'glcbt', 'glptt', 'gloas', 'glimt'])}-{run(rng.choice([20, 25, 40, 64]))}",
+        lambda: f"GR1348941{run(20)}",
+        lambda: f"{rng.choice(['ghp', 'gho', 'ghu', 'ghs', 'ghr'])}_{run(36)}",
+        lambda: f"github_pat_{run(22)}_{run(59)}",
+        lambda: f"xoxp-{rng.randint(10**9, 10**10)}-{run(12, lower_hex)}",
+        lambda: f"PuTTY-User-Key-File-2: ssh-rsa\nEncryption: none\nPrivate-MAC: {run(40, lower_hex)}",
+        lambda: f"redis://default:{run(16)}@cache.internal:6379",
+        lambda: f"Bearer {run(32)}",
+        lambda: f"token: {run(24)}",
+        lambda: f"PIN code is {rng.randint(1000, 999999)}",
+    ]
+    templates = ["here it is: {v}", "{v}", "use {v}.", "x{v}y", "(key {v})", "config:\n{v}\n", "\"{v}\"",
+                 "é{v}", "İ {v}", "the token {v}, thanks"]
+    out = []
+    for _ in range(count):
+        value = rng.choice(makers)()
+        if rng.random() < 0.2:
+            value = value[:-1]
+        out.append(rng.choice(templates).format(v=value))
+    return out
 
 
 def mutated_texts(texts: list[str], count: int, seed: int = 5) -> list[str]:
@@ -286,7 +334,8 @@ def main(argv: list[str]) -> dict:
             "mixed": mixed_texts(sentences, 20_000),
         }
         flagged, _ = speed_texts(min(args.lines, args.speed_lines))
-        corpora["mutated"] = mutated_texts(sentences + flagged, 50_000)
+        corpora["key_formats"] = key_format_texts(20_000)
+        corpora["mutated"] = mutated_texts(sentences + flagged + corpora["key_formats"], 60_000)
         corpora["pieces"] = random_piece_texts(50_000)
         result["check"] = {}
         for corpus, texts in corpora.items():
