@@ -189,6 +189,10 @@ def key_format_texts(count: int, seed: int = 7) -> list[str]:
         lambda: f"Bearer {run(32)}",
         lambda: f"token: {run(24)}",
         lambda: f"PIN code is {rng.randint(1000, 999999)}",
+        lambda: f"AIza{run(35, string.ascii_letters + string.digits + '_-')}",
+        lambda: f"hf_{run(34)}",
+        lambda: f"npm_{run(36)}",
+        lambda: f"sk-proj-{run(48, string.ascii_letters + string.digits + '_-')}",
     ]
     templates = ["here it is: {v}", "{v}", "use {v}.", "x{v}y", "(key {v})", "config:\n{v}\n", "\"{v}\"",
                  "é{v}", "İ {v}", "the token {v}, thanks"]
