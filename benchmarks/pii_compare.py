@@ -336,6 +336,10 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--records", type=int, default=5_000, help="records of each shared data set")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
+    if not CANONICAL.exists():
+        raise SystemExit(f"{CANONICAL} is missing: `python -m benchmarks ingest --rows 1000000` writes it")
+    if args.check and not SHARED.is_dir():
+        raise SystemExit(f"{SHARED} is missing: the shared data sets are one of the corpora")
     old = load_reference(args.ref)
     result: dict = {"name": "pii_compare", "ref": args.ref}
     if args.check:
