@@ -125,10 +125,11 @@ def _looks_random(value: str) -> bool:
     if not ((any(map(str.isdigit, value)) and any(map(str.isalpha, value))) or len(value) >= 32
             or (value != value.lower() and value != value.upper() and len(value) >= 16 and _entropy(value) >= 3.7)):
         return False
-    pieces = [p for p in _WORD_SEPARATORS.split(value) if p]
-    identifier = all(p.isalpha() and (p.islower() or p.isupper()) or (p.isdigit() and len(p) <= 4)
-                     for p in pieces)
-    return not identifier
+    # Random unless every piece between separators is a word in one case or a short number.
+    for p in _WORD_SEPARATORS.split(value):
+        if p and not (p.isalpha() and (p.islower() or p.isupper()) or (p.isdigit() and len(p) <= 4)):
+            return True
+    return False
 
 
 # The prefix comes first and the "not inside a token" test just after it, as a lookbehind
