@@ -14,6 +14,7 @@ BENCHMARKS = {
     "scoring": "benchmarks.scoring",
     "nightly": "benchmarks.nightly",
     "pii": "benchmarks.pii",
+    "pii_compare": "benchmarks.pii_compare",
     "training": "benchmarks.training",
 }
 

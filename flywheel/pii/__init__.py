@@ -23,7 +23,7 @@ removes ``user:password@`` from a URL.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from flywheel.pii import emails, network, numbers, phones, secrets
@@ -45,24 +45,37 @@ PLACEHOLDERS = {
 # not a card or a phone; an IBAN holds no card, a card number is not a phone.
 _PRECEDENCE = {"secret": 0, "iban": 1, "card": 2, "ssn": 3, "email": 4, "ip": 5, "phone": 6}
 
-_IBAN_HINT = re.compile(r"[A-Z]{2}\d\d", re.ASCII)
+# An IBAN's country code and check digits, ``[A-Z]{2}\d\d``, written to start with a digit
+# (a fast scan; text has fewer digits than capitals).
+_IBAN_HINT = re.compile(r"\d(?<=[A-Z]{2}\d)\d", re.ASCII)
 
 
-def _gate(before: str, pattern: str) -> Callable[[str], bool]:
-    """A finder's own prefilter branch as a Python test (False: it cannot match)."""
-    regex = re.compile(f"(?:^|{before})(?:{pattern})", re.ASCII)
-    return lambda text: regex.search(text) is not None
+def _gate_pattern(before: str, pattern: str) -> str:
+    """A finder's own prefilter branch: ``pattern`` at the start or after ``before``."""
+    return f"(?:^|{before})(?:{pattern})"
 
 
-# Each finder behind a cheap test that is False only where it cannot match.
-_FINDERS: tuple[tuple[Callable[[str], bool], Callable[[str], Iterable[Finding]]], ...] = (
-    (lambda text: True, secrets.find),  # each pattern has its own substring hint
-    (_gate(r"[^\w.,+/-]", numbers.CARD_PREFILTER), numbers.find_cards),
-    (lambda text: _IBAN_HINT.search(text) is not None, numbers.find_ibans),
-    (_gate(r"[^\w+./-]", numbers.SSN_PREFILTER), numbers.find_ssns),
-    (lambda text: "@" in text, emails.find),
-    (lambda text: "." in text or ":" in text, network.find),
-    (_gate(phones.BOUNDARY, phones.PREFILTER), phones.find),
+# The finders' prefilter branches (:func:`_gate_pattern`) written to start with their first
+# character, the "after ``before``" test a lookbehind spanning it: a pattern that starts
+# with a character class is searched for with a fast scan, one that starts with ``^|`` or
+# a lookbehind is tried at every position. Each matches a text exactly where its branch
+# does (tests/test_pii.py compares them); change them with the modules' prefilters.
+_CARD_GATE = re.compile(r"[0-9](?<![\w.,+/-][0-9])(?:[ .-]?[0-9]){11}", re.ASCII)  # numbers.CARD_PREFILTER
+_SSN_GATE = re.compile(r"[0-9](?<![\w+./-][0-9])[0-9]{2}[- ]?[0-9]{2}[- ]?[0-9]{4}", re.ASCII)  # numbers.SSN_PREFILTER
+# phones.PREFILTER: the lookbehinds after the first character say which branch it began.
+_PHONE_GATE = re.compile(
+    r"[+0-9](?<![\w+./-][+0-9])(?:"
+    r"(?<=\+)[1-9][0-9 ().\/\\-]{7}|(?<=0)0[1-9][0-9 ().\/\\-]{7}"  # (?:\+|00)[1-9][0-9 ().\/\\-]{7}
+    r"|(?<=[0-9])(?:[ ().\/\\-]{1,3}[0-9]|[0-9]){8}"  # [0-9](?:[ ().\/\\-]{1,3}[0-9]|[0-9]){8}
+    r"|(?<=[0-9])[0-9]{6})",  # [0-9]{7}
+    re.ASCII,
+)
+# Each fast test with the pattern it stands for (for the tests).
+_FAST_TESTS = (
+    (_CARD_GATE, _gate_pattern(r"[^\w.,+/-]", numbers.CARD_PREFILTER)),
+    (_SSN_GATE, _gate_pattern(r"[^\w+./-]", numbers.SSN_PREFILTER)),
+    (_PHONE_GATE, _gate_pattern(phones.BOUNDARY, phones.PREFILTER)),
+    (_IBAN_HINT, r"[A-Z]{2}\d\d"),
 )
 
 
@@ -80,7 +93,6 @@ def _resolve_overlaps(findings: list[Finding]) -> list[Finding]:
 # Cards, SSNs and phones all have 7 digits or more with short separators: a pattern that
 # starts with a digit is found fast, the finders' own tests only then.
 _SEVEN_DIGITS = re.compile(r"\d(?:[ ().\/-]{0,3}\d){6}", re.ASCII)
-_NEEDS_DIGITS = frozenset({numbers.find_cards, numbers.find_ssns, phones.find})
 
 
 def find(text: str | None) -> list[Finding]:
@@ -88,9 +100,21 @@ def find(text: str | None) -> list[Finding]:
     list for None or empty text)."""
     if not text:
         return []
+    # Each finder behind a cheap test that is False only where it cannot match.
+    found = list(secrets.find(text))  # (each pattern has its own substring hint)
     digits = _SEVEN_DIGITS.search(text) is not None
-    found = [finding for hint, finder in _FINDERS
-             if (digits or finder not in _NEEDS_DIGITS) and hint(text) for finding in finder(text)]
+    if digits and _CARD_GATE.search(text) is not None:
+        found += numbers.find_cards(text)
+    if _IBAN_HINT.search(text) is not None:
+        found += numbers.find_ibans(text)
+    if digits and _SSN_GATE.search(text) is not None:
+        found += numbers.find_ssns(text)
+    if "@" in text:
+        found += emails.find(text)
+    if "." in text or ":" in text:
+        found += network.find(text)
+    if digits and _PHONE_GATE.search(text) is not None:
+        found += phones.find(text)
     return _resolve_overlaps(found) if len(found) > 1 else found
 
 

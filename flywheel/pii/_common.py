@@ -16,16 +16,23 @@ class Finding(NamedTuple):
 
 
 _WORD = re.compile(r"[^\W\d_]+")
+# The same words in ASCII text, where a letter is [A-Za-z] (a faster class to test).
+_ASCII_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _words(window: str) -> list[str]:
+    return (_ASCII_WORD if window.isascii() else _WORD).findall(window)
 
 
 def words_before(text: str, start: int, *, width: int = 40, count: int = 3) -> list[str]:
     """Return the last ``count`` words (lower case, letters only) before ``start``."""
-    return [w.lower() for w in _WORD.findall(text[max(0, start - width) : start])][-count:]
+    # (only the words kept are lowered: the same list)
+    return [w.lower() for w in _words(text[max(0, start - width) : start])[-count:]]
 
 
 def words_after(text: str, end: int, *, width: int = 30, count: int = 2) -> list[str]:
     """Return the first ``count`` words (lower case, letters only) after ``end``."""
-    return [w.lower() for w in _WORD.findall(text[end : end + width])][:count]
+    return [w.lower() for w in _words(text[end : end + width])[:count]]
 
 
 def near(text: str, start: int, end: int, words: frozenset[str], *, before: int = 3,
@@ -34,4 +41,4 @@ def near(text: str, start: int, end: int, words: frozenset[str], *, before: int 
     found = words_before(text, start, count=before)
     if after:
         found += words_after(text, end, count=after)
-    return any(w in words for w in found)
+    return not words.isdisjoint(found)

@@ -23,12 +23,21 @@ _FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "
 
 def find(text: str) -> Iterator[Finding]:
     """Yield the e-mail addresses of ``text``."""
-    if "@" not in text:
-        return
-    for m in _EMAIL.finditer(text):
+    # The matches of _EMAIL.finditer(text), but each search starts at the last space
+    # before the next "@" instead of scanning the whole text: a match holds exactly one
+    # "@" and no space before it, so none starts earlier (the lookbehind still sees the
+    # character before the start).
+    end = 0
+    at = text.find("@")
+    while at >= 0:
+        m = _EMAIL.search(text, max(end, text.rfind(" ", 0, at) + 1))
+        if m is None:
+            return
         value = m.group()
         if value.rsplit(".", 1)[1].lower() not in _FILE_SUFFIXES:
             yield Finding(TYPE, m.start(), m.end(), value)
+        end = m.end()
+        at = text.find("@", end)
 
 
 # RE2 and Python alike: a character of the local part, '@', a letter or digit (any

@@ -14,11 +14,17 @@ from flywheel.pii._common import Finding, near
 
 TYPE = "ip"
 
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)", re.ASCII)
+# (The lookbehind follows the first digit and spans it: the same matches as
+# ``(?<![\w.])(?:\d{1,3}\.){3}...``, but a pattern that starts with a digit is searched for
+# with a fast scan, one that starts with a lookbehind is tried at every position.)
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\w|\.\d)", re.ASCII)
 _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?:%[\w.]+)?(?![\w:]|\.\d)",
     re.ASCII,
 )
+# Every IPv6 match holds two colons with at most four hex digits between them: a text
+# without such a pair is not searched (a fast scan from each colon).
+_COLON_PAIR = re.compile(r":[0-9A-Fa-f]{0,4}:", re.ASCII)
 _NOT_IP_WORDS = frozenset({"version", "versions", "v", "build", "release", "firmware", "section",
                            "chapter", "oid", "rule", "clause", "step", "item", "figure", "table",
                            "sdk", "api", "app", "ver", "rev", "revision", "patch", "update"})
@@ -40,7 +46,7 @@ def find(text: str) -> Iterator[Finding]:
                 continue
             if _personal(address) and not near(text, m.start(), m.end(), _NOT_IP_WORDS, before=2):
                 yield Finding(TYPE, m.start(), m.end(), m.group())
-    if ":" in text:
+    if ":" in text and _COLON_PAIR.search(text) is not None:
         for m in _IPV6.finditer(text):
             value = m.group()
             groups = [g for g in re.split(r"[:.%]", value) if g]

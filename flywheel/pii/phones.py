@@ -28,8 +28,16 @@ REGIONS = (
     "NG", "KE", "EG", "MA", "SA", "AE", "IL",
 )
 
+# A candidate: an optional "+", "(+" or "(", digits and separators, not glued to a word
+# or a number. Written to start with its first character, "+", "(" or a digit (a pattern
+# that starts with a character class is searched for with a fast scan, one that starts
+# with a lookbehind is tried at every position): the "not glued" lookbehind spans that
+# character, and the lookbehinds after it say which prefix it began, so the matches are
+# those of ``(?<![\w+./-])(?:\+|\(\+|\()?\d[\d ().\-/]{5,24}\d\)?(?!...)``.
 _CANDIDATE = re.compile(
-    r"(?<![\w+./-])(?:\+|\(\+|\()?\d[\d ().\-/]{5,24}\d\)?(?![\w]|[.,:/-]?\d)", re.ASCII
+    r"[+(\d](?<![\w+./-][+(\d])(?:(?<=\+)\d|(?<=\()\+?\d|(?<=\d))"
+    r"[\d ().\-/]{5,24}\d\)?(?![\w]|[.,:/-]?\d)",
+    re.ASCII,
 )
 _BAD_SEPARATORS = re.compile(r"[ .\-/]{2,}|[./].*[ \-]|[ \-].*[./]|\)\)|\(\(", re.ASCII)
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}", re.ASCII)
@@ -62,15 +70,21 @@ def _context(text: str, start: int) -> bool | None:
     """False after a word of another kind of number among the last three ("reference
     number" is no phone), True after a phone word, None otherwise."""
     before = words_before(text, start, count=3)
-    if any(word in _NOT_PHONE_WORDS for word in before):
+    if not _NOT_PHONE_WORDS.isdisjoint(before):
         return False
-    return True if any(word in _PHONE_WORDS for word in before) else None
+    return True if not _PHONE_WORDS.isdisjoint(before) else None
 
 
-@functools.lru_cache(maxsize=8192)
 def _valid(candidate: str, *, international: bool, regions: tuple[str, ...]) -> bool:
     """Whether ``phonenumbers`` takes the candidate for a valid number (international, or
-    national in one of ``regions``); the same numbers come back often in logs."""
+    national in one of ``regions``)."""
+    return _valid_cached(candidate, international, regions)
+
+
+# (positional arguments: a cache key with keywords costs more to build)
+@functools.lru_cache(maxsize=8192)
+def _valid_cached(candidate: str, international: bool, regions: tuple[str, ...]) -> bool:
+    """:func:`_valid`, cached: the same numbers come back often in logs."""
     import phonenumbers
 
     if international:
@@ -90,7 +104,7 @@ def _valid(candidate: str, *, international: bool, regions: tuple[str, ...]) -> 
 
 
 def _is_phone(text: str, start: int, candidate: str) -> bool:
-    digits = sum(c.isdigit() for c in candidate)
+    digits = sum(map(str.isdigit, candidate))
     if not 7 <= digits <= 15 or candidate.count("(") != candidate.count(")"):
         return False
     if _BAD_SEPARATORS.search(candidate.replace(") ", ")").replace(" (", "(").replace(")-", ")")):
@@ -116,7 +130,7 @@ def _is_phone(text: str, start: int, candidate: str) -> bool:
             return False
     # Ten bare digits with no word before them: only the American and Indian way.
     regions = ("US", "IN") if bare and not international and context is None and not trunk else REGIONS
-    return _valid(candidate, international=international, regions=regions)
+    return _valid_cached(candidate, international, regions)
 
 
 def find(text: str) -> Iterator[Finding]:

@@ -31,15 +31,29 @@ _TOKEN_CHARS_RIGHT = _TOKEN_CHARS_LEFT | frozenset("+/=.~")
 
 @dataclass(frozen=True)
 class _Pattern:
-    """A key format: ``regex`` finds it where one of the substrings ``hint`` occurs;
-    ``group`` is the part to redact; ``widen`` widens it to the whole token;
-    ``accept`` validates the value."""
+    """A key format: ``regex`` finds it where one of the substrings ``hint`` occurs (and
+    ``gate`` matches, when given); ``group`` is the part to redact; ``widen`` widens it
+    to the whole token; ``accept`` validates the value."""
 
     regex: re.Pattern[str]
     hint: tuple[str, ...]
     group: int | str = 0
     widen: bool = True
     accept: Callable[[str], bool] | None = None
+    gate: re.Pattern[str] | None = None
+
+
+# Fast tests in front of library regexes that start with a repeat (``\d{8,10}``,
+# ``[0-9a-z]{32}``), which ``re`` tries at every position, or whose hint is in most texts
+# ("." for Discord): each matches wherever its regex does (a Telegram token has a digit
+# before its ':', a Mailchimp key "-us" and a digit, a Discord token six token
+# characters between two dots) and starts with a character, found by a fast scan. Keyed
+# by the regex they were written for: a library regex that changes runs without one.
+_LIBRARY_GATES = {
+    r"\d{8,10}:[0-9A-Za-z_-]{35}": re.compile(r"\d:"),
+    r"[0-9a-z]{32}-us[0-9]{1,2}": re.compile(r"-us[0-9]"),
+    r"[MNO][a-zA-Z\d_-]{23,25}\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}": re.compile(r"\.[a-zA-Z\d_-]{6}\."),
+}
 
 
 def _widen(text: str, start: int, end: int) -> tuple[int, int]:
@@ -70,7 +84,7 @@ def _library_patterns() -> tuple[_Pattern, ...]:
     )
 
     def each(plugin, hint, **kw) -> list[_Pattern]:
-        return [_Pattern(regex, hint, **kw) for regex in plugin.denylist]
+        return [_Pattern(regex, hint, gate=_LIBRARY_GATES.get(regex.pattern), **kw) for regex in plugin.denylist]
 
     return tuple(
         [_Pattern(aws.AWSKeyDetector.denylist[0], ("A3T", "ABIA", "ACCA", "AKIA", "ASIA"))]
@@ -101,29 +115,35 @@ def _entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
 
 
+_WORD_SEPARATORS = re.compile(r"[_.\-/]+")
+
+
 def _looks_random(value: str) -> bool:
     """Whether a value looks like a key rather than words or an identifier: letters
     mixed with digits (or long), and not words joined by ``_``, ``-`` or ``.``
     (``customer_id_2024``, ``order-service-v2``)."""
-    has_digit = any(c.isdigit() for c in value)
-    has_alpha = any(c.isalpha() for c in value)
-    mixed_case = value != value.lower() and value != value.upper()
-    if not ((has_digit and has_alpha) or len(value) >= 32 or (mixed_case and len(value) >= 16 and _entropy(value) >= 3.7)):
+    if not ((any(map(str.isdigit, value)) and any(map(str.isalpha, value))) or len(value) >= 32
+            or (value != value.lower() and value != value.upper() and len(value) >= 16 and _entropy(value) >= 3.7)):
         return False
-    pieces = [p for p in re.split(r"[_.\-/]+", value) if p]
-    identifier = all(p.isalpha() and (p.islower() or p.isupper()) or (p.isdigit() and len(p) <= 4)
-                     for p in pieces)
-    return not identifier
+    # Random unless every piece between separators is a word in one case or a short number.
+    for p in _WORD_SEPARATORS.split(value):
+        if p and not (p.isalpha() and (p.islower() or p.isupper()) or (p.isdigit() and len(p) <= 4)):
+            return True
+    return False
 
 
+# The prefix comes first and the "not inside a token" test just after it, as a lookbehind
+# over the prefix too (``sk-(?<!X...sk-)`` matches where ``(?<!X)sk-`` does): a pattern that
+# starts with a literal is searched for with a fast scan, one that starts with a
+# lookbehind is tried at every position.
 _OWN_PATTERNS = (
     # OpenAI sk-..., sk-proj-..., Anthropic sk-ant-...
-    _Pattern(re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{20,}"), ("sk-",), accept=_looks_random),
-    _Pattern(re.compile(r"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{22,}"), ("github_pat_",)),
-    _Pattern(re.compile(r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}"), ("AIza",)),
+    _Pattern(re.compile(r"sk-(?<![A-Za-z0-9_-]sk-)[A-Za-z0-9_-]{20,}"), ("sk-",), accept=_looks_random),
+    _Pattern(re.compile(r"github_pat_(?<![A-Za-z0-9_]github_pat_)[A-Za-z0-9_]{22,}"), ("github_pat_",)),
+    _Pattern(re.compile(r"AIza(?<![A-Za-z0-9_-]AIza)[0-9A-Za-z_-]{35}"), ("AIza",)),
     # Hugging Face user access tokens and npm access tokens
-    _Pattern(re.compile(r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}"), ("hf_",)),
-    _Pattern(re.compile(r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}"), ("npm_",)),
+    _Pattern(re.compile(r"hf_(?<![A-Za-z0-9_]hf_)[A-Za-z0-9]{30,}"), ("hf_",)),
+    _Pattern(re.compile(r"npm_(?<![A-Za-z0-9_]npm_)[A-Za-z0-9]{36}"), ("npm_",)),
     # Authorization: Bearer <token> / Basic <base64>
     _Pattern(re.compile(r"(?:Bearer|bearer|BEARER)[ \t]+(?P<v>[A-Za-z0-9._~+/=-]{20,})"),
              ("earer", "EARER"), group="v", accept=_looks_random),
@@ -232,29 +252,72 @@ def _password_like(value: str) -> bool:
 _STEMS = ("key", "secret", "token", "pass", "pwd", "credential", "pin")
 
 
-def _matches_at_stems(regex: re.Pattern[str], text: str, lowered: str, *, back: int = 0) -> Iterator[re.Match[str]]:
-    """Yield the matches of ``regex`` that start at a stem (or up to ``back`` characters
-    before one), left to right, without overlaps."""
-    starts = set()
+def _stem_positions(lowered: str) -> list[tuple[int, str]]:
+    """Return where the stems occur in ``lowered``, each with its stem."""
+    found = []
     for stem in _STEMS:
         i = lowered.find(stem)
         while i >= 0:
-            starts.update(range(max(0, i - back), i + 1))
+            found.append((i, stem))
             i = lowered.find(stem, i + 1)
+    return found
+
+
+# The stems that begin a name of each regex (assignments have no "pin", phrases no
+# "key" or "credential"), and the prefix of the one name that does not begin with its
+# stem: "apikey" and "api key".
+_ASSIGNMENT_STARTS = ({"key", "secret", "token", "pass", "pwd", "credential"}, "api")
+_PHRASE_STARTS = ({"pass", "pwd", "pin", "secret", "token"}, "api ")
+
+
+def _matches_at_stems(regex: re.Pattern[str], text: str, lowered: str, stems: list[tuple[int, str]], *,
+                      back: int, starts_of_names: tuple[set[str], str]) -> list[re.Match[str]]:
+    """Return the matches of ``regex`` that start at a stem (or up to ``back`` characters
+    before one), left to right, without overlaps; ``stems`` are the stems' positions in
+    ``lowered`` (``text.lower()``).
+
+    In an ASCII text only the positions where one of the regex's names can start are
+    tried (``starts_of_names``: the stems that begin them, and the prefix "api" of a
+    name that ends in "key"): there ``lower()`` keeps every position and the regex's
+    case-insensitive names match only what ``lower()`` turns into a name, so the other
+    positions of the window cannot match, and skipping them yields the same matches.
+    Otherwise (``lower()`` may move positions, as for "İ", and ``re`` takes "ſ" for an
+    "s") the whole window is tried.
+    """
+    # (plain loops: this runs for most texts, comprehensions cost more than they do here)
+    starts = []
+    if text.isascii():
+        first_stems, api = starts_of_names
+        for i, stem in stems:
+            if stem in first_stems:
+                starts.append(i)
+            if stem == "key" and i >= len(api) and lowered.startswith(api, i - len(api)):
+                starts.append(i - len(api))
+    else:
+        for i, _ in stems:
+            starts.extend(range(max(0, i - back), i + 1))
+    if len(starts) > 1:
+        starts = sorted(set(starts))
+    matches = []
     end = 0
-    for start in sorted(starts):
+    for start in starts:
         if start < end:
             continue
         m = regex.match(text, start)
         if m is not None:
             end = m.end()
-            yield m
+            matches.append(m)
+    return matches
 
 
 def _find_assignments(text: str) -> Iterator[Finding]:
     lowered = text.lower()
+    stems = _stem_positions(lowered)
+    if not stems:
+        return  # every name holds a stem: nothing to match
     if "=" in text or ":" in text:
-        for m in _matches_at_stems(_ASSIGNMENT, text, lowered, back=6):
+        for m in _matches_at_stems(_ASSIGNMENT, text, lowered, stems, back=6,
+                                   starts_of_names=_ASSIGNMENT_STARTS):
             name_start = _name_start(text, m.start("name"))
             name = text[name_start : m.end("name")].lower()
             quoted = m.group("qv") is not None
@@ -272,7 +335,7 @@ def _find_assignments(text: str) -> Iterator[Finding]:
                 ok = len(value) >= 12 and _looks_random(value) or (quoted and len(value) >= 8 and _looks_random(value))
             if ok:
                 yield Finding(TYPE, start, end, value)
-    for m in _matches_at_stems(_PHRASE, text, lowered, back=4):
+    for m in _matches_at_stems(_PHRASE, text, lowered, stems, back=4, starts_of_names=_PHRASE_STARTS):
         quoted = m.group("qv") is not None
         group = "qv" if quoted else "v"
         value = m.group(group) if quoted else _value_end(m.group("v"), text[: m.start()])
@@ -286,21 +349,43 @@ def _find_assignments(text: str) -> Iterator[Finding]:
             yield Finding(TYPE, start, start + len(value), value)
 
 
+# Hints that hold one of these characters are looked for only where it occurs: one test
+# for the group instead of one per hint (rare characters in prose; each ``in`` costs about
+# the same on a short text, the call more than the scan).
+_HINT_GROUP_CHARACTERS = ("_", ":", "-", "J", "G", "X", "S", "A")
+
+
 @functools.cache
-def _patterns_by_hint() -> dict[str, tuple[_Pattern, ...]]:
-    """Each hint with the patterns it lets through (every pattern has hints)."""
+def _hint_groups() -> tuple[tuple[str | None, tuple[tuple[int, tuple[_Pattern, ...], str], ...]], ...]:
+    """The hints, each with its rank (the order of the patterns, :func:`find` keeps it) and
+    the patterns it lets through, grouped by the first character of
+    :data:`_HINT_GROUP_CHARACTERS` they hold (None: no such character)."""
     by_hint: dict[str, list[_Pattern]] = {}
     for pattern in (*_library_patterns(), *_OWN_PATTERNS):
         for hint in pattern.hint:
             by_hint.setdefault(hint, []).append(pattern)
-    return {hint: tuple(patterns) for hint, patterns in by_hint.items()}
+    groups: dict[str | None, list] = {}
+    for rank, (hint, patterns) in enumerate(by_hint.items()):
+        character = next((c for c in _HINT_GROUP_CHARACTERS if c in hint), None)
+        groups.setdefault(character, []).append((rank, tuple(patterns), hint))
+    return tuple((character, tuple(members)) for character, members in groups.items())
 
 
 def find(text: str) -> Iterator[Finding]:
     """Yield the secrets in ``text`` (they may overlap; the caller resolves overlaps)."""
-    # Each hint looked for once; only the patterns of the hints present run.
-    candidates = {id(p): p for hint, patterns in _patterns_by_hint().items() if hint in text for p in patterns}
+    # Each hint looked for once (a group's hints only where its character occurs); the
+    # patterns of the hints present run once each, in the order of the hints.
+    present = [(rank, patterns) for character, members in _hint_groups()
+               if character is None or character in text
+               for rank, patterns, hint in members if hint in text]
+    present.sort(key=lambda item: item[0])
+    candidates: dict[int, _Pattern] = {}
+    for _, patterns in present:
+        for p in patterns:
+            candidates.setdefault(id(p), p)
     for pattern in candidates.values():
+        if pattern.gate is not None and pattern.gate.search(text) is None:
+            continue
         for m in pattern.regex.finditer(text):
             start, end = m.span(pattern.group)
             if start < 0 or start == end:
