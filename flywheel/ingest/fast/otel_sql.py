@@ -264,7 +264,10 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
         for name in ("prompt_tokens", "completion_tokens"))
     text_fields_ok = " AND ".join(_not_structured(fields[name][0])
                                   for name in ("model", "session_id", "user_id", "prompt_name", "prompt_version"))
-    message_json = "'{\"role\":' || coalesce(x.role, 'null') || ',\"content\":' || coalesce(x.content, 'null') || '}'"
+
+    def message_json(x: str) -> str:
+        return f"'{{\"role\":' || coalesce({x}.role, 'null') || ',\"content\":' || coalesce({x}.content, 'null') || '}}'"
+
     metadata = f"""'{{' || concat_ws(',',
             CASE WHEN p.traceId IS NOT NULL THEN '"trace_id":' || lower(p.traceId) END,
             CASE WHEN p.parentSpanId IS NOT NULL AND p.parentSpanId <> '""' THEN '"parent_span_id":' || lower(p.parentSpanId) END,
@@ -423,8 +426,9 @@ judged AS (
 built AS (
     -- The document's parts that are JSON text (built once: the document and the values share them).
     SELECT *,
-        CASE WHEN good THEN '[' || array_to_string(list_transform(list_append(msgs, reply), lambda x: {message_json}), ',') || ']'
-        END AS messages_text,
+        -- (The reply after the messages: list_append would copy them.)
+        CASE WHEN good THEN '[' || array_to_string(list_transform(msgs, lambda x: {message_json('x')}), ',') || ','
+            || {message_json('reply')} || ']' END AS messages_text,
         CASE WHEN good THEN {metadata} END AS metadata_text,
         CASE WHEN good THEN timezone('UTC', make_timestamp(start_ns // 1000)) END AS ts,
         CASE WHEN good AND end_ns > 0 AND end_ns >= start_ns THEN (end_ns - start_ns)::DOUBLE / 1e6 END AS latency
