@@ -244,11 +244,10 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
                  "AND list_sum(list_transform(outs, lambda x: x.n)) = n_gen_ai_out "
                  "WHEN is_openinference THEN list_sum(list_transform(msgs, lambda x: x.n)) = n_openinference_in "
                  "AND list_sum(list_transform(outs, lambda x: x.n)) = n_openinference_out ELSE true END")
-    # The attributes that stay in metadata, in their order: each attribute as its
-    # metadata entry, NULL where it is not one (array_to_string
-    # leaves NULLs out, as a filter would; a CASE tests the cheap conditions first and
-    # the list of keys taken only for the attributes that pass them, and copies no
-    # attribute into a filtered list).
+    # The attributes that stay in metadata, in their order: each attribute as its metadata
+    # entry, NULL where it is not one (array_to_string leaves NULLs out, as a filter
+    # would, without copying the attributes kept into a list of their own; the CASE
+    # looks at the list of keys taken only for attributes that pass the cheap tests).
     unused = (f"array_to_string(list_transform(e, lambda x: CASE WHEN x.k NOT IN {content_keys} "
               f"AND NOT (CASE WHEN is_gen_ai THEN starts_with(x.k, 'gen_ai.prompt.') "
               f"OR starts_with(x.k, 'gen_ai.completion.') WHEN is_openinference THEN "
