@@ -456,6 +456,8 @@ def _bent_otel_lines(lines: list[str]) -> list[str]:
     bend("current", lambda s: s.update(events=[{"name": "exception", "attributes": []}]))
     bend("current", lambda s: _set(s, "gen_ai.usage.input_tokens", 3_000_000))  # rejected
     bend("current", lambda s: _set(s, "gen_ai.usage.output_tokens", "12"))  # a string
+    # Not a number: rejected by the loader (the span statement casts only digits: no error).
+    bend("current", lambda s: _set(s, "gen_ai.usage.input_tokens", "many"))
     bend("current", lambda s: s["attributes"].append({"key": "gen_ai.usage.input_tokens", "value": {"intValue": 12}}))
     bend("current", lambda s: _set(s, "gen_ai.request.temperature", 1.0))
     bend("current", lambda s: next(a for a in s["attributes"] if a["key"] == "gen_ai.request.temperature")

@@ -124,3 +124,21 @@ def test_records_are_put_in_file_order_by_line_then_place():
     assert _in_file_order(ordered_rows, np.array([9, 1, 4])) is ordered_rows
     assert _in_file_order(pa.table({"line": [2, 2], "name": ["x", "y"]}), np.array([4, 1])).column(
         "name").to_pylist() == ["y", "x"]
+
+
+def test_lines_are_screened_in_one_scan_with_the_same_answers():
+    from flywheel.ingest.fast.lines import NotFast
+    from flywheel.ingest.fast.otel_lines import _bent
+
+    plain = '{"resourceSpans": [{"resource": {"attributes": []}}]}\n'
+    lines = [plain, '{"key": 5}\n', plain.replace("\n", "\r\n"), '{"a": [1, 2,]}\n', '{"n": 1e999}\r\n', plain]
+    text = pa.chunked_array([lines[:3], lines[3:]])
+    bent = _bent(text)
+    # The lines BENT_LINE matches, CRLF endings or not; none when no line is flagged.
+    assert pc.fill_null(bent, False).to_pylist() == pc.match_substring_regex(text, BENT_LINE).to_pylist()
+    assert pc.fill_null(bent, False).to_pylist() == [False, True, False, True, True, False]
+    assert not pc.any(_bent(pa.chunked_array([[plain, plain]]))).as_py()
+    with pytest.raises(NotFast, match="carriage return"):
+        _bent(pa.chunked_array([[plain, '{"a": "x\ry"}\n']]))
+    with pytest.raises(NotFast, match="log records"):
+        _bent(pa.chunked_array([[plain], ['{"resourceLogs": []}\n']]))

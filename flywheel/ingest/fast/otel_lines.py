@@ -32,6 +32,8 @@ from flywheel.ingest.normalize import TsWindow
 from flywheel.ingest.records import RawRecord, UnreadableFile
 
 MAPPING_CHUNK_ROWS = 256  # lines of up to a few kB each: DuckDB maps one chunk per thread
+# A line that is bent, or holds a carriage return or the key of log records.
+_SCREENED = BENT_LINE + r'|\r|"resourceLogs"'
 
 
 def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, companions: dict,
@@ -71,6 +73,31 @@ def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, 
         raise NotFast(exc.reason) from None
 
 
+def _bent(text: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Return, for each line, whether it matches :data:`BENT_LINE` (it is left to Python).
+
+    Raises:
+        NotFast: a line holds a lone carriage return, or log records (``resourceLogs``).
+    """
+    from flywheel.ingest.fast.lines import NotFast
+
+    # One scan of every line finds those that matter to any of the three tests: only
+    # they are tested one by one (a line holds a carriage return or the key of log
+    # records only if it matches _SCREENED).
+    flagged = pc.match_substring_regex(text, _SCREENED)
+    if not pc.any(flagged).as_py():
+        return flagged
+    suspects = text.filter(flagged)
+    if lone_carriage_return(suspects):
+        raise NotFast("a lone carriage return")
+    if holds(suspects, b'"resourceLogs"'):
+        raise NotFast("log records in the spans file")  # joined by the Python reader
+    bent = np.zeros(len(text), dtype=bool)
+    bent[flagged.to_numpy(zero_copy_only=False)] = pc.match_substring_regex(suspects, BENT_LINE).to_numpy(
+        zero_copy_only=False)
+    return pa.array(bent)
+
+
 def _no_spans() -> pa.Table:
     """Return the span statement's result without a row (every line left to Python)."""
     from flywheel.ingest import loader
@@ -95,11 +122,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
         raise NotFast("not UTF-8")
     if lines.column("pre_error").null_count < lines.num_rows:
         raise NotFast("a broken gzip stream")
-    if lone_carriage_return(text):
-        raise NotFast("a lone carriage return")
-    if holds(text, b'"resourceLogs"'):
-        raise NotFast("log records in the spans file")  # joined by the Python reader
-    screened = lines.append_column("bent", pc.match_substring_regex(text, BENT_LINE))
+    screened = lines.append_column("bent", _bent(text))
     con.register("fast_otel_lines", pa.RecordBatchReader.from_batches(
         screened.schema, screened.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
     statement = otel_span_rows("fast_otel_lines", window=window, ids=bool(companions),

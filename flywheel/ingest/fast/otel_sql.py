@@ -244,28 +244,35 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
                  "AND list_sum(list_transform(outs, lambda x: x.n)) = n_gen_ai_out "
                  "WHEN is_openinference THEN list_sum(list_transform(msgs, lambda x: x.n)) = n_openinference_in "
                  "AND list_sum(list_transform(outs, lambda x: x.n)) = n_openinference_out ELSE true END")
-    # The attributes that stay in metadata, in their order.
-    unused = (f"list_filter(e, lambda x: NOT list_contains({taken_keys}, x.k) "
-              f"AND x.k NOT IN {content_keys} AND NOT (CASE WHEN is_gen_ai THEN starts_with(x.k, 'gen_ai.prompt.') "
+    # The attributes that stay in metadata, in their order: each attribute as its metadata
+    # entry, NULL where it is not one (array_to_string leaves NULLs out, as a filter
+    # would, without copying the attributes kept into a list of their own; the CASE
+    # looks at the list of keys taken only for attributes that pass the cheap tests).
+    unused = (f"array_to_string(list_transform(e, lambda x: CASE WHEN x.k NOT IN {content_keys} "
+              f"AND NOT (CASE WHEN is_gen_ai THEN starts_with(x.k, 'gen_ai.prompt.') "
               f"OR starts_with(x.k, 'gen_ai.completion.') WHEN is_openinference THEN "
-              f"starts_with(x.k, 'llm.input_messages.') OR starts_with(x.k, 'llm.output_messages.') ELSE false END))")
+              f"starts_with(x.k, 'llm.input_messages.') OR starts_with(x.k, 'llm.output_messages.') ELSE false END) "
+              f"AND NOT list_contains({taken_keys}, x.k) THEN to_json(x.k) || ':' || x.v END), ',')")
     in_window = "true" if window is None else f"start_ns // 1000 BETWEEN epoch_us({window[0]}) AND epoch_us({window[1]})"
     max_tokens = MAX_VALUES["prompt_tokens"]
     assert MAX_VALUES["completion_tokens"] == max_tokens
+    # (The cast only of digits: a string such as "abc" would make it raise.)
     tokens_ok = " AND ".join(
-        f"({fields[name][0]} IS NULL OR (regexp_full_match({fields[name][0]}, '[0-9]{{1,7}}') "
-        f"AND {fields[name][0]}::BIGINT <= {max_tokens}))"
+        f"({fields[name][0]} IS NULL OR CASE WHEN regexp_full_match({fields[name][0]}, '[0-9]{{1,7}}') "
+        f"THEN {fields[name][0]}::BIGINT <= {max_tokens} ELSE false END)"
         for name in ("prompt_tokens", "completion_tokens"))
     text_fields_ok = " AND ".join(_not_structured(fields[name][0])
                                   for name in ("model", "session_id", "user_id", "prompt_name", "prompt_version"))
-    message_json = "'{\"role\":' || coalesce(x.role, 'null') || ',\"content\":' || coalesce(x.content, 'null') || '}'"
-    entries = "array_to_string(list_transform({}, lambda x: to_json(x.k) || ':' || x.v), ',')"
+
+    def message_json(x: str) -> str:
+        return f"'{{\"role\":' || coalesce({x}.role, 'null') || ',\"content\":' || coalesce({x}.content, 'null') || '}}'"
+
     metadata = f"""'{{' || concat_ws(',',
             CASE WHEN p.traceId IS NOT NULL THEN '"trace_id":' || lower(p.traceId) END,
             CASE WHEN p.parentSpanId IS NOT NULL AND p.parentSpanId <> '""' THEN '"parent_span_id":' || lower(p.parentSpanId) END,
             '"span_name":' || p.name, '"span_kind":' || p.kind, '"scope_name":' || scope,
             CASE WHEN p.status <> '{{}}' THEN '"status":' || p.status END,
-            res_meta, nullif({entries.format(unused)}, ''),
+            res_meta, nullif({unused}, ''),
             '"finish_reason":' || reply.fr) || '}}'"""
     doc_fields = {
         "log_id": "lower(p.spanId)",
@@ -336,29 +343,37 @@ resource_meta AS (
                                                     lambda x: to_json('resource.' || x.k) || ':' || x.v), ','), '') AS res_meta
     FROM resourced
 ),
+resource_keyed AS (
+    SELECT *, list_transform(res_e, lambda x: x.k) AS res_keys FROM resource_meta
+),
 scopes AS (
-    SELECT rid, ri, res_e, res_meta, list_transform(res_e, lambda x: x.k) AS res_keys, unnest(r.scopeSpans) AS s,
-        generate_subscripts(r.scopeSpans, 1) AS si
-    FROM resource_meta
+    -- res_ok: the resource's attributes are all read, each key once (a test of each span, made once).
+    SELECT rid, ri, res_e, res_meta, res_keys,
+        coalesce(list_bool_and(list_transform(res_e, lambda x: x.k IS NOT NULL AND x.v IS NOT NULL)) IS NOT false
+                 AND len(list_distinct(res_keys)) = len(res_keys), false) AS res_ok,
+        unnest(r.scopeSpans) AS s, generate_subscripts(r.scopeSpans, 1) AS si
+    FROM resource_keyed
 ),
 spans AS (
-    SELECT rid, ri, si, res_e, res_meta, res_keys, s.scope.name AS scope, unnest(s.spans) AS p,
+    SELECT rid, ri, si, res_e, res_meta, res_keys, res_ok, s.scope.name AS scope, unnest(s.spans) AS p,
         generate_subscripts(s.spans, 1) AS pi
     FROM scopes
 ),
 attributed AS (
     -- k: the span's place in the line (one level after another, not a count: the order is what counts).
     SELECT rid, (ri::BIGINT << 42) + (si::BIGINT << 21) + pi AS k, p, scope, {_entries('p.attributes')} AS e,
-        res_e, res_meta, res_keys
+        res_e, res_meta, res_keys, res_ok
     FROM spans
 ),
 keyed AS (
     SELECT *, list_transform(e, lambda x: x.k) AS keys FROM attributed
 ),
 classified AS (
+    -- (A condition of CASE WHEN stops at its first test that fails, cheap ones first;
+    -- in a projection DuckDB would evaluate every test for every span.)
     SELECT *, coalesce({is_llm}, false) AS llm,
-        coalesce(len(list_filter(keys, lambda x: x IS NOT NULL)) = len(keys) AND len(list_distinct(keys)) = len(keys)
-                 AND (p.events IS NULL OR p.events = '[]') AND {deciding_ok}, false) AS span_ok
+        CASE WHEN (p.events IS NULL OR p.events = '[]') AND len(list_filter(keys, lambda x: x IS NOT NULL)) = len(keys)
+                  AND {deciding_ok} AND len(list_distinct(keys)) = len(keys) THEN true ELSE false END AS span_ok
     FROM keyed
 ),
 fielded AS (
@@ -384,14 +399,10 @@ named AS (
     SELECT *, outs[1] AS reply, list_filter(msgs, lambda x: x.role = '"user"')[-1] AS user_message FROM messaged
 ),{_CONTEXT_CTES}
 judged AS (
-    SELECT *, span_ok AND llm
+    -- (NULL and false alike: not good.)
+    SELECT *, CASE WHEN span_ok AND llm AND res_ok
         AND context_ok
         AND (is_cur::INT + is_gen_ai::INT + is_openinference::INT) = 1 AND {all_found}
-        AND NOT list_has_any(keys, ['gen_ai.system_instructions', 'metadata', 'tag.tags'])
-        AND NOT list_bool_or(list_transform(keys, lambda x: x IN {_SPAN_META} OR starts_with(x, 'resource.')))
-        AND list_bool_and(list_transform(e, lambda x: x.v IS NOT NULL)) IS NOT false
-        AND list_bool_and(list_transform(res_e, lambda x: x.k IS NOT NULL AND x.v IS NOT NULL)) IS NOT false
-        AND len(list_distinct(res_keys)) = len(res_keys)
         AND regexp_full_match(p.spanId, '{_HEX16}')
         AND (p.traceId IS NULL OR regexp_full_match(p.traceId, '{_HEX_ID}'))
         AND (p.parentSpanId IS NULL OR p.parentSpanId = '""' OR regexp_full_match(p.parentSpanId, '{_HEX_ID}'))
@@ -404,14 +415,19 @@ judged AS (
         AND NOT list_bool_or(list_transform(msgs, lambda x: x.role IN ('"tool"', '"function"')))
         AND reply IS NOT NULL AND reply.ok AND starts_with(reply.content, '"')
         AND NOT regexp_full_match(reply.content ->> '$', '\\s*')
-        AND user_message IS NOT NULL AND starts_with(user_message.content, '"') AS good
+        AND user_message IS NOT NULL AND starts_with(user_message.content, '"')
+        AND NOT list_has_any(keys, ['gen_ai.system_instructions', 'metadata', 'tag.tags'])
+        AND NOT list_bool_or(list_transform(keys, lambda x: x IN {_SPAN_META} OR starts_with(x, 'resource.')))
+        AND list_bool_and(list_transform(e, lambda x: x.v IS NOT NULL)) IS NOT false
+        THEN true ELSE false END AS good
     FROM contexted
 ),
 built AS (
     -- The document's parts that are JSON text (built once: the document and the values share them).
     SELECT *,
-        CASE WHEN good THEN '[' || array_to_string(list_transform(list_append(msgs, reply), lambda x: {message_json}), ',') || ']'
-        END AS messages_text,
+        -- (The reply after the messages: list_append would copy them.)
+        CASE WHEN good THEN '[' || array_to_string(list_transform(msgs, lambda x: {message_json('x')}), ',') || ','
+            || {message_json('reply')} || ']' END AS messages_text,
         CASE WHEN good THEN {metadata} END AS metadata_text,
         CASE WHEN good THEN timezone('UTC', make_timestamp(start_ns // 1000)) END AS ts,
         CASE WHEN good AND end_ns > 0 AND end_ns >= start_ns THEN (end_ns - start_ns)::DOUBLE / 1e6 END AS latency
