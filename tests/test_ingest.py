@@ -443,3 +443,35 @@ def test_lake_mode_a_day_that_loses_a_commit_race_is_run_again(tmp_path):
     tables = _day_tables(settings)
     assert [r[0] for r in tables["logs"]] == ["a", "b"]
     assert len(tables["rejected_logs"]) == len(tables["duplicate_logs"]) == len(tables["ingest_files"]) == 1
+
+
+def test_second_look_scans_the_strings_the_prefilter_matches_in_one_pass():
+    """The second look tests the strings of messages, tags and metadata with the prefilter
+    all at once (RE2 in Arrow) and scans those it matches: the same fix-ups as scanning
+    every string, also for a string Arrow cannot hold (a lone surrogate: tested in Python)."""
+    from flywheel import pii
+    from flywheel.ingest import loader
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "mail bob@example.com"},
+                {"role": "assistant", "content": "call +1 415 555 0134 or not"}]
+    metadata = {"note": "api key: sk-abcdefghijklmnopqrstuvwx0123", "turn": 2, "deep": [{"ip": "10.1.2.3"}]}
+    docs = [(0, "hi", None, None, None, None, json.dumps(messages), ["billing", "ann@example.org"],
+             json.dumps(metadata)),
+            (1, None, None, None, None, None, json.dumps([{"role": "user", "content": "clean"}]), None, None)]
+    report = loader.IngestReport(day=DAY, pii_mode="redact")
+    fixes = loader._pii_fixes(docs, "redact", report).to_pylist()
+
+    def scanned(value):
+        return pii.scan_value(value)[0]
+
+    assert json.loads(fixes[0]["messages"]) == scanned(messages)
+    assert fixes[0]["tags"] == scanned(["billing", "ann@example.org"])
+    assert json.loads(fixes[0]["metadata"]) == scanned(metadata)
+    assert fixes[0]["pii"] == ["email", "ip", "phone", "secret"]
+    assert fixes[1]["pii"] is None and fixes[1]["messages"] is None
+
+    lone = "\ud800 write to ann@example.org"
+    scan = loader._PrefilteredScan([(0, [], [{"role": "user", "content": lone}, {"content": "plain"}], None, None)])
+    found = scan(lone)
+    assert found == pii.scan(lone) and found[1] == {"email"}
+    assert scan("plain") == ("plain", frozenset())
