@@ -1207,9 +1207,6 @@ def _record_json(record: dict) -> tuple[str | None, str | None, str | None]:
         return None, f"{REASONS['invalid_json']}: nested too deeply", None
 
 
-# Identifier fields scanned like the texts (an e-mail address as user_id).
-
-
 def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     """Return the PII fix-ups of records held back by the prefilter: per row (``rid``),
     the scrubbed input, output, context, session and user id, messages, tags and
@@ -1221,7 +1218,6 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     """
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
-    texts_names = SCRUBBED_FIELDS
     parsed = [(rid, texts, None if messages_json is None else json.loads(messages_json), tags,
                None if metadata_json is None else json.loads(metadata_json))
               for rid, *texts, messages_json, tags, metadata_json in docs]
@@ -1231,7 +1227,7 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
     for rid, texts, messages, tags, metadata in parsed:
         found: set[str] = set()
         values: dict[str, object] = {}
-        for name, text in zip(texts_names, texts):
+        for name, text in zip(SCRUBBED_FIELDS, texts):
             if text is not None:
                 values[name], kinds = pii.scan(text)
                 found |= kinds
@@ -1247,7 +1243,7 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
         for kind in found:
             report.pii_counts[kind] = report.pii_counts.get(kind, 0) + 1
         rows["rid"].append(rid)
-        for name in (*texts_names, "messages", "tags", "metadata"):
+        for name in (*SCRUBBED_FIELDS, "messages", "tags", "metadata"):
             rows[name].append(values.get(name) if redact and found else None)
         rows["text"].append(None)
         rows["pii"].append(sorted(found) or None)
