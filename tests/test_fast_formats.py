@@ -162,6 +162,48 @@ def test_a_file_the_fast_path_cannot_number_is_read_the_python_way(tmp_path):
     assert len(tables["logs"]) > 0
 
 
+@pytest.mark.parametrize("fmt, name", [("openai", "openai_chat"), ("otel", "otel")])
+def test_a_file_of_many_batches_is_mapped_ahead_the_same_both_ways(tmp_path, monkeypatch, fmt, name):
+    """Batches of a few lines: the mapping thread works ahead of the loader over many of
+    them, on a connection of its own, and the tables are still those of the Python path."""
+    import threading
+
+    import duckdb
+
+    from flywheel.ingest.fast import fast_batches, lines
+
+    monkeypatch.setattr(lines, "FAST_BLOCK_BYTES", 24 << 10)
+    paths = demo_day(tmp_path, fmt, rows=300)
+    stats: dict = {}
+    with duckdb.connect() as con:
+        batches = [batch for path in paths if name in path.name or fmt in path.name
+                   for batch in fast_batches(con, path, name, pii_gate=True, stats=stats)]
+        assert con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] == ""
+    assert len(batches) >= 10  # many batches, mapped ahead: not one
+    assert stats["in_sql"] >= 200, stats
+    tables = assert_same_both_ways(tmp_path / "both", paths)
+    assert len(tables["logs"]) > 250
+    assert not [t for t in threading.enumerate() if t.name == "flywheel-read-ahead"]
+
+
+def test_a_later_batch_the_fast_path_cannot_number_sends_the_file_the_python_way(tmp_path, monkeypatch):
+    """The mapping thread finds a lone carriage return batches into the file: what the
+    file had stored is forgotten, and it is read the Python way (same tables)."""
+    import threading
+
+    from flywheel.ingest.fast import lines as fast_lines
+
+    monkeypatch.setattr(fast_lines, "FAST_BLOCK_BYTES", 16 << 10)
+    demo = demo_day(tmp_path / "demo", "openai", rows=200)
+    text = demo[0].read_text(encoding="utf-8").splitlines()
+    late_cr = tmp_path / "late-cr-openai.jsonl"
+    late_cr.write_bytes("\n".join(text[:150]).encode() + b"\n\r" + "\n".join(text[150:]).encode() + b"\n")
+    assert late_cr.stat().st_size > 5 * (16 << 10)  # the carriage return is batches in
+    tables = assert_same_both_ways(tmp_path, [late_cr])
+    assert len(tables["logs"]) > 150
+    assert not [t for t in threading.enumerate() if t.name == "flywheel-read-ahead"]
+
+
 @pytest.mark.parametrize("fmt, name", [("openai", "openai_chat"), ("openai_batch", "openai_batch_output"),
                                        ("langfuse", "langfuse"), ("otel", "otel")])
 def test_most_demo_records_are_mapped_in_sql(tmp_path, fmt, name):

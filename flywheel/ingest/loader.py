@@ -283,6 +283,11 @@ def ingest_day(
     return report
 
 
+# DuckDB's settings are the database's, not a connection's: a statement run with settings
+# of its own holds this lock from setting them to setting them back (the fast formats map
+# a batch of lines on a connection of their own while the loader stores the one before).
+SETTINGS_LOCK = threading.RLock()
+
 # DuckDB settings for the day's transaction (see :func:`_ordered_inserts`).
 DAY_SETTINGS = {"preserve_insertion_order": "true", "write_buffer_row_group_memory_limit": "256MB"}
 
@@ -1467,7 +1472,7 @@ def _fast_insert_settings(con, *, whole_file: bool = False) -> Iterator[None]:
     settings = {"disabled_optimizers": "filter_pushdown"}
     if whole_file:
         settings["preserve_insertion_order"] = "true"
-    with _settings(con, settings):
+    with SETTINGS_LOCK, _settings(con, settings):
         yield
 
 

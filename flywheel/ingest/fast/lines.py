@@ -91,14 +91,36 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
     """
     from flywheel.ingest import loader  # the loader imports this module
 
-    batch_output = fmt == "openai_batch_output"
-    requests = day_batch_requests(batch_requests) if batch_output else batch_requests or {}
     if _is_gzip(path) != path.name.lower().endswith(".gz"):
         raise NotFast("gzip by its magic bytes only")
+    # Each batch of lines is mapped on a connection of its own by a thread, while the
+    # loader stores the batch before on ``con``: mapping is mostly DuckDB and Python
+    # work that the loader's statements (and their Python around them) would otherwise
+    # wait for. The mapping statements read registered Arrow only, not the day's
+    # transaction.
+    mapping = con.cursor()
+    try:
+        with contextlib.closing(loader._read_ahead(
+                _mapped_batches(mapping, path, fmt, pii_gate=pii_gate, batch_requests=batch_requests,
+                                stats=stats if stats is not None else {}, window=window))) as ahead:
+            for tables in ahead:
+                yield from tables
+    finally:
+        mapping.close()
+
+
+def _mapped_batches(con, path: Path, fmt: str, *, pii_gate: bool, batch_requests: dict | None,
+                    stats: dict, window: TsWindow) -> Iterator[list[pa.Table]]:
+    """Yield, for each batch of lines of the file, the tables :func:`fast_batches`
+    yields for it (see there), mapped on ``con``."""
+    batch_output = fmt == "openai_batch_output"
+    requests = day_batch_requests(batch_requests) if batch_output else batch_requests or {}
     if fmt == "otel":
         yield from otel_lines.otel_batches(con, path, pii_gate=pii_gate, companions=requests, window=window,
-                                           stats=stats if stats is not None else {}, block_bytes=FAST_BLOCK_BYTES)
+                                           stats=stats, block_bytes=FAST_BLOCK_BYTES)
         return
+    from flywheel.ingest import loader
+
     statement, mapper = _FORMATS[fmt](requests)
     batches = loader._line_batches(path, block_bytes=FAST_BLOCK_BYTES)
     array = False
@@ -111,13 +133,11 @@ def fast_batches(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, *,
                 _check_first(lines)
                 first = False
             if not batch_output:
-                yield _mapped(con, lines, statement, mapper, pii_gate=pii_gate,
-                              stats=stats if stats is not None else {}, strict=array)
+                yield [_mapped(con, lines, statement, mapper, pii_gate=pii_gate, stats=stats, strict=array)]
                 continue
             with _requests_of(con, lines, requests) as named:
                 statement, mapper = _FORMATS[fmt](named)
-                yield _mapped(con, lines, statement, mapper, pii_gate=pii_gate,
-                              stats=stats if stats is not None else {}, strict=array)
+                yield [_mapped(con, lines, statement, mapper, pii_gate=pii_gate, stats=stats, strict=array)]
     except UnreadableFile as exc:  # the Python reader words these its own way
         raise NotFast(exc.reason) from None
 
@@ -150,13 +170,17 @@ def _requests_of(con, lines: pa.Table, requests: BatchRequests):
 @contextlib.contextmanager
 def _no_filter_pushdown(con):
     """Run a statement without filter pushdown: DuckDB would otherwise repeat each
-    record's parse for every test of the WHERE clause that names a parsed field."""
-    previous = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
-    con.execute("SET disabled_optimizers = 'filter_pushdown'")
-    try:
-        yield
-    finally:
-        con.execute(f"SET disabled_optimizers = '{previous}'")
+    record's parse for every test of the WHERE clause that names a parsed field. (The
+    setting is the database's: see the loader's ``SETTINGS_LOCK``.)"""
+    from flywheel.ingest import loader
+
+    with loader.SETTINGS_LOCK:
+        previous = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
+        con.execute("SET disabled_optimizers = 'filter_pushdown'")
+        try:
+            yield
+        finally:
+            con.execute(f"SET disabled_optimizers = '{previous}'")
 
 
 # The lines of a JSON array written one element per line: what each line may be, and
@@ -265,7 +289,7 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
         lines.schema, lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
     try:
         with _no_filter_pushdown(con):
-            decided = con.execute(statement("fast_lines", lines)).fetch_arrow_table()
+            decided = con.sql(statement("fast_lines", lines)).to_arrow_table()
     except duckdb.InvalidInputException:
         # e.g. an object with a key twice (a DuckDB MAP refuses it): all in Python.
         decided = pa.table({"rid": pa.array([], pa.int64()), "doc": pa.array([], pa.string())})

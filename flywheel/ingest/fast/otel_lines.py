@@ -37,9 +37,9 @@ _SCREENED = BENT_LINE + r'|\r|"resourceLogs"'
 
 
 def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, companions: dict,
-                 window: TsWindow, stats: dict, block_bytes: int) -> Iterator[pa.Table]:
+                 window: TsWindow, stats: dict, block_bytes: int) -> Iterator[list[pa.Table]]:
     """Yield the batches of an OTLP/JSON-lines file, one row per record (LLM span, or
-    broken line or span), blank lines left out: for each batch of lines, the staged
+    broken line or span), blank lines left out: for each batch of lines, a list of the staged
     records of the Python reader (the loader's ``BATCH_SCHEMA``, when there are some),
     the documents for the detailed checks (``SECOND_LOOK_SCHEMA``) and the accepted rows
     (``ACCEPTED_SCHEMA``), in that order.
@@ -68,7 +68,7 @@ def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, 
                 first = False
             # The staged records of these lines first, then the rows accepted of them (see
             # the loader's _load_fast).
-            yield from _staged(con, lines, pii_gate=pii_gate, companions=companions, window=window, stats=stats)
+            yield _staged(con, lines, pii_gate=pii_gate, companions=companions, window=window, stats=stats)
     except UnreadableFile as exc:  # the Python reader words these its own way
         raise NotFast(exc.reason) from None
 
@@ -129,7 +129,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
                                hold_back=pii.PREFILTER_PATTERN if pii_gate else None)
     try:
         with _no_filter_pushdown(con):
-            spans = con.execute(statement).fetch_arrow_table()
+            spans = con.sql(statement).to_arrow_table()
     except duckdb.InvalidInputException:  # a value DuckDB refuses: all in Python
         spans = _no_spans()
     finally:
