@@ -113,14 +113,14 @@ def _mapped_batches(con, path: Path, fmt: str, *, pii_gate: bool, batch_requests
                     stats: dict, window: TsWindow) -> Iterator[list[pa.Table]]:
     """Yield, for each batch of lines of the file, the tables :func:`fast_batches`
     yields for it (see there), mapped on ``con``."""
+    from flywheel.ingest import loader
+
     batch_output = fmt == "openai_batch_output"
     requests = day_batch_requests(batch_requests) if batch_output else batch_requests or {}
     if fmt == "otel":
         yield from otel_lines.otel_batches(con, path, pii_gate=pii_gate, companions=requests, window=window,
                                            stats=stats, block_bytes=FAST_BLOCK_BYTES)
         return
-    from flywheel.ingest import loader
-
     statement, mapper = _FORMATS[fmt](requests)
     batches = loader._line_batches(path, block_bytes=FAST_BLOCK_BYTES)
     array = False
