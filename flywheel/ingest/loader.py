@@ -1386,7 +1386,9 @@ def _second_look(con, day: str, source_file: str, fmt: str, second: pa.Table, *,
         # Judged once, then read three ways: rejected, accepted, held back for PII. (In
         # Arrow, registered again for each statement, not in a temporary table: DuckDB
         # would keep every one made until the day's COMMIT.)
-        judged = con.execute(judged_sql("stage_second", "stage_fix", window=window)).fetch_arrow_table()
+        # (A relation's to_arrow_table(): execute().fetch_arrow_table() of a statement that
+        # reads a registered stream ran on one thread about half the time.)
+        judged = con.sql(judged_sql("stage_second", "stage_fix", window=window)).to_arrow_table()
 
         def stage_judged() -> str:
             con.register("stage_judged", _scan_once(_parallel(judged, rows=SECOND_LOOK_CHUNK_ROWS)))

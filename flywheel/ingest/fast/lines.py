@@ -289,7 +289,7 @@ def _mapped(con, lines: pa.Table, statement: Callable[[str, pa.Table], str], map
         lines.schema, lines.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
     try:
         with _no_filter_pushdown(con):
-            decided = con.sql(statement("fast_lines", lines)).to_arrow_table()
+            decided = con.sql(statement("fast_lines", lines)).to_arrow_table()  # (see the loader's _second_look)
     except duckdb.InvalidInputException:
         # e.g. an object with a key twice (a DuckDB MAP refuses it): all in Python.
         decided = pa.table({"rid": pa.array([], pa.int64()), "doc": pa.array([], pa.string())})

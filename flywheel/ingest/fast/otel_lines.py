@@ -129,7 +129,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
                                hold_back=pii.PREFILTER_PATTERN if pii_gate else None)
     try:
         with _no_filter_pushdown(con):
-            spans = con.sql(statement).to_arrow_table()
+            spans = con.sql(statement).to_arrow_table()  # (on all threads: see the loader's _second_look)
     except duckdb.InvalidInputException:  # a value DuckDB refuses: all in Python
         spans = _no_spans()
     finally:
