@@ -1002,7 +1002,7 @@ def _tabular_batches(con, path: Path, fmt: str, *, pii_gate: bool = False) -> It
             rows = pa.StructArray.from_arrays([_finite_or_text(c) for c in batch.columns], names=batch.schema.names)
             con.register("stage_rows", _scan_once(pa.table({"row": rows})))
             try:
-                text = con.execute("SELECT to_json(row)::VARCHAR FROM stage_rows").fetch_arrow_table().column(0)
+                text = con.sql("SELECT to_json(row)::VARCHAR FROM stage_rows").to_arrow_table().column(0)
             finally:
                 con.unregister("stage_rows")
             yield _parallel(pa.table(
@@ -1450,12 +1450,12 @@ def _fast_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str | Non
         return _lines_short(con, records, held_before, where,
                             [day, source_file, bounds["min"].as_py(), bounds["max"].as_py()])
     con.register("stage_batch", _scan_once(batch.select(["line", "blank"])))
-    return con.execute(
+    return con.sql(
         """SELECT line FROM stage_batch WHERE NOT blank
            EXCEPT
            SELECT source_line FROM logs WHERE day = ? AND source_file = ? AND source_line BETWEEN ? AND ?""",
-        [day, source_file, bounds["min"].as_py(), bounds["max"].as_py()],
-    ).fetch_arrow_table()
+        params=[day, source_file, bounds["min"].as_py(), bounds["max"].as_py()],
+    ).to_arrow_table()
 
 
 @contextlib.contextmanager
@@ -1519,8 +1519,8 @@ def _detailed_pass(con, day, source_file, fmt, batch: pa.Table, hold_back: str |
     # Without filter pushdown: DuckDB would otherwise repeat the parse of every record
     # for each field the checks name (on OTel spans 3 GB of RSS and most of the time).
     with _fast_insert_settings(con):
-        accepted = con.execute(accepted_sql("stage_batch", "stage_fix", hold_back=hold_back,
-                                            window=window)).fetch_arrow_table()
+        accepted = con.sql(accepted_sql("stage_batch", "stage_fix", hold_back=hold_back,
+                                        window=window)).to_arrow_table()
     # Inserted from Arrow: an insert straight from the checks (which join) does not keep
     # its order, and DuckDB would hold its rows in memory until the day's COMMIT.
     con.register("stage_accepted", _scan_once(accepted))
@@ -1560,8 +1560,8 @@ def _untaken(con, second: pa.Table, hold_back: str | None, window: TsWindow) -> 
     con.register("stage_taken", _scan_once(second))
     try:
         with _fast_insert_settings(con):
-            taken = con.execute(f"SELECT rid FROM ({fast_accepted_sql('stage_taken', pii_gate=hold_back, window=window)})"
-                                ).fetch_arrow_table().column(0)
+            taken = con.sql(f"SELECT rid FROM ({fast_accepted_sql('stage_taken', pii_gate=hold_back, window=window)})"
+                            ).to_arrow_table().column(0)
     finally:
         con.unregister("stage_taken")
     return second.filter(pc.invert(pc.is_in(second.column("rid"), taken)))
