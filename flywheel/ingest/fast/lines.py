@@ -167,20 +167,14 @@ def _requests_of(con, lines: pa.Table, requests: BatchRequests):
         con.unregister("fast_requests")
 
 
-@contextlib.contextmanager
 def _no_filter_pushdown(con):
-    """Run a statement without filter pushdown: DuckDB would otherwise repeat each
-    record's parse for every test of the WHERE clause that names a parsed field. (The
-    setting is the database's: see the loader's ``SETTINGS_LOCK``.)"""
+    """Return a context that runs a statement without filter pushdown: DuckDB would
+    otherwise repeat each record's parse for every test of the WHERE clause that names a
+    parsed field. (The loader's settings for its fast statement, under its
+    ``SETTINGS_LOCK``: the setting is the database's.)"""
     from flywheel.ingest import loader
 
-    with loader.SETTINGS_LOCK:
-        previous = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
-        con.execute("SET disabled_optimizers = 'filter_pushdown'")
-        try:
-            yield
-        finally:
-            con.execute(f"SET disabled_optimizers = '{previous}'")
+    return loader._fast_insert_settings(con)
 
 
 # The lines of a JSON array written one element per line: what each line may be, and
