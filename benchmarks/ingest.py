@@ -17,8 +17,14 @@ the PII guardrail, so that they hold the same PII to scrub), in the same process
 record of the format with the Python mappers (the fast paths of `flywheel.ingest.fast`
 off), for the difference they make.
 
-Inputs (from the demo generator) are written once to benchmarks/.cache and reused. Each
-side writes into a fresh DuckDB file.
+`--repeat N` (default 3) times each side N times, the two sides in turn (ours between
+two baseline runs in the default mode), each run into a fresh DuckDB file: `ratio` and
+`cpu_ratio` are the medians of the runs' own ratios (each against the baseline run or runs
+next to it in time, so that a slower spell of a shared machine slows both), `seconds` and
+`baseline_seconds` the medians of each side's runs; the JSON line has every run's figures
+too (`runs`).
+
+Inputs (from the demo generator) are written once to benchmarks/.cache and reused.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from datetime import date
@@ -91,11 +98,13 @@ def _timed_ingest(home: Path, files: list[Path], *, fast_formats: bool = True,
     return report, time.perf_counter() - started, time.process_time() - cpu_started
 
 
-def compare_format(fmt: str, rows: int, seed: int, *, fast_formats: bool = True) -> dict:
-    """Return the JSON result of ``--format``: ``fmt`` against the canonical path."""
+def compare_format(fmt: str, rows: int, seed: int, *, fast_formats: bool = True, repeat: int = 1) -> dict:
+    """Return the JSON result of ``--format``: ``fmt`` against the canonical path, each
+    timed ``repeat`` times in turn (see the module's docstring)."""
     landing = format_day(fmt, rows, seed)
     files = sorted(p for p in landing.iterdir() if p.is_file())
     size_mb = sum(p.stat().st_size for p in files) / 1e6
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         # The records exported as they were written, PII included (a timed run's `logs`
         # hold them redacted): an untimed run without the PII guardrail. It runs first,
@@ -104,15 +113,24 @@ def compare_format(fmt: str, rows: int, seed: int, *, fast_formats: bool = True)
         say("exporting the records as canonical JSON lines (an untimed run with FLYWHEEL_PII_MODE=off) ...")
         _timed_ingest(Path(tmp) / "export", files, fast_formats=fast_formats, pii_mode="off")
         pii.scan("warm-up: call +1 415 555 0134 or mail a@b.example")
-        say(f"ours: ingesting {rows:,} records as {fmt} ({size_mb:,.0f} MB) ...")
-        report, seconds, cpu_seconds = _timed_ingest(Path(tmp) / "format", files, fast_formats=fast_formats)
         canonical = Path(tmp) / "canonical.jsonl"
         with duckdb.connect(str(Path(tmp) / "export" / "flywheel.duckdb"), read_only=True) as con:
             con.execute(f"COPY (SELECT {_CANONICAL_EXPORT} FROM logs ORDER BY source_file, source_line) "
                         f"TO '{canonical}' (FORMAT json)")
-        say(f"canonical: ingesting the same {report.total('accepted'):,} records as canonical JSON lines ...")
-        base_report, base_seconds, base_cpu = _timed_ingest(Path(tmp) / "canonical", [canonical])
+        shutil.rmtree(Path(tmp) / "export")
         canonical_mb = canonical.stat().st_size / 1e6
+        for run in range(repeat):
+            say(f"ours ({run + 1}/{repeat}): ingesting {rows:,} records as {fmt} ({size_mb:,.0f} MB) ...")
+            report, seconds, cpu_seconds = _timed_ingest(Path(tmp) / "format", files, fast_formats=fast_formats)
+            shutil.rmtree(Path(tmp) / "format")
+            say(f"canonical ({run + 1}/{repeat}): ingesting the same {report.total('accepted'):,} records "
+                "as canonical JSON lines ...")
+            base_report, base_seconds, base_cpu = _timed_ingest(Path(tmp) / "canonical", [canonical])
+            shutil.rmtree(Path(tmp) / "canonical")
+            runs.append({"seconds": round(seconds, 2), "baseline_seconds": round(base_seconds, 2),
+                         "ratio": round(seconds / base_seconds, 3), "cpu_seconds": round(cpu_seconds, 2),
+                         "baseline_cpu_seconds": round(base_cpu, 2), "cpu_ratio": round(cpu_seconds / base_cpu, 3)})
+    seconds = statistics.median(r["seconds"] for r in runs)
     return {
         "name": "ingest",
         "format": fmt,
@@ -126,11 +144,13 @@ def compare_format(fmt: str, rows: int, seed: int, *, fast_formats: bool = True)
         "baseline": "the same records as canonical JSON lines, our ingest",
         "baseline_rows": base_report.total("accepted"),
         "baseline_file_mb": round(canonical_mb, 1),
-        "baseline_seconds": round(base_seconds, 2),
-        "ratio": round(seconds / base_seconds, 3),
-        "cpu_seconds": round(cpu_seconds, 2),
-        "baseline_cpu_seconds": round(base_cpu, 2),
-        "cpu_ratio": round(cpu_seconds / base_cpu, 3),
+        "baseline_seconds": round(statistics.median(r["baseline_seconds"] for r in runs), 2),
+        "ratio": round(statistics.median(r["ratio"] for r in runs), 3),
+        "cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs), 2),
+        "baseline_cpu_seconds": round(statistics.median(r["baseline_cpu_seconds"] for r in runs), 2),
+        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in runs), 3),
+        "repeat": repeat,
+        "runs": runs,
         "peak_rss_mb": peak_rss_mb(),
         # Other work on a shared machine slows either side: the 1, 5 and 15 minute load.
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -145,39 +165,61 @@ def main(argv: list[str]) -> dict:
                         help="a demo format, timed against the canonical path of the same records")
     parser.add_argument("--python-path", action="store_true",
                         help="with --format: map every record in Python (no fast path), to time the difference")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="time each side this many times, in turn (ratios: the median of the runs')")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.format:
-        return compare_format(args.format, args.rows, args.seed, fast_formats=not args.python_path)
+        return compare_format(args.format, args.rows, args.seed, fast_formats=not args.python_path,
+                              repeat=args.repeat)
     source = input_file(args.rows, args.seed)
     size_mb = source.stat().st_size / 1e6
 
+    runs, bare = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        settings = load({"FLYWHEEL_HOME": str(home)})
-        landing = settings.landing_for(DAY)
-        landing.mkdir(parents=True)
-        (landing / source.name).symlink_to(source)
+
+        def fresh_home(name: str):
+            settings = load({"FLYWHEEL_HOME": str(Path(tmp) / name)})
+            landing = settings.landing_for(DAY)
+            landing.mkdir(parents=True)
+            (landing / source.name).symlink_to(source)
+            return settings
+
+        settings = fresh_home("settings")
         with store.connection(settings) as con:
             threads, memory_limit = con.execute(
                 "SELECT current_setting('threads'), current_setting('memory_limit')"
             ).fetchone()
 
-        before = _bare_read_json(Path(tmp) / "baseline-before.duckdb", landing / source.name,
-                                 threads=threads, memory_limit=memory_limit)
+        def baseline() -> dict:
+            database = Path(tmp) / f"baseline-{len(bare) + 1}.duckdb"
+            result = _bare_read_json(database, source, threads=threads, memory_limit=memory_limit)
+            database.unlink()
+            return result
 
-        say(f"ours: ingesting {source.name} ({size_mb:,.0f} MB) ...")
-        started, cpu_started = time.perf_counter(), time.process_time()
-        with store.connection(settings) as con:
-            report = ingest_day(con, settings, DAY)
-        seconds = time.perf_counter() - started
-        cpu_seconds = time.process_time() - cpu_started
-        ours_peak = peak_rss_mb()
+        bare.append(baseline())
+        for run in range(args.repeat):
+            settings = fresh_home(f"home-{run + 1}")
+            say(f"ours ({run + 1}/{args.repeat}): ingesting {source.name} ({size_mb:,.0f} MB) ...")
+            started, cpu_started = time.perf_counter(), time.process_time()
+            with store.connection(settings) as con:
+                report = ingest_day(con, settings, DAY)
+            seconds = time.perf_counter() - started
+            cpu_seconds = time.process_time() - cpu_started
+            ours_peak = peak_rss_mb()
+            shutil.rmtree(settings.home)
+            bare.append(baseline())
+            # Against the mean of the baseline runs just before and just after it.
+            before, after = bare[-2], bare[-1]
+            base_seconds = (before["seconds"] + after["seconds"]) / 2
+            base_cpu = (before["cpu_seconds"] + after["cpu_seconds"]) / 2
+            runs.append({"seconds": round(seconds, 2), "baseline_before_seconds": round(before["seconds"], 2),
+                         "baseline_after_seconds": round(after["seconds"], 2), "ratio": round(seconds / base_seconds, 3),
+                         "cpu_seconds": round(cpu_seconds, 2), "baseline_cpu_seconds": round(base_cpu, 2),
+                         "cpu_ratio": round(cpu_seconds / base_cpu, 3)})
 
-        after = _bare_read_json(Path(tmp) / "baseline-after.duckdb", landing / source.name,
-                                threads=threads, memory_limit=memory_limit)
-
-    baseline_seconds = (before["seconds"] + after["seconds"]) / 2
-    baseline_cpu_seconds = (before["cpu_seconds"] + after["cpu_seconds"]) / 2
+    seconds = statistics.median(r["seconds"] for r in runs)
     return {
         "name": "ingest",
         "rows": report.total("read"),
@@ -186,19 +228,17 @@ def main(argv: list[str]) -> dict:
         "file_mb": round(size_mb, 1),
         "seconds": round(seconds, 2),
         "rows_per_second": round(report.total("read") / seconds),
-        "baseline_rows": after["rows"],
-        # The mean of the two baseline runs, one before ours and one after.
-        "baseline_seconds": round(baseline_seconds, 2),
-        "baseline_before_seconds": round(before["seconds"], 2),
-        "baseline_after_seconds": round(after["seconds"], 2),
-        "ratio": round(seconds / baseline_seconds, 3),
+        "baseline_rows": bare[-1]["rows"],
+        "baseline_seconds": round(statistics.median(b["seconds"] for b in bare), 2),
+        # The median of the runs' ratios, each against the baseline runs before and after it.
+        "ratio": round(statistics.median(r["ratio"] for r in runs), 3),
         # CPU time of the whole process (all threads): steadier than wall time on a
         # shared machine.
-        "cpu_seconds": round(cpu_seconds, 2),
-        "baseline_cpu_seconds": round(baseline_cpu_seconds, 2),
-        "baseline_before_cpu_seconds": round(before["cpu_seconds"], 2),
-        "baseline_after_cpu_seconds": round(after["cpu_seconds"], 2),
-        "cpu_ratio": round(cpu_seconds / baseline_cpu_seconds, 3),
+        "cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs), 2),
+        "baseline_cpu_seconds": round(statistics.median(b["cpu_seconds"] for b in bare), 2),
+        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in runs), 3),
+        "repeat": args.repeat,
+        "runs": runs,
         "threads": threads,
         "pii_mode": settings.pii_mode,
         "peak_rss_mb": ours_peak,
