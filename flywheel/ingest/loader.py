@@ -283,10 +283,49 @@ def ingest_day(
     return report
 
 
-# DuckDB's settings are the database's, not a connection's: a statement run with settings
-# of its own holds this lock from setting them to setting them back (the fast formats map
-# a batch of lines on a connection of their own while the loader stores the one before).
-SETTINGS_LOCK = threading.RLock()
+class _SharedSettings:
+    """DuckDB settings that statements on several connections run with at once.
+
+    DuckDB's settings are the database's, not a connection's (``SET SESSION`` is refused
+    for these), and the fast formats map batches of lines on connections of their own
+    while the loader stores others. A statement holds the settings it needs from setting
+    them to setting them back: statements that need the same ones hold them together
+    (the first sets them, the last sets back what was there), one that needs others
+    waits until no one holds any.
+    """
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._held: frozenset | None = None
+        self._holders = 0
+        self._previous: dict[str, str | None] = {}
+
+    @contextlib.contextmanager
+    def held(self, con, settings: dict[str, str]) -> Iterator[None]:
+        """Run the block with DuckDB's ``settings`` (set and set back on ``con``)."""
+        key = frozenset(settings.items())
+        with self._changed:
+            while self._holders and self._held != key:
+                self._changed.wait()
+            if not self._holders:
+                self._previous = _set(con, settings)
+                self._held = key
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._holders -= 1
+                if not self._holders:
+                    self._held = None
+                    try:
+                        # (The last holder's connection: the first one's may be closed.)
+                        _set_back(con, self._previous)
+                    finally:
+                        self._changed.notify_all()
+
+
+SHARED_SETTINGS = _SharedSettings()
 
 # DuckDB settings for the day's transaction (see :func:`_ordered_inserts`).
 DAY_SETTINGS = {"preserve_insertion_order": "true", "write_buffer_row_group_memory_limit": "256MB"}
@@ -312,6 +351,15 @@ def _ordered_inserts(con) -> Iterator[None]:
 def _settings(con, settings: dict[str, str]) -> Iterator[None]:
     """Set DuckDB's ``settings`` (name: value), and back as they were afterwards (a
     setting at its default is reset: some defaults follow other settings)."""
+    previous = _set(con, settings)
+    try:
+        yield
+    finally:
+        _set_back(con, previous)
+
+
+def _set(con, settings: dict[str, str]) -> dict[str, str | None]:
+    """Set DuckDB's ``settings``; return what they were (None: the default)."""
     def current(name: str) -> str:
         return con.execute(f"SELECT current_setting('{name}')::VARCHAR").fetchone()[0]
 
@@ -323,11 +371,13 @@ def _settings(con, settings: dict[str, str]) -> Iterator[None]:
             previous[name] = None  # the default
     for name, value in settings.items():
         con.execute(f"SET {name} = '{value}'")
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            con.execute(f"RESET {name}" if value is None else f"SET {name} = '{value}'")
+    return previous
+
+
+def _set_back(con, previous: dict[str, str | None]) -> None:
+    """Set DuckDB's settings back to ``previous`` (as :func:`_set` returned them)."""
+    for name, value in previous.items():
+        con.execute(f"RESET {name}" if value is None else f"SET {name} = '{value}'")
 
 
 def _replace_day(con, settings: Settings, day: str, paths: list[Path], report: IngestReport, say: Progress, *,
@@ -1474,7 +1524,7 @@ def _fast_insert_settings(con, *, whole_file: bool = False) -> Iterator[None]:
     settings = {"disabled_optimizers": "filter_pushdown"}
     if whole_file:
         settings["preserve_insertion_order"] = "true"
-    with SETTINGS_LOCK, _settings(con, settings):
+    with SHARED_SETTINGS.held(con, settings):
         yield
 
 

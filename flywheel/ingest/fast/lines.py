@@ -171,7 +171,7 @@ def _no_filter_pushdown(con):
     """Return a context that runs a statement without filter pushdown: DuckDB would
     otherwise repeat each record's parse for every test of the WHERE clause that names a
     parsed field. (The loader's settings for its fast statement, under its
-    ``SETTINGS_LOCK``: the setting is the database's.)"""
+    ``SHARED_SETTINGS``: the setting is the database's.)"""
     from flywheel.ingest import loader
 
     return loader._fast_insert_settings(con)
