@@ -26,6 +26,12 @@ from flywheel.settings import load
 from tests.conftest import FIXTURES
 
 DAY = "2026-01-01"
+# The columns of `logs` in table order (the rows ``_ingest`` returns are in it).
+_LOG_NAMES = [
+    "log_id", "ts", "day", "source", "input", "output", "context", "model", "prompt_name", "prompt_version",
+    "feedback", "messages", "git_commit", "session_id", "user_id", "latency_ms", "prompt_tokens",
+    "completion_tokens", "cost_usd", "tags", "metadata", "pii", "source_file", "source_format", "source_line",
+]
 TABLES = {
     "logs": "* EXCLUDE (ingested_at)",
     "rejected_logs": "* EXCLUDE (rejected_at)",
@@ -34,9 +40,9 @@ TABLES = {
 }
 
 
-def _ingest(home: Path, files: list[Path], *, fast_formats: bool) -> tuple[dict, object]:
+def _ingest(home: Path, files: list[Path], *, fast_formats: bool, pii_mode: str = "redact") -> tuple[dict, object]:
     """Ingest ``files`` as the day DAY of a fresh home; return its tables (sorted rows) and report."""
-    settings = load({"FLYWHEEL_HOME": str(home)})
+    settings = load({"FLYWHEEL_HOME": str(home), "FLYWHEEL_PII_MODE": pii_mode})
     landing = settings.landing_for(DAY)
     landing.mkdir(parents=True)
     for path in files:
@@ -50,10 +56,10 @@ def _ingest(home: Path, files: list[Path], *, fast_formats: bool) -> tuple[dict,
     return tables, report
 
 
-def assert_same_both_ways(tmp_path: Path, files: list[Path]) -> dict:
+def assert_same_both_ways(tmp_path: Path, files: list[Path], *, pii_mode: str = "redact") -> dict:
     """Ingest ``files`` both ways; assert identical tables and reports; return the tables."""
-    fast, fast_report = _ingest(tmp_path / "fast", files, fast_formats=True)
-    slow, slow_report = _ingest(tmp_path / "python", files, fast_formats=False)
+    fast, fast_report = _ingest(tmp_path / "fast", files, fast_formats=True, pii_mode=pii_mode)
+    slow, slow_report = _ingest(tmp_path / "python", files, fast_formats=False, pii_mode=pii_mode)
     for table in TABLES:
         assert len(fast[table]) == len(slow[table]), table
         for fast_row, slow_row in zip(fast[table], slow[table]):
@@ -76,6 +82,17 @@ def demo_day(tmp_path: Path, fmt: str, rows: int = 400) -> list[Path]:
 def test_demo_day_is_the_same_both_ways(tmp_path, fmt):
     tables = assert_same_both_ways(tmp_path, demo_day(tmp_path, fmt))
     assert len(tables["logs"]) > 300  # the day was read, not lost on both sides
+
+
+@pytest.mark.parametrize("pii_mode", ["redact", "flag"])
+def test_otel_spans_with_pii_are_the_same_both_ways(tmp_path, pii_mode):
+    # The span statement holds PII candidates for the fast path to scrub (redact) or flag
+    # itself, as the second look does on the Python path.
+    tables = assert_same_both_ways(tmp_path, demo_day(tmp_path, "otel", rows=1500), pii_mode=pii_mode)
+    flagged = [row for row in tables["logs"] if row[_LOG_NAMES.index("pii")]]
+    assert len(flagged) >= 10  # the demo writes e-mail addresses and phone numbers into some turns
+    texts = " ".join(str(row[_LOG_NAMES.index("input")]) + str(row[_LOG_NAMES.index("messages")]) for row in flagged)
+    assert ("[EMAIL]" in texts or "[PHONE]" in texts) == (pii_mode == "redact")
 
 
 def test_fixture_logs_are_the_same_both_ways(tmp_path):

@@ -77,18 +77,29 @@ def test_accepted_spans_have_the_values_the_fast_statement_reads_from_their_docu
     assert all(text.startswith('[{"role":') for text in accepted.column("messages").to_pylist())
 
 
-def test_pii_candidates_are_left_for_the_detailed_checks(spans_file):
+def test_pii_candidates_are_held_with_their_values_for_scrubbing(spans_file):
     with duckdb.connect() as con:
         guarded = _span_rows(con, spans_file, hold_back=pii.PREFILTER_PATTERN, documents=False)
         unguarded = _span_rows(con, spans_file, hold_back=None, documents=False)
     taken = pc.fill_null(guarded.column("accepted"), False).to_numpy(zero_copy_only=False)
+    held_flag = pc.fill_null(guarded.column("held"), False).to_numpy(zero_copy_only=False)
     taken_without = pc.fill_null(unguarded.column("accepted"), False).to_numpy(zero_copy_only=False)
     held = taken_without & ~taken
     assert held.sum() >= 5  # the demo writes e-mail addresses and phone numbers into some turns
     assert not (taken & ~taken_without).any()
-    # A held span keeps its document (for the second look); a taken one has none.
-    assert all(doc is not None for doc in guarded.filter(pa.array(held)).column("doc").to_pylist())
+    # The spans the PII test holds are those flagged `held`: their values are given (the
+    # loader's fast path scrubs them), no document; without the guardrail none is held.
+    assert (held_flag == held).all()
+    assert not pc.any(pc.fill_null(unguarded.column("held"), False)).as_py()
+    held_rows = guarded.filter(pa.array(held))
+    assert held_rows.column("log_id").null_count == 0 and held_rows.column("input").null_count == 0
+    assert held_rows.column("doc").null_count == held_rows.num_rows
     assert all(doc is None for doc in guarded.filter(pa.array(taken)).column("doc").to_pylist())
+    # Each held span holds text the prefilter matches (the superset of what is scrubbed).
+    joined = pc.binary_join_element_wise(
+        *(pc.fill_null(held_rows.column(name), "") for name in ("input", "output", "context", "messages",
+                                                                   "metadata")), "\n")
+    assert pc.all(pc.match_substring_regex(joined, pii.JSON_PREFILTER_PATTERN)).as_py()
     # Every held span's text is one the PII prefilter matches; no taken one's is.
     texts = guarded.filter(pa.array(taken))
     joined = pc.binary_join_element_wise(
@@ -96,23 +107,36 @@ def test_pii_candidates_are_left_for_the_detailed_checks(spans_file):
     assert not pc.any(pc.match_substring_regex(joined, pii.PREFILTER_PATTERN)).as_py()
 
 
-def test_the_fast_path_yields_accepted_rows_and_second_look_records(spans_file):
+@pytest.mark.parametrize("mode", ["redact", "flag"])
+def test_the_fast_path_yields_accepted_rows_and_pii_candidates_to_scrub(spans_file, mode):
     stats: dict = {}
-    kinds: dict[str, int] = {"accepted": 0, "second look": 0, "staged": 0}
+    kinds: dict[str, int] = {"accepted": 0, "candidates": 0, "with pii": 0, "second look": 0, "staged": 0}
+    report = loader.IngestReport(day=DAY)
     with duckdb.connect() as con:
         for batch in fast_batches(con, spans_file, "otel", pii_gate=True, stats=stats, window=WINDOW):
-            if batch.schema.equals(loader.ACCEPTED_SCHEMA):
+            if batch.schema.metadata == loader.PII_CANDIDATES_SCHEMA.metadata:
+                kinds["candidates"] += batch.num_rows
+                rows = loader._scrubbed_candidates(batch, mode, report)
+                assert rows.schema.equals(loader.ACCEPTED_SCHEMA, check_metadata=True)
+                flagged = rows.filter(pc.is_valid(rows.column("pii")))
+                kinds["with pii"] += flagged.num_rows
+                texts = [t for name in ("input", "output", "messages") for t in flagged.column(name).to_pylist()]
+                # Scrubbed: the detectors find nothing left (flag mode: the PII kept as it was).
+                assert any(pii.find(t) for t in texts) == (mode == "flag" and flagged.num_rows > 0)
+            elif batch.schema.equals(loader.ACCEPTED_SCHEMA):
                 kinds["accepted"] += batch.num_rows
                 assert batch.column("log_id").null_count == 0 and batch.column("ts").null_count == 0
+                assert batch.column("pii").null_count == batch.num_rows
             elif batch.schema.metadata == loader.SECOND_LOOK_SCHEMA.metadata:
                 kinds["second look"] += batch.num_rows
                 assert batch.column("doc").null_count == 0
             else:
                 assert batch.schema.equals(loader.BATCH_SCHEMA)
                 kinds["staged"] += batch.num_rows
-    assert kinds["accepted"] >= 200 and kinds["second look"] >= 5, kinds
-    assert kinds["accepted"] + kinds["second look"] == stats["in_sql"]
+    assert kinds["accepted"] >= 200 and kinds["with pii"] >= 5, kinds
+    assert kinds["accepted"] + kinds["candidates"] + kinds["second look"] == stats["in_sql"]
     assert kinds["staged"] == stats["in_python"]
+    assert sum(report.pii_counts.values()) >= kinds["with pii"]
 
 
 def test_records_are_put_in_file_order_by_line_then_place():

@@ -138,6 +138,9 @@ ACCEPTED_SCHEMA = pa.schema(
         ("pii", pa.list_(pa.string())),
     ]
 )
+# Rows a fast path would accept but for the PII prefilter: scrubbed as the second look
+# scrubs such a record (:func:`_scrubbed_candidates`), then inserted.
+PII_CANDIDATES_SCHEMA = ACCEPTED_SCHEMA.with_metadata({"flywheel.ingest": "pii candidates"})
 LOG_COLUMNS = (
     "log_id", "ts", "day", "source", "input", "output", "context", "model", "prompt_name",
     "prompt_version", "feedback", "messages", "git_commit", "session_id", "user_id",
@@ -489,7 +492,11 @@ def _load_fast(con, settings, day, path, fmt, file_report, report, batch_request
             if not batch.num_rows:
                 continue
             file_report.read += batch.num_rows
-            if batch.schema.equals(ACCEPTED_SCHEMA):
+            if batch.schema.metadata == PII_CANDIDATES_SCHEMA.metadata:
+                # Scrubbed here, while the fast path's thread maps the next batch.
+                _insert_rows(con, day, file_report.source_file, fmt,
+                             _scrubbed_candidates(batch, settings.pii_mode, report))
+            elif batch.schema.equals(ACCEPTED_SCHEMA):
                 _insert_rows(con, day, file_report.source_file, fmt, batch)
             elif batch.schema.metadata == SECOND_LOOK_SCHEMA.metadata:
                 later.add(batch.replace_schema_metadata(None))
@@ -1303,6 +1310,36 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
         rows["text"].append(None)
         rows["pii"].append(sorted(found) or None)
     return pa.table(rows, schema=FIX_SCHEMA)
+
+
+def _scrubbed_candidates(candidates: pa.Table, mode: str, report: IngestReport) -> pa.Table:
+    """Return the rows of PII candidates (``PII_CANDIDATES_SCHEMA``) as accepted rows
+    (``ACCEPTED_SCHEMA``), scrubbed as :func:`_second_look` scrubs a record the prefilter
+    holds back: the same fields scanned where the same prefilters match them (the text
+    fields, each string of the messages and of the metadata), by :func:`_pii_fixes`; in
+    redact mode the values it scrubbed put in, the types it found in ``pii`` (and the
+    report's counts) in either mode."""
+    rows = candidates.replace_schema_metadata(None)
+    m = rows.num_rows
+    if not m:
+        return rows
+
+    def where_prefilter(name: str, pattern: str) -> list:
+        column = rows.column(name)
+        matches = pc.fill_null(pc.match_substring_regex(column, pattern), False)
+        return pc.if_else(matches, column, pa.nulls(m, pa.string())).to_pylist()
+
+    texts = [where_prefilter(name, pii.PREFILTER_PATTERN) for name in SCRUBBED_FIELDS]
+    metadata = where_prefilter("metadata", pii.JSON_PREFILTER_PATTERN)
+    messages = rows.column("messages").to_pylist()
+    docs = [(i, *(text[i] for text in texts), messages[i], None, metadata[i]) for i in range(m)]
+    fixes = _pii_fixes(docs, mode, report)
+    # Each value: its fix-up where it has one (redact mode), else as it was.
+    for name in (*SCRUBBED_FIELDS, "messages", "metadata", "pii"):
+        fixed = fixes.column(name) if name == "pii" else pc.coalesce(fixes.column(name), rows.column(name))
+        rows = rows.set_column(rows.schema.get_field_index(name), name, fixed.cast(rows.schema.field(name).type))
+    return rows
+
 
 
 # The prefilter in Python, for strings Arrow cannot hold (a lone surrogate): a string it

@@ -41,8 +41,9 @@ def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, 
     """Yield the batches of an OTLP/JSON-lines file, one row per record (LLM span, or
     broken line or span), blank lines left out: for each batch of lines, a list of the staged
     records of the Python reader (the loader's ``BATCH_SCHEMA``, when there are some),
-    the documents for the detailed checks (``SECOND_LOOK_SCHEMA``) and the accepted rows
-    (``ACCEPTED_SCHEMA``), in that order.
+    the documents for the detailed checks (``SECOND_LOOK_SCHEMA``), the accepted rows
+    (``ACCEPTED_SCHEMA``) and the rows of PII candidates to scrub (``PII_CANDIDATES_SCHEMA``),
+    in that order.
 
     ``companions``: the day's OTel log records by span (the loader's companion records);
     spans that have some are mapped in Python. ``stats`` counts the non-LLM spans
@@ -113,7 +114,8 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     """Return what one batch of lines gives the loader: the staged batch (the loader's
     ``BATCH_SCHEMA``) of the records it must judge (the documents of the spans the
     statement decides but does not accept itself, and the records of the lines the
-    Python reader maps), then the rows the statement accepted (``ACCEPTED_SCHEMA``)."""
+    Python reader maps), then the rows the statement accepted (``ACCEPTED_SCHEMA``), then
+    those it would accept but for PII candidates (the loader's ``PII_CANDIDATES_SCHEMA``)."""
     from flywheel.ingest import loader
     from flywheel.ingest.fast.lines import NotFast, _no_filter_pushdown
 
@@ -135,8 +137,8 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     finally:
         con.unregister("fast_otel_lines")
     n = lines.num_rows
-    ok, llm, accepted = (pc.fill_null(spans.column(name), False).to_numpy(zero_copy_only=False)
-                         for name in ("ok", "llm", "accepted"))
+    ok, llm, accepted, held = (pc.fill_null(spans.column(name), False).to_numpy(zero_copy_only=False)
+                               for name in ("ok", "llm", "accepted", "held"))
     rid = spans.column("rid").to_numpy()
     undecided = np.zeros(n, dtype=bool)
     undecided[rid[~ok]] = True
@@ -152,6 +154,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     stats["ignored_spans"] = stats.get("ignored_spans", 0) + int((kept & ~llm).sum())
     stats["in_sql"] = stats.get("in_sql", 0) + int((kept & llm).sum())
     accepted &= kept
+    held &= kept
 
     blank = lines.column("blank").to_numpy(zero_copy_only=False)
     line_numbers = lines.column("line").to_numpy()
@@ -173,8 +176,9 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
         places += range(len(found))
     stats["in_python"] = stats.get("in_python", 0) + len(records)
 
-    # The spans decided but not accepted here: for the detailed checks, in file order.
-    judged = spans.filter(pa.array(kept & llm & ~accepted))
+    # The spans decided but neither accepted nor held here: for the detailed checks, in
+    # file order.
+    judged = spans.filter(pa.array(kept & llm & ~accepted & ~held))
     m = judged.num_rows
     second = pa.table(
         {
@@ -191,11 +195,13 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
         schema=loader.SECOND_LOOK_SCHEMA,
     )
     second = _in_file_order(second, judged.column("k").to_numpy())
-    taken = spans.filter(pa.array(accepted))
-    rows = pa.table({"line": pa.array(line_numbers[taken.column("rid").to_numpy()]),
-                     **{name: taken.column(name) for name in ACCEPTED_COLUMNS}}).cast(loader.ACCEPTED_SCHEMA)
+    rows, candidates = (
+        pa.table({"line": pa.array(line_numbers[taken.column("rid").to_numpy()]),
+                  **{name: taken.column(name) for name in ACCEPTED_COLUMNS}}).cast(schema)
+        for taken, schema in ((spans.filter(pa.array(accepted)), loader.ACCEPTED_SCHEMA),
+                              (spans.filter(pa.array(held)), loader.PII_CANDIDATES_SCHEMA)))
     if not records:
-        return [second, rows]
+        return [second, rows, candidates]
     # The records the Python reader mapped, staged as the Python path stages them (NaN,
     # non-UTF-8 text, deep nesting), for the loader's fast statement.
     python = pa.concat_tables(loader._parsed_batches(iter(records)))
@@ -204,7 +210,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     if pii_gate:
         python = python.set_column(python.schema.get_field_index("maybe_pii"), "maybe_pii",
                                    loader._maybe_pii(python.column("doc")))
-    return [loader._parallel(python), second, rows]
+    return [loader._parallel(python), second, rows, candidates]
 
 
 def _in_file_order(rows: pa.Table, places: np.ndarray) -> pa.Table:

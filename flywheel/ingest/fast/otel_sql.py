@@ -185,23 +185,25 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
                    documents: bool = False) -> str:
     """Return a SELECT of one row per span of the lines of the relation ``lines`` (the
     loader's batch columns, and ``bent``: whether the line matches :data:`BENT_LINE`,
-    which sends it to Python): ``rid, k, ok, llm, trace_id, span_id, accepted, doc`` and
-    the `logs` values of an accepted span (:data:`ACCEPTED_COLUMNS`, NULL otherwise).
+    which sends it to Python): ``rid, k, ok, llm, trace_id, span_id, accepted, held, doc``
+    and the `logs` values of an accepted or held span (:data:`ACCEPTED_COLUMNS`, NULL
+    otherwise).
 
     ``k`` is the span's place in the line, ``ok`` whether the statement decides it, ``llm``
     whether it is an LLM call, ``trace_id`` and ``span_id`` its ids as lower-case hex (to
     find its log records). A line is decided when every one of its spans is; a line
-    without a row is not. A decided LLM span is either ``accepted`` (its `logs` values
-    are given, the values the loader's fast statement would store from its document:
-    that statement's own test passes on them, see
+    without a row is not. A decided LLM span is ``accepted`` (its `logs` values are
+    given, the values the loader's fast statement would store from its document: that
+    statement's own test passes on them, see
     :func:`flywheel.ingest.normalize.fast_accepted_sql`, and they hold nothing the PII
-    prefilter ``hold_back`` matches), or has its canonical document in ``doc`` (for the
-    loader to judge, as any other record).
+    prefilter ``hold_back`` matches), ``held`` (the same, but a PII candidate: the loader
+    would scrub it, see :func:`flywheel.ingest.fast.otel_lines._scrubbed`), or has its
+    canonical document in ``doc`` (for the loader to judge, as any other record).
 
     ``window``: the plausible timestamps of the day (:func:`flywheel.ingest.normalize.ts_window`).
     ``ids=False``: ``trace_id`` and ``span_id`` are NULL (no log records to find).
     ``hold_back``: the PII prefilter (RE2; None: no PII guardrail).
-    ``documents``: give the document of an accepted span too (to check its values).
+    ``documents``: give the document of an accepted or held span too (to check its values).
     """
     # Each field's value (and the attribute it was taken from) is a column of `classified`.
     taken_by = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
@@ -445,17 +447,19 @@ valued AS (
     FROM typed
 ),
 decided AS (
-    -- Taken as they are: what the fast statement would take from the document (its
-    -- test, on JSON text this statement wrote itself), and no PII candidate.
-    SELECT *, CASE WHEN NOT good THEN false
+    -- 1: taken as they are: what the fast statement would take from the document (its
+    -- test, on JSON text this statement wrote itself), and no PII candidate; 2: the
+    -- same, but a PII candidate (held, for the caller to scrub); 0: neither.
+    SELECT *, CASE WHEN NOT good THEN 0
                    WHEN json_valid(messages_text) AND json_valid(metadata_text) AND {_fast_acceptance(window)}
-                   THEN NOT {holds}
-                   ELSE false END AS accepted
+                   THEN CASE WHEN {holds} THEN 2 ELSE 1 END
+                   ELSE 0 END AS verdict
     FROM valued
 )
 SELECT rid, k, CASE WHEN NOT span_ok THEN false WHEN NOT llm THEN true ELSE coalesce(good, false) END AS ok, llm,
     {_hex('p.traceId') if ids else 'NULL::VARCHAR'} AS trace_id, {_hex('p.spanId') if ids else 'NULL::VARCHAR'} AS span_id,
-    accepted, CASE WHEN good AND {'true' if documents else 'NOT accepted'} THEN doc END AS doc,
-    {", ".join(f"CASE WHEN accepted THEN {value} END AS {name}" for name, value in accepted_values.items())}
+    verdict = 1 AS accepted, verdict = 2 AS held,
+    CASE WHEN good AND {'true' if documents else 'verdict = 0'} THEN doc END AS doc,
+    {", ".join(f"CASE WHEN verdict > 0 THEN {value} END AS {name}" for name, value in accepted_values.items())}
 FROM decided
 """
