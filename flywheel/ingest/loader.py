@@ -1341,7 +1341,6 @@ def _scrubbed_candidates(candidates: pa.Table, mode: str, report: IngestReport) 
     return rows
 
 
-
 # The prefilter in Python, for strings Arrow cannot hold (a lone surrogate): a string it
 # does not match holds nothing the detectors find, and is left alone.
 _MAY_HOLD_PII = re.compile(pii.PREFILTER_PATTERN)

@@ -197,7 +197,7 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     statement's own test passes on them, see
     :func:`flywheel.ingest.normalize.fast_accepted_sql`, and they hold nothing the PII
     prefilter ``hold_back`` matches), ``held`` (the same, but a PII candidate: the loader
-    would scrub it, see :func:`flywheel.ingest.fast.otel_lines._scrubbed`), or has its
+    scrubs it, see :func:`flywheel.ingest.loader._scrubbed_candidates`), or has its
     canonical document in ``doc`` (for the loader to judge, as any other record).
 
     ``window``: the plausible timestamps of the day (:func:`flywheel.ingest.normalize.ts_window`).
