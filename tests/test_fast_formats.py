@@ -544,6 +544,11 @@ def _bent_otel_lines(lines: list[str]) -> list[str]:
         content="Rules\n  CONTEXT:   \n\n  the facts  \n")))
     bend("current", lambda s: parts(s, "gen_ai.input.messages", lambda m: m[-1]["parts"][0].update(
         content="call me at +1 415 555 0134, the value is: null \ud83d\ude00")))
+    # PII only in an earlier turn, or only in an attribute that goes into metadata: neither
+    # in the input nor in the output (scrubbed all the same).
+    bend("current", lambda s: parts(s, "gen_ai.input.messages", lambda m: m.insert(0, {"role": "user", "parts": [
+        {"type": "text", "content": "my card is 4111 1111 1111 1111, mail jo.smith@example.com"}]})))
+    bend("current", lambda s: _set(s, "app.note", "call back on +44 20 7946 0958"))
     bend("openllmetry", lambda s: None)
     bend("openllmetry", lambda s: _set(s, "gen_ai.prompt.2.content", "a second question"))  # no role
     bend("openllmetry", lambda s: _set(s, "gen_ai.prompt.01.role", "user"))  # an index Python reads as 1

@@ -1313,31 +1313,49 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
 
 
 def _scrubbed_candidates(candidates: pa.Table, mode: str, report: IngestReport) -> pa.Table:
-    """Return the rows of PII candidates (``PII_CANDIDATES_SCHEMA``) as accepted rows
-    (``ACCEPTED_SCHEMA``), scrubbed as :func:`_second_look` scrubs a record the prefilter
-    holds back: the same fields scanned where the same prefilters match them (the text
-    fields, each string of the messages and of the metadata), by :func:`_pii_fixes`; in
-    redact mode the values it scrubbed put in, the types it found in ``pii`` (and the
-    report's counts) in either mode."""
+    """Return the rows a fast path held for the PII test (``PII_CANDIDATES_SCHEMA``) as
+    accepted rows (``ACCEPTED_SCHEMA``), scrubbed as :func:`_second_look` scrubs a record:
+    the fields are tested by the same prefilters (the text fields by the one for text,
+    messages and metadata by the one for JSON), and where one matches, the same fields
+    are scanned where those prefilters match them (the text fields, each string of the
+    messages and of the metadata) by :func:`_pii_fixes`; in redact mode the values it
+    scrubbed put in, the types it found in ``pii`` (and the report's counts) in either
+    mode. A row no prefilter matches is taken as it is."""
     rows = candidates.replace_schema_metadata(None)
-    m = rows.num_rows
-    if not m:
+    if not rows.num_rows:
         return rows
 
-    def where_prefilter(name: str, pattern: str) -> list:
-        column = rows.column(name)
-        matches = pc.fill_null(pc.match_substring_regex(column, pattern), False)
-        return pc.if_else(matches, column, pa.nulls(m, pa.string())).to_pylist()
+    def matches(name: str, pattern: str) -> pa.ChunkedArray:
+        return pc.fill_null(pc.match_substring_regex(rows.column(name), pattern), False)
 
-    texts = [where_prefilter(name, pii.PREFILTER_PATTERN) for name in SCRUBBED_FIELDS]
-    metadata = where_prefilter("metadata", pii.JSON_PREFILTER_PATTERN)
-    messages = rows.column("messages").to_pylist()
-    docs = [(i, *(text[i] for text in texts), messages[i], None, metadata[i]) for i in range(m)]
+    text_matches = {name: matches(name, pii.PREFILTER_PATTERN) for name in SCRUBBED_FIELDS}
+    json_matches = {name: matches(name, pii.JSON_PREFILTER_PATTERN) for name in ("messages", "metadata")}
+    maybe = pc.is_valid(rows.column("tags"))  # (a fast path that fills tags: scanned whole)
+    for flags in (*text_matches.values(), *json_matches.values()):
+        maybe = pc.or_(maybe, flags)
+    places = np.flatnonzero(maybe.to_numpy(zero_copy_only=False))
+    if not len(places):
+        return rows
+    take = pa.array(places)
+    texts = [pc.if_else(text_matches[name], rows.column(name), None).take(take).to_pylist()
+             for name in SCRUBBED_FIELDS]
+    metadata = pc.if_else(json_matches["metadata"], rows.column("metadata"), None).take(take).to_pylist()
+    messages = rows.column("messages").take(take).to_pylist()
+    tags = rows.column("tags").take(take).to_pylist()
+    docs = [(i, *(text[i] for text in texts), messages[i], tags[i], metadata[i]) for i in range(len(places))]
     fixes = _pii_fixes(docs, mode, report)
     # Each value: its fix-up where it has one (redact mode), else as it was.
-    for name in (*SCRUBBED_FIELDS, "messages", "metadata", "pii"):
-        fixed = fixes.column(name) if name == "pii" else pc.coalesce(fixes.column(name), rows.column(name))
-        rows = rows.set_column(rows.schema.get_field_index(name), name, fixed.cast(rows.schema.field(name).type))
+    n = rows.num_rows
+    index = np.arange(n, dtype=np.int64)
+    index[places] = n + np.arange(len(places), dtype=np.int64)
+    index = pa.array(index)
+    for name in (*SCRUBBED_FIELDS, "messages", "tags", "metadata", "pii"):
+        kind = rows.schema.field(name).type
+        fixed = fixes.column(name).cast(kind)
+        if name != "pii":
+            fixed = pc.coalesce(fixed, rows.column(name).take(take))
+        column = pa.concat_arrays([rows.column(name).combine_chunks(), fixed.combine_chunks()]).take(index)
+        rows = rows.set_column(rows.schema.get_field_index(name), name, column)
     return rows
 
 

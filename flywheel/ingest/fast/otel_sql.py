@@ -30,8 +30,7 @@ from __future__ import annotations
 
 from flywheel.ingest.fast.openai_sql import _CONTEXT_CTES, _obj
 from flywheel.ingest.formats.otel import _NON_LLM_OPERATIONS, _OTEL_CONTENT_KEYS, _OTEL_FIELDS
-from flywheel import pii
-from flywheel.ingest.normalize import TsWindow, _fast_acceptance, _holds_back
+from flywheel.ingest.normalize import TsWindow, _fast_acceptance
 from flywheel.ingest.records import MAX_VALUES
 
 _VALUE_KEYS = ("stringValue", "intValue", "doubleValue", "boolValue", "arrayValue", "kvlistValue", "bytesValue")
@@ -171,11 +170,6 @@ def _hex(json_id: str) -> str:
             f"THEN lower({json_id} ->> '$') ELSE '?' END")
 
 
-def _sql_text(text: str) -> str:
-    """Return ``text`` for a SQL string literal (its quotes doubled)."""
-    return text.replace("'", "''")
-
-
 def _not_structured(json_text: str) -> str:
     """SQL: a JSON value that is no object or array (a canonical text field)."""
     return f"({json_text} IS NULL OR NOT (starts_with({json_text}, '[') OR starts_with({json_text}, '{{')))"
@@ -195,10 +189,10 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     without a row is not. A decided LLM span is ``accepted`` (its `logs` values are
     given, the values the loader's fast statement would store from its document: that
     statement's own test passes on them, see
-    :func:`flywheel.ingest.normalize.fast_accepted_sql`, and they hold nothing the PII
-    prefilter ``hold_back`` matches), ``held`` (the same, but a PII candidate: the loader
-    scrubs it, see :func:`flywheel.ingest.loader._scrubbed_candidates`), or has its
-    canonical document in ``doc`` (for the loader to judge, as any other record).
+    :func:`flywheel.ingest.normalize.fast_accepted_sql`), or, with the PII guardrail
+    (``hold_back``), ``held`` instead (the same values, for the loader to test for PII and
+    scrub, see :func:`flywheel.ingest.loader._scrubbed_candidates`), or has its canonical
+    document in ``doc`` (for the loader to judge, as any other record).
 
     ``window``: the plausible timestamps of the day (:func:`flywheel.ingest.normalize.ts_window`).
     ``ids=False``: ``trace_id`` and ``span_id`` are NULL (no log records to find).
@@ -310,11 +304,9 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
                               if not value.startswith("NULL::"))
     v = "struct_pack(" + ", ".join(f"{name} := {value if value.startswith('NULL::') else 'value_' + name}"
                                    for name, value in values.items()) + ")"
-    # The PII test as the fast statement runs it on the document: only where the
-    # prefilter for a whole JSON document (the loader's `maybe_pii`) matches it.
-    holds = "false" if hold_back is None else (
-        f"CASE WHEN regexp_matches(doc, '{_sql_text(pii.JSON_PREFILTER_PATTERN)}') THEN {_holds_back(hold_back)} "
-        "ELSE false END")
+    # With the PII guardrail, a span the fast statement would take is held for the loader
+    # to test and scrub (its prefilters run in Arrow, about twice as fast as DuckDB's).
+    taken_as = "1" if hold_back is None else "2"
     accepted_values = {
         "log_id": "trim(v.log_id)", "ts": "ts", "source": "coalesce(v.source, 'unknown')",
         **{name: f"v.{name}" for name in ("input", "output", "context", "model", "prompt_name", "prompt_version")},
@@ -447,12 +439,12 @@ valued AS (
     FROM typed
 ),
 decided AS (
-    -- 1: taken as they are: what the fast statement would take from the document (its
-    -- test, on JSON text this statement wrote itself), and no PII candidate; 2: the
-    -- same, but a PII candidate (held, for the caller to scrub); 0: neither.
+    -- What the fast statement would take from the document (its test, on JSON text this
+    -- statement wrote itself): 1, taken as it is (no PII guardrail), or 2, held for the
+    -- caller's PII test; 0: neither.
     SELECT *, CASE WHEN NOT good THEN 0
                    WHEN json_valid(messages_text) AND json_valid(metadata_text) AND {_fast_acceptance(window)}
-                   THEN CASE WHEN {holds} THEN 2 ELSE 1 END
+                   THEN {taken_as}
                    ELSE 0 END AS verdict
     FROM valued
 )
