@@ -138,8 +138,8 @@ ACCEPTED_SCHEMA = pa.schema(
         ("pii", pa.list_(pa.string())),
     ]
 )
-# Rows a fast path would accept but for the PII prefilter: scrubbed as the second look
-# scrubs such a record (:func:`_scrubbed_candidates`), then inserted.
+# Rows a fast path would accept, held for the PII test: tested and scrubbed as the second
+# look does it (:func:`_scrubbed_candidates`), then inserted.
 PII_CANDIDATES_SCHEMA = ACCEPTED_SCHEMA.with_metadata({"flywheel.ingest": "pii candidates"})
 LOG_COLUMNS = (
     "log_id", "ts", "day", "source", "input", "output", "context", "model", "prompt_name",
@@ -493,7 +493,7 @@ def _load_fast(con, settings, day, path, fmt, file_report, report, batch_request
                 continue
             file_report.read += batch.num_rows
             if batch.schema.metadata == PII_CANDIDATES_SCHEMA.metadata:
-                # Scrubbed here, while the fast path's thread maps the next batch.
+                # Tested and scrubbed here, while the fast path's thread maps the next batch.
                 _insert_rows(con, day, file_report.source_file, fmt,
                              _scrubbed_candidates(batch, settings.pii_mode, report))
             elif batch.schema.equals(ACCEPTED_SCHEMA):

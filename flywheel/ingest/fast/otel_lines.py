@@ -42,8 +42,8 @@ def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, 
     broken line or span), blank lines left out: for each batch of lines, a list of the staged
     records of the Python reader (the loader's ``BATCH_SCHEMA``, when there are some),
     the documents for the detailed checks (``SECOND_LOOK_SCHEMA``), the accepted rows
-    (``ACCEPTED_SCHEMA``) and the rows of PII candidates to scrub (``PII_CANDIDATES_SCHEMA``),
-    in that order.
+    (``ACCEPTED_SCHEMA``) and, with ``pii_gate``, instead of those, the rows held for the
+    loader's PII test (``PII_CANDIDATES_SCHEMA``), in that order.
 
     ``companions``: the day's OTel log records by span (the loader's companion records);
     spans that have some are mapped in Python. ``stats`` counts the non-LLM spans
@@ -114,8 +114,9 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     """Return what one batch of lines gives the loader: the staged batch (the loader's
     ``BATCH_SCHEMA``) of the records it must judge (the documents of the spans the
     statement decides but does not accept itself, and the records of the lines the
-    Python reader maps), then the rows the statement accepted (``ACCEPTED_SCHEMA``), then
-    those it would accept but for PII candidates (the loader's ``PII_CANDIDATES_SCHEMA``)."""
+    Python reader maps), then the rows the statement accepted (``ACCEPTED_SCHEMA``: none
+    with the PII guardrail), then the rows it would accept, held for the loader's PII
+    test (the loader's ``PII_CANDIDATES_SCHEMA``: with the guardrail)."""
     from flywheel.ingest import loader
     from flywheel.ingest.fast.lines import NotFast, _no_filter_pushdown
 
