@@ -21,21 +21,23 @@ import duckdb
 
 from flywheel.settings import Settings
 
-# Columns of `logs` that other parts and users' own queries rely on come first.
+# Columns of `logs` that other parts and users' own queries rely on come first. The long
+# texts are compressed with FSST, which DuckDB picks for them anyway: named here, it spares
+# DuckDB trying a dictionary on every row group of them (measured: about 2% of a canonical ingest's CPU).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (
     log_id            VARCHAR NOT NULL,
     ts                TIMESTAMPTZ NOT NULL,
     day               DATE NOT NULL,
     source            VARCHAR NOT NULL,
-    input             VARCHAR NOT NULL,
-    output            VARCHAR NOT NULL,
-    context           VARCHAR,
+    input             VARCHAR NOT NULL USING COMPRESSION fsst,
+    output            VARCHAR NOT NULL USING COMPRESSION fsst,
+    context           VARCHAR USING COMPRESSION fsst,
     model             VARCHAR,
     prompt_name       VARCHAR,
     prompt_version    VARCHAR,
     feedback          TINYINT,
-    messages          JSON,
+    messages          JSON USING COMPRESSION fsst,
     git_commit        VARCHAR,
     session_id        VARCHAR,
     user_id           VARCHAR,
@@ -625,7 +627,8 @@ def _create_lake_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("BEGIN TRANSACTION")
     try:
         for match in missing:
-            con.execute(match.group(0))
+            # (DuckLake writes Parquet: a column's DuckDB compression is not its to take.)
+            con.execute(_COMPRESSION.sub("", match.group(0)))
             if any(name == "day" for name, _ in schema_columns(match.group(1))):
                 con.execute(f"ALTER TABLE {match.group(1)} SET PARTITIONED BY (day)")
         con.execute("COMMIT")
@@ -648,6 +651,7 @@ def _add_lake_columns(con: duckdb.DuckDBPyConnection) -> None:
 LAKE_MIGRATIONS = (("log_scores", "trusted", "BOOLEAN"),)
 
 _TABLE_DDL = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \(.*?\n\);", re.S)
+_COMPRESSION = re.compile(r" USING COMPRESSION \w+")
 
 
 def _load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:

@@ -285,6 +285,8 @@ def _varied_records() -> list:
         "",
         good("v-12", context="call +44 20 7946 0958 or use key: sk-abcdefghijklmnopqrstuvwxyz012345"),
         good("\u3000", output="an id of one wide space"),  # trim() makes it empty
+        # numbers in text with spaces around them, Unicode ones too (trim() takes those)
+        good("v-13", latency_ms=" 980\u00a0", completion_tokens="\u20035 ", feedback="\t1"),
     ]
 
 
@@ -325,13 +327,15 @@ def test_fast_and_detailed_paths_give_identical_tables(settings, monkeypatch, mo
     assert fast == detailed
     assert fast_report.pii_counts == detailed_report.pii_counts
     accepted = {r[0] for r in fast[0]}
-    assert accepted == {"v-1", "v-2", "v-3", "v-4", "v-5", "v-6", "v-7", "v-10", "v-12"}
+    assert accepted == {"v-1", "v-2", "v-3", "v-4", "v-5", "v-6", "v-7", "v-10", "v-12", "v-13"}
     assert [(r[2], r[3], r[4]) for r in fast[1]] == [
         (6, "invalid JSON", None), (9, "wrong type", "input"), (10, "empty output", "output"),
         (11, "missing required field", "log_id"), (13, "value out of range", "prompt_tokens"),
         (16, "missing required field", "log_id")]
-    by_id = {r[0]: r for r in rows(settings, "SELECT log_id, metadata, pii, input, context FROM logs")}
+    by_id = {r[0]: r for r in rows(settings, "SELECT log_id, metadata, pii, input, context, latency_ms, "
+                                             "completion_tokens, feedback FROM logs")}
     assert json.loads(by_id["v-3"][1]) == {"extra_field": {"nested": [1, 2]}, "another": "x"}
+    assert by_id["v-13"][5:] == (980.0, 5, 1)
     if mode == "off":
         assert by_id["v-6"][2] is None and "ann@example.com" in by_id["v-6"][3]
     else:

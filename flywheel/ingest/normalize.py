@@ -221,6 +221,13 @@ judged AS (
 )"""
 
 
+def _number(text: str, sql_type: str) -> str:
+    """SQL: the text as a number of the type (NULL where it is none), spaces around it
+    (Unicode ones too) ignored. The cast alone takes ASCII spaces; trim() makes a new
+    string of every value, so it runs only where the cast alone gives nothing."""
+    return f"coalesce(TRY_CAST({text} AS {sql_type}), TRY_CAST(trim({text}) AS {sql_type}))"
+
+
 def _valued(staged: str, *, with_values: bool, key_lists: tuple[tuple[str, ...], ...] = (),
             parse: str = "CASE WHEN parses THEN from_json(j, '{structure}') END") -> str:
     """Return the CTEs ``staged`` (the given SELECT: ``j`` the record's JSON, ``parses``
@@ -246,7 +253,7 @@ def _valued(staged: str, *, with_values: bool, key_lists: tuple[tuple[str, ...],
         f"ELSE list_filter(record_keys, k -> NOT list_contains({_KNOWN_KEYS}, k)) END AS extra_keys,"
         if with_values else ""
     )
-    numbers = ", ".join(f"TRY_CAST(trim(v.{name}) AS {sql_type}) AS n_{name}" for name, sql_type in NUMBER_FIELDS.items())
+    numbers = ", ".join(f"{_number('v.' + name, sql_type)} AS n_{name}" for name, sql_type in NUMBER_FIELDS.items())
     return f"""
 WITH staged AS ({staged}
 ),
@@ -259,7 +266,7 @@ keyed AS (
 ),
 typed AS (
     SELECT *, {types}, {extras} TRY_CAST(v.ts AS DOUBLE) AS ts_epoch,
-           TRY_CAST(trim(v.feedback) AS DOUBLE) AS feedback_number
+           {_number('v.feedback', 'DOUBLE')} AS feedback_number
     FROM keyed
 ),
 valued AS (
