@@ -530,7 +530,7 @@ def _load_lines(con, day: str, path: Path, file_report: FileReport, mode: str, r
     empty = first is None
     if not empty:
         accepted = fast_accepted_sql("stage_lines", pii_gate=hold_back, key_lists=_key_lists(first), window=window,
-                                     fix_ups=fix_ups)
+                                     fix_ups=fix_ups, documents=False)
         del first  # (its block's buffer is used again)
         con.register("stage_lines", pa.RecordBatchReader.from_batches(source.schema, source.record_batches()))
         try:

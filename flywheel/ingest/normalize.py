@@ -369,20 +369,27 @@ _EXTRAS = (
     "to_json(map_from_entries(list_transform(extra_keys, "
     "k -> struct_pack(k := k, v := json_extract(j, '/' || replace(replace(k, '~', '~0'), '/', '~1'))))))"
 )
+def _fixed(name: str) -> str:
+    """SQL: a text field's PII fix-up where the record has one, else its value. (Not
+    coalesce(): that copies every value it takes from its second argument, some 0.3 s of
+    CPU per million records.)"""
+    return f"CASE WHEN fix_{name} IS NULL THEN v.{name} ELSE fix_{name} END"
+
+
 _ACCEPTED_COLUMNS = f"""
     rid,
     line,
     trim(v.log_id) AS log_id,
     ts,
     coalesce(v.source, 'unknown') AS source,
-    coalesce(fix_input, v.input) AS input,
-    coalesce(fix_output, v.output) AS output,
-    coalesce(fix_context, v.context) AS context,
+    {_fixed('input')} AS input,
+    {_fixed('output')} AS output,
+    {_fixed('context')} AS context,
     v.model, v.prompt_name, v.prompt_version,
     feedback,
     coalesce(fix_messages::JSON, messages) AS messages,
-    v.git_commit, coalesce(fix_session_id, v.session_id) AS session_id,
-    coalesce(fix_user_id, v.user_id) AS user_id,
+    v.git_commit, {_fixed('session_id')} AS session_id,
+    {_fixed('user_id')} AS user_id,
     n_latency_ms AS latency_ms, n_prompt_tokens AS prompt_tokens,
     n_completion_tokens AS completion_tokens, n_cost_usd AS cost_usd,
     coalesce(fix_tags, tags) AS tags,
@@ -424,7 +431,7 @@ def _sql_list(values) -> str:
 
 def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
                       key_lists: tuple[tuple[str, ...], ...] = (), window: TsWindow = None,
-                      fix_ups: bool = False) -> str:
+                      fix_ups: bool = False, documents: bool = True) -> str:
     """Return a SELECT of the batch's records that pass one combined acceptance test,
     as `logs` columns like :func:`accepted_sql` (``pii`` NULL but where a fix-up stands).
 
@@ -438,7 +445,9 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
     ``window``: the plausible timestamps (:func:`ts_window`). ``fix_ups``: the batch
     has the PII fix-ups of :mod:`flywheel.ingest.pii_ahead`; a record with one is taken
     scrubbed when its fields parse to the texts scrubbed and the scrubbed record no
-    longer matches ``pii_gate`` (and held back otherwise, as without).
+    longer matches ``pii_gate`` (and held back otherwise, as without). ``documents=False``:
+    the batch's ``doc`` is NULL throughout, each record is its line's ``text`` (taken as
+    it is: coalesce() would copy every line).
     """
     if fix_ups:
         fixes = (f"fix_input, fix_output, fix_context, NULL::VARCHAR AS fix_messages, fix_pii, "
@@ -448,7 +457,7 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
                  "NULL::VARCHAR AS fix_messages, NULL::VARCHAR[] AS fix_pii, "
                  "NULL::VARCHAR AS fix_session_id, NULL::VARCHAR AS fix_user_id,")
     staged = f"""
-    SELECT rid, line, maybe_pii, coalesce(doc, text) AS j, {fixes}
+    SELECT rid, line, maybe_pii, {"coalesce(doc, text)" if documents else "text"} AS j, {fixes}
            NULL::VARCHAR[] AS fix_tags, NULL::VARCHAR AS fix_metadata
     FROM {batch}
     WHERE NOT blank AND pre_error IS NULL"""
