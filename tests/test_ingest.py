@@ -287,6 +287,7 @@ def _varied_records() -> list:
         good("\u3000", output="an id of one wide space"),  # trim() makes it empty
         # numbers in text with spaces around them, Unicode ones too (trim() takes those)
         good("v-13", latency_ms=" 980\u00a0", completion_tokens="\u20035 ", feedback="\t1"),
+        good("v-14", context={"doc": 1}),  # wrong type: an object
     ]
 
 
@@ -331,7 +332,7 @@ def test_fast_and_detailed_paths_give_identical_tables(settings, monkeypatch, mo
     assert [(r[2], r[3], r[4]) for r in fast[1]] == [
         (6, "invalid JSON", None), (9, "wrong type", "input"), (10, "empty output", "output"),
         (11, "missing required field", "log_id"), (13, "value out of range", "prompt_tokens"),
-        (16, "missing required field", "log_id")]
+        (16, "missing required field", "log_id"), (18, "wrong type", "context")]
     by_id = {r[0]: r for r in rows(settings, "SELECT log_id, metadata, pii, input, context, latency_ms, "
                                              "completion_tokens, feedback FROM logs")}
     assert json.loads(by_id["v-3"][1]) == {"extra_field": {"nested": [1, 2]}, "another": "x"}

@@ -104,8 +104,9 @@ def _json_type(name: str) -> str:
     character names an array, object or string; only the rest (numbers, booleans) pay
     for ``json_type``'s parse of the value (three small parses per record otherwise)."""
     value = f"v.{name}"
-    return (f"CASE WHEN starts_with({value}, '[') THEN 'ARRAY' WHEN starts_with({value}, '{{') THEN 'OBJECT' "
-            f"WHEN starts_with({value}, '\"') THEN 'VARCHAR' ELSE json_type({value}) END")
+    # unicode(): the code point of the first character, without looking at the rest
+    return (f"CASE unicode({value}) WHEN 91 THEN 'ARRAY' WHEN 123 THEN 'OBJECT' WHEN 34 THEN 'VARCHAR' "
+            f"ELSE json_type({value}) END")
 
 
 def _json_of(name: str, kind: str) -> str:
@@ -410,9 +411,13 @@ def _fast_acceptance(window: TsWindow = None) -> str:
     # "a OR b" written as CASE: DuckDB evaluates it a little faster in a filter.
     for name in _STRING_FIELDS:
         # Not an object or array: it does not start with '[' or '{', or is no JSON.
-        # (starts_with, not ascii(): that one checks the whole text for UTF-8 first.)
+        # (unicode() reads the first character only, where ascii() checks the whole text
+        # for UTF-8 first; two starts_with() cost 2.7 times as much.)
+        # The parse gives an object or array as minified JSON, ending in its bracket: a
+        # text such as "[doc 1] The plan ..." is settled without parsing it.
         tests.append(f"CASE WHEN v.{name} IS NULL THEN true "
-                     f"WHEN NOT (starts_with(v.{name}, '[') OR starts_with(v.{name}, '{{')) THEN true "
+                     f"WHEN unicode(v.{name}) NOT IN (91, 123) THEN true "
+                     f"WHEN NOT (suffix(v.{name}, ']') OR suffix(v.{name}, '}}')) THEN true "
                      f"ELSE NOT json_valid(v.{name}) END")
     for name in NUMBER_FIELDS:
         tests.append(f"CASE WHEN v.{name} IS NULL THEN true ELSE coalesce({_in_range(name)}, false) END")
