@@ -230,10 +230,12 @@ def _number(text: str, sql_type: str) -> str:
 
 
 def _valued(staged: str, *, with_values: bool, key_lists: tuple[tuple[str, ...], ...] = (),
-            parse: str = "CASE WHEN parses THEN from_json(j, '{structure}') END") -> str:
+            parse: str = "CASE WHEN parses THEN from_json(j, '{structure}') END", keys_first: bool = False) -> str:
     """Return the CTEs ``staged`` (the given SELECT: ``j`` the record's JSON, ``parses``
     whether to parse it), ``parsed``, ``typed`` and ``valued`` (every field typed).
-    ``parse`` is the SQL giving the parsed record ``v`` (NULL: not parsed).
+    ``parse`` is the SQL giving the parsed record ``v`` (NULL: not parsed). With
+    ``keys_first`` (and ``with_values``), ``record_keys`` comes first, NULL for a
+    document that is no JSON, and ``parse`` may use it.
 
     ``key_lists`` are lists of known keys, in order, that many records have: a record
     with exactly one of them has no unknown field (comparing lists is much cheaper than
@@ -241,8 +243,9 @@ def _valued(staged: str, *, with_values: bool, key_lists: tuple[tuple[str, ...],
     """
     keys = (
         ", CASE WHEN v IS NOT NULL THEN json_keys(j) END AS record_keys"
-        if with_values else ""
+        if with_values and not keys_first else ""
     )
+    first = ", try(json_keys(j)) AS record_keys" if with_values and keys_first else ""
     types = ", ".join(f"{_json_type(name)} AS t_{name}" for name in _NESTED)
     # Most records have only known keys: a set test settles them without a lambda per key.
     common = "".join(
@@ -260,7 +263,7 @@ WITH staged AS ({staged}
 ),
 parsed AS (
     SELECT *, {parse.format(structure=_STRUCTURE)} AS v
-    FROM staged
+    FROM (SELECT * {first} FROM staged)
 ),
 keyed AS (
     SELECT * {keys} FROM parsed
@@ -473,9 +476,10 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
         # (A CASE, so that the regex runs on the flagged records only.)
         condition = (f"AND CASE WHEN maybe_pii IS NOT DISTINCT FROM false THEN true "
                      f"ELSE NOT {_holds_back(pii_gate, fix_ups=fix_ups)} END")
-    # One parse: a document that is not JSON gives NULL instead of an error (the
-    # detailed statement tests json_valid first, a second parse of every record).
-    parse = "try(from_json(j, '{structure}'))"
+    # A document that is not JSON gives NULL instead of an error (the detailed statement
+    # tests json_valid first, a third parse of every record). try() around the key list,
+    # not the parsed record: try() copies what it returns, and the record is the larger.
+    parse = "CASE WHEN record_keys IS NOT NULL THEN from_json(j, '{structure}') END"
     records = "valued"
     if fix_ups:
         # A fix-up stands only where this parse gives the very texts it scrubbed (the
@@ -486,7 +490,7 @@ def fast_accepted_sql(batch: str, *, pii_gate: str | None = None,
         kept = ", ".join(f"CASE WHEN fix_applies THEN fix_{name} END AS fix_{name}"
                          for name in (*SCRUBBED_FIELDS, "pii"))
         records = f"(SELECT * REPLACE ({kept}) FROM (SELECT *, {applies} AS fix_applies FROM valued))"
-    return f"""{_valued(staged, with_values=True, key_lists=key_lists, parse=parse)}
+    return f"""{_valued(staged, with_values=True, key_lists=key_lists, parse=parse, keys_first=True)}
 SELECT {_ACCEPTED_COLUMNS}
 FROM {records}
 WHERE v IS NOT NULL AND {_fast_acceptance(window)}
