@@ -144,9 +144,9 @@ def langfuse_docs(lines: str, batch) -> str:
     ) + ") || '}'"
     return f"""
 WITH parsed AS (
-    SELECT rid, try(from_json(text, '{top}')) AS m, try(json_keys(text, {paths})) AS k
-    FROM {lines}
-    WHERE NOT blank AND starts_with(text, '{{')
+    SELECT rid, CASE WHEN k IS NOT NULL THEN from_json(text, '{top}') END AS m, k
+    FROM (SELECT rid, text, try(json_keys(text, {paths})) AS k FROM {lines}
+          WHERE NOT blank AND starts_with(text, '{{'))
 ),
 named AS (
     SELECT rid, m, k[1] AS k_top, k[2] AS k_input, k[3] AS k_meta, k[4] AS k_gen, k[5] AS k_usage, k[6] AS k_score,

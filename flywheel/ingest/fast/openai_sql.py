@@ -201,9 +201,9 @@ def openai_chat_docs(lines: str, batch) -> str:
     parsed = f"""
 parsed AS (
     -- The line as it is: the parser takes its line end for trailing blanks (no copy).
-    SELECT rid, try(from_json(text, '{top}')) AS m, try(json_keys(text, {paths})) AS k
-    FROM {lines}
-    WHERE {_LOOKS_LIKE_OBJECT}
+    -- try() on the key lists only (it copies what it returns): the line parses for both or neither.
+    SELECT rid, CASE WHEN k IS NOT NULL THEN from_json(text, '{top}') END AS m, k
+    FROM (SELECT rid, text, try(json_keys(text, {paths})) AS k FROM {lines} WHERE {_LOOKS_LIKE_OBJECT})
 ),
 named AS (
     SELECT rid, m, m.request AS rq, m.response AS rs, m.request.messages AS msgs, m.response.choices AS choices,
@@ -260,9 +260,8 @@ def openai_batch_docs(lines: str, batch, requests_relation: str, requests: Mappi
     paths = "['$', '$.response', '$.response.body', '$.response.body.usage']"
     parsed = f"""
 outer_parsed AS (
-    SELECT rid, try(from_json(text, '{outer}')) AS m, try(json_keys(text, {paths})) AS k
-    FROM {lines}
-    WHERE {_LOOKS_LIKE_OBJECT}
+    SELECT rid, CASE WHEN k IS NOT NULL THEN from_json(text, '{outer}') END AS m, k
+    FROM (SELECT rid, text, try(json_keys(text, {paths})) AS k FROM {lines} WHERE {_LOOKS_LIKE_OBJECT})
 ),
 parsed AS (
     SELECT o.*, try(from_json(r.line, '{_obj({"body": _request_struct(keys, _BATCH_FILLS)})}')).body AS request,
