@@ -1339,11 +1339,18 @@ def _scrubbed_candidates(candidates: pa.Table, mode: str, report: IngestReport) 
     take = pa.array(places)
     texts = [pc.if_else(text_matches[name], rows.column(name), None).take(take).to_pylist()
              for name in SCRUBBED_FIELDS]
+    # Messages and metadata only where their own prefilter matches: a row held for its
+    # metadata alone (an OTel trace id that starts with seven digits, say) does not have
+    # its messages parsed and scanned.
     metadata = pc.if_else(json_matches["metadata"], rows.column("metadata"), None).take(take).to_pylist()
     messages = rows.column("messages").take(take).to_pylist()
+    scanned = json_matches["messages"].take(take).to_pylist()
     tags = rows.column("tags").take(take).to_pylist()
-    docs = [(i, *(text[i] for text in texts), messages[i], tags[i], metadata[i]) for i in range(len(places))]
+    docs = [(i, *(text[i] for text in texts), messages[i] if scanned[i] else None, tags[i], metadata[i])
+            for i in range(len(places))]
     fixes = _pii_fixes(docs, mode, report)
+    if mode == "redact":
+        fixes = _messages_rewritten(fixes, messages)
     # Each value: its fix-up where it has one (redact mode), else as it was.
     n = rows.num_rows
     index = np.arange(n, dtype=np.int64)
@@ -1357,6 +1364,20 @@ def _scrubbed_candidates(candidates: pa.Table, mode: str, report: IngestReport) 
         column = pa.concat_arrays([rows.column(name).combine_chunks(), fixed.combine_chunks()]).take(index)
         rows = rows.set_column(rows.schema.get_field_index(name), name, column)
     return rows
+
+
+def _messages_rewritten(fixes: pa.Table, messages: list[str | None]) -> pa.Table:
+    """Return the fix-ups with the messages of every record that has some (``messages``,
+    by row) as :func:`_pii_fixes` writes them where it found PII in the record: parsed
+    and written again (also where they were not scanned, as nothing in them could be
+    PII), so that such a record is stored as the second look stores it."""
+    found = fixes.column("pii").is_valid().to_pylist()
+    column = fixes.column("messages").to_pylist()
+    for i, (text, has_pii) in enumerate(zip(messages, found)):
+        if has_pii and column[i] is None and text is not None:
+            column[i] = json.dumps(json.loads(text), ensure_ascii=False)
+    return fixes.set_column(fixes.schema.get_field_index("messages"), "messages",
+                            pa.array(column, fixes.schema.field("messages").type))
 
 
 # The prefilter in Python, for strings Arrow cannot hold (a lone surrogate): a string it
