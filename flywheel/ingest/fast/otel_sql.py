@@ -318,11 +318,13 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     assert tuple(accepted_values) == ACCEPTED_COLUMNS
     return f"""
 WITH parsed AS (
-    SELECT rid, try(from_json(text, '{_DOCUMENT}')) AS d
-    FROM {lines}
-    WHERE NOT blank AND NOT bent AND starts_with(text, '{{')
-        AND NOT CASE WHEN contains(text, 'null') OR contains(text, 'NaN') OR contains(text, 'Infinity')
-                     THEN regexp_matches(text, '{_NOT_PLAIN}') ELSE false END
+    -- try() on the key list only (it copies what it returns; the document is large): a
+    -- line parses for both or neither.
+    SELECT rid, CASE WHEN k IS NOT NULL THEN from_json(text, '{_DOCUMENT}') END AS d
+    FROM (SELECT rid, text, try(json_keys(text)) AS k FROM {lines}
+          WHERE NOT blank AND NOT bent AND starts_with(text, '{{')
+              AND NOT CASE WHEN contains(text, 'null') OR contains(text, 'NaN') OR contains(text, 'Infinity')
+                           THEN regexp_matches(text, '{_NOT_PLAIN}') ELSE false END)
 ),
 resources AS (
     SELECT rid, unnest(d.resourceSpans) AS r, generate_subscripts(d.resourceSpans, 1) AS ri FROM parsed WHERE {line_ok}
