@@ -1276,17 +1276,22 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
 
     ``docs`` holds ``(rid, input, output, context, session_id, user_id, messages, tags,
     metadata)`` of each record as stored (``messages`` and ``metadata`` JSON text), a
-    text field None where it cannot hold PII.
+    text field None where it cannot hold PII. Messages are parsed and scanned only where
+    the prefilter for JSON matches their text (a record held for another field, say an
+    OTel trace id that starts with seven digits, does not pay for them); where PII is
+    found elsewhere in the record, they are written again all the same.
     """
     rows: dict[str, list] = {name: [] for name in FIX_SCHEMA.names}
     redact = mode == "redact"
-    parsed = [(rid, texts, None if messages_json is None else json.loads(messages_json), tags,
+    messages_texts = [doc[6] for doc in docs]
+    scanned = _json_may_hold_pii(messages_texts)
+    parsed = [(rid, texts, json.loads(messages_json) if may else None, tags,
                None if metadata_json is None else json.loads(metadata_json))
-              for rid, *texts, messages_json, tags, metadata_json in docs]
+              for (rid, *texts, messages_json, tags, metadata_json), may in zip(docs, scanned)]
     # The strings of messages, tags and metadata, all tested by the prefilter at once (RE2
     # in Arrow; Python's re takes some 20 us a string), then scanned where it matches.
     scan = _PrefilteredScan(parsed)
-    for rid, texts, messages, tags, metadata in parsed:
+    for (rid, texts, messages, tags, metadata), messages_json in zip(parsed, messages_texts):
         found: set[str] = set()
         values: dict[str, object] = {}
         for name, text in zip(SCRUBBED_FIELDS, texts):
@@ -1302,6 +1307,8 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
                 cleaned, kinds = pii.scan_value(value, scan_text=scan)
                 found |= kinds
                 values[name] = cleaned if name == "tags" else json.dumps(cleaned, ensure_ascii=False)
+        if messages is None and messages_json is not None and redact and found:
+            values["messages"] = json.dumps(json.loads(messages_json), ensure_ascii=False)
         for kind in found:
             report.pii_counts[kind] = report.pii_counts.get(kind, 0) + 1
         rows["rid"].append(rid)
@@ -1310,6 +1317,16 @@ def _pii_fixes(docs: list[tuple], mode: str, report: IngestReport) -> pa.Table:
         rows["text"].append(None)
         rows["pii"].append(sorted(found) or None)
     return pa.table(rows, schema=FIX_SCHEMA)
+
+
+def _json_may_hold_pii(texts: list[str | None]) -> list[bool]:
+    """Return, for each JSON text (None: absent), whether the prefilter for JSON matches
+    it: False where no string in it can hold PII."""
+    try:
+        return pc.fill_null(pc.match_substring_regex(pa.array(texts, pa.string()), pii.JSON_PREFILTER_PATTERN),
+                            False).to_pylist()
+    except (pa.ArrowInvalid, UnicodeEncodeError):  # a lone surrogate: every text scanned
+        return [text is not None for text in texts]
 
 
 def _scrubbed_candidates(candidates: pa.Table, mode: str, report: IngestReport) -> pa.Table:
@@ -1339,18 +1356,11 @@ def _scrubbed_candidates(candidates: pa.Table, mode: str, report: IngestReport) 
     take = pa.array(places)
     texts = [pc.if_else(text_matches[name], rows.column(name), None).take(take).to_pylist()
              for name in SCRUBBED_FIELDS]
-    # Messages and metadata only where their own prefilter matches: a row held for its
-    # metadata alone (an OTel trace id that starts with seven digits, say) does not have
-    # its messages parsed and scanned.
     metadata = pc.if_else(json_matches["metadata"], rows.column("metadata"), None).take(take).to_pylist()
     messages = rows.column("messages").take(take).to_pylist()
-    scanned = json_matches["messages"].take(take).to_pylist()
     tags = rows.column("tags").take(take).to_pylist()
-    docs = [(i, *(text[i] for text in texts), messages[i] if scanned[i] else None, tags[i], metadata[i])
-            for i in range(len(places))]
+    docs = [(i, *(text[i] for text in texts), messages[i], tags[i], metadata[i]) for i in range(len(places))]
     fixes = _pii_fixes(docs, mode, report)
-    if mode == "redact":
-        fixes = _messages_rewritten(fixes, messages)
     # Each value: its fix-up where it has one (redact mode), else as it was.
     n = rows.num_rows
     index = np.arange(n, dtype=np.int64)
@@ -1364,20 +1374,6 @@ def _scrubbed_candidates(candidates: pa.Table, mode: str, report: IngestReport) 
         column = pa.concat_arrays([rows.column(name).combine_chunks(), fixed.combine_chunks()]).take(index)
         rows = rows.set_column(rows.schema.get_field_index(name), name, column)
     return rows
-
-
-def _messages_rewritten(fixes: pa.Table, messages: list[str | None]) -> pa.Table:
-    """Return the fix-ups with the messages of every record that has some (``messages``,
-    by row) as :func:`_pii_fixes` writes them where it found PII in the record: parsed
-    and written again (also where they were not scanned, as nothing in them could be
-    PII), so that such a record is stored as the second look stores it."""
-    found = fixes.column("pii").is_valid().to_pylist()
-    column = fixes.column("messages").to_pylist()
-    for i, (text, has_pii) in enumerate(zip(messages, found)):
-        if has_pii and column[i] is None and text is not None:
-            column[i] = json.dumps(json.loads(text), ensure_ascii=False)
-    return fixes.set_column(fixes.schema.get_field_index("messages"), "messages",
-                            pa.array(column, fixes.schema.field("messages").type))
 
 
 # The prefilter in Python, for strings Arrow cannot hold (a lone surrogate): a string it
