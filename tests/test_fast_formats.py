@@ -568,6 +568,12 @@ def _bent_otel_lines(lines: list[str]) -> list[str]:
     out.append(_request(json.loads(json.dumps(spans["current"][0])), resource=[
         _attr("deployment.environment", "prod"), {"key": "host.tags", "value": {"arrayValue": {"values": [
             {"stringValue": "a"}, {"stringValue": "b"}]}}}]))  # no service.name
+    # Resource attributes named as span attributes the statement parses or leaves out:
+    # in metadata with their values all the same.
+    resourced = {**json.loads(json.dumps(spans["current"][0])), "spanId": f"{0xbe00 + next(counter):016x}"}
+    out.append(_request(resourced, resource=[
+        _attr("service.name", "support-bot"), _attr("gen_ai.input.messages", "resource-wide text"),
+        _attr("input.value", "resource input")]))
     # A resource attribute key written as a number (Python keeps it, as "resource.5").
     out.append(_request(json.loads(json.dumps(spans["current"][1]))).replace('"key": "service.name"', '"key": 5', 1))
     # What DuckDB reads and Python does not, or reads otherwise.

@@ -38,7 +38,7 @@ _VALUE_KEYS = ("stringValue", "intValue", "doubleValue", "boolValue", "arrayValu
 # Python), the others as JSON.
 _ATTRIBUTE = _obj({"key": '"VARCHAR"', "value": _obj({k: '"VARCHAR"' if k == "stringValue" else '"JSON"'
                                                      for k in _VALUE_KEYS})})
-# Attributes whose text is parsed, never written out: their value is not turned into JSON.
+# Span attributes whose text is parsed, never written out.
 _PARSED_ATTRIBUTES = ("gen_ai.input.messages", "gen_ai.output.messages")
 _SPAN_KEYS = ("traceId", "spanId", "parentSpanId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano",
               "status", "events")
@@ -100,11 +100,14 @@ def _value(v: str) -> str:
     END"""
 
 
-def _entries(attributes: str) -> str:
+def _entries(attributes: str, *, unread: tuple[str, ...] = ()) -> str:
     """SQL: the attributes as a list of {k: key, v: JSON text of the value, s: text of
-    a string value}."""
-    return (f"list_transform({attributes}, lambda a: struct_pack(k := a.key, v := (CASE WHEN a.key IN {_PARSED_ATTRIBUTES} "
-            f"AND a.value.stringValue IS NOT NULL THEN '\"\"' ELSE {_value('a.value')} END), s := a.value.stringValue))")
+    a string value}; ``v`` is a placeholder (``""``) for the string values of the keys
+    ``unread``, whose JSON text is never used (it would copy a long text for nothing)."""
+    value = _value("a.value")
+    if unread:
+        value = f"CASE WHEN a.key IN {unread} AND a.value.stringValue IS NOT NULL THEN '\"\"' ELSE {value} END"
+    return f"list_transform({attributes}, lambda a: struct_pack(k := a.key, v := ({value}), s := a.value.stringValue))"
 
 
 def _attr(name: str, part: str = "v") -> str:
@@ -357,7 +360,7 @@ spans AS (
 ),
 attributed AS (
     -- k: the span's place in the line (one level after another, not a count: the order is what counts).
-    SELECT rid, (ri::BIGINT << 42) + (si::BIGINT << 21) + pi AS k, p, scope, {_entries('p.attributes')} AS e,
+    SELECT rid, (ri::BIGINT << 42) + (si::BIGINT << 21) + pi AS k, p, scope, {_entries('p.attributes', unread=(*_PARSED_ATTRIBUTES, *_OTEL_CONTENT_KEYS))} AS e,
         res_e, res_meta, res_keys, res_ok
     FROM spans
 ),
