@@ -1361,17 +1361,29 @@ def _scrubbed_candidates(candidates: pa.Table, mode: str, report: IngestReport) 
     tags = rows.column("tags").take(take).to_pylist()
     docs = [(i, *(text[i] for text in texts), messages[i], tags[i], metadata[i]) for i in range(len(places))]
     fixes = _pii_fixes(docs, mode, report)
-    # Each value: its fix-up where it has one (redact mode), else as it was.
+    # Each value: its fix-up where it has one (redact mode), else as it was. A column
+    # without any is kept as it is; a text column is copied once, with its fix-ups put in.
     n = rows.num_rows
-    index = np.arange(n, dtype=np.int64)
-    index[places] = n + np.arange(len(places), dtype=np.int64)
-    index = pa.array(index)
+    index = None
     for name in (*SCRUBBED_FIELDS, "messages", "tags", "metadata", "pii"):
         kind = rows.schema.field(name).type
         fixed = fixes.column(name).cast(kind)
-        if name != "pii":
-            fixed = pc.coalesce(fixed, rows.column(name).take(take))
-        column = pa.concat_arrays([rows.column(name).combine_chunks(), fixed.combine_chunks()]).take(index)
+        if fixed.null_count == len(fixed):
+            continue
+        if kind == pa.string():
+            changed = pc.is_valid(fixed).to_numpy(zero_copy_only=False)
+            mask = np.zeros(n, dtype=bool)
+            mask[places[changed]] = True
+            column = pc.replace_with_mask(rows.column(name), pa.array(mask),
+                                          fixed.filter(pa.array(changed)).combine_chunks())
+        else:  # (lists: replace_with_mask has no kernel for them)
+            if index is None:
+                index = np.arange(n, dtype=np.int64)
+                index[places] = n + np.arange(len(places), dtype=np.int64)
+                index = pa.array(index)
+            if name != "pii":
+                fixed = pc.coalesce(fixed, rows.column(name).take(take))
+            column = pa.concat_arrays([rows.column(name).combine_chunks(), fixed.combine_chunks()]).take(index)
         rows = rows.set_column(rows.schema.get_field_index(name), name, column)
     return rows
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from flywheel import pii
 from flywheel.ingest.fast.otel_sql import ACCEPTED_COLUMNS, BENT_LINE, otel_span_rows
-from flywheel.ingest.fast.text_bytes import holds, lone_carriage_return
+from flywheel.ingest.fast.text_bytes import filter_rows, holds, lone_carriage_return
 from flywheel.ingest.formats.jsonio import _JSON_ERRORS, _json_error
 from flywheel.ingest.formats.otel import otel_document_records
 from flywheel.ingest.normalize import TsWindow
@@ -179,7 +179,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
 
     # The spans decided but neither accepted nor held here: for the detailed checks, in
     # file order.
-    judged = spans.filter(pa.array(kept & llm & ~accepted & ~held))
+    judged = filter_rows(spans.select(["rid", "k", "doc"]), kept & llm & ~accepted & ~held)
     m = judged.num_rows
     second = pa.table(
         {
@@ -196,11 +196,12 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
         schema=loader.SECOND_LOOK_SCHEMA,
     )
     second = _in_file_order(second, judged.column("k").to_numpy())
+    values = spans.select(["rid", *ACCEPTED_COLUMNS])
     rows, candidates = (
         pa.table({"line": pa.array(line_numbers[taken.column("rid").to_numpy()]),
                   **{name: taken.column(name) for name in ACCEPTED_COLUMNS}}).cast(schema)
-        for taken, schema in ((spans.filter(pa.array(accepted)), loader.ACCEPTED_SCHEMA),
-                              (spans.filter(pa.array(held)), loader.PII_CANDIDATES_SCHEMA)))
+        for taken, schema in ((filter_rows(values, accepted), loader.ACCEPTED_SCHEMA),
+                              (filter_rows(values, held), loader.PII_CANDIDATES_SCHEMA)))
     if not records:
         return [second, rows, candidates]
     # The records the Python reader mapped, staged as the Python path stages them (NaN,
