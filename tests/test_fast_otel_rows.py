@@ -176,3 +176,34 @@ def test_lines_are_screened_in_one_scan_with_the_same_answers():
         _bent(pa.chunked_array([[plain, '{"a": "x\ry"}\n']]))
     with pytest.raises(NotFast, match="log records"):
         _bent(pa.chunked_array([[plain], ['{"resourceLogs": []}\n']]))
+
+
+def test_a_batch_the_statement_cannot_map_gives_no_spans_with_the_statements_columns():
+    # (What the caller falls back on when DuckDB refuses a value: every line to Python.)
+    from flywheel.ingest.fast.otel_lines import _no_spans
+
+    lines = pa.table({"rid": pa.array([0], pa.int64()), "text": ["{}"], "blank": [False], "bent": [False]})
+    with duckdb.connect() as con:
+        con.register("no_lines", lines)
+        with _no_filter_pushdown(con):
+            rows = con.execute(otel_span_rows("no_lines", window=WINDOW, ids=True, hold_back=pii.PREFILTER_PATTERN)
+                               ).fetch_arrow_table()
+    assert _no_spans().schema.names == rows.schema.names
+
+
+def test_lines_taken_for_json_make_the_statement_raise_where_one_is_not(spans_file):
+    lines = pa.concat_tables(loader._line_batches(spans_file, block_bytes=FAST_BLOCK_BYTES))
+    broken = pa.table({"rid": pa.array([lines.num_rows], pa.int64()), "text": ['{"resourceSpans": [}'],
+                       "blank": [False], "bent": [False]})
+    lines = pa.concat_tables([lines.select(["rid", "text", "blank"]).append_column(
+        "bent", pc.match_substring_regex(lines.column("text"), BENT_LINE)), broken])
+    with duckdb.connect() as con:
+        con.register("some_lines", lines)
+        with _no_filter_pushdown(con):
+            with pytest.raises(duckdb.InvalidInputException):
+                con.execute(otel_span_rows("some_lines", window=WINDOW, ids=False, hold_back=None, checked=False))
+            checked = con.execute(otel_span_rows("some_lines", window=WINDOW, ids=False, hold_back=None)
+                                  ).fetch_arrow_table()
+    # Checked, the broken line has no span (it is left to Python), the others all theirs.
+    assert lines.num_rows - 1 not in checked.column("rid").to_pylist()
+    assert len(set(checked.column("rid").to_pylist())) == lines.num_rows - 1

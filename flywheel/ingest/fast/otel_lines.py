@@ -62,6 +62,9 @@ def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, 
     if not any(key[0] == "otel_log" for key in companions):
         companions = {}
     first = True
+    # Lines are taken for JSON (a parse each saved) until a batch holds one that is not:
+    # then that batch and the rest of the file are read checking each line.
+    checked = False
     try:
         for lines in loader._line_batches(path, block_bytes=block_bytes):
             if first:
@@ -69,7 +72,9 @@ def otel_batches(con: duckdb.DuckDBPyConnection, path: Path, *, pii_gate: bool, 
                 first = False
             # The staged records of these lines first, then the rows accepted of them (see
             # the loader's _load_fast).
-            yield _staged(con, lines, pii_gate=pii_gate, companions=companions, window=window, stats=stats)
+            tables, checked = _staged(con, lines, pii_gate=pii_gate, companions=companions, window=window,
+                                      stats=stats, checked=checked)
+            yield tables
     except UnreadableFile as exc:  # the Python reader words these its own way
         raise NotFast(exc.reason) from None
 
@@ -104,19 +109,20 @@ def _no_spans() -> pa.Table:
     from flywheel.ingest import loader
 
     columns = {"rid": pa.int64(), "k": pa.int64(), "ok": pa.bool_(), "llm": pa.bool_(), "trace_id": pa.string(),
-               "span_id": pa.string(), "accepted": pa.bool_(), "doc": pa.string(),
+               "span_id": pa.string(), "accepted": pa.bool_(), "held": pa.bool_(), "doc": pa.string(),
                **{name: loader.ACCEPTED_SCHEMA.field(name).type for name in ACCEPTED_COLUMNS}}
     return pa.table({name: pa.array([], kind) for name, kind in columns.items()})
 
 
 def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: TsWindow,
-            stats: dict) -> list[pa.Table]:
+            stats: dict, checked: bool) -> tuple[list[pa.Table], bool]:
     """Return what one batch of lines gives the loader: the staged batch (the loader's
     ``BATCH_SCHEMA``) of the records it must judge (the documents of the spans the
     statement decides but does not accept itself, and the records of the lines the
     Python reader maps), then the rows the statement accepted (``ACCEPTED_SCHEMA``: none
     with the PII guardrail), then the rows it would accept, held for the loader's PII
-    test (the loader's ``PII_CANDIDATES_SCHEMA``: with the guardrail)."""
+    test (the loader's ``PII_CANDIDATES_SCHEMA``: with the guardrail); and whether the
+    lines had to be checked for JSON one by one (``checked``: from the start)."""
     from flywheel.ingest import loader
     from flywheel.ingest.fast.lines import NotFast, _no_filter_pushdown
 
@@ -126,17 +132,23 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     if lines.column("pre_error").null_count < lines.num_rows:
         raise NotFast("a broken gzip stream")
     screened = lines.append_column("bent", _bent(text))
-    con.register("fast_otel_lines", pa.RecordBatchReader.from_batches(
-        screened.schema, screened.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
-    statement = otel_span_rows("fast_otel_lines", window=window, ids=bool(companions),
-                               hold_back=pii.PREFILTER_PATTERN if pii_gate else None)
-    try:
-        with _no_filter_pushdown(con):
-            spans = con.sql(statement).to_arrow_table()  # (on all threads: see the loader's _second_look)
-    except duckdb.InvalidInputException:  # a value DuckDB refuses: all in Python
+    spans = None
+    for checked in ((True,) if checked else (False, True)):
+        # (A reader is read once: registered for each run.)
+        con.register("fast_otel_lines", pa.RecordBatchReader.from_batches(
+            screened.schema, screened.to_batches(max_chunksize=MAPPING_CHUNK_ROWS)))
+        statement = otel_span_rows("fast_otel_lines", window=window, ids=bool(companions),
+                                   hold_back=pii.PREFILTER_PATTERN if pii_gate else None, checked=checked)
+        try:
+            with _no_filter_pushdown(con):
+                spans = con.sql(statement).to_arrow_table()  # (on all threads: see the loader's _second_look)
+            break
+        except duckdb.InvalidInputException:  # a line that is not JSON, or a value DuckDB refuses
+            pass
+        finally:
+            con.unregister("fast_otel_lines")
+    if spans is None:  # a value DuckDB refuses: all in Python
         spans = _no_spans()
-    finally:
-        con.unregister("fast_otel_lines")
     n = lines.num_rows
     ok, llm, accepted, held = (pc.fill_null(spans.column(name), False).to_numpy(zero_copy_only=False)
                                for name in ("ok", "llm", "accepted", "held"))
@@ -203,7 +215,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
         for taken, schema in ((filter_rows(values, accepted), loader.ACCEPTED_SCHEMA),
                               (filter_rows(values, held), loader.PII_CANDIDATES_SCHEMA)))
     if not records:
-        return [second, rows, candidates]
+        return [second, rows, candidates], checked
     # The records the Python reader mapped, staged as the Python path stages them (NaN,
     # non-UTF-8 text, deep nesting), for the loader's fast statement.
     python = pa.concat_tables(loader._parsed_batches(iter(records)))
@@ -212,7 +224,7 @@ def _staged(con, lines: pa.Table, *, pii_gate: bool, companions: dict, window: T
     if pii_gate:
         python = python.set_column(python.schema.get_field_index("maybe_pii"), "maybe_pii",
                                    loader._maybe_pii(python.column("doc")))
-    return [loader._parallel(python), second, rows, candidates]
+    return [loader._parallel(python), second, rows, candidates], checked
 
 
 def _in_file_order(rows: pa.Table, places: np.ndarray) -> pa.Table:

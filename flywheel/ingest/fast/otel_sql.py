@@ -56,12 +56,10 @@ _SEMCONV = "[" + _obj({"role": '"JSON"', "finish_reason": '"JSON"',
 # not), NaN or Infinity (Python reads them, a document cannot hold them), an attribute
 # key or string value that is not a string, what DuckDB reads and Python does not (a
 # comma before a closing bracket), numbers Python reads as infinite or DuckDB could
-# read inexactly (an exponent of three digits, 17 digits or more).
-_NOT_PLAIN = r'[:,\[]\s*(null|-?NaN|-?Infinity)'
-# (Tested in Arrow, whose RE2 scan is about twice as fast as DuckDB's here: the
-# caller's ``bent`` column.)
-BENT_LINE = (r'"(key|stringValue)"\s*:\s*[^"\s]|,\s*[}\]]|[:,\[]\s*-?[0-9.]+[eE][-+]?[0-9]{3}'
-             r'|[:,\[]\s*-?[0-9]{17}')
+# read inexactly (an exponent of three digits, 17 digits or more). (Tested in Arrow,
+# whose RE2 scan is about twice as fast as DuckDB's here: the caller's ``bent`` column.)
+BENT_LINE = (r'[:,\[]\s*(?:null|-?NaN|-?Infinity)|"(key|stringValue)"\s*:\s*[^"\s]|,\s*[}\]]'
+             r'|[:,\[]\s*-?[0-9.]+[eE][-+]?[0-9]{3}|[:,\[]\s*-?[0-9]{17}')
 # Keys the metadata gets from the span itself: an attribute of that name would clash.
 _SPAN_META = ("trace_id", "parent_span_id", "span_name", "span_kind", "scope_name", "status", "finish_reason",
               "tool_calls", "events", "metadata")
@@ -179,7 +177,7 @@ def _not_structured(json_text: str) -> str:
 
 
 def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back: str | None = None,
-                   documents: bool = False) -> str:
+                   documents: bool = False, checked: bool = True) -> str:
     """Return a SELECT of one row per span of the lines of the relation ``lines`` (the
     loader's batch columns, and ``bent``: whether the line matches :data:`BENT_LINE`,
     which sends it to Python): ``rid, k, ok, llm, trace_id, span_id, accepted, held, doc``
@@ -201,6 +199,9 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     ``ids=False``: ``trace_id`` and ``span_id`` are NULL (no log records to find).
     ``hold_back``: the PII prefilter (RE2; None: no PII guardrail).
     ``documents``: give the document of an accepted or held span too (to check its values).
+    ``checked=False``: a line that is not JSON makes the statement raise (DuckDB's
+    ``InvalidInputException``) instead of being left out (for lines that are all JSON, it
+    saves a parse of each).
     """
     # Each field's value (and the attribute it was taken from) is a column of `classified`.
     taken_by = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
@@ -319,15 +320,13 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
         "cost_usd": "NULL::DOUBLE", "tags": "NULL::VARCHAR[]", "metadata": "metadata_text", "pii": "NULL::VARCHAR[]",
     }
     assert tuple(accepted_values) == ACCEPTED_COLUMNS
+    # try() on the key list only (it copies what it returns; the document is large): a
+    # line parses for both or neither.
+    parse = (f"CASE WHEN try(json_keys(text)) IS NOT NULL THEN from_json(text, '{_DOCUMENT}') END" if checked
+             else f"from_json(text, '{_DOCUMENT}')")
     return f"""
 WITH parsed AS (
-    -- try() on the key list only (it copies what it returns; the document is large): a
-    -- line parses for both or neither.
-    SELECT rid, CASE WHEN k IS NOT NULL THEN from_json(text, '{_DOCUMENT}') END AS d
-    FROM (SELECT rid, text, try(json_keys(text)) AS k FROM {lines}
-          WHERE NOT blank AND NOT bent AND starts_with(text, '{{')
-              AND NOT CASE WHEN contains(text, 'null') OR contains(text, 'NaN') OR contains(text, 'Infinity')
-                           THEN regexp_matches(text, '{_NOT_PLAIN}') ELSE false END)
+    SELECT rid, {parse} AS d FROM {lines} WHERE NOT blank AND NOT bent AND starts_with(text, '{{')
 ),
 resources AS (
     SELECT rid, unnest(d.resourceSpans) AS r, generate_subscripts(d.resourceSpans, 1) AS ri FROM parsed WHERE {line_ok}
