@@ -114,11 +114,11 @@ def _attr(name: str, part: str = "v") -> str:
     return f"e[list_position(keys, '{name}')].{part}"
 
 
-def _taken(keys: tuple[str, ...]) -> tuple[str, str]:
-    """SQL: the value of the first of ``keys`` present and which key it is."""
-    value = "coalesce(" + ", ".join(_attr(k) for k in keys) + ")"
-    key = "CASE " + " ".join(f"WHEN list_contains(keys, '{k}') THEN '{k}'" for k in keys) + " END"
-    return value, key
+def _taken(keys: tuple[str, ...]) -> str:
+    """SQL: the place of the first of ``keys`` present among the span's attributes.
+    (Its value is the field's only where every attribute's value is read: the
+    statement's test of a span.)"""
+    return "coalesce(" + ", ".join(f"list_position(keys, '{k}')" for k in keys) + ")"
 
 
 def _semconv(attribute: str) -> str:
@@ -203,7 +203,7 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     ``InvalidInputException``) instead of being left out (for lines that are all JSON, it
     saves a parse of each).
     """
-    # Each field's value (and the attribute it was taken from) is a column of `classified`.
+    # Each field's value (and the attribute it was taken from) is a column of `fielded`.
     taken_by = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
     fields = {name: (f"f_{name}", None) for name in taken_by}
 
@@ -374,16 +374,20 @@ classified AS (
                   AND {deciding_ok} AND len(list_distinct(keys)) = len(keys) THEN true ELSE false END AS span_ok
     FROM keyed
 ),
+found AS (
+    -- Where each field's attribute is (looked up once for its value and its key).
+    SELECT *, {", ".join(f"{llm_only(place)} AS at_{name}" for name, place in taken_by.items())} FROM classified
+),
 fielded AS (
     -- Only an LLM span the statement may decide needs its fields (the others are skipped).
     SELECT *, {", ".join(f"{llm_only(sql)} AS {name}" for name, sql in counts.items())},
         {llm_only("res_e[list_position(res_keys, 'service.name')].v")} AS service_name,
-        {", ".join(f"{llm_only(value)} AS f_{name}" for name, (value, _) in taken_by.items())},
-        {llm_only("[" + ", ".join(key for _, key in taken_by.values()) + "]")} AS taken,
+        {", ".join(f"e[at_{name}].v AS f_{name}" for name in taken_by)},
+        {llm_only("[" + ", ".join(f"keys[at_{name}]" for name in taken_by) + "]")} AS taken,
         {llm_only(f"TRY_CAST(regexp_extract(p.startTimeUnixNano, '^{_NANOS}$', 1) AS BIGINT)")} AS start_ns,
         CASE WHEN NOT (span_ok AND llm) THEN NULL WHEN p.endTimeUnixNano IS NULL THEN 0
              ELSE TRY_CAST(regexp_extract(p.endTimeUnixNano, '^"?(0|[1-9][0-9]{{0,18}})"?$', 1) AS BIGINT) END AS end_ns
-    FROM classified
+    FROM found
 ),
 conventions AS (
     SELECT *, list_contains(keys, 'gen_ai.input.messages') OR list_contains(keys, 'gen_ai.output.messages') AS is_cur,
