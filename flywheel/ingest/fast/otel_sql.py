@@ -348,7 +348,7 @@ scopes AS (
     -- res_ok: the resource's attributes are all read, each key once (a test of each span, made once).
     SELECT rid, ri, res_e, res_meta, res_keys,
         coalesce(list_bool_and(list_transform(res_e, lambda x: x.k IS NOT NULL AND x.v IS NOT NULL)) IS NOT false
-                 AND len(list_distinct(res_keys)) = len(res_keys), false) AS res_ok,
+                 AND list_unique(res_keys) = len(res_keys), false) AS res_ok,
         unnest(r.scopeSpans) AS s, generate_subscripts(r.scopeSpans, 1) AS si
     FROM resource_keyed
 ),
@@ -370,8 +370,8 @@ classified AS (
     -- (A condition of CASE WHEN stops at its first test that fails, cheap ones first;
     -- in a projection DuckDB would evaluate every test for every span.)
     SELECT *, coalesce({is_llm}, false) AS llm,
-        CASE WHEN (p.events IS NULL OR p.events = '[]') AND len(list_filter(keys, lambda x: x IS NOT NULL)) = len(keys)
-                  AND {deciding_ok} AND len(list_distinct(keys)) = len(keys) THEN true ELSE false END AS span_ok
+        CASE WHEN (p.events IS NULL OR p.events = '[]') AND list_aggregate(keys, 'count') = len(keys)
+                  AND {deciding_ok} AND list_unique(keys) = len(keys) THEN true ELSE false END AS span_ok
     FROM keyed
 ),
 found AS (
