@@ -203,9 +203,9 @@ def otel_span_rows(lines: str, *, window: TsWindow, ids: bool = True, hold_back:
     ``InvalidInputException``) instead of being left out (for lines that are all JSON, it
     saves a parse of each).
     """
-    # Each field's value (and the attribute it was taken from) is a column of `fielded`.
-    taken_by = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
-    fields = {name: (f"f_{name}", None) for name in taken_by}
+    # Where each field's attribute is (`found`); its value and key are columns of `fielded`.
+    field_at = {name: _taken(keys) for name, keys in _OTEL_FIELDS.items() if name != "tags"}
+    fields = {name: (f"f_{name}", None) for name in field_at}
 
     def llm_only(sql: str) -> str:
         return f"CASE WHEN span_ok AND llm THEN {sql} END"
@@ -359,7 +359,8 @@ spans AS (
 ),
 attributed AS (
     -- k: the span's place in the line (one level after another, not a count: the order is what counts).
-    SELECT rid, (ri::BIGINT << 42) + (si::BIGINT << 21) + pi AS k, p, scope, {_entries('p.attributes', unread=(*_PARSED_ATTRIBUTES, *_OTEL_CONTENT_KEYS))} AS e,
+    SELECT rid, (ri::BIGINT << 42) + (si::BIGINT << 21) + pi AS k, p, scope,
+        {_entries('p.attributes', unread=(*_PARSED_ATTRIBUTES, *_OTEL_CONTENT_KEYS))} AS e,
         res_e, res_meta, res_keys, res_ok
     FROM spans
 ),
@@ -376,14 +377,14 @@ classified AS (
 ),
 found AS (
     -- Where each field's attribute is (looked up once for its value and its key).
-    SELECT *, {", ".join(f"{llm_only(place)} AS at_{name}" for name, place in taken_by.items())} FROM classified
+    SELECT *, {", ".join(f"{llm_only(place)} AS at_{name}" for name, place in field_at.items())} FROM classified
 ),
 fielded AS (
     -- Only an LLM span the statement may decide needs its fields (the others are skipped).
     SELECT *, {", ".join(f"{llm_only(sql)} AS {name}" for name, sql in counts.items())},
         {llm_only("res_e[list_position(res_keys, 'service.name')].v")} AS service_name,
-        {", ".join(f"e[at_{name}].v AS f_{name}" for name in taken_by)},
-        {llm_only("[" + ", ".join(f"keys[at_{name}]" for name in taken_by) + "]")} AS taken,
+        {", ".join(f"e[at_{name}].v AS f_{name}" for name in field_at)},
+        {llm_only("[" + ", ".join(f"keys[at_{name}]" for name in field_at) + "]")} AS taken,
         {llm_only(f"TRY_CAST(regexp_extract(p.startTimeUnixNano, '^{_NANOS}$', 1) AS BIGINT)")} AS start_ns,
         CASE WHEN NOT (span_ok AND llm) THEN NULL WHEN p.endTimeUnixNano IS NULL THEN 0
              ELSE TRY_CAST(regexp_extract(p.endTimeUnixNano, '^"?(0|[1-9][0-9]{{0,18}})"?$', 1) AS BIGINT) END AS end_ns
