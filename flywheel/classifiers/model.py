@@ -51,7 +51,10 @@ def build_pipeline(task: str, *, has_context: bool, C: float = 1.0, calibrate: b
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
-    linear = LogisticRegression(C=C, max_iter=3000, solver="liblinear", random_state=random_state)
+    # tol=1e-3 (liblinear's default is 1e-4): the night's classifiers step 58.9-60.7 -> 53.5 s
+    # on 80k labels a task; hold-out and per-source AUROCs equal to 3-4 decimals. (The dual
+    # problem was faster on one source and far slower on seven: left out.)
+    linear = LogisticRegression(C=C, max_iter=3000, solver="liblinear", tol=1e-3, random_state=random_state)
     classifier = CalibratedClassifierCV(linear, method="sigmoid", cv=3) if calibrate else linear
     return Pipeline([
         ("features", build_features(has_context=has_context, max_features=max_features, ngram_range=ngram_range,
