@@ -17,7 +17,8 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 
-from flywheel.ingest.fast.openai_sql import _PLAIN_KEY, _distinct, _entries, _is_string, _list, _obj
+from flywheel.ingest.fast.openai_sql import (_PLAIN_KEY, _distinct, _entries, _is_string, _list, _obj,
+                                             _parsed_with_keys)
 
 _TOP_KEYS = ("id", "timestamp", "name", "input", "output", "sessionId", "userId", "release", "version",
              "tags", "metadata", "environment", "public", "latency", "totalCost", "observations", "scores")
@@ -144,9 +145,7 @@ def langfuse_docs(lines: str, batch) -> str:
     ) + ") || '}'"
     return f"""
 WITH parsed AS (
-    SELECT rid, CASE WHEN k IS NOT NULL THEN from_json(text, '{top}') END AS m, k
-    FROM (SELECT rid, text, try(json_keys(text, {paths})) AS k FROM {lines}
-          WHERE NOT blank AND starts_with(text, '{{'))
+    {_parsed_with_keys(lines, "NOT blank AND starts_with(text, '{')", top, paths)}
 ),
 named AS (
     SELECT rid, m, k[1] AS k_top, k[2] AS k_input, k[3] AS k_meta, k[4] AS k_gen, k[5] AS k_usage, k[6] AS k_score,

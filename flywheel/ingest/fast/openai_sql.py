@@ -170,6 +170,15 @@ contexted AS (
 ),"""
 
 
+def _parsed_with_keys(lines: str, where: str, structure: str, paths: str) -> str:
+    """SQL: a SELECT of ``rid``, ``m`` (the line parsed by ``structure``) and ``k`` (its key
+    lists at ``paths``) of the lines of the relation ``lines`` where ``where`` holds; both
+    NULL for a line that is not JSON. (try() on the key lists only: it copies what it
+    returns, and the parsed line is the larger; a line parses for both or neither.)"""
+    return (f"SELECT rid, CASE WHEN k IS NOT NULL THEN from_json(text, '{structure}') END AS m, k "
+            f"FROM (SELECT rid, text, try(json_keys(text, {paths})) AS k FROM {lines} WHERE {where})")
+
+
 def _obj(fields: dict[str, str]) -> str:
     return "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
 
@@ -201,9 +210,7 @@ def openai_chat_docs(lines: str, batch) -> str:
     parsed = f"""
 parsed AS (
     -- The line as it is: the parser takes its line end for trailing blanks (no copy).
-    -- try() on the key lists only (it copies what it returns): the line parses for both or neither.
-    SELECT rid, CASE WHEN k IS NOT NULL THEN from_json(text, '{top}') END AS m, k
-    FROM (SELECT rid, text, try(json_keys(text, {paths})) AS k FROM {lines} WHERE {_LOOKS_LIKE_OBJECT})
+    {_parsed_with_keys(lines, _LOOKS_LIKE_OBJECT, top, paths)}
 ),
 named AS (
     SELECT rid, m, m.request AS rq, m.response AS rs, m.request.messages AS msgs, m.response.choices AS choices,
@@ -260,8 +267,7 @@ def openai_batch_docs(lines: str, batch, requests_relation: str, requests: Mappi
     paths = "['$', '$.response', '$.response.body', '$.response.body.usage']"
     parsed = f"""
 outer_parsed AS (
-    SELECT rid, CASE WHEN k IS NOT NULL THEN from_json(text, '{outer}') END AS m, k
-    FROM (SELECT rid, text, try(json_keys(text, {paths})) AS k FROM {lines} WHERE {_LOOKS_LIKE_OBJECT})
+    {_parsed_with_keys(lines, _LOOKS_LIKE_OBJECT, outer, paths)}
 ),
 parsed AS (
     SELECT o.*, try(from_json(r.line, '{_obj({"body": _request_struct(keys, _BATCH_FILLS)})}')).body AS request,
